@@ -1,0 +1,50 @@
+# gs-lightning: the commands users type. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+EXT_SRC := setup.py $(shell find extensions -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
+# Compile the CUDA build for Hopper unless told otherwise (CI has no GPU to ask).
+TORCH_CUDA_ARCH_LIST ?= 9.0
+
+.PHONY: help setup build test test-all test-gpu bench cuda-build clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed ## Create .venv with the pinned requirements (torch comes from the local wheel cache)
+
+$(VENV)/.built: $(VENV)/.installed $(EXT_SRC)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(VENV)/.built ## Compile gs_lightning._C (CPU; CUDA too where a GPU is visible or FORCE_CUDA=1)
+
+test: build ## Run the fast test suite (what CI runs)
+	$(PY) -m pytest
+
+test-all: build ## Run every test, the slow ones included
+	$(PY) -m pytest -m "slow or not slow"
+
+test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
+	$(PY) -m pytest -m gpu
+
+bench: build ## Print the benchmarks (rasterizer speed and thread scaling)
+	$(PY) -m gs_lightning.benchmarks.render
+
+cuda-build: setup ## Compile and link the CUDA backend into build/cuda (no GPU needed), then import it
+	rm -rf build/cuda
+	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" $(PY) setup.py -q build_ext \
+		--build-lib build/cuda/lib --build-temp build/cuda/tmp
+	$(PY) -m gs_lightning.tools.check_extension build/cuda/lib/gs_lightning/_C*.so
+
+clean: ## Remove build outputs (keeps .venv)
+	rm -rf build gs_lightning/_C*.so $(VENV)/.built

@@ -1,0 +1,33 @@
+// Entry points of the two backends. Both take contiguous float32 tensors that
+// bindings.cpp has already checked:
+//   xy    [B, N, 2]  centres, pixels
+//   chol  [B, N, 3]  (l11, l21, l22), l11, l22 > 0
+//   rgb   [B, N, 3]  colours
+//   mask  [B, N]     bool, false rows contribute nothing and get zero gradient
+//   image / grad_image [B, 3, H, W]
+#pragma once
+
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace splat2d {
+
+torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                          const torch::Tensor& mask, int64_t height, int64_t width, double cutoff);
+
+// Returns {grad_xy [B, N, 2], grad_chol [B, N, 3], grad_rgb [B, N, 3]}.
+std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
+                                        const torch::Tensor& rgb, const torch::Tensor& mask,
+                                        const torch::Tensor& grad_image, double cutoff);
+
+#ifdef WITH_CUDA
+torch::Tensor forward_cuda(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                           const torch::Tensor& mask, int64_t height, int64_t width, double cutoff);
+
+std::vector<torch::Tensor> backward_cuda(const torch::Tensor& xy, const torch::Tensor& chol,
+                                         const torch::Tensor& rgb, const torch::Tensor& mask,
+                                         const torch::Tensor& grad_image, double cutoff);
+#endif
+
+}  // namespace splat2d

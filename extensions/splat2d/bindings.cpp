@@ -1,0 +1,79 @@
+// pybind11 module gs_lightning._C: one forward and one backward entry for the
+// splat sum render, dispatched on the tensors' device. gs_lightning/render.py
+// is its only caller and gives the friendly errors; the checks here keep a
+// direct call from reading out of bounds.
+#include <torch/extension.h>
+
+#include "backends.h"
+
+namespace {
+
+void check_inputs(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                  const torch::Tensor& mask) {
+  TORCH_CHECK(xy.dim() == 3 && xy.size(2) == 2, "splat2d: xy must be [B, N, 2], got ", xy.sizes());
+  const auto B = xy.size(0), N = xy.size(1);
+  TORCH_CHECK(chol.dim() == 3 && chol.size(0) == B && chol.size(1) == N && chol.size(2) == 3,
+              "splat2d: chol must be [B, N, 3] = [", B, ", ", N, ", 3], got ", chol.sizes());
+  TORCH_CHECK(rgb.dim() == 3 && rgb.size(0) == B && rgb.size(1) == N && rgb.size(2) == 3,
+              "splat2d: rgb must be [B, N, 3] = [", B, ", ", N, ", 3], got ", rgb.sizes());
+  TORCH_CHECK(mask.dim() == 2 && mask.size(0) == B && mask.size(1) == N,
+              "splat2d: mask must be [B, N] = [", B, ", ", N, "], got ", mask.sizes());
+  for (const auto* t : {&xy, &chol, &rgb}) {
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32, "splat2d: xy, chol and rgb must be float32");
+    TORCH_CHECK(t->is_contiguous(), "splat2d: xy, chol and rgb must be contiguous");
+    TORCH_CHECK(t->device() == xy.device(), "splat2d: all inputs must be on one device");
+  }
+  TORCH_CHECK(mask.scalar_type() == torch::kBool && mask.is_contiguous() && mask.device() == xy.device(),
+              "splat2d: mask must be a contiguous bool tensor on the device of xy");
+}
+
+torch::Tensor forward(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                      const torch::Tensor& mask, int64_t height, int64_t width, double cutoff) {
+  check_inputs(xy, chol, rgb, mask);
+  TORCH_CHECK(height > 0 && width > 0, "splat2d: height and width must be positive, got ", height, "x", width);
+  if (xy.is_cuda()) {
+#ifdef WITH_CUDA
+    return splat2d::forward_cuda(xy, chol, rgb, mask, height, width, cutoff);
+#else
+    TORCH_CHECK(false, "splat2d: gs_lightning._C was built without CUDA; rebuild with a CUDA toolkit (FORCE_CUDA=1)");
+#endif
+  }
+  return splat2d::forward_cpu(xy, chol, rgb, mask, height, width, cutoff);
+}
+
+std::vector<torch::Tensor> backward(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                                    const torch::Tensor& mask, const torch::Tensor& grad_image, double cutoff) {
+  check_inputs(xy, chol, rgb, mask);
+  TORCH_CHECK(grad_image.dim() == 4 && grad_image.size(0) == xy.size(0) && grad_image.size(1) == 3,
+              "splat2d: grad_image must be [B, 3, H, W], got ", grad_image.sizes());
+  TORCH_CHECK(grad_image.scalar_type() == torch::kFloat32 && grad_image.is_contiguous() &&
+                  grad_image.device() == xy.device(),
+              "splat2d: grad_image must be a contiguous float32 tensor on the device of xy");
+  if (xy.is_cuda()) {
+#ifdef WITH_CUDA
+    return splat2d::backward_cuda(xy, chol, rgb, mask, grad_image, cutoff);
+#else
+    TORCH_CHECK(false, "splat2d: gs_lightning._C was built without CUDA; rebuild with a CUDA toolkit (FORCE_CUDA=1)");
+#endif
+  }
+  return splat2d::backward_cpu(xy, chol, rgb, mask, grad_image, cutoff);
+}
+
+bool has_cuda() {
+#ifdef WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Batched 2D Gaussian splat sum render (paper Eq. 1), CPU and CUDA backends";
+  m.def("forward", &forward, "Render [B, 3, H, W] from splats", py::arg("xy"), py::arg("chol"), py::arg("rgb"),
+        py::arg("mask"), py::arg("height"), py::arg("width"), py::arg("cutoff"));
+  m.def("backward", &backward, "Gradients (xy, chol, rgb) of a render", py::arg("xy"), py::arg("chol"),
+        py::arg("rgb"), py::arg("mask"), py::arg("grad_image"), py::arg("cutoff"));
+  m.def("has_cuda", &has_cuda, "Whether this build carries the CUDA backend");
+}

@@ -1,0 +1,107 @@
+"""Splats: the one data type that crosses every boundary (fit, data, models).
+
+A batch of splat sets, padded to a common N with a boolean mask. All fields
+are in pixels of the image they were fitted to; on disk a set is stored per
+image in the unit square (resolution-free) as float16 [n, 8] =
+(x/W, y/H, l11/W, l21/H, l22/H, r, g, b): 16 bytes a splat.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+RECORD_DIM = 8
+BYTES_PER_SPLAT = RECORD_DIM * 2  # float16
+
+
+@dataclass
+class Splats:
+    xy: Tensor  # [B, N, 2] centres, pixels; pixel (i, j) is centred at (j + 0.5, i + 0.5)
+    chol: Tensor  # [B, N, 3] (l11, l21, l22), Sigma = L L^T, pixels; l11, l22 > 0
+    rgb: Tensor  # [B, N, 3] colour weights, unclamped
+    mask: Tensor  # [B, N] bool, which rows are real
+
+    @property
+    def batch_size(self) -> int:
+        return self.xy.shape[0]
+
+    def counts(self) -> Tensor:  # [B] real splats per image
+        return self.mask.sum(dim=1)
+
+    def to(self, *args, **kwargs) -> "Splats":
+        return Splats(*(t.to(*args, **kwargs) for t in (self.xy, self.chol, self.rgb, self.mask)))
+
+    def detach(self) -> "Splats":
+        return Splats(self.xy.detach(), self.chol.detach(), self.rgb.detach(), self.mask)
+
+    def check(self, name: str = "splats") -> None:
+        """Raise ValueError naming the field when shapes, dtypes or values are wrong.
+
+        Only real rows (mask True) must be finite with l11, l22 > 0: padding may
+        hold anything and is never read by a renderer.
+        """
+        for field, last in (("xy", 2), ("chol", 3), ("rgb", 3)):
+            t = getattr(self, field)
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name}.{field} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dim() != 3 or t.shape[-1] != last:
+                raise ValueError(f"{name}.{field} must have shape [B, N, {last}], got {tuple(t.shape)}")
+            if t.dtype != torch.float32:
+                raise ValueError(f"{name}.{field} must be float32, got {t.dtype}")
+        B, N = self.xy.shape[:2]
+        for field in ("chol", "rgb"):
+            if getattr(self, field).shape[:2] != (B, N):
+                raise ValueError(
+                    f"{name}.{field} has shape {tuple(getattr(self, field).shape)}, but xy says [B, N] = [{B}, {N}]"
+                )
+        if not isinstance(self.mask, Tensor) or self.mask.dtype != torch.bool or self.mask.shape != (B, N):
+            got = f"{tuple(self.mask.shape)} {self.mask.dtype}" if isinstance(self.mask, Tensor) else type(self.mask)
+            raise ValueError(f"{name}.mask must be a bool tensor of shape [{B}, {N}], got {got}")
+        devices = {t.device for t in (self.xy, self.chol, self.rgb, self.mask)}
+        if len(devices) > 1:
+            raise ValueError(f"{name} fields are on several devices: {sorted(map(str, devices))}")
+        real = self.mask
+        for field in ("xy", "chol", "rgb"):
+            bad = ~torch.isfinite(getattr(self, field)).all(dim=-1) & real
+            if bad.any():
+                b, n = bad.nonzero()[0].tolist()
+                raise ValueError(f"{name}.{field} holds NaN or inf at image {b}, splat {n}")
+        for k, label in ((0, "l11"), (2, "l22")):
+            bad = (self.chol[..., k] <= 0) & real
+            if bad.any():
+                b, n = bad.nonzero()[0].tolist()
+                value = self.chol[b, n, k].item()
+                raise ValueError(f"{name}.chol {label} must be > 0, got {value} at image {b}, splat {n}")
+
+    # ---- the on-disk record: float16 [n, 8] in the unit square -------------------
+
+    def to_records(self, height: int, width: int) -> list[np.ndarray]:
+        """One float16 [n_b, 8] array per image, real rows only."""
+        scale = torch.tensor([width, height, width, height, height, 1.0, 1.0, 1.0], device=self.xy.device)
+        rows = torch.cat([self.xy, self.chol, self.rgb], dim=-1) / scale  # [B, N, 8]
+        return [rows[b][self.mask[b]].to(torch.float16).cpu().numpy() for b in range(self.batch_size)]
+
+    @classmethod
+    def from_records(cls, records: list[np.ndarray], height: int, width: int) -> "Splats":
+        """Pad per-image [n_b, 8] records into one batch, in pixels of a height x width image."""
+        for i, r in enumerate(records):
+            if r.ndim != 2 or r.shape[1] != RECORD_DIM:
+                raise ValueError(f"splat record {i} must have shape [n, {RECORD_DIM}], got {r.shape}")
+        B, N = len(records), max((len(r) for r in records), default=0)
+        rows = torch.zeros(B, N, RECORD_DIM)
+        mask = torch.zeros(B, N, dtype=torch.bool)
+        for b, r in enumerate(records):
+            rows[b, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))
+            mask[b, : len(r)] = True
+        rows = rows * torch.tensor([width, height, width, height, height, 1.0, 1.0, 1.0])
+        # Padding rows get a harmless unit covariance so nothing downstream divides by zero.
+        chol = torch.where(mask[..., None], rows[..., 2:5], torch.tensor([1.0, 0.0, 1.0]))
+        return cls(rows[..., 0:2].contiguous(), chol.contiguous(), rows[..., 5:8].contiguous(), mask)
+
+
+def compression_ratio(height: int, width: int, num_splats: float) -> float:
+    """uint8 pixel bytes over float16 splat bytes (paper section 5.2)."""
+    return height * width * 3 / (num_splats * BYTES_PER_SPLAT)
