@@ -8,6 +8,9 @@ PIP    := $(VENV)/bin/pip
 EXT_SRC := setup.py $(shell find extensions -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
 # Compile the CUDA build for Hopper unless told otherwise (CI has no GPU to ask).
 TORCH_CUDA_ARCH_LIST ?= 9.0
+# torch infers CUDA_HOME from `which nvcc`; a symlinked /usr/local/bin/nvcc
+# would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
+export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
 .PHONY: help setup build test test-all test-gpu bench cuda-build clean
 
@@ -41,10 +44,9 @@ bench: build ## Print the benchmarks (rasterizer speed and thread scaling)
 	$(PY) -m gs_lightning.benchmarks.render
 
 cuda-build: setup ## Compile and link the CUDA backend into build/cuda (no GPU needed), then import it
-	rm -rf build/cuda
 	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" $(PY) setup.py -q build_ext \
 		--build-lib build/cuda/lib --build-temp build/cuda/tmp
-	$(PY) -m gs_lightning.tools.check_extension build/cuda/lib/gs_lightning/_C*.so
+	$(PY) tests/check_cuda_build.py $$(ls build/cuda/lib/gs_lightning/_C*.so)
 
 clean: ## Remove build outputs (keeps .venv)
 	rm -rf build gs_lightning/_C*.so $(VENV)/.built

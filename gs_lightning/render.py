@@ -131,8 +131,12 @@ def render_reference(splats: Splats, height: int, width: int, *, cutoff: float |
     _check_size(height, width)
     xy, chol, rgb, mask = splats.xy, splats.chol, splats.rgb, splats.mask
     B = xy.shape[0]
-    # Padding rows may hold anything: give them a safe covariance, then zero their weight.
-    chol = torch.where(mask[..., None], chol, torch.ones_like(chol))
+    # Padding rows may hold anything (NaN included): replace them by a harmless
+    # zero-colour unit Gaussian so no NaN reaches the sum or the gradients.
+    real = mask[..., None]
+    xy = torch.where(real, xy, torch.zeros_like(xy))
+    chol = torch.where(real, chol, torch.ones_like(chol))
+    rgb = torch.where(real, rgb, torch.zeros_like(rgb))
     ys = torch.arange(height, dtype=torch.float32, device=xy.device) + 0.5
     xs = torch.arange(width, dtype=torch.float32, device=xy.device) + 0.5
     py, px = torch.meshgrid(ys, xs, indexing="ij")
@@ -144,5 +148,4 @@ def render_reference(splats: Splats, height: int, width: int, *, cutoff: float |
     w = torch.exp(-0.5 * s2)
     if cutoff is not None:
         w = torch.where(s2 <= cutoff, w, torch.zeros_like(w))
-    w = w * mask[..., None]
     return torch.einsum("bnp,bnc->bcp", w, rgb).reshape(B, 3, height, width)

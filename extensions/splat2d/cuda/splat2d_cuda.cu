@@ -12,7 +12,8 @@
 // 8 values are summed across the warp with shuffles, and lane 0 alone issues
 // the atomics, so there are (warps touched) atomics per Gaussian and tile
 // instead of one per pixel.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "../backends.h"
@@ -193,7 +194,7 @@ torch::Tensor forward_cuda(const torch::Tensor& xy, const torch::Tensor& chol, c
   const int64_t batch = xy.size(0);
   auto image = torch::zeros({batch, 3, height, width}, xy.options());
   if (batch == 0 || height == 0 || width == 0) return image;
-  forward_kernel<<<launch_grid(batch, height, width), dim3(kTile, kTile), 0, at::cuda::getCurrentCUDAStream()>>>(
+  forward_kernel<<<launch_grid(batch, height, width), dim3(kTile, kTile), 0, c10::cuda::getCurrentCUDAStream()>>>(
       xy.data_ptr<float>(), chol.data_ptr<float>(), rgb.data_ptr<float>(), mask.data_ptr<bool>(), int(xy.size(1)),
       int(height), int(width), float(cutoff), image.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -209,7 +210,7 @@ std::vector<torch::Tensor> backward_cuda(const torch::Tensor& xy, const torch::T
   auto grad_chol = torch::zeros_like(chol);
   auto grad_rgb = torch::zeros_like(rgb);
   if (batch == 0 || height == 0 || width == 0) return {grad_xy, grad_chol, grad_rgb};
-  backward_kernel<<<launch_grid(batch, height, width), dim3(kTile, kTile), 0, at::cuda::getCurrentCUDAStream()>>>(
+  backward_kernel<<<launch_grid(batch, height, width), dim3(kTile, kTile), 0, c10::cuda::getCurrentCUDAStream()>>>(
       xy.data_ptr<float>(), chol.data_ptr<float>(), rgb.data_ptr<float>(), mask.data_ptr<bool>(), int(xy.size(1)),
       int(height), int(width), float(cutoff), grad_image.data_ptr<float>(), grad_xy.data_ptr<float>(),
       grad_chol.data_ptr<float>(), grad_rgb.data_ptr<float>());

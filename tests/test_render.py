@@ -1,0 +1,205 @@
+"""The compiled rasterizer against the dense PyTorch reference, and its input checks.
+
+The fast backends skip pairs beyond the Mahalanobis cut-off, so they are
+compared with the reference *with the same cut-off* (render_reference shares
+the kernels' float32 operations for s2, so both make the same call at the
+boundary). The reference itself is checked against a textbook float64 Eq. 1
+with no cut-off, and the cut-off's truncation against its analytic bound.
+"""
+import math
+
+import pytest
+import torch
+from helpers import random_splats
+
+from gs_lightning.render import CUTOFF, cuda_backend_available, rasterize, render_reference
+from gs_lightning.splats import Splats
+
+CASES = {
+    # name: (batch, n, height, width, random_splats kwargs)
+    "b1_37x53": (1, 60, 37, 53, {}),
+    "b3_37x53": (3, 40, 37, 53, {"keep": 0.8}),
+    "b2_224x224": (2, 120, 224, 224, {"scale": (1.0, 12.0)}),
+    "off_image": (2, 60, 37, 53, {"margin": 25.0}),
+    "thin": (2, 60, 40, 40, {"scale": (0.02, 0.3)}),
+    "large": (2, 8, 37, 53, {"scale": (40.0, 400.0)}),
+    "mixed_scales": (2, 80, 64, 48, {"scale": (0.05, 60.0), "margin": 10.0}),
+    "n0": (2, 0, 16, 17, {}),
+}
+
+
+def empty_first_image(s: Splats) -> Splats:
+    """Make image 0 of the batch hold zero real splats."""
+    mask = s.mask.clone()
+    mask[0] = False
+    return Splats(s.xy, s.chol, s.rgb, mask)
+
+
+def grads(image: torch.Tensor, s: Splats, weight: torch.Tensor):
+    return torch.autograd.grad((image * weight).sum(), [s.xy, s.chol, s.rgb], allow_unused=False)
+
+
+def compare_with_reference(s: Splats, height: int, width: int, backend: str, device: str = "cpu"):
+    sd = Splats(*(t.detach().to(device).requires_grad_(True) for t in (s.xy, s.chol, s.rgb)), s.mask.to(device))
+    fast = rasterize(sd, height, width, backend=backend)
+    ref = render_reference(s, height, width, cutoff=CUTOFF)
+    torch.testing.assert_close(fast.cpu(), ref, rtol=1e-5, atol=1e-5)
+    weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    for got, want, name in zip(grads(fast, sd, weight.to(device)), grads(ref, s, weight), ("xy", "chol", "rgb")):
+        scale = want.abs().amax().item() if want.numel() else 1.0
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"grad {name}: {m}")
+        padded = ~s.mask
+        assert (got.cpu()[padded] == 0).all(), f"grad {name} of padded rows must be exactly zero"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cpu_matches_reference(case):
+    batch, n, height, width, kwargs = CASES[case]
+    s = random_splats(batch, n, height, width, **kwargs)
+    compare_with_reference(s, height, width, "cpu")
+
+
+def test_cpu_image_with_no_splats_next_to_full_ones():
+    s = empty_first_image(random_splats(3, 50, 37, 53))
+    compare_with_reference(s, 37, 53, "cpu")
+    assert (rasterize(s, 37, 53)[0] == 0).all()
+
+
+def test_reference_is_textbook_eq1():
+    """Reference (no cut-off) vs float64 sum_i c_i exp(-0.5 d^T Sigma^-1 d) with Sigma = L L^T inverted by linalg."""
+    s = random_splats(2, 30, 20, 23, scale=(0.5, 8.0), keep=0.7, requires_grad=False)
+    L = torch.zeros(2, 30, 2, 2, dtype=torch.float64)
+    L[..., 0, 0], L[..., 1, 0], L[..., 1, 1] = s.chol.double().unbind(-1)
+    inv = torch.linalg.inv(L @ L.transpose(-1, -2))
+    ys, xs = torch.meshgrid(torch.arange(20.0) + 0.5, torch.arange(23.0) + 0.5, indexing="ij")
+    p = torch.stack([xs, ys], -1).reshape(-1, 2).double()  # [P, 2]
+    d = p[None, None] - s.xy.double()[:, :, None]  # [B, N, P, 2]
+    m = torch.einsum("bnpi,bnij,bnpj->bnp", d, inv, d)
+    want = torch.einsum("bnp,bnc->bcp", torch.exp(-0.5 * m) * s.mask[..., None], s.rgb.double()).reshape(2, 3, 20, 23)
+    torch.testing.assert_close(render_reference(s, 20, 23).double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_cutoff_truncation_is_within_its_bound():
+    """Dropping pairs beyond s2 > cutoff changes a pixel by at most exp(-cutoff / 2) * sum_i |c_i|."""
+    s = random_splats(1, 40, 32, 32, scale=(2.0, 10.0), requires_grad=False)
+    exact = render_reference(s, 32, 32)
+    cut = rasterize(s, 32, 32)
+    bound = math.exp(-CUTOFF / 2) * s.rgb.abs().sum(dim=1)  # [B, 3]
+    assert ((exact - cut).abs() <= bound[..., None, None] + 1e-6).all()
+    assert (exact - cut).abs().max() > 0  # the cut-off did bite here: the test means something
+
+
+def test_thread_count_does_not_change_a_bit():
+    s = random_splats(2, 300, 96, 80, scale=(1.0, 10.0))
+    weight = torch.randn(2, 3, 96, 80)
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            image = rasterize(s, 96, 80)
+            out[threads] = (image, *grads(image, s, weight))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(out[1], out[2]):
+        assert torch.equal(a, b)
+
+
+def test_padding_rows_are_never_read():
+    """Garbage (NaN, zero covariance) in padded rows changes nothing."""
+    s = random_splats(2, 30, 24, 24, keep=0.6, requires_grad=False)
+    xy, chol, rgb = s.xy.clone(), s.chol.clone(), s.rgb.clone()
+    xy[~s.mask] = float("nan")
+    chol[~s.mask] = 0.0
+    rgb[~s.mask] = float("inf")
+    garbage = Splats(xy, chol, rgb, s.mask)
+    torch.testing.assert_close(rasterize(garbage, 24, 24), rasterize(s, 24, 24), rtol=0, atol=0)
+    torch.testing.assert_close(rasterize(garbage, 24, 24, backend="torch"), rasterize(s, 24, 24), rtol=1e-5, atol=1e-5)
+
+
+def test_non_contiguous_inputs_are_accepted():
+    s = random_splats(3, 20, 16, 16, requires_grad=False)
+    # Same values, laid out [N, B, *] in memory.
+    nc = Splats(*(t.transpose(0, 1).contiguous().transpose(0, 1) for t in (s.xy, s.chol, s.rgb, s.mask)))
+    assert not nc.xy.is_contiguous()
+    torch.testing.assert_close(rasterize(nc, 16, 16), rasterize(s, 16, 16), rtol=0, atol=0)
+
+
+def _bad(s: Splats, **fields) -> Splats:
+    return Splats(**{"xy": s.xy, "chol": s.chol, "rgb": s.rgb, "mask": s.mask, **fields})
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda s: _bad(s, xy=s.xy[..., :1]), r"splats\.xy must have shape \[B, N, 2\]"),
+        (lambda s: _bad(s, chol=s.chol[:, :3]), r"splats\.chol has shape"),
+        (lambda s: _bad(s, rgb=s.rgb.double()), r"splats\.rgb must be float32, got torch\.float64"),
+        (lambda s: _bad(s, mask=s.mask.float()), r"splats\.mask must be a bool tensor"),
+        (lambda s: _bad(s, xy=s.xy.clone().index_fill_(1, torch.tensor([3]), float("nan"))), r"splats\.xy holds NaN"),
+        (lambda s: _bad(s, rgb=s.rgb.clone().index_fill_(1, torch.tensor([2]), float("inf"))), r"splats\.rgb holds"),
+        (lambda s: _bad(s, chol=s.chol * torch.tensor([0.0, 1.0, 1.0])), r"splats\.chol l11 must be > 0"),
+        (lambda s: _bad(s, chol=s.chol * torch.tensor([1.0, 1.0, -1.0])), r"splats\.chol l22 must be > 0"),
+    ],
+)
+def test_bad_splats_name_the_field(change, match):
+    s = random_splats(2, 5, 8, 8, requires_grad=False)
+    with pytest.raises(ValueError, match=match):
+        rasterize(change(s), 8, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"height": 0}, r"height must be a positive int"),
+        ({"width": 7.5}, r"width must be a positive int"),
+        ({"backend": "opengl"}, r"backend must be one of"),
+        ({"backend": "cuda"}, r"backend='cuda' needs CUDA tensors, but the splats are on cpu"),
+        ({"cutoff": float("nan")}, r"cutoff must be a positive finite number"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    s = random_splats(1, 5, 8, 8, requires_grad=False)
+    args = {"height": 8, "width": 8, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        rasterize(s, args.pop("height"), args.pop("width"), **args)
+
+
+def test_extension_rejects_bad_direct_calls():
+    """The C++ entry points check shapes themselves, so a direct call cannot read out of bounds."""
+    from gs_lightning import _C
+
+    s = random_splats(2, 4, 8, 8, requires_grad=False)
+    with pytest.raises(RuntimeError, match="chol must be"):
+        _C.forward(s.xy, s.chol[:, :2].contiguous(), s.rgb, s.mask, 8, 8, CUTOFF)
+    strided = s.xy.transpose(0, 1).contiguous().transpose(0, 1)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        _C.forward(strided, s.chol, s.rgb, s.mask, 8, 8, CUTOFF)
+
+
+needs_gpu = pytest.mark.skipif(
+    not (torch.cuda.is_available() and cuda_backend_available()), reason="needs a CUDA device and a CUDA build"
+)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_matches_reference(case):
+    batch, n, height, width, kwargs = CASES[case]
+    compare_with_reference(random_splats(batch, n, height, width, **kwargs), height, width, "cuda", "cuda")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_counts_every_gaussian_of_a_crowded_tile():
+    """1000 Gaussians on one 16x16 tile: all of them count (GaussianImage stopped at 256)."""
+    s = random_splats(2, 1000, 16, 16, scale=(1.0, 3.0))
+    compare_with_reference(s, 16, 16, "cuda", "cuda")
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_matches_cpu_on_a_fitting_sized_batch():
+    s = random_splats(16, 400, 224, 224, scale=(3.0, 9.0), requires_grad=False)
+    torch.testing.assert_close(rasterize(s.to("cuda"), 224, 224).cpu(), rasterize(s, 224, 224), rtol=1e-5, atol=1e-5)
