@@ -1,0 +1,3 @@
+from gs_lightning.cli import main
+
+main()

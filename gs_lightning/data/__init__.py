@@ -1,0 +1,1 @@
+"""Data: shard formats, DataModules and the embedded demo data."""

@@ -1,0 +1,215 @@
+"""Shard formats: DataComp / img2dataset image shards in, fitted splat shards out.
+
+Input shard (webdataset tar): {key}.jpg|jpeg|png|webp, {key}.txt (caption),
+{key}.json (uid, url, ...), and {key}.cls for labelled eval shards. An image
+folder (ImageNet val as val/<wnid>/*.JPEG) reads as shards of `shard_size`
+files, labelled by sorted folder name.
+
+Fitted shard (mirrors its input shard one to one, same name and keys):
+{key}.splats.npy float16 [N, 8] = (x/W, y/H, l11/W, l21/H, l22/H, r, g, b),
+{key}.txt and {key}.cls passed through, {key}.json with the fit's record.
+It is written to `<name>.tmp` and renamed when complete, so a shard under its
+final name is always whole.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import braceexpand
+import numpy as np
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+from PIL import Image
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+class BadSample(ValueError):
+    """A sample that cannot be used; the message says why."""
+
+
+# ---- images -----------------------------------------------------------------
+
+
+def decode_image(data: bytes) -> torch.Tensor:  # -> [3, H, W] float32 in [0, 1]
+    """Decode any common image to RGB: greyscale, palette, RGBA (over white), CMYK and 16-bit included."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # truncated or corrupt files fail here, not later
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.float32)
+                a = a / (65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0)
+                a = np.repeat(a[..., None], 3, axis=-1)
+            elif im.mode == "F":
+                a = np.repeat(np.clip(np.asarray(im, dtype=np.float32), 0, 1)[..., None], 3, axis=-1)
+            else:
+                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                    rgba = im.convert("RGBA")
+                    im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+                a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except BadSample:
+        raise
+    except Exception as e:  # PIL raises many types for bad bytes
+        raise BadSample(f"cannot decode image: {type(e).__name__}: {e}") from None
+    if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise BadSample(f"image has an empty shape {a.shape}")
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+
+
+def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:  # [3, H, W] -> [3, size, size]
+    """Resize the shorter side to `size` (bicubic, antialiased) and crop the centre."""
+    _, H, W = image.shape
+    scale = size / min(H, W)
+    h, w = max(size, round(H * scale)), max(size, round(W * scale))
+    out = F.interpolate(image[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0]
+    y0, x0 = (h - size) // 2, (w - size) // 2
+    return out[:, y0 : y0 + size, x0 : x0 + size].clamp(0, 1).contiguous()
+
+
+# ---- input shards -------------------------------------------------------------
+
+
+def expand_urls(pattern: str) -> list[str]:
+    """`dir/{00000..00003}.tar`, globs, or comma-separated lists of either."""
+    urls: list[str] = []
+    for part in pattern.split(","):
+        for p in braceexpand.braceexpand(part.strip()):
+            urls.extend(sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p])
+    return urls
+
+
+@dataclass
+class RawSample:
+    key: str
+    image: bytes | None  # None when the sample has no image member
+    caption: str | None = None
+    cls: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Source:
+    """One input shard: a tar, or a chunk of an image folder. `name` is the output shard's name."""
+
+    name: str
+    url: str | None = None
+    files: list[tuple[str, str, int | None]] | None = None  # (key, path, cls) for image folders
+
+    def samples(self, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
+        """Yield the samples; unreadable members or shards are appended to `errors` as (key, reason)."""
+        if self.files is not None:
+            for key, path, cls in self.files:
+                try:
+                    yield RawSample(key, Path(path).read_bytes(), cls=cls)
+                except OSError as e:
+                    errors.append((key, f"cannot read {path}: {e}"))
+            return
+        yield from _tar_samples(self.url, errors)
+
+
+def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
+    def handler(exn: Exception) -> bool:
+        errors.append((f"{Path(url).name}", f"{type(exn).__name__}: {exn}"))
+        return True  # keep going with what is readable
+
+    ds = wds.WebDataset(
+        url, shardshuffle=False, nodesplitter=None, workersplitter=None, handler=handler, empty_check=False
+    )
+    for s in ds:
+        key = s["__key__"]
+        image = next((s[e] for e in IMAGE_EXTS if e in s), None)
+        meta = {}
+        if "json" in s:
+            try:
+                meta = json.loads(s["json"])
+            except (ValueError, UnicodeDecodeError):
+                meta = {}
+        cls = None
+        if "cls" in s:
+            try:
+                cls = int(s["cls"])
+            except ValueError:
+                cls = None
+        caption = s["txt"].decode("utf-8", errors="replace") if "txt" in s else None
+        yield RawSample(key, image, caption, cls, meta)
+
+
+def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
+    """The input shards of `pattern` (shards or an image folder), sorted by name."""
+    path = Path(pattern)
+    if path.is_dir():
+        classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+        files = []
+        for p in sorted(path.rglob("*")):
+            if p.suffix.lower() in FOLDER_EXTS and p.is_file():
+                rel = p.relative_to(path)
+                cls = classes.index(rel.parts[0]) if len(rel.parts) > 1 and rel.parts[0] in classes else None
+                files.append((str(rel.with_suffix("")).replace(os.sep, "__"), str(p), cls))
+        return [
+            Source(name=f"{i // shard_size:05d}.tar", files=files[i : i + shard_size])
+            for i in range(0, len(files), shard_size)
+        ]
+    urls = expand_urls(pattern)
+    names = [Path(u).name for u in urls]
+    if len(set(names)) != len(names):
+        raise ValueError(f"input shards must have distinct file names (outputs mirror them): {pattern}")
+    return [Source(name=Path(u).name, url=u) for u in urls]
+
+
+# ---- fitted shards ----------------------------------------------------------------
+
+
+class FittedShardWriter:
+    """Writes one fitted shard to `<final>.tmp`, renamed to its final name by `commit()`."""
+
+    def __init__(self, final_path: str | os.PathLike):
+        self.final = Path(final_path)
+        self.tmp = self.final.with_name(self.final.name + ".tmp")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self._stream = open(self.tmp, "wb")
+        self._tar = wds.TarWriter(self._stream)
+        self.bytes_splats = 0
+        self.count = 0
+
+    def write(self, key: str, splats: np.ndarray, record: dict, caption: str | None, cls: int | None) -> None:
+        if splats.dtype != np.float16 or splats.ndim != 2 or splats.shape[1] != 8:
+            raise ValueError(f"{key}: splats must be float16 [N, 8], got {splats.dtype} {splats.shape}")
+        sample = {"__key__": key, "splats.npy": splats, "json": record}
+        if caption is not None:
+            sample["txt"] = caption
+        if cls is not None:
+            sample["cls"] = cls
+        self._tar.write(sample)
+        self.bytes_splats += splats.nbytes
+        self.count += 1
+
+    def commit(self) -> None:
+        self._tar.close()  # also closes the stream
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        self._tar.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_image_shard(path: str | os.PathLike, samples: list[dict]) -> None:
+    """Write a DataComp-style input shard; each sample: key, and any of jpg/png/webp bytes, txt, json, cls."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    with wds.TarWriter(str(tmp)) as tar:
+        for s in samples:
+            tar.write({"__key__": s["key"], **{k: v for k, v in s.items() if k != "key"}})
+    os.replace(tmp, path)
+
+
+def warn_skipped(shard: str, key: str, reason: str) -> None:
+    warnings.warn(f"skipping {shard}/{key}: {reason}", stacklevel=2)
