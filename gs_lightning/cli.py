@@ -21,7 +21,7 @@ def fit(args: list[str]) -> None:
     from torch.utils.data import DataLoader
 
     from gs_lightning.data.shards import list_sources
-    from gs_lightning.fit.fitter import FitConfig, PruneConfig
+    from gs_lightning.fit.fitter import FitConfig
     from gs_lightning.fit.module import (
         FitProgressBar, ShardBatches, SplatFitModule, SplatShardWriter, collate_one, format_summary, summarise,
     )
@@ -38,11 +38,7 @@ def fit(args: list[str]) -> None:
             + (f" (missing: {', '.join(missing[:3])})" if missing else "")
             + "; leave fit.input=embedded to fit the photos that ship with the project"
         )
-    fit_cfg = FitConfig(
-        num_splats=f.num_splats, iterations=f.iterations, init=f.init, loss=f.loss,
-        lr_xy=f.lr.xy, lr_scale=f.lr.scale, lr_shear=f.lr.shear, lr_rgb=f.lr.rgb, lr_final=f.lr.final,
-        prune=PruneConfig(l1_weight=f.prune.l1_weight, threshold=f.prune.threshold, steps=list(f.prune.steps)),
-    )
+    fit_cfg = FitConfig.from_config(f)
     dataset = ShardBatches(sources, f.output, f.image_size, f.batch_size)
     kept = len(sources) - len(dataset.shards_to_do())
     writer = SplatShardWriter(f.output, f.image_size, f.iterations)

@@ -28,3 +28,26 @@ def random_splats(
     return Splats(
         xy.requires_grad_(requires_grad), chol.requires_grad_(requires_grad), rgb.requires_grad_(requires_grad), mask
     )
+
+
+def image_bytes(array, fmt: str, mode: str | None = None) -> bytes:
+    """Encode a numpy array with PIL (fmt: JPEG | PNG, mode: PIL mode such as CMYK or I;16)."""
+    import io
+
+    from PIL import Image
+
+    h, w = array.shape[:2]
+    im = Image.frombytes(mode, (w, h), array.tobytes()) if mode else Image.fromarray(array)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def smooth_photo(height: int, width: int, seed: int = 0):
+    """A smooth random RGB uint8 image (a few blobs and a gradient): fits well with few splats."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    img = np.stack([0.5 + 0.3 * np.sin(3 * x + c) * np.cos(2 * y - c) for c in rng.uniform(0, 3, 3)], -1)
+    return (255 * img.clip(0, 1)).astype(np.uint8)

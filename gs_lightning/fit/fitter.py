@@ -49,6 +49,15 @@ class FitConfig:
     lr_final: float = 0.05  # cosine decay to this fraction of every lr
     prune: PruneConfig = field(default_factory=PruneConfig)
 
+    @classmethod
+    def from_config(cls, f) -> "FitConfig":
+        """From the `fit` node of experiments/fit.yaml (an omegaconf DictConfig)."""
+        return cls(
+            num_splats=f.num_splats, iterations=f.iterations, init=f.init, loss=f.loss,
+            lr_xy=f.lr.xy, lr_scale=f.lr.scale, lr_shear=f.lr.shear, lr_rgb=f.lr.rgb, lr_final=f.lr.final,
+            prune=PruneConfig(l1_weight=f.prune.l1_weight, threshold=f.prune.threshold, steps=list(f.prune.steps)),
+        )
+
 
 @dataclass
 class FitStats:

@@ -5,9 +5,9 @@ near-equal cell counts, so any n and any aspect ratio work), each isotropic
 with the largest circle that fits its cell (sigma = half the shorter cell
 side), coloured with its cell's mean colour. The render is an unnormalised
 sum, so neighbouring Gaussians overlap and the raw cell mean would come out
-too bright; the colour is divided by the grid's summed Gaussian weight at the
-cell centre, which makes the initial render reproduce the cell mean on a flat
-region.
+too bright (x pi/2 on a square grid); the colour is divided by the grid's
+average weight, 2 pi sigma^2 / cell area, so the initial render reproduces the
+cell mean on a flat region.
 """
 from __future__ import annotations
 
@@ -61,14 +61,9 @@ def structured_init(images: Tensor, n: int) -> Splats:  # images [B, 3, H, W] in
     boxes = boxes.to(images.device)
     centre = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], -1)  # [n, 2]
     sigma = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2  # [n]
-    # Summed weight of the whole grid at each cell centre (~2 pi sigma^2 / cell area on a regular grid).
-    d2 = (centre[:, None, :] - centre[None, :, :]).square().sum(-1) if n <= 6000 else None
-    if d2 is not None:
-        density = torch.exp(-0.5 * d2 / sigma[None, :] ** 2).sum(1)  # [n]
-    else:
-        cell_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        density = 2 * math.pi * sigma**2 / cell_area
-    rgb = _cell_means(images, boxes) / density[None, :, None]
+    # A Gaussian integrates to 2 pi sigma^2, so the grid's weight averages 2 pi sigma^2 / cell area per pixel.
+    cell_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    rgb = _cell_means(images, boxes) / (2 * math.pi * sigma**2 / cell_area)[None, :, None]
     chol = torch.stack([sigma, torch.zeros_like(sigma), sigma], -1)
     return Splats(
         centre.expand(B, n, 2).contiguous(),

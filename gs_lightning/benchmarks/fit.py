@@ -1,0 +1,140 @@
+"""Fitting quality, pruning and throughput on the embedded photos (224x224).
+
+    python -m gs_lightning.benchmarks.fit [--section quality|pruning|throughput|all] [--photos 8]
+
+quality     PSNR after --iterations (3000) at 400 / 1024 / 2304 / 3136 / 4900
+            Gaussians, structured vs random init (paper 4.3, Fig. 3); writes a plot.
+pruning     pruning ratio and PSNR cost of luminance pruning vs no pruning (paper 4.4).
+throughput  images/s at 400 Gaussians for a fixed iteration count: batch 1 run
+            image after image vs the whole batch at once (the CPU analogue of Fig. 2).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from gs_lightning.benchmarks.common import print_table
+from gs_lightning.data.demo import PHOTOS, photo_array
+from gs_lightning.data.shards import resize_center_crop
+from gs_lightning.config import compose
+from gs_lightning.fit.fitter import FitConfig, fit_batch
+from gs_lightning.splats import compression_ratio
+
+SIZE = 224
+COUNTS = (400, 1024, 2304, 3136, 4900)
+PAPER = {400: (25.75, 18.48), 4900: (33.07, 21.09)}  # structured, random (paper 4.3)
+
+
+def photos(count: int) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
+    out = []
+    for name, _ in PHOTOS[:count]:
+        a = torch.from_numpy(photo_array(name)).float() / 255
+        a = a[None].expand(3, *a.shape) if a.dim() == 2 else a.permute(2, 0, 1)
+        out.append(resize_center_crop(a.contiguous(), SIZE))
+    return torch.stack(out)
+
+
+def quality(images: torch.Tensor, iterations: int, out_dir: Path) -> None:
+    print(f"\n== Fitting quality: PSNR (dB) after {iterations} iterations, {len(images)} photos at {SIZE}x{SIZE}, "
+          "no pruning")
+    rows, table = [], {}
+    for n in COUNTS:
+        for init in ("structured", "random"):
+            cfg = FitConfig(num_splats=n, iterations=iterations, init=init)
+            t0 = time.perf_counter()
+            _, stats = fit_batch(images, cfg)
+            table[n, init] = stats.psnr
+            print(f"  {n:5d} {init:10s} mean {stats.psnr.mean():.2f} dB  ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+        s, r = table[n, "structured"], table[n, "random"]
+        paper = PAPER.get(n)
+        rows.append([n, f"{compression_ratio(SIZE, SIZE, n):.1f}x", f"{s.mean():.2f}", f"{s.min():.2f}",
+                     f"{r.mean():.2f}", f"{(s - r).mean():+.2f}",
+                     f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "-"])
+    print_table(["Gaussians", "compression", "structured", "(min)", "random", "gain", "paper s / r"], rows)
+    _plot_quality(table, out_dir / "fit_quality.png")
+
+
+def _plot_quality(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for init, style in (("structured", "o-"), ("random", "s--")):
+        ax.plot(COUNTS, [table[n, init].mean().item() for n in COUNTS], style, label=f"{init} init")
+    for n, (s, r) in PAPER.items():
+        ax.plot([n, n], [s, r], "kx", ms=7)
+    ax.plot([], [], "kx", label="paper (4.3)")
+    ax.set_xlabel("Gaussians per image (224x224)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("Fitting quality after 3000 iterations")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"  plot: {path}")
+
+
+def pruning(images: torch.Tensor, iterations: int, n: int = 400) -> None:
+    print(f"\n== Pruning at {n} Gaussians, {iterations} iterations: ratio and PSNR cost vs no pruning")
+    shipped = FitConfig.from_config(compose(["fit"]).fit).prune  # experiments/fit.yaml
+    base = FitConfig(num_splats=n, iterations=iterations)
+    _, ref = fit_batch(images, base)
+    rows = []
+    for label, prune in [("shipped default", shipped)] + [
+        (f"threshold {t}", replace(shipped, threshold=t)) for t in (0.01, 0.04, 0.08)
+    ]:
+        _, st = fit_batch(images, replace(base, prune=prune))
+        ratio = 1 - (st.n_final.sum() / st.n_init.sum()).item()
+        rows.append([label, prune.l1_weight, prune.threshold, f"{100 * ratio:.1f}%", f"{st.psnr.mean():.2f}",
+                     f"{(st.psnr - ref.psnr).mean():+.2f}",
+                     f"{compression_ratio(SIZE, SIZE, st.n_final.float().mean().item()):.1f}x"])
+    print(f"  no pruning: {ref.psnr.mean():.2f} dB")
+    print_table(["setting", "l1_weight", "threshold", "pruned", "PSNR", "cost (dB)", "compression"], rows)
+
+
+def throughput(images: torch.Tensor, iterations: int, batch: int = 64) -> None:
+    print(f"\n== Fitting throughput at {SIZE}x{SIZE}, 400 Gaussians, {iterations} iterations, "
+          f"{torch.get_num_threads()} threads")
+    stack = images.repeat((batch + len(images) - 1) // len(images), 1, 1, 1)[:batch]
+    cfg = FitConfig(num_splats=400, iterations=iterations)
+    fit_batch(stack[:2], replace(cfg, iterations=5))  # warm up
+    t0 = time.perf_counter()
+    for i in range(batch):
+        fit_batch(stack[i : i + 1], cfg)
+    one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit_batch(stack, cfg)
+    many = time.perf_counter() - t0
+    print_table(["mode", "images", "seconds", "images/s"],
+                [["batch 1, image after image", batch, f"{one:.1f}", f"{batch / one:.2f}"],
+                 [f"batch {batch}", batch, f"{many:.1f}", f"{batch / many:.2f}"]])
+    print(f"  speedup of the batch: {one / many:.2f}x")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--section", choices=("quality", "pruning", "throughput", "all"), default="all")
+    p.add_argument("--photos", type=int, default=len(PHOTOS))
+    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--throughput-iterations", type=int, default=50)
+    p.add_argument("--out", default="outputs/bench")
+    a = p.parse_args(argv)
+    images = photos(a.photos)
+    if a.section in ("quality", "all"):
+        quality(images, a.iterations, Path(a.out))
+    if a.section in ("pruning", "all"):
+        pruning(images, a.iterations)
+    if a.section in ("throughput", "all"):
+        throughput(images, a.throughput_iterations)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Fitting: init against hand-computed layouts, fit_batch properties, and the fit command end to end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import image_bytes, smooth_photo
+
+from gs_lightning.data.shards import write_image_shard
+from gs_lightning.fit.fitter import FitConfig, PruneConfig, fit_batch, luminance
+from gs_lightning.fit.init import grid_rows, random_init, structured_init
+from gs_lightning.render import rasterize, render_reference
+from gs_lightning.splats import Splats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("n, h, w", [(400, 224, 224), (37, 40, 70), (1, 10, 10), (1000, 50, 300), (7, 300, 20)])
+def test_grid_rows_cover_n_cells_in_the_image_aspect(n, h, w):
+    rows = grid_rows(n, h, w)
+    assert sum(rows) == n and min(rows) >= 1 and max(rows) - min(rows) <= 1
+    # cells are near square: rows / mean cells per row ~ h / w, within one row of rounding
+    assert abs(len(rows) - (n * h / w) ** 0.5) <= 1 or len(rows) in (1, n)
+
+
+def test_structured_init_on_a_2x2_grid_by_hand():
+    img = torch.zeros(1, 3, 20, 20)
+    img[:, 0, :, :10] = 1.0  # left half red
+    img[:, 2, :, 10:] = 0.5  # right half half-blue
+    s = structured_init(img, 4)
+    torch.testing.assert_close(s.xy[0], torch.tensor([[5.0, 5.0], [15.0, 5.0], [5.0, 15.0], [15.0, 15.0]]))
+    torch.testing.assert_close(s.chol[0], torch.tensor([[5.0, 0.0, 5.0]] * 4))  # sigma = half the 10 px cell
+    # colours: cell means over the grid's average weight, 2 pi sigma^2 / cell area = pi / 2 here
+    density = 2 * np.pi * 25 / 100
+    want = torch.tensor([[1.0, 0, 0], [0, 0, 0.5], [1.0, 0, 0], [0, 0, 0.5]]) / density
+    torch.testing.assert_close(s.rgb[0], want.float(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, h, w", [(400, 64, 64), (150, 48, 80)])
+def test_structured_init_reproduces_a_flat_image(n, h, w):
+    """On a flat image the initial render averages to the colour away from the border (the normalisation);
+    a lattice of Gaussians with sigma = half the shorter cell side ripples by ~5% between cell centres and
+    corners on square cells, ~7% on the 4.8 x 5.3 px cells of the non-square case."""
+    img = torch.full((1, 3, h, w), 0.6)
+    s = structured_init(img, n)
+    out = render_reference(s, h, w)
+    inner = out[..., h // 4 : -h // 4, w // 4 : -w // 4]
+    assert (inner.mean() - 0.6).abs() < 0.006
+    assert (inner - 0.6).abs().max() < 0.08 * 0.6
+
+
+def test_random_init_matches_gaussianimage():
+    s = random_init(torch.zeros(2, 3, 30, 50), 100, generator=torch.Generator().manual_seed(0))
+    assert (s.xy[..., 0] >= 0).all() and (s.xy[..., 0] <= 50).all() and (s.xy[..., 1] <= 30).all()
+    assert (s.chol[..., [0, 2]] >= 0.5).all() and (s.chol[..., [0, 2]] <= 1.5).all()
+    assert (s.rgb >= 0).all() and (s.rgb <= 1).all()
+
+
+def test_fit_recovers_an_image_made_of_gaussians():
+    """An image that *is* a splat set is fitted to high PSNR by as many splats."""
+    truth = Splats(
+        torch.tensor([[[8.0, 8.0], [24.0, 10.0], [10.0, 22.0], [22.0, 24.0]]]),
+        torch.tensor([[[4.0, 0.0, 4.0], [5.0, 1.0, 3.0], [3.0, -1.0, 4.0], [4.0, 0.5, 5.0]]]),
+        torch.tensor([[[0.8, 0.2, 0.1], [0.1, 0.7, 0.2], [0.2, 0.3, 0.9], [0.6, 0.6, 0.2]]]),
+        torch.ones(1, 4, dtype=torch.bool),
+    )
+    image = rasterize(truth, 32, 32).clamp(0, 1)
+    _, stats = fit_batch(image, FitConfig(num_splats=16, iterations=400))
+    assert stats.psnr.item() > 35
+
+
+def test_batched_fit_is_the_same_as_fitting_each_image_alone():
+    imgs = torch.stack([torch.from_numpy(smooth_photo(32, 32, seed=i)).permute(2, 0, 1).float() / 255 for i in (0, 1)])
+    cfg = FitConfig(num_splats=36, iterations=60, prune=PruneConfig(l1_weight=0.01, threshold=0.1, steps=[30]))
+    both, st = fit_batch(imgs, cfg)
+    alone, st1 = fit_batch(imgs[1:], cfg)
+    torch.testing.assert_close(both.xy[1], alone.xy[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(both.rgb[1], alone.rgb[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(both.mask[1], alone.mask[0])
+    torch.testing.assert_close(st.psnr[1], st1.psnr[0], rtol=1e-4, atol=1e-4)
+
+
+def test_reported_psnr_is_the_psnr_of_the_returned_splats():
+    img = torch.from_numpy(smooth_photo(24, 40)).permute(2, 0, 1).float()[None] / 255
+    splats, stats = fit_batch(img, FitConfig(num_splats=30, iterations=50))
+    mse = (rasterize(splats, 24, 40).clamp(0, 1) - img).square().mean()
+    assert stats.psnr.item() == pytest.approx(-10 * torch.log10(mse).item(), abs=1e-3)
+
+
+def test_pruning_drops_exactly_the_dark_gaussians_at_the_step():
+    img = torch.from_numpy(smooth_photo(32, 32)).permute(2, 0, 1).float()[None] / 255
+    img[..., :16] *= 0.05  # a dark left half
+    cfg = FitConfig(num_splats=64, iterations=41, prune=PruneConfig(l1_weight=0.0, threshold=0.05, steps=[40]))
+    seen = {}
+
+    def spy(step, loss):  # called at step 0, before the prune at step 40
+        seen[step] = True
+
+    splats, stats = fit_batch(img, cfg, callback=spy)
+    # Replay: the same fit stopped just before step 40, then the luminance rule by hand.
+    before, _ = fit_batch(img, replace(cfg, iterations=40, prune=PruneConfig()))
+    expect = luminance(before.rgb[0]) >= 0.05
+    assert torch.equal(splats.mask[0], expect)
+    assert 0 < stats.n_final.item() < stats.n_init.item() == 64
+    assert seen
+
+
+# ---- the fit command -------------------------------------------------------------
+
+
+def bad_input_shard(path: Path) -> list[str]:
+    """A shard with every kind of awkward image; returns the keys that are readable."""
+    good = smooth_photo(40, 60)
+    grey = good.mean(-1).astype(np.uint8)
+    rgba = np.concatenate([good, np.full((40, 60, 1), 128, np.uint8)], -1)
+    cmyk = np.concatenate([255 - good, np.zeros((40, 60, 1), np.uint8)], -1)
+    deep = (grey.astype(np.uint16) * 257).astype(np.uint16)
+    jpeg = image_bytes(good, "JPEG")
+    samples = [
+        {"key": "good", "jpg": jpeg, "txt": "a good photo", "json": json.dumps({"uid": "1"})},
+        {"key": "corrupt", "jpg": b"\xff\xd8\xff\xe0" + b"garbage" * 50, "txt": "corrupt"},
+        {"key": "truncated", "jpg": jpeg[: len(jpeg) // 2], "txt": "truncated"},
+        {"key": "grey", "jpg": image_bytes(grey, "JPEG"), "txt": "grey"},
+        {"key": "rgba", "png": image_bytes(rgba, "PNG"), "txt": "rgba"},
+        {"key": "cmyk", "jpg": image_bytes(cmyk, "JPEG", mode="CMYK"), "txt": "cmyk"},
+        {"key": "deep", "png": image_bytes(deep, "PNG", mode="I;16"), "txt": "16-bit"},
+        {"key": "tiny", "png": image_bytes(good[:5, :5], "PNG"), "txt": "5x5", "cls": 3},
+        {"key": "nocaption", "jpg": jpeg},
+    ]
+    write_image_shard(path, samples)
+    return ["good", "grey", "rgba", "cmyk", "deep", "tiny", "nocaption"]
+
+
+def read_tar(path: Path) -> dict[str, dict[str, bytes]]:
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            key, ext = m.name.split(".", 1)
+            out.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return out
+
+
+SMALL_FIT = ["fit.num_splats=16", "fit.iterations=5", "fit.image_size=32", "fit.num_workers=0",
+             "trainer.accelerator=cpu"]
+
+
+def test_fit_skips_unreadable_images_and_keeps_every_readable_one(tmp_path, capsys):
+    from gs_lightning.cli import fit
+
+    readable = bad_input_shard(tmp_path / "in" / "00000.tar")
+    with pytest.warns(UserWarning) as record:
+        fit([f"fit.input={tmp_path}/in/00000.tar", f"fit.output={tmp_path}/out", "fit.batch_size=3", *SMALL_FIT])
+    out = read_tar(tmp_path / "out" / "00000.tar")
+    assert sorted(out) == sorted(readable)
+    messages = " ".join(str(w.message) for w in record)
+    assert "00000.tar/corrupt" in messages and "00000.tar/truncated" in messages
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images_fitted"] == len(readable) and summary["images_skipped"] == 2
+    # the record format: float16 [N, 8] in the unit square, caption and class passed through
+    arr = np.load(__import__("io").BytesIO(out["good"]["splats.npy"]))
+    assert arr.dtype == np.float16 and arr.shape == (16, 8)
+    assert out["good"]["txt"] == b"a good photo" and out["tiny"]["cls"] == b"3"
+    rec = json.loads(out["tiny"]["json"])
+    assert rec["source_size"] == [5, 5] and rec["n_final"] == 16 and rec["iterations"] == 5
+    assert "skipped 2" in capsys.readouterr().out
+
+
+def test_missing_input_names_the_key_and_points_to_the_embedded_photos(tmp_path):
+    from gs_lightning.cli import fit
+    from gs_lightning.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"fit\.input=.*nowhere.*fit\.input=embedded"):
+        fit([f"fit.input={tmp_path}/nowhere/{{00000..00001}}.tar", *SMALL_FIT])
+
+
+def test_unknown_key_is_named():
+    from gs_lightning.cli import fit
+    from gs_lightning.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'fit\.num_splat'"):
+        fit(["fit.num_splat=3"])
+
+
+def test_killed_fit_resumes_without_partial_shards(tmp_path):
+    """SIGKILL a fit after its first shard lands; rerun; finished shards are kept byte for byte."""
+    for i in range(3):
+        write_image_shard(tmp_path / "in" / f"{i:05d}.tar", [
+            {"key": f"{i}_{k}", "png": image_bytes(smooth_photo(24, 24, seed=10 * i + k), "PNG"), "txt": "x"}
+            for k in range(4)
+        ])
+    args = [sys.executable, "-m", "gs_lightning", "fit", f"fit.input={tmp_path}/in/{{00000..00002}}.tar",
+            f"fit.output={tmp_path}/out", "fit.batch_size=1", "fit.num_splats=16", "fit.iterations=150",
+            "fit.image_size=24", "fit.num_workers=0", "trainer.accelerator=cpu"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = tmp_path / "out" / "00000.tar"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert first.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no shard in 120 s"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in (tmp_path / "out").glob("*.tar"))
+    assert "00002.tar" not in done  # killed half way
+    for name in done:  # whatever is under a final name is complete
+        assert len(read_tar(tmp_path / "out" / name)) == 4
+    kept = {name: (tmp_path / "out" / name).read_bytes() for name in done}
+    subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
+    for name, data in kept.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"]
+    assert not list((tmp_path / "out").glob("*.tmp"))
+    for name in ("00001.tar", "00002.tar"):
+        assert len(read_tar(tmp_path / "out" / name)) == 4
