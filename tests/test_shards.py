@@ -1,0 +1,66 @@
+"""Image decoding and shard plumbing against values computed by hand."""
+import numpy as np
+import pytest
+import torch
+from helpers import image_bytes
+
+from gs_lightning.data.shards import BadSample, decode_image, expand_urls, list_sources, resize_center_crop
+from gs_lightning.splats import Splats, compression_ratio
+
+
+def test_16_bit_grey_png_keeps_its_range():
+    a = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    out = decode_image(image_bytes(a, "PNG", mode="I;16"))
+    torch.testing.assert_close(out[:, 0], torch.tensor([0.0, 32768 / 65535, 1.0]).expand(3, 3))
+
+
+def test_rgba_is_composited_over_white():
+    a = np.array([[[255, 0, 0, 0], [255, 0, 0, 255]]], dtype=np.uint8)  # transparent red, opaque red
+    out = decode_image(image_bytes(a, "PNG"))
+    torch.testing.assert_close(out[:, 0, 0], torch.ones(3))
+    torch.testing.assert_close(out[:, 0, 1], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_cmyk_and_grey_become_rgb():
+    cmyk = np.zeros((8, 8, 4), np.uint8)  # no ink: white
+    assert torch.allclose(decode_image(image_bytes(cmyk, "JPEG", mode="CMYK")), torch.ones(3, 8, 8), atol=0.02)
+    grey = np.full((4, 6), 51, np.uint8)
+    out = decode_image(image_bytes(grey, "PNG"))
+    assert out.shape == (3, 4, 6) and torch.allclose(out, torch.full_like(out, 0.2))
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
+def test_undecodable_bytes_raise_badsample(data):
+    with pytest.raises(BadSample, match="cannot decode image"):
+        decode_image(data)
+
+
+def test_resize_center_crop_keeps_the_centre():
+    img = torch.zeros(3, 20, 40)
+    img[:, :, 10:30] = 1.0  # the central square is white, the sides black
+    out = resize_center_crop(img, 10)
+    assert out.shape == (3, 10, 10)
+    assert (out[..., 1:-1] == 1).all() and out.min() > 0.9  # only the antialias kernel sees the black sides
+
+
+def test_expand_urls_and_missing_folder(tmp_path):
+    assert expand_urls("d/{00000..00002}.tar") == ["d/00000.tar", "d/00001.tar", "d/00002.tar"]
+    (tmp_path / "a" / "n01").mkdir(parents=True)
+    (tmp_path / "a" / "n02").mkdir()
+    for c in ("n01", "n02"):
+        (tmp_path / "a" / c / "x.JPEG").write_bytes(image_bytes(np.zeros((4, 4, 3), np.uint8), "JPEG"))
+    sources = list_sources(str(tmp_path / "a"), shard_size=1)
+    assert [s.name for s in sources] == ["00000.tar", "00001.tar"]
+    assert [f[2] for s in sources for f in s.files] == [0, 1]  # class = sorted folder index
+
+
+def test_records_round_trip_in_the_unit_square():
+    s = Splats(torch.tensor([[[10.0, 5.0], [1.0, 2.0]]]), torch.tensor([[[2.0, 0.5, 1.0], [1.0, 0.0, 1.0]]]),
+               torch.tensor([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]]), torch.tensor([[True, False]]))
+    (rec,) = s.to_records(height=20, width=40)
+    assert rec.dtype == np.float16 and rec.shape == (1, 8)
+    np.testing.assert_allclose(rec[0], [0.25, 0.25, 0.05, 0.025, 0.05, 0.1, 0.2, 0.3], rtol=1e-3)
+    back = Splats.from_records([rec, rec[:0]], height=20, width=40)
+    torch.testing.assert_close(back.xy[0, 0], s.xy[0, 0], rtol=1e-3, atol=1e-3)
+    assert back.mask.tolist() == [[True], [False]]
+    assert compression_ratio(224, 224, 400) == pytest.approx(23.52, abs=0.01)
