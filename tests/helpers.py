@@ -51,3 +51,46 @@ def smooth_photo(height: int, width: int, seed: int = 0):
     y, x = np.mgrid[0:height, 0:width] / max(height, width)
     img = np.stack([0.5 + 0.3 * np.sin(3 * x + c) * np.cos(2 * y - c) for c in rng.uniform(0, 3, 3)], -1)
     return (255 * img.clip(0, 1)).astype(np.uint8)
+
+
+def datacomp_shards(root, counts: list[int], *, size: int = 24, labelled: bool = False) -> str:
+    """DataComp-layout shards with real JPEG bytes (`counts[i]` samples in shard i) and sizes.json; the pattern."""
+    import json
+    from pathlib import Path
+
+    from gs_lightning.data.shards import update_sizes, write_image_shard
+
+    root = Path(root)
+    for k, n in enumerate(counts):
+        samples = []
+        for i in range(n):
+            s = {"key": f"s{k}_{i:03d}", "jpg": image_bytes(smooth_photo(size, size, seed=100 * k + i), "JPEG"),
+                 "txt": f"a photo of thing {i % 3}", "json": json.dumps({"uid": f"{k}-{i}"})}
+            if labelled:
+                s["cls"] = i % 3
+            samples.append(s)
+        write_image_shard(root / f"{k:05d}.tar", samples)
+    update_sizes(root, {f"{k:05d}.tar": n for k, n in enumerate(counts)})
+    return str(root / f"{{00000..{len(counts) - 1:05d}}}.tar")
+
+
+def fitted_shards(root, counts: list[int], *, n_splats=(3, 9), labelled: bool = True) -> str:
+    """Fitted splat shards with random valid records (varying N) and sizes.json; the pattern."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from gs_lightning.data.shards import FittedShardWriter, update_sizes
+
+    rng = np.random.default_rng(0)
+    root = Path(root)
+    for k, n in enumerate(counts):
+        w = FittedShardWriter(root / f"{k:05d}.tar")
+        for i in range(n):
+            m = int(rng.integers(*n_splats))
+            rec = np.concatenate([rng.random((m, 2)), 0.05 + 0.1 * rng.random((m, 1)), 0.02 * rng.standard_normal((m, 1)),
+                                  0.05 + 0.1 * rng.random((m, 1)), rng.random((m, 3))], 1).astype(np.float16)
+            w.write(f"s{k}_{i:03d}", rec, {"psnr": 30.0}, f"a photo of thing {i % 3}", i % 3 if labelled else None)
+        w.commit()
+    update_sizes(root, {f"{k:05d}.tar": n for k, n in enumerate(counts)})
+    return str(root / f"{{00000..{len(counts) - 1:05d}}}.tar")

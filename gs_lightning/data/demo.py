@@ -3,17 +3,36 @@
 Photos: real photographs that ship inside scikit-image, written by the project
 itself as a DataComp-style input shard (JPEG + caption + json), the default
 input of `make fit`.
+
+Fashion-MNIST: from Debian's package dataset-fashion-mnist (`make setup`
+installs it), written as DataComp-style shards (PNG + caption + json) for
+training, and as labelled shards (+ .cls) of the test split for zero-shot
+evaluation, with sizes.json beside them.
 """
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import random
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from gs_lightning.data.shards import write_image_shard
+from gs_lightning.data.shards import update_sizes, write_image_shard
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSNAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                      "ankle boot"]
+FASHION_TEMPLATES = [
+    lambda c: f"a photo of a {c}.",
+    lambda c: f"a black and white photo of a {c}.",
+    lambda c: f"a low resolution photo of a {c}.",
+    lambda c: f"a product photo of a {c}.",
+    lambda c: f"a picture of a {c}, a piece of clothing.",
+    lambda c: f"a small photo of the {c}.",
+]
 
 # (scikit-image loader, caption); all ship inside the wheel (no pooch download).
 PHOTOS = [
@@ -47,3 +66,46 @@ def write_photo_shard(root: str | Path) -> str:
             samples.append({"key": f"{i:08d}", "jpg": buf.getvalue(), "txt": caption, "json": json.dumps(meta)})
         write_image_shard(path, samples)
     return str(path)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An MNIST idx file (gzipped): uint8 images [n, 28, 28] or labels [n]."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def write_fashion_mnist(root: str | Path, *, train_limit: int | None = None, test_limit: int | None = None,
+                        shard_size: int = 5000, source: Path = FASHION_MNIST_DIR) -> dict[str, str]:
+    """Write train (caption) and test (caption + class) shards once; return their shard patterns."""
+    if not (source / "train-images-idx3-ubyte.gz").exists():
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found in {source}: install Debian's package dataset-fashion-mnist "
+            "(`make setup` does: apt-get install dataset-fashion-mnist)"
+        )
+    out, patterns = Path(root) / "fashion-mnist", {}
+    for split, prefix, limit in (("train", "train", train_limit), ("test", "t10k", test_limit)):
+        images = read_idx(source / f"{prefix}-images-idx3-ubyte.gz")[:limit]
+        labels = read_idx(source / f"{prefix}-labels-idx1-ubyte.gz")[:limit]
+        n_shards = (len(images) + shard_size - 1) // shard_size
+        patterns[split] = str(out / split / f"{{00000..{n_shards - 1:05d}}}.tar")
+        if (out / split / "sizes.json").exists():
+            continue  # written before; sizes.json is written last
+        rng = random.Random(0)
+        sizes = {}
+        for k in range(n_shards):
+            samples = []
+            for i in range(k * shard_size, min((k + 1) * shard_size, len(images))):
+                buf = io.BytesIO()
+                Image.fromarray(images[i]).save(buf, format="PNG")
+                name = FASHION_CLASSNAMES[labels[i]]
+                samples.append({"key": f"{split}{i:06d}", "png": buf.getvalue(),
+                                "txt": rng.choice(FASHION_TEMPLATES)(name),
+                                "json": json.dumps({"uid": f"{split}{i:06d}", "label": name}),
+                                "cls": int(labels[i])})
+            write_image_shard(out / split / f"{k:05d}.tar", samples)
+            sizes[f"{k:05d}.tar"] = len(samples)
+        update_sizes(out / split, sizes)
+    return patterns

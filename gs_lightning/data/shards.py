@@ -40,7 +40,7 @@ class BadSample(ValueError):
 # ---- images -----------------------------------------------------------------
 
 
-def decode_image(data: bytes) -> torch.Tensor:  # -> [3, H, W] float32 in [0, 1]
+def decode_array(data: bytes) -> np.ndarray:  # -> [H, W, 3] float32 in [0, 1]
     """Decode any common image to RGB: greyscale, palette, RGBA (over white), CMYK and 16-bit included."""
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -56,13 +56,41 @@ def decode_image(data: bytes) -> torch.Tensor:  # -> [3, H, W] float32 in [0, 1]
                     rgba = im.convert("RGBA")
                     im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
                 a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except BadSample:
-        raise
     except Exception as e:  # PIL raises many types for bad bytes
         raise BadSample(f"cannot decode image: {type(e).__name__}: {e}") from None
     if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
         raise BadSample(f"image has an empty shape {a.shape}")
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+    return a
+
+
+def decode_image(data: bytes) -> torch.Tensor:  # -> [3, H, W] float32 in [0, 1]
+    return torch.from_numpy(np.ascontiguousarray(decode_array(data))).permute(2, 0, 1)
+
+
+def decode_pil(data: bytes) -> Image.Image:
+    """8-bit RGB PIL image, for open_clip's (PIL) preprocessing."""
+    return Image.fromarray((decode_array(data) * 255).round().astype(np.uint8))
+
+
+def decode_splats(data: bytes, max_splats: int | None = None, rng=None) -> np.ndarray:  # -> float16 [n, 8]
+    """A fitted splat record; wrong shape or non-finite values raise BadSample.
+
+    With max_splats, larger sets are subsampled (rng given: a random subset, kept in order) or truncated.
+    """
+    try:
+        a = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:
+        raise BadSample(f"cannot read splats.npy: {type(e).__name__}: {e}") from None
+    if a.ndim != 2 or a.shape[1] != 8:
+        raise BadSample(f"splat record must be [N, 8], got {a.shape}")
+    if not np.isfinite(a).all():
+        raise BadSample("splat record holds NaN or inf")
+    if not ((a[:, 2] > 0) & (a[:, 4] > 0)).all():
+        raise BadSample("splat record has l11 or l22 <= 0")
+    if max_splats is not None and len(a) > max_splats:
+        keep = np.sort(rng.choice(len(a), max_splats, replace=False)) if rng is not None else slice(0, max_splats)
+        a = a[keep]
+    return a
 
 
 def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:  # [3, H, W] -> [3, size, size]
@@ -76,6 +104,41 @@ def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:  # [3, H
 
 
 # ---- input shards -------------------------------------------------------------
+
+
+def worker_slot() -> tuple[int, int]:
+    """(slot, slots): this (DDP rank, dataloader worker) among all of them, for splitting shards."""
+    from torch.utils.data import get_worker_info
+
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    return rank * workers + worker, world * workers
+
+
+def read_sizes(urls: list[str]) -> int | None:
+    """Total samples of `urls` from the sizes.json beside them ({shard name: count}); None if any is unknown."""
+    total, cache = 0, {}
+    for u in urls:
+        d = Path(u).parent
+        if d not in cache:
+            f = d / "sizes.json"
+            cache[d] = json.loads(f.read_text()) if f.exists() else {}
+        if Path(u).name not in cache[d]:
+            return None
+        total += int(cache[d][Path(u).name])
+    return total
+
+
+def update_sizes(directory: str | os.PathLike, counts: dict[str, int]) -> None:
+    f = Path(directory) / "sizes.json"
+    sizes = json.loads(f.read_text()) if f.exists() else {}
+    sizes.update(counts)
+    tmp = f.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(sizes.items())), indent=1))
+    os.replace(tmp, f)
 
 
 def expand_urls(pattern: str) -> list[str]:
@@ -92,6 +155,7 @@ class RawSample:
     key: str
     image: bytes | None  # None when the sample has no image member
     caption: str | None = None
+    splats: bytes | None = None  # {key}.splats.npy of a fitted shard
     cls: int | None = None
     meta: dict = field(default_factory=dict)
 
@@ -140,7 +204,7 @@ def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]
             except ValueError:
                 cls = None
         caption = s["txt"].decode("utf-8", errors="replace") if "txt" in s else None
-        yield RawSample(key, image, caption, cls, meta)
+        yield RawSample(key, image, caption, s.get("splats.npy"), cls, meta)
 
 
 def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:

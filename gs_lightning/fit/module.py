@@ -16,17 +16,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
-from gs_lightning.data.shards import BadSample, Source, FittedShardWriter, decode_image, resize_center_crop, warn_skipped
+from gs_lightning.data.shards import (
+    BadSample, FittedShardWriter, Source, decode_image, resize_center_crop, update_sizes, warn_skipped, worker_slot,
+)
 from gs_lightning.fit.fitter import FitConfig, fit_batch
 from gs_lightning.splats import BYTES_PER_SPLAT
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class ShardBatches(IterableDataset):
@@ -44,11 +40,8 @@ class ShardBatches(IterableDataset):
         return [s for s in self.sources if not (self.output / s.name).exists()]
 
     def __iter__(self):
-        rank, world = _rank_and_world()
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine = self.shards_to_do()[rank::world][worker::workers]
-        for source in mine:
+        slot, slots = worker_slot()
+        for source in self.shards_to_do()[slot::slots]:
             yield from self._batches(source)
 
     def _empty(self, source: Source) -> dict:
@@ -118,7 +111,7 @@ class SplatShardWriter(BasePredictionWriter):
         self.output, self.image_size, self.iterations = Path(output), image_size, iterations
         self.open: dict[str, FittedShardWriter] = {}
         self.tally = {"images": 0, "skipped": 0, "shards": 0, "bytes_splats": 0, "psnr": [], "n_final": [],
-                      "n_init": [], "skipped_keys": [], "seconds": 0.0}
+                      "n_init": [], "skipped_keys": [], "seconds": 0.0, "sizes": {}}
         self._t0 = time.perf_counter()
 
     def _stats_path(self, rank: int) -> Path:
@@ -150,6 +143,7 @@ class SplatShardWriter(BasePredictionWriter):
         self.tally["n_init"] += p["n_init"]
         if p["last"]:
             writer.commit()
+            self.tally["sizes"][p["shard"]] = writer.count
             self.tally["bytes_splats"] += writer.bytes_splats
             self.tally["shards"] += 1
             del self.open[p["shard"]]
@@ -200,6 +194,7 @@ def summarise(output: str | Path, image_size: int, world_size: int = 1) -> dict:
     bytes_splats = sum(t["bytes_splats"] for t in tallies)
     seconds = max((t["seconds"] for t in tallies), default=0.0)
     mean_n = sum(n_final) / len(n_final) if n_final else 0.0
+    update_sizes(output, {k: v for t in tallies for k, v in t.get("sizes", {}).items()})
     summary = {
         "images_fitted": images,
         "images_skipped": sum(t["skipped"] for t in tallies),

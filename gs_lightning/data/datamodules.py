@@ -1,0 +1,278 @@
+"""LightningDataModules: DataComp pairs for training, labelled images for zero-shot eval; RGB or splats.
+
+Every (DDP rank, dataloader worker) pair is a *slot*. Shards are dealt to
+slots round-robin; when there are fewer shards than slots, every slot reads
+all shards and keeps every slots-th sample. Either way the slots' samples are
+disjoint.
+
+Training streams repeat their share and stop after the same number of batches
+on every slot (`with_epoch`), so DDP ranks always run the same number of steps
+even when the shards do not divide evenly. The epoch length comes from
+`num_samples` or the shards' sizes.json. Evaluation streams make one pass, so
+every labelled sample is counted exactly once across ranks.
+
+Bad samples (undecodable image, missing or empty caption, bad splat record,
+a shard that is not a tar) are skipped with a warning naming the key and
+counted: each batch carries `skipped`, the number this worker dropped since
+its previous batch, so the sum over batches and ranks is the total (less any
+met after a worker's very last batch of the run, which are still warned).
+"""
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from gs_lightning.data.shards import (
+    BadSample, RawSample, Source, decode_pil, decode_splats, list_sources, read_sizes, worker_slot,
+)
+from gs_lightning.splats import Splats
+
+
+class DataPathError(FileNotFoundError):
+    pass
+
+
+def sources_for(path: str, key: str) -> list[Source]:
+    """Sources of a configured path; a missing path stops the run naming the key and the demo data."""
+    sources = list_sources(path) if path else []
+    missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
+    if not sources or missing:
+        raise DataPathError(
+            f"{key}={path!r}: no shards or images found"
+            + (f" (missing {missing[0]}{' and others' if len(missing) > 1 else ''})" if missing else "")
+            + ". To run without downloads use the embedded demo data: `make train EXP=... DATA=demo` "
+            "(python -m gs_lightning train EXP demo)."
+        )
+    return sources
+
+
+class SampleStream(wds.DataPipeline):
+    """This slot's samples of `sources`, decoded by `decode`, batched by `collate`."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        decode: Callable[[RawSample, random.Random], dict],
+        collate: Callable[[list[dict]], dict],
+        batch_size: int,
+        *,
+        train: bool,
+        batches_per_slot: int | None = None,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+    ):
+        self.sources, self.decode, self.collate = sources, decode, collate
+        self.train, self.seed, self.shuffle_buffer = train, seed, shuffle_buffer
+        self.passes = 0  # per worker process; persistent workers make every epoch's shuffle differ
+        self.pending_skips = 0  # bad samples met since this process's previous batch
+        stages = [self._samples]
+        if train:
+            stages.append(self._shuffle)
+        stages.append(lambda src: wds.filters._batched(src, batch_size, collation_fn=collate, partial=not train))
+        stages.append(self._count_skips)
+        super().__init__(*stages)
+        if train:
+            self.repeat(nepochs=-1).with_epoch(nbatches=batches_per_slot)
+
+    def _rng(self) -> random.Random:
+        slot, _ = worker_slot()
+        return random.Random(hash((self.seed, slot, self.passes)))
+
+    def _samples(self, _=None):
+        slot, slots = worker_slot()
+        self.passes += 1
+        rng = self._rng()
+        if len(self.sources) >= slots:
+            mine, keep = self.sources[slot::slots], lambda i: True
+            if self.train:
+                mine = rng.sample(mine, len(mine))
+        else:  # every slot reads every shard in the same order, keeping its own positions
+            mine, keep = self.sources, lambda i: i % slots == slot
+        index = 0
+        for source in mine:
+            errors: list[tuple[str, str]] = []
+            for raw in source.samples(errors):
+                index += 1
+                if not keep(index - 1):
+                    continue
+                try:
+                    sample = self.decode(raw, rng)
+                except BadSample as e:
+                    warnings.warn(f"skipping {source.name}/{raw.key}: {e}", stacklevel=2)
+                    self.pending_skips += 1
+                    continue
+                sample["key"] = f"{source.name}/{raw.key}"
+                yield sample
+            for key, reason in errors:
+                warnings.warn(f"skipping {source.name}/{key}: {reason}", stacklevel=2)
+                self.pending_skips += 1
+
+    def _count_skips(self, batches):
+        for batch in batches:
+            batch["skipped"], self.pending_skips = self.pending_skips, 0
+            yield batch
+
+    def _shuffle(self, src):
+        return wds.filters._shuffle(src, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=self._rng())
+
+
+# ---- decoding and collation per kind ------------------------------------------------
+
+
+def _caption(raw: RawSample) -> str:
+    if raw.caption is None:
+        raise BadSample("no caption (.txt)")
+    if not raw.caption.strip():
+        raise BadSample("empty caption")
+    return raw.caption
+
+
+def _label(raw: RawSample) -> int:
+    if raw.cls is None:
+        raise BadSample("no class label (.cls)")
+    return raw.cls
+
+
+def _splats(raw: RawSample, max_splats: int | None, rng: random.Random | None) -> np.ndarray:
+    if raw.splats is None:
+        raise BadSample("no splat record (.splats.npy)")
+    nrng = np.random.default_rng(rng.getrandbits(32)) if rng is not None else None
+    return decode_splats(raw.splats, max_splats, nrng)
+
+
+def _image(raw: RawSample, preprocess: Callable) -> torch.Tensor:
+    if raw.image is None:
+        raise BadSample("no image (.jpg/.png/.webp)")
+    return preprocess(decode_pil(raw.image))
+
+
+def collate(samples: list[dict], tokenizer: Callable | None = None) -> dict:
+    """Stack images or pad splat sets (Splats in the unit square, with a mask); tokenize captions."""
+    batch: dict = {"keys": [s["key"] for s in samples]}
+    if "image" in samples[0]:
+        batch["image"] = torch.stack([s["image"] for s in samples])
+    else:
+        batch["splats"] = Splats.from_records([s["splats"] for s in samples], height=1, width=1)
+    if "caption" in samples[0]:
+        batch["text"] = tokenizer([s["caption"] for s in samples])
+    if "label" in samples[0]:
+        batch["label"] = torch.tensor([s["label"] for s in samples])
+    return batch
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("rgb", "gs"):
+        raise ValueError(f"kind must be 'rgb' or 'gs', got {kind!r}")
+
+
+class DataCompDataModule(L.LightningDataModule):
+    """Training pairs: (image or splat set, tokenized caption) from DataComp-style or fitted shards."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        train: str,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        batch_size: int,
+        preprocess: Callable | None = None,  # open_clip's train transform (kind="rgb")
+        max_splats: int | None = None,
+        splat_sampling: str = "random",  # random | truncate, when a set has more than max_splats
+        num_samples: int | None = None,  # epoch length; default: the shards' sizes.json
+        num_workers: int = 2,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        key: str = "data.train",  # the config key, for error messages
+    ):
+        super().__init__()
+        _check_kind(kind)
+        if kind == "rgb" and preprocess is None:
+            raise ValueError("DataCompDataModule(kind='rgb') needs open_clip's preprocess transform")
+        if splat_sampling not in ("random", "truncate"):
+            raise ValueError(f"splat_sampling must be 'random' or 'truncate', got {splat_sampling!r}")
+        self.kind, self.tokenizer, self.batch_size, self.preprocess = kind, tokenizer, batch_size, preprocess
+        self.max_splats, self.splat_sampling = max_splats, splat_sampling
+        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
+        self.sources = sources_for(train, key)
+        self.num_samples = num_samples or read_sizes([s.url for s in self.sources if s.url]) or (
+            sum(len(s.files) for s in self.sources) if all(s.files is not None for s in self.sources) else None
+        )
+        if not self.num_samples:
+            raise DataPathError(f"{key}={train!r}: no sizes.json beside the shards; set data.num_samples")
+
+    def decode(self, raw: RawSample, rng: random.Random) -> dict:
+        sample = {"caption": _caption(raw)}
+        if self.kind == "rgb":
+            sample["image"] = _image(raw, self.preprocess)
+        else:
+            sample["splats"] = _splats(raw, self.max_splats, rng if self.splat_sampling == "random" else None)
+        return sample
+
+    def batches_per_rank(self, world_size: int) -> int:
+        """Steps per epoch on every rank: the epoch's samples split evenly, whole batches only."""
+        return max(1, self.num_samples // (world_size * self.batch_size))
+
+    def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        workers = max(self.num_workers, 1)
+        stream = SampleStream(
+            self.sources, self.decode, lambda s: collate(s, self.tokenizer), self.batch_size, train=True,
+            batches_per_slot=math.ceil(self.batches_per_rank(world) / workers),
+            shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+        )
+        return _loader(stream, self.num_workers)
+
+
+class ZeroShotDataModule(L.LightningDataModule):
+    """Labelled eval images or their fitted splats, with the class names and prompt templates."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        path: str,
+        batch_size: int,
+        preprocess: Callable | None = None,  # open_clip's val transform (kind="rgb")
+        max_splats: int | None = None,
+        classnames: list[str] | None = None,  # default: ImageNet-1K's, from open_clip
+        templates: list[Callable[[str], str]] | None = None,
+        num_workers: int = 2,
+        key: str = "data.val",
+    ):
+        super().__init__()
+        _check_kind(kind)
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+        self.kind, self.batch_size, self.preprocess, self.max_splats = kind, batch_size, preprocess, max_splats
+        self.classnames = list(classnames or IMAGENET_CLASSNAMES)
+        self.templates = list(templates or OPENAI_IMAGENET_TEMPLATES)
+        self.num_workers = num_workers
+        self.sources = sources_for(path, key)
+
+    def decode(self, raw: RawSample, rng: random.Random) -> dict:
+        sample = {"label": _label(raw)}
+        if self.kind == "rgb":
+            sample["image"] = _image(raw, self.preprocess)
+        else:
+            sample["splats"] = _splats(raw, self.max_splats, None)
+        return sample
+
+    def val_dataloader(self) -> DataLoader:
+        stream = SampleStream(self.sources, self.decode, collate, self.batch_size, train=False)
+        return _loader(stream, self.num_workers)
+
+
+def _loader(stream: SampleStream, num_workers: int) -> DataLoader:
+    return DataLoader(
+        stream, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
+        multiprocessing_context="fork" if num_workers > 0 else None,
+    )
