@@ -12,7 +12,7 @@ TORCH_CUDA_ARCH_LIST ?= 9.0
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu bench cuda-build clean
+.PHONY: help setup build test test-all test-gpu bench bench-render bench-data bench-fit cuda-build clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,8 +46,16 @@ test-all: build ## Run every test, the slow ones included
 test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 	$(PY) -m pytest -m gpu
 
-bench: build ## Print the benchmarks (rasterizer speed and thread scaling)
+bench: bench-render bench-data bench-fit ## Print every benchmark (rasterizer, data, fitting: ~1 h on 2 cores)
+
+bench-render: build ## Rasterizer: ms/image, pairs/s, speedup over the dense reference, 1 vs N threads
 	$(PY) -m gs_lightning.benchmarks.render
+
+bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 workers)
+	$(PY) -m gs_lightning.benchmarks.data
+
+bench-fit: build ## Fitting: PSNR table structured vs random (+ plot), pruning cost, batch-1 vs batch-64 images/s
+	$(PY) -m gs_lightning.benchmarks.fit
 
 cuda-build: setup ## Compile and link the CUDA backend into build/cuda (no GPU needed), then import it
 	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" $(PY) setup.py -q build_ext \

@@ -1,0 +1,74 @@
+"""DataModule throughput: samples/s of decode + tokenize + collate with 2 workers.
+
+    python -m gs_lightning.benchmarks.data [--samples 4000]
+
+RGB: Fashion-MNIST demo shards through open_clip's 224x224 train/val transforms.
+Splats: fitted-shard records of 400 splats (float16 [400, 8]) written for the benchmark.
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+
+from gs_lightning.benchmarks.common import print_table
+from gs_lightning.data.datamodules import DataCompDataModule, ZeroShotDataModule
+from gs_lightning.data.demo import write_fashion_mnist
+from gs_lightning.data.shards import FittedShardWriter, update_sizes
+
+
+def splat_shards(root: Path, shards: int, per_shard: int, n: int = 400) -> str:
+    rng = np.random.default_rng(0)
+    for k in range(shards):
+        w = FittedShardWriter(root / f"{k:05d}.tar")
+        for i in range(per_shard):
+            rec = np.concatenate([rng.random((n, 2)), 0.02 + 0.02 * rng.random((n, 1)), 0.005 * rng.standard_normal(
+                (n, 1)), 0.02 + 0.02 * rng.random((n, 1)), rng.random((n, 3))], 1).astype(np.float16)
+            w.write(f"{k}_{i}", rec, {"psnr": 28.0}, "a photo of a thing.", i % 10)
+        w.commit()
+    update_sizes(root, {f"{k:05d}.tar": per_shard for k in range(shards)})
+    return str(root / f"{{00000..{shards - 1:05d}}}.tar")
+
+
+def rate(loader, samples: int) -> float:
+    it, seen = iter(loader), 0
+    next(it)  # workers started, first batch decoded
+    t0 = time.perf_counter()
+    for batch in it:
+        seen += len(batch["keys"])
+        if seen >= samples:
+            break
+    return seen / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=int, default=4000)
+    p.add_argument("--data-root", default="outputs/data")
+    a = p.parse_args(argv)
+    tok = open_clip.get_tokenizer("ViT-B-16")
+    fm = write_fashion_mnist(a.data_root)
+    with tempfile.TemporaryDirectory() as tmp:
+        gs = splat_shards(Path(tmp), shards=4, per_shard=a.samples // 4 + 64)
+        rows = []
+        for name, dm, get in [
+            ("DataComp rgb (224, train transform)", DataCompDataModule(
+                kind="rgb", train=fm["train"], tokenizer=tok, preprocess=open_clip.image_transform(224, True),
+                batch_size=64, num_workers=2), "train_dataloader"),
+            ("DataComp gs (400 splats)", DataCompDataModule(
+                kind="gs", train=gs, tokenizer=tok, batch_size=64, num_workers=2), "train_dataloader"),
+            ("ZeroShot rgb (224, val transform)", ZeroShotDataModule(
+                kind="rgb", path=fm["test"], preprocess=open_clip.image_transform(224, False), batch_size=64,
+                num_workers=2), "val_dataloader"),
+            ("ZeroShot gs (400 splats)", ZeroShotDataModule(kind="gs", path=gs, batch_size=64, num_workers=2),
+             "val_dataloader"),
+        ]:
+            rows.append([name, f"{rate(getattr(dm, get)(), a.samples):.0f}"])
+    print(f"DataModule throughput, batch 64, 2 workers, {a.samples} samples each")
+    print_table(["DataModule", "samples/s"], rows)
+
+
+if __name__ == "__main__":
+    main()
