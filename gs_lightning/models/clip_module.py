@@ -1,0 +1,175 @@
+"""ClipModule: one LightningModule for the RGB baseline, the transferred splat encoder and the scratch one.
+
+rgb       open_clip's CLIP, every parameter trained at lr.
+transfer  the best RGB checkpoint's CLIP with a splat visual tower: the text tower and the ViT blocks
+          are frozen except blocks 0..unfrozen_blocks-1; lr for the stem, resampler and new embeddings,
+          transfer_lr_scale x lr for the unfrozen blocks, ln_post, proj and the logit scale (paper 5.1).
+scratch   the same splat model from random init, every parameter trained at lr.
+
+Loss: open_clip's ClipLoss with features gathered across ranks; the logit scale is clamped at
+log(100) after every step. Weight decay is off for biases, norms, embeddings of rank < 2 and the
+logit scale. The schedule (linear warmup, cosine) scales every group's own lr, so their ratio holds.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import lightning as L
+import open_clip
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from open_clip.loss import ClipLoss
+
+from gs_lightning.models.gs_encoder import GSConfig, build_clip
+from gs_lightning.models.zeroshot import zero_shot_classifier, zero_shot_metrics
+
+
+class ClipModule(L.LightningModule):
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        mode: str,
+        gs: dict | None = None,  # GSConfig fields
+        rgb_checkpoint: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.2,
+        warmup_steps: int = 2000,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        transfer_lr_scale: float = 0.1,
+        unfrozen_blocks: int = 2,
+        logit_scale_max: float = 100.0,
+        classnames: list[str] | None = None,
+        templates: list[str] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.mode = mode
+        self.model = build_clip(model_name, mode=mode, gs=GSConfig(**(gs or {})), rgb_checkpoint=rgb_checkpoint)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.lr_scale = {n: s for n, _ in self.model.named_parameters() if (s := self.lr_scale_of(n)) is not None}
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in self.lr_scale)
+        self.classnames, self.templates = classnames, templates
+        self.metrics = zero_shot_metrics(len(classnames)) if classnames else None
+        self.classifier = None
+        self.loss = None
+
+    # ---- what trains, and how fast ----------------------------------------------------
+
+    def lr_scale_of(self, name: str) -> float | None:
+        """The lr multiplier of a parameter, None when it is frozen."""
+        if self.mode != "transfer":
+            return 1.0
+        new = ("visual.stem.", "visual.resampler.", "visual.class_embedding", "visual.positional_embedding")
+        slow = tuple(f"visual.transformer.resblocks.{i}." for i in range(self.hparams.unfrozen_blocks))
+        if name.startswith(new):
+            return 1.0
+        if name.startswith(slow + ("visual.ln_post.",)) or name in ("visual.proj", "logit_scale"):
+            return self.hparams.transfer_lr_scale
+        return None
+
+    @staticmethod
+    def decays(name: str, p: torch.Tensor) -> bool:
+        return p.ndim >= 2 and "logit_scale" not in name and ".ln" not in name and "bias" not in name
+
+    def parameter_table(self) -> tuple[list[list], float]:
+        """Rows (module, parameters, trainable|frozen, lr) and the trainable share of the whole model."""
+        rows: OrderedDict[str, list] = OrderedDict()
+        for name, p in self.model.named_parameters():
+            parts = name.split(".")
+            if parts[0] != "visual":
+                key = "logit_scale" if name == "logit_scale" else "text tower"
+            elif parts[1] == "transformer":
+                key = f"visual.blocks.{parts[3]}"
+            elif parts[1] in ("class_embedding", "positional_embedding"):
+                key = "visual.embeddings"
+            else:
+                key = f"visual.{parts[1]}"
+            scale = self.lr_scale.get(name)
+            row = rows.setdefault(key, [key, 0, "frozen" if scale is None else "trainable",
+                                        "-" if scale is None else f"{self.hparams.lr * scale:g}"])
+            row[1] += p.numel()
+        merged: list[list] = []  # runs of blocks with the same status become one row
+        for row in rows.values():
+            last = merged[-1] if merged else None
+            if last and last[0].startswith("visual.blocks.") and row[0].startswith("visual.blocks.") \
+                    and last[2:] == row[2:]:
+                last[0] = f"{last[0].split('-')[0]}-{row[0].rsplit('.', 1)[1]}"
+                last[1] += row[1]
+            else:
+                merged.append(list(row))
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for n, p in self.model.named_parameters() if n in self.lr_scale)
+        return merged, trainable / total
+
+    def on_fit_start(self) -> None:
+        rows, share = self.parameter_table()
+        width = max(len(r[0]) for r in rows)
+        lines = [f"{'module':<{width}}  {'params':>11}  {'status':<9}  lr"]
+        lines += [f"{r[0]:<{width}}  {r[1]:>11,}  {r[2]:<9}  {r[3]}" for r in rows]
+        lines.append(f"trainable: {100 * share:.2f}% of {sum(r[1] for r in rows):,} parameters ({self.mode})")
+        rank_zero_info("\n".join(lines))
+        for logger in self.loggers:
+            logger.log_hyperparams({"trainable_share": share})
+            if hasattr(logger, "log_table"):  # W&B
+                logger.log_table("parameters", columns=["module", "params", "status", "lr"], data=rows)
+        self.loss = ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True,
+                             rank=self.global_rank, world_size=self.trainer.world_size)
+
+    def configure_optimizers(self):
+        groups: dict[tuple[float, bool], list] = {}
+        for name, p in self.model.named_parameters():
+            if name in self.lr_scale:
+                groups.setdefault((self.lr_scale[name], self.decays(name, p)), []).append(p)
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            [{"params": ps, "lr": hp.lr * scale, "weight_decay": hp.weight_decay if decay else 0.0,
+              "lr_scale": scale} for (scale, decay), ps in groups.items()],
+            betas=tuple(hp.betas), eps=hp.eps,
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = min(hp.warmup_steps, total // 2)
+
+        def factor(step: int) -> float:  # multiplies every group's own lr
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    @staticmethod
+    def visual_input(batch: dict):
+        return batch["splats"] if "splats" in batch else batch["image"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image_features, text_features, logit_scale = self.model(self.visual_input(batch), batch["text"])
+        loss = self.loss(image_features, text_features, logit_scale)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        self.log("train/logit_scale", logit_scale, on_step=True, on_epoch=True)
+        self.log("train/skipped", float(batch.get("skipped", 0)), on_step=False, on_epoch=True, reduce_fx="sum",
+                 sync_dist=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(self.hparams.logit_scale_max))
+
+    def on_validation_epoch_start(self) -> None:
+        if self.metrics is None:
+            raise ValueError("ClipModule needs classnames and templates to validate (zero-shot)")
+        self.classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates,
+                                               self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        features = self.model.encode_image(self.visual_input(batch), normalize=True)
+        self.metrics.update(features @ self.classifier, batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.metrics.compute(), prog_bar=True)
+        self.metrics.reset()

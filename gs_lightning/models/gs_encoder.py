@@ -1,0 +1,118 @@
+"""The splat encoder and the three CLIP variants built from open_clip models.
+
+    splats -> GSStem -> PerceiverResampler (+ the mean of the splat features)
+           -> [cls; tokens] + pos -> ln_pre -> ViT blocks -> ln_post -> cls token @ proj
+
+GSEncoder takes the ViT's transformer, ln_pre, ln_post and proj modules from an
+open_clip VisionTransformer (RGB weights for `transfer`, random for `scratch`)
+and replaces only the patch embedding, so `CLIP.encode_image(splats)` works
+unchanged: the visual tower is open_clip's seam for an alternative input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import Tensor, nn
+
+from gs_lightning.models.gs_stem import GSStem
+from gs_lightning.models.resampler import PerceiverResampler
+from gs_lightning.splats import Splats
+
+MODES = ("rgb", "transfer", "scratch")
+
+
+@dataclass
+class GSConfig:
+    num_queries: int = 196  # 196 = the RGB ViT-B/16's token count; 98 halves it
+    # One cross-attention layer with a 1x MLP keeps the transfer's trainable share near the paper's ~7%
+    # (two unfrozen ViT-B blocks are already 5.8% of the model).
+    resampler_depth: int = 1
+    resampler_heads: int = 8
+    resampler_mlp_ratio: float = 1.0
+    stem_hidden: int = 256
+    num_freqs: int = 8
+
+
+class GSEncoder(nn.Module):
+    def __init__(self, *, vit: open_clip.transformer.VisionTransformer, cfg: GSConfig):
+        super().__init__()
+        if vit.attn_pool is not None or vit.pool_type != "tok" or vit.final_ln_after_pool:
+            raise ValueError("GSEncoder supports ViTs with class-token pooling (open_clip's default)")
+        width = vit.class_embedding.shape[0]
+        self.stem = GSStem(width=width, hidden=cfg.stem_hidden, num_freqs=cfg.num_freqs)
+        self.resampler = PerceiverResampler(
+            dim=width, num_queries=cfg.num_queries, depth=cfg.resampler_depth, heads=cfg.resampler_heads,
+            mlp_ratio=cfg.resampler_mlp_ratio,
+        )
+        self.class_embedding = nn.Parameter(vit.class_embedding.detach().clone())
+        pos = vit.positional_embedding.detach()
+        if pos.shape[0] == cfg.num_queries + 1:  # 196 queries: the RGB grid's table fits
+            self.positional_embedding = nn.Parameter(pos.clone())
+        else:
+            self.positional_embedding = nn.Parameter(torch.randn(cfg.num_queries + 1, width) * width**-0.5)
+        self.ln_pre, self.transformer, self.ln_post, self.proj = vit.ln_pre, vit.transformer, vit.ln_post, vit.proj
+        self.output_dim = vit.output_dim
+
+    def tokens(self, splats: Splats) -> Tensor:  # -> [B, Q, width]
+        features = self.stem(splats)  # [B, N, width], zero on padding
+        count = splats.mask.sum(1, keepdim=True).clamp(min=1)
+        global_mean = features.sum(1) / count  # [B, width]; zero for an empty set
+        return self.resampler(features, splats.mask) + global_mean[:, None]
+
+    def forward(self, splats: Splats) -> Tensor:  # -> [B, output_dim]
+        x = self.tokens(splats)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = self.transformer(self.ln_pre(x))
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+# ---- building the three variants --------------------------------------------------
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """CLIP weights from a ClipModule (Lightning) checkpoint or an open_clip one, prefixes removed."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    for prefix in ("model.", "module."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_matching(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict, but a mismatch says which weights did not match and how."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def head(items):
+            return ", ".join(items[:5]) + (f" ... ({len(items)} in all)" if len(items) > 5 else "")
+
+        parts = [f"{len(shapes)} with another shape: {head(shapes)}" if shapes else "",
+                 f"{len(missing)} missing from the checkpoint: {head(missing)}" if missing else "",
+                 f"{len(unexpected)} not in the model: {head(unexpected)}" if unexpected else ""]
+        raise ValueError(f"checkpoint {source} does not match the model; weights "
+                         + "; ".join(p for p in parts if p))
+    model.load_state_dict(state)
+
+
+def build_clip(model_name: str, *, mode: str, gs: GSConfig | None = None,
+               rgb_checkpoint: str | None = None) -> open_clip.CLIP:
+    """rgb: open_clip's CLIP. transfer: the RGB checkpoint's CLIP with a splat visual tower.
+    scratch: the same splat model from random init."""
+    if mode not in MODES:
+        raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
+    model = open_clip.create_model(model_name, pretrained=None)
+    if mode == "transfer":
+        if not rgb_checkpoint:
+            raise ValueError("model.mode=transfer needs model.rgb_checkpoint (the best RGB CLIP checkpoint)")
+        load_matching(model, read_state_dict(rgb_checkpoint), rgb_checkpoint)
+    if mode != "rgb":
+        model.visual = GSEncoder(vit=model.visual, cfg=gs or GSConfig())
+    return model
