@@ -55,7 +55,83 @@ def fit(args: list[str]) -> None:
         print(format_summary(summary))
 
 
-COMMANDS = {"fit": fit}
+def _loggers(cfg, run_dir: Path, exp: str) -> list:
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from omegaconf import OmegaConf
+
+    loggers = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+    if cfg.logger.wandb:
+        import os
+
+        logged_in = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in (
+            Path.home().joinpath(".netrc").read_text() if Path.home().joinpath(".netrc").exists() else "")
+        loggers.append(WandbLogger(
+            project=cfg.logger.project, name=cfg.name, group=cfg.group, save_dir=str(run_dir), job_type=exp,
+            offline=not logged_in and os.environ.get("WANDB_MODE") != "online",
+            config=OmegaConf.to_container(cfg, resolve=True),
+        ))
+    return loggers
+
+
+def train(args: list[str]) -> None:
+    import lightning as L
+    import open_clip
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from omegaconf import OmegaConf
+
+    from gs_lightning.data.datamodules import DataCompDataModule, ZeroShotDataModule
+    from gs_lightning.models.clip_module import ClipModule
+
+    names, overrides = split_args(args)
+    if not names:
+        raise ConfigError("train needs an experiment name, e.g. `python -m gs_lightning train gs196 demo`")
+    cfg = compose(["base", *names], overrides)
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.output_dir) / cfg.name
+    m, d = cfg.model, cfg.data
+    kind = "rgb" if m.mode == "rgb" else "gs"
+    module = ClipModule(
+        model_name=m.name, mode=m.mode, gs=OmegaConf.to_container(m.gs), rgb_checkpoint=m.rgb_checkpoint, lr=m.lr,
+        weight_decay=m.weight_decay, warmup_steps=m.warmup_steps, transfer_lr_scale=m.transfer_lr_scale,
+        unfrozen_blocks=m.unfrozen_blocks, logit_scale_max=m.logit_scale_max, classnames=d.classnames,
+    )
+    size = open_clip.get_model_config(m.name)["vision_cfg"]["image_size"]
+    paths = d[kind]
+    val = ZeroShotDataModule(
+        kind=kind, path=paths.val, batch_size=d.val_batch_size, num_workers=d.num_workers,
+        preprocess=open_clip.image_transform(size, is_train=False) if kind == "rgb" else None,
+        max_splats=d.max_splats, classnames=module.classnames, templates=module.templates, key=f"data.{kind}.val",
+    )
+    data = DataCompDataModule(
+        kind=kind, train=paths.train, tokenizer=module.tokenizer, batch_size=d.batch_size,
+        preprocess=open_clip.image_transform(size, is_train=True) if kind == "rgb" else None,
+        max_splats=d.max_splats, splat_sampling=d.splat_sampling, num_samples=d.num_samples,
+        num_workers=d.num_workers, seed=cfg.seed, key=f"data.{kind}.train", val=val,
+    )
+    checkpoints = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=cfg.checkpoint.monitor, mode="max",
+                        save_top_k=1, save_last=False),
+        ModelCheckpoint(dirpath=checkpoints, filename="last", every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+                        save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
+    ]
+    loggers = _loggers(cfg, run_dir, "+".join(names))
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer = L.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks, use_distributed_sampler=False,
+                        default_root_dir=str(run_dir))
+    if trainer.global_rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    last = checkpoints / "last.ckpt"
+    if cfg.resume and not last.exists():
+        print(f"resume=true but {last} does not exist: starting from scratch")
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if cfg.resume and last.exists() else None)
+
+
+COMMANDS = {"fit": fit, "train": train}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     try:
         COMMANDS[ns.command](ns.args)
-    except ConfigError as e:
+    except (ConfigError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -72,6 +72,7 @@ class SampleStream(wds.DataPipeline):
     ):
         self.sources, self.decode, self.collate = sources, decode, collate
         self.train, self.seed, self.shuffle_buffer = train, seed, shuffle_buffer
+        self.batches_per_slot = batches_per_slot
         self.passes = 0  # per worker process; persistent workers make every epoch's shuffle differ
         self.pending_skips = 0  # bad samples met since this process's previous batch
         stages = [self._samples]
@@ -192,9 +193,11 @@ class DataCompDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         seed: int = 0,
         key: str = "data.train",  # the config key, for error messages
+        val: "ZeroShotDataModule | None" = None,  # zero-shot eval run each validation
     ):
         super().__init__()
         _check_kind(kind)
+        self.val = val
         if kind == "rgb" and preprocess is None:
             raise ValueError("DataCompDataModule(kind='rgb') needs open_clip's preprocess transform")
         if splat_sampling not in ("random", "truncate"):
@@ -229,7 +232,11 @@ class DataCompDataModule(L.LightningDataModule):
             batches_per_slot=math.ceil(self.batches_per_rank(world) / workers),
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
         )
+        stream.with_length(workers * stream.batches_per_slot, silent=True)  # batches per rank, for the schedule
         return _loader(stream, self.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self.val.val_dataloader() if self.val is not None else []
 
 
 class ZeroShotDataModule(L.LightningDataModule):

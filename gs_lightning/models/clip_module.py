@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from open_clip.loss import ClipLoss
 
 from gs_lightning.models.gs_encoder import GSConfig, build_clip
-from gs_lightning.models.zeroshot import zero_shot_classifier, zero_shot_metrics
+from gs_lightning.models.zeroshot import zero_shot_classifier, zero_shot_metadata, zero_shot_metrics
 
 
 class ClipModule(L.LightningModule):
@@ -41,8 +41,7 @@ class ClipModule(L.LightningModule):
         transfer_lr_scale: float = 0.1,
         unfrozen_blocks: int = 2,
         logit_scale_max: float = 100.0,
-        classnames: list[str] | None = None,
-        templates: list[str] | None = None,
+        classnames: str | None = None,  # zero-shot eval set: "imagenet" | "fashion-mnist"
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -52,8 +51,8 @@ class ClipModule(L.LightningModule):
         self.lr_scale = {n: s for n, _ in self.model.named_parameters() if (s := self.lr_scale_of(n)) is not None}
         for name, p in self.model.named_parameters():
             p.requires_grad_(name in self.lr_scale)
-        self.classnames, self.templates = classnames, templates
-        self.metrics = zero_shot_metrics(len(classnames)) if classnames else None
+        self.classnames, self.templates = zero_shot_metadata(classnames) if classnames else (None, None)
+        self.metrics = zero_shot_metrics(len(self.classnames)) if classnames else None
         self.classifier = None
         self.loss = None
 
@@ -162,7 +161,7 @@ class ClipModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         if self.metrics is None:
-            raise ValueError("ClipModule needs classnames and templates to validate (zero-shot)")
+            raise ValueError("ClipModule needs classnames ('imagenet' | 'fashion-mnist') to validate (zero-shot)")
         self.classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates,
                                                self.device)
 

@@ -1,0 +1,192 @@
+"""Models: transfer freezing and lr groups, one optimizer step, exact text features, resampler padding,
+awkward splat sets, checkpoint mismatches, and a 2-process DDP run of the train command."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from helpers import datacomp_shards, fitted_shards
+
+from gs_lightning.models.clip_module import ClipModule
+from gs_lightning.models.gs_encoder import GSConfig, PerceiverResampler, load_matching, read_state_dict
+from gs_lightning.splats import Splats
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "ViT-Tiny-16"
+GS = {"num_queries": 5, "resampler_heads": 2, "stem_hidden": 16, "num_freqs": 3}
+
+
+def unit_splats(batch: int, n: int, seed: int = 0) -> Splats:
+    g = torch.Generator().manual_seed(seed)
+    chol = torch.stack([0.02 + 0.05 * torch.rand(batch, n, generator=g), 0.01 * torch.randn(batch, n, generator=g),
+                        0.02 + 0.05 * torch.rand(batch, n, generator=g)], -1)
+    return Splats(torch.rand(batch, n, 2, generator=g), chol, torch.rand(batch, n, 3, generator=g),
+                  torch.ones(batch, n, dtype=torch.bool))
+
+
+@pytest.fixture(scope="module")
+def rgb_checkpoint(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    rgb = ClipModule(model_name=TINY, mode="rgb")
+    path = tmp_path_factory.mktemp("rgb") / "best.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in rgb.model.state_dict().items()}}, path)
+    return str(path)
+
+
+def transfer(rgb_checkpoint, **kw) -> ClipModule:
+    return ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=rgb_checkpoint, gs=GS, warmup_steps=1, **kw)
+
+
+def expected_trainable(names: list[str]) -> set[str]:
+    """The paper's recipe, spelled out independently of ClipModule.lr_scale_of."""
+    keep = set()
+    for n in names:
+        if n.startswith(("visual.stem.", "visual.resampler.", "visual.transformer.resblocks.0.",
+                         "visual.transformer.resblocks.1.", "visual.ln_post.")):
+            keep.add(n)
+    return keep | {"visual.class_embedding", "visual.positional_embedding", "visual.proj", "logit_scale"}
+
+
+def test_transfer_trains_exactly_the_intended_parameters_at_their_lrs(rgb_checkpoint):
+    m = transfer(rgb_checkpoint, lr=1e-3)
+    names = [n for n, _ in m.model.named_parameters()]
+    trainable = {n for n, p in m.model.named_parameters() if p.requires_grad}
+    assert trainable == expected_trainable(names)
+    assert not any(n.startswith(("transformer.", "token_embedding", "ln_final", "text_projection")) for n in trainable)
+    assert any(n.startswith("visual.transformer.resblocks.2.") for n in names)  # a frozen block exists
+    trainer = one_step(m, splat_batch(m))
+    opt = trainer.optimizers[0]
+    lr_of = {id(p): g["initial_lr"] for g in opt.param_groups for p in g["params"]}  # before the schedule
+    slow = ("visual.transformer.resblocks.0.", "visual.transformer.resblocks.1.", "visual.ln_post.", "visual.proj",
+            "logit_scale")
+    for n, p in m.model.named_parameters():
+        if p.requires_grad:
+            assert lr_of[id(p)] == pytest.approx(1e-4 if n.startswith(slow) else 1e-3), n
+        else:
+            assert id(p) not in lr_of
+    wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert wd[id(m.model.logit_scale)] == 0 and wd[id(m.model.visual.ln_post.weight)] == 0
+    assert wd[id(m.model.visual.stem.proj.weight)] == 0.2
+
+
+def one_step(module: ClipModule, batch: dict) -> L.Trainer:
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
+    return trainer
+
+
+def splat_batch(module: ClipModule, batch: int = 4) -> dict:
+    return {"splats": unit_splats(batch, 12), "text": module.tokenizer([f"a photo of thing {i}" for i in range(batch)])}
+
+
+def test_one_step_moves_every_trainable_tensor_and_no_frozen_one(rgb_checkpoint):
+    m = transfer(rgb_checkpoint)
+    before = {n: p.detach().clone() for n, p in m.model.named_parameters()}
+    one_step(m, splat_batch(m))
+    for n, p in m.model.named_parameters():
+        if p.requires_grad:
+            assert not torch.equal(p, before[n]), f"{n} is trainable but did not move"
+        else:
+            assert torch.equal(p, before[n]), f"{n} is frozen but changed"
+
+
+def test_logit_scale_is_clamped_after_the_step():
+    m = ClipModule(model_name=TINY, mode="scratch", gs=GS, warmup_steps=1)
+    with torch.no_grad():
+        m.model.logit_scale.fill_(10.0)
+    one_step(m, splat_batch(m))
+    assert m.model.logit_scale.item() == pytest.approx(math.log(100))
+
+
+def test_transfer_reproduces_the_rgb_text_features_exactly(rgb_checkpoint):
+    rgb = ClipModule(model_name=TINY, mode="rgb")
+    load_matching(rgb.model, read_state_dict(rgb_checkpoint), rgb_checkpoint)
+    gs = transfer(rgb_checkpoint)
+    text = rgb.tokenizer(["a photo of a cat.", "a sneaker", "an ankle boot, black"])
+    # Same kernels on both sides: torch's attention picks its fused path by whether parameters require grad
+    # (even under no_grad), and the transfer model's text tower is frozen; freeze the reference's copy too.
+    rgb.model.requires_grad_(False)
+    with torch.no_grad():
+        assert torch.equal(gs.model.eval().encode_text(text), rgb.model.eval().encode_text(text))
+
+
+def test_resampler_ignores_extra_padding():
+    torch.manual_seed(0)
+    r = PerceiverResampler(dim=16, num_queries=4, depth=2, heads=2).eval()
+    media = torch.randn(2, 7, 16)
+    mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    padded = torch.cat([media, torch.randn(2, 5, 16) * 100], 1)  # garbage in the padding
+    padded_mask = torch.cat([mask, torch.zeros(2, 5, dtype=torch.bool)], 1)
+    torch.testing.assert_close(r(padded, padded_mask), r(media, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_ignores_extra_padding(rgb_checkpoint):
+    enc = transfer(rgb_checkpoint).model.visual.eval()
+    s = unit_splats(2, 9)
+    pad = Splats(*(torch.cat([t, torch.full((2, 4, t.shape[-1]), float("nan"))], 1) for t in (s.xy, s.chol, s.rgb)),
+                 torch.cat([s.mask, torch.zeros(2, 4, dtype=torch.bool)], 1))
+    torch.testing.assert_close(enc(pad), enc(s), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [0, 1, 20_000])
+def test_awkward_splat_counts_give_finite_features(rgb_checkpoint, n):
+    enc = transfer(rgb_checkpoint).model.visual
+    s = unit_splats(2, n)
+    s.mask[1, n // 2:] = False  # image 1 holds half (for n = 1: none)
+    out = enc(s)
+    assert out.shape == (2, enc.output_dim) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in enc.parameters() if p.grad is not None)
+
+
+def test_wrong_architecture_checkpoint_names_the_weights(tmp_path, rgb_checkpoint):
+    other = ClipModule(model_name="ViT-Demo-28", mode="rgb")
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in other.model.state_dict().items()}}, path)
+    with pytest.raises(ValueError, match=r"does not match the model; weights \d+ with another shape: ln_final\.bias: "
+                                         r"checkpoint \(128,\) vs model \(32,\).*not in the model: transformer\."):
+        ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=str(path), gs=GS)
+    state = read_state_dict(rgb_checkpoint)
+    del state["visual.proj"]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"1 missing from the checkpoint: visual\.proj"):
+        ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=str(path), gs=GS)
+
+
+def test_schedule_keeps_the_groups_lr_ratio(rgb_checkpoint):
+    m = transfer(rgb_checkpoint, lr=1e-3)
+    m.hparams.warmup_steps = 2
+    trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(m, train_dataloaders=torch.utils.data.DataLoader([splat_batch(m)] * 10, batch_size=None))
+    conf = m.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    seen = []
+    for _ in range(3):  # warmup, then cosine
+        opt.step()
+        sched.step()
+        lrs = {g["lr_scale"]: g["lr"] for g in opt.param_groups}
+        assert lrs[1.0] > 0 and lrs[0.1] == pytest.approx(0.1 * lrs[1.0])
+        seen.append(lrs[1.0])
+    assert len(set(seen)) >= 2  # the lr did move (warmup end and cosine start are both 1.0)
+
+
+def test_rgb_then_transfer_train_and_validate_with_two_ddp_processes(tmp_path):
+    rgb = datacomp_shards(tmp_path / "rgb", [6, 6], size=16, labelled=True)
+    gs = fitted_shards(tmp_path / "gs", [6, 6])
+    common = [f"output_dir={tmp_path}/runs", f"model.name={TINY}", "trainer.devices=2", "trainer.strategy=ddp",
+              "trainer.limit_train_batches=1", "trainer.max_epochs=1", "data.batch_size=3", "data.val_batch_size=4",
+              "data.num_workers=0", f"data.rgb.train={rgb}", f"data.rgb.val={rgb}", f"data.gs.train={gs}",
+              f"data.gs.val={gs}", "model.gs.num_queries=5", "model.gs.resampler_heads=2"]
+    for exp in ("rgb", "gs196"):
+        out = subprocess.run([sys.executable, "-m", "gs_lightning", "train", exp, "demo", *common], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        metrics = (tmp_path / "runs" / exp / "csv" / "metrics.csv").read_text()
+        assert "val/top1" in metrics and "train/loss" in metrics
+        assert (tmp_path / "runs" / exp / "checkpoints" / "best.ckpt").exists()
+    assert "trainable:" in out.stdout + out.stderr
