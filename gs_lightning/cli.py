@@ -131,7 +131,45 @@ def train(args: list[str]) -> None:
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if cfg.resume and last.exists() else None)
 
 
-COMMANDS = {"fit": fit, "train": train}
+def compare(args: list[str]) -> None:
+    from gs_lightning.compare import compare as compare_runs
+
+    parser = argparse.ArgumentParser(prog="python -m gs_lightning compare")
+    parser.add_argument("runs", nargs="+", help="run directories (output_dir/name)")
+    parser.add_argument("--out", default="outputs/compare")
+    ns = parser.parse_args(args)
+    print(compare_runs(ns.runs, ns.out))
+
+
+DEMO_RUNS = ("rgb", "gs196", "gs98", "gs196_scratch")
+
+
+def demo(args: list[str]) -> None:
+    """Fit the demo images, train the RGB teacher, transfer to gs196 and gs98, gs196 from scratch, compare."""
+    import resource
+    import time
+
+    from gs_lightning.compare import compare as compare_runs
+    from gs_lightning.data.demo import write_fashion_mnist
+
+    t0 = time.perf_counter()
+    cfg = compose(["base", "demo"], [a for a in args if "=" in a])
+    data = Path(cfg.data.rgb.train).parents[2]  # outputs/demo/data
+    write_fashion_mnist(data)
+    fit_root = Path(cfg.data.gs.train).parents[1]  # outputs/demo/fit
+    for split in ("train", "val"):
+        source, target = cfg.data.rgb[split], Path(cfg.data.gs[split]).parent
+        fit(["fit_demo", f"fit.input={source}", f"fit.output={target}"])
+    for exp in DEMO_RUNS:
+        train([exp, "demo", *args])
+    print(f"\n== demo results ({fit_root.parent}/results)")
+    print(compare_runs([str(Path(cfg.output_dir) / e) for e in DEMO_RUNS], fit_root.parent / "results"))
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(f"\nmake demo: wall time {(time.perf_counter() - t0) / 60:.1f} min, peak memory {peak / 2**20:.2f} GiB "
+          "(largest single process)")
+
+
+COMMANDS = {"fit": fit, "train": train, "compare": compare, "demo": demo}
 
 
 def main(argv: list[str] | None = None) -> None:
