@@ -12,7 +12,8 @@ TORCH_CUDA_ARCH_LIST ?= 9.0
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu bench bench-render bench-data bench-fit cuda-build clean
+.PHONY: help setup build test test-all test-gpu bench bench-render bench-data bench-fit fit train demo compare sweep \
+	cuda-build clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +57,26 @@ bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 work
 
 bench-fit: build ## Fitting: PSNR table structured vs random (+ plot), pruning cost, batch-1 vs batch-64 images/s
 	$(PY) -m gs_lightning.benchmarks.fit
+
+EXP  ?= gs196
+DATA ?=
+ARGS ?=
+SWEEP ?= gs196_lr
+
+fit: build ## Fit images to splat shards (default: the embedded photos). ARGS="fit.input=... fit.num_splats=..."
+	$(PY) -m gs_lightning fit $(ARGS)
+
+train: build ## Train CLIP: make train EXP=gs196 [DATA=demo] [ARGS="key=value ..."]
+	$(PY) -m gs_lightning train $(EXP) $(DATA) $(ARGS)
+
+demo: build ## The whole pipeline on the embedded data, CPU, ~20 min: fit, RGB teacher, gs196, gs98, scratch, compare
+	$(PY) -m gs_lightning demo $(ARGS)
+
+compare: build ## Results table and plots from runs' CSV logs: make compare RUNS="outputs/runs/rgb outputs/runs/gs196"
+	$(PY) -m gs_lightning compare $(RUNS) --out outputs/compare
+
+sweep: build ## Create a W&B sweep from experiments/sweeps/$(SWEEP).yaml and start an agent
+	$(PY) -m gs_lightning sweep $(SWEEP)
 
 cuda-build: setup ## Compile and link the CUDA backend into build/cuda (no GPU needed), then import it
 	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" $(PY) setup.py -q build_ext \

@@ -122,6 +122,9 @@ def train(args: list[str]) -> None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks, use_distributed_sampler=False,
                         default_root_dir=str(run_dir))
+    # Every rank says what it was given: sweep agents pass their parameters as these overrides.
+    given = ", ".join(f"{k}={OmegaConf.select(cfg, k.split('=')[0].lstrip('+'))}" for k in overrides)
+    print(f"[rank {trainer.global_rank}] {cfg.name}: {given or 'no overrides'}", flush=True)
     if trainer.global_rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -139,6 +142,27 @@ def compare(args: list[str]) -> None:
     parser.add_argument("--out", default="outputs/compare")
     ns = parser.parse_args(args)
     print(compare_runs(ns.runs, ns.out))
+
+
+def sweep(args: list[str]) -> None:
+    """Create a W&B sweep from experiments/sweeps/NAME.yaml and run an agent on it (`make sweep SWEEP=NAME`)."""
+    import subprocess
+
+    import wandb
+    import yaml
+
+    from gs_lightning.config import EXPERIMENTS
+
+    if len(args) != 1:
+        raise ConfigError("sweep takes one name: experiments/sweeps/NAME.yaml")
+    path = EXPERIMENTS / "sweeps" / f"{args[0]}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise ConfigError(f"no sweep {args[0]!r} ({path}); known: {known}")
+    spec = yaml.safe_load(path.read_text())
+    sweep_id = wandb.sweep(spec, project=spec.get("project", "gs-lightning"))
+    subprocess.run(["wandb", "agent", f"{wandb.api.viewer()['entity']}/{spec.get('project', 'gs-lightning')}/"
+                    f"{sweep_id}"], check=True)
 
 
 DEMO_RUNS = ("rgb", "gs196", "gs98", "gs196_scratch")
@@ -169,7 +193,7 @@ def demo(args: list[str]) -> None:
           "(largest single process)")
 
 
-COMMANDS = {"fit": fit, "train": train, "compare": compare, "demo": demo}
+COMMANDS = {"fit": fit, "train": train, "compare": compare, "demo": demo, "sweep": sweep}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,8 +37,7 @@ class Run:
 
 
 def _fit_summary(pattern: str) -> dict | None:
-    path = Path(pattern.split("{")[0]).parent if "{" in pattern else Path(pattern).parent
-    f = path / "summary.json"
+    f = Path(pattern).parent / "summary.json"  # braces live in the shard file name
     return json.loads(f.read_text()) if f.exists() else None
 
 

@@ -118,6 +118,9 @@ class ClipModule(L.LightningModule):
         self.loss = ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True,
                              rank=self.global_rank, world_size=self.trainer.world_size)
 
+    def on_train_start(self) -> None:
+        rank_zero_info(f"training from global step {self.global_step} (epoch {self.current_epoch})")
+
     def configure_optimizers(self):
         groups: dict[tuple[float, bool], list] = {}
         for name, p in self.model.named_parameters():

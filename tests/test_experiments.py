@@ -1,0 +1,120 @@
+"""Experiments: every config composes; a sweep agent's command reaches every DDP rank; a killed run resumes;
+compare reads CSV logs right."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import fitted_shards
+
+from gs_lightning.compare import load_run, table
+from gs_lightning.config import EXPERIMENTS, ConfigError, compose
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_GS = ["model.name=ViT-Tiny-16", "model.gs.num_queries=5", "model.gs.resampler_heads=2", "data.num_workers=0",
+           "logger.wandb=false"]
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem not in
+                                       ("base", "demo", "fit", "fit_demo")))
+@pytest.mark.parametrize("overlay", [[], ["demo"]])
+def test_every_experiment_composes(exp, overlay):
+    cfg = compose(["base", exp, *overlay])
+    assert cfg.model.mode in ("rgb", "transfer", "scratch") and cfg.name == exp
+    kind = "rgb" if cfg.model.mode == "rgb" else "gs"
+    assert cfg.data[kind].train and cfg.data[kind].val
+    if cfg.model.mode == "transfer":
+        assert cfg.model.rgb_checkpoint.endswith("rgb/checkpoints/best.ckpt")
+    if overlay:
+        assert cfg.trainer.accelerator == "cpu" and int(cfg.trainer.max_epochs) > 0
+
+
+def test_unknown_keys_and_experiments_are_named():
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.devicez'"):
+        compose(["base", "gs196"], ["trainer.devicez=2"])
+    with pytest.raises(ConfigError, match=r"no experiment or overlay 'gs197'.*known: .*gs196"):
+        compose(["base", "gs197"])
+
+
+def agent_command(spec: dict, params: dict) -> list[str]:
+    """The command line a W&B agent builds from a sweep spec and one set of parameters (its macros expanded)."""
+    args = [f"{k}={v}" for k, v in params.items()]
+    out = []
+    for item in spec["command"]:
+        if item == "${env}":
+            out.append("/usr/bin/env")
+        elif item == "${interpreter}":
+            out.append(sys.executable)
+        elif item == "${args_no_hyphens}":
+            out.extend(args)
+        else:
+            out.append(item)
+    return out
+
+
+def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
+    spec = yaml.safe_load((EXPERIMENTS / "sweeps" / "demo_gs196.yaml").read_text())
+    pattern = fitted_shards(tmp_path / "gs", [4, 4])
+    # One draw of the sweep's parameters, plus fixed values a user would pin with `value:` entries.
+    params = {k: v["values"][-1] for k, v in spec["parameters"].items()}
+    params.update({"model.mode": "scratch", "output_dir": str(tmp_path / "runs"), "data.gs.train": pattern,
+                   "data.gs.val": pattern, "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.max_epochs": 1,
+                   "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1, "data.batch_size": 2,
+                   "data.val_batch_size": 2})
+    params.update(dict(a.split("=", 1) for a in TINY_GS))
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    out = subprocess.run(agent_command(spec, params), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for rank in (0, 1):
+        line = next(l for l in out.stdout.splitlines() if l.startswith(f"[rank {rank}]"))
+        assert "model.lr=0.003" in line and "model.unfrozen_blocks=4" in line, line
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
+    pattern = fitted_shards(tmp_path / "gs", [60, 60])
+    run = tmp_path / "runs" / "gs196_scratch"
+    args = [sys.executable, "-m", "gs_lightning", "train", "gs196_scratch", "demo", f"output_dir={tmp_path}/runs",
+            f"data.gs.train={pattern}", f"data.gs.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
+            "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=5", "trainer.enable_progress_bar=false",
+            *TINY_GS]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert last.exists(), proc.stdout.read().decode()[-2000:]
+    time.sleep(0.2)  # let the checkpoint finish writing (it is saved atomically)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < saved < 60, "killed mid-epoch"
+    out = subprocess.run(args + ["resume=true"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"training from global step {saved} " in out.stdout + out.stderr
+    final = torch.load(last, map_location="cpu", weights_only=False)
+    assert final["global_step"] == 60
+    adam_steps = {int(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {60}  # the optimizer went on counting: its state was restored, not rebuilt
+    assert final["lr_schedulers"][0]["last_epoch"] == 60  # and so did the schedule
+
+
+def test_compare_reads_the_best_epoch(tmp_path):
+    run = tmp_path / "r"
+    (run / "csv").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "gs196", "model": {"mode": "transfer", "gs": {"num_queries": 196}},
+         "data": {"gs": {"train": str(tmp_path / "fit" / "{00000..00001}.tar")}}}))
+    (tmp_path / "fit").mkdir()
+    (tmp_path / "fit" / "summary.json").write_text('{"splats_mean": 400, "image_size": 224}')
+    (run / "csv" / "hparams.yaml").write_text("trainable_share: 0.0822\n")
+    (run / "csv" / "metrics.csv").write_text(
+        "epoch,step,val/top1,val/top5,train/loss_epoch\n0,9,0.10,0.30,\n0,9,,,4.0\n1,19,0.25,0.50,\n2,29,0.20,0.70,\n")
+    r = load_run(run)
+    assert r.best() == (0.25, 0.50) and r.epochs["train/loss_epoch"] == [4.0]
+    assert r.compression == pytest.approx(23.52, abs=0.01)
+    assert "| gs196 | transfer (196 queries) | 400 | 23.5x | 8.2% | 25.0% | 50.0% |" in table([r])
