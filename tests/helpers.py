@@ -94,3 +94,23 @@ def fitted_shards(root, counts: list[int], *, n_splats=(3, 9), labelled: bool = 
         w.commit()
     update_sizes(root, {f"{k:05d}.tar": n for k, n in enumerate(counts)})
     return str(root / f"{{00000..{len(counts) - 1:05d}}}.tar")
+
+
+def fake_run(run_dir, name: str, mode: str, top1: list[float], top5: list[float], fit_dir=None,
+             trainable: float = 0.0822) -> None:
+    """A finished train run as `compare` reads it: config.yaml, csv/metrics.csv, csv/hparams.yaml."""
+    from pathlib import Path
+
+    import yaml
+
+    run_dir = Path(run_dir)
+    (run_dir / "csv").mkdir(parents=True, exist_ok=True)
+    cfg = {"name": name, "model": {"mode": mode, "gs": {"num_queries": 196}}, "data": {"gs": {"train": ""}}}
+    if fit_dir is not None:
+        cfg["data"]["gs"]["train"] = str(Path(fit_dir) / "{00000..00001}.tar")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run_dir / "csv" / "hparams.yaml").write_text(f"trainable_share: {trainable}\n")
+    rows = ["epoch,step,val/top1,val/top5,train/loss_epoch,train/logit_scale_epoch"]
+    for e, (a, b) in enumerate(zip(top1, top5)):
+        rows += [f"{e},{10 * e + 9},{a},{b},,", f"{e},{10 * e + 9},,,{4.0 - e},{14.0 + e}"]
+    (run_dir / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import fitted_shards
+from helpers import fake_run, fitted_shards
 
 from gs_lightning.compare import load_run, table
 from gs_lightning.config import EXPERIMENTS, ConfigError, compose
@@ -104,17 +104,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def test_compare_reads_the_best_epoch(tmp_path):
-    run = tmp_path / "r"
-    (run / "csv").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(
-        {"name": "gs196", "model": {"mode": "transfer", "gs": {"num_queries": 196}},
-         "data": {"gs": {"train": str(tmp_path / "fit" / "{00000..00001}.tar")}}}))
     (tmp_path / "fit").mkdir()
     (tmp_path / "fit" / "summary.json").write_text('{"splats_mean": 400, "image_size": 224}')
-    (run / "csv" / "hparams.yaml").write_text("trainable_share: 0.0822\n")
-    (run / "csv" / "metrics.csv").write_text(
-        "epoch,step,val/top1,val/top5,train/loss_epoch\n0,9,0.10,0.30,\n0,9,,,4.0\n1,19,0.25,0.50,\n2,29,0.20,0.70,\n")
-    r = load_run(run)
-    assert r.best() == (0.25, 0.50) and r.epochs["train/loss_epoch"] == [4.0]
+    fake_run(tmp_path / "r", "gs196", "transfer", top1=[0.10, 0.25, 0.20], top5=[0.30, 0.50, 0.70],
+             fit_dir=tmp_path / "fit")
+    r = load_run(tmp_path / "r")
+    assert r.best() == (0.25, 0.50) and r.epochs["train/loss_epoch"] == [4.0, 3.0, 2.0]
     assert r.compression == pytest.approx(23.52, abs=0.01)
     assert "| gs196 | transfer (196 queries) | 400 | 23.5x | 8.2% | 25.0% | 50.0% |" in table([r])
