@@ -20,7 +20,7 @@ def fit(args: list[str]) -> None:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from gs_lightning.data.shards import list_sources
+    from gs_lightning.data.shards import existing_sources
     from gs_lightning.fit.fitter import FitConfig
     from gs_lightning.fit.module import (
         FitProgressBar, ShardBatches, SplatFitModule, SplatShardWriter, collate_one, format_summary, summarise,
@@ -30,14 +30,8 @@ def fit(args: list[str]) -> None:
     cfg = compose(["fit", *names], overrides)
     f = cfg.fit
     pattern = _input_pattern(cfg)
-    sources = list_sources(pattern, f.shard_size)
-    missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
-    if not sources or missing:
-        raise ConfigError(
-            f"fit.input={pattern!r}: no input shards or images found"
-            + (f" (missing: {', '.join(missing[:3])})" if missing else "")
-            + "; leave fit.input=embedded to fit the photos that ship with the project"
-        )
+    sources = existing_sources(pattern, "fit.input", "Leave fit.input=embedded to fit the photos that ship with "
+                               "the project.", f.shard_size)
     fit_cfg = FitConfig.from_config(f)
     dataset = ShardBatches(sources, f.output, f.image_size, f.batch_size)
     kept = len(sources) - len(dataset.shards_to_do())

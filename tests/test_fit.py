@@ -175,9 +175,9 @@ def test_fit_skips_unreadable_images_and_keeps_every_readable_one(tmp_path, caps
 
 def test_missing_input_names_the_key_and_points_to_the_embedded_photos(tmp_path):
     from gs_lightning.cli import fit
-    from gs_lightning.config import ConfigError
+    from gs_lightning.data.shards import DataPathError
 
-    with pytest.raises(ConfigError, match=r"fit\.input=.*nowhere.*fit\.input=embedded"):
+    with pytest.raises(DataPathError, match=r"fit\.input=.*nowhere.*fit\.input=embedded"):
         fit([f"fit.input={tmp_path}/nowhere/{{00000..00001}}.tar", *SMALL_FIT])
 
 

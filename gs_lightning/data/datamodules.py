@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -32,27 +31,13 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from gs_lightning.data.shards import (
-    BadSample, RawSample, Source, decode_pil, decode_splats, list_sources, read_sizes, worker_slot,
+    BadSample, DataPathError, RawSample, Source, decode_pil, decode_splats, existing_sources, read_sizes, worker_slot,
 )
 from gs_lightning.splats import Splats
 
 
-class DataPathError(FileNotFoundError):
-    pass
-
-
-def sources_for(path: str, key: str) -> list[Source]:
-    """Sources of a configured path; a missing path stops the run naming the key and the demo data."""
-    sources = list_sources(path) if path else []
-    missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
-    if not sources or missing:
-        raise DataPathError(
-            f"{key}={path!r}: no shards or images found"
-            + (f" (missing {missing[0]}{' and others' if len(missing) > 1 else ''})" if missing else "")
-            + ". To run without downloads use the embedded demo data: `make train EXP=... DATA=demo` "
-            "(python -m gs_lightning train EXP demo)."
-        )
-    return sources
+DEMO_HINT = ("To run without downloads use the embedded demo data: `make train EXP=... DATA=demo` "
+             "(python -m gs_lightning train EXP demo).")
 
 
 class SampleStream(wds.DataPipeline):
@@ -205,7 +190,7 @@ class DataCompDataModule(L.LightningDataModule):
         self.kind, self.tokenizer, self.batch_size, self.preprocess = kind, tokenizer, batch_size, preprocess
         self.max_splats, self.splat_sampling = max_splats, splat_sampling
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
-        self.sources = sources_for(train, key)
+        self.sources = existing_sources(train, key, DEMO_HINT)
         self.num_samples = num_samples or read_sizes([s.url for s in self.sources if s.url]) or (
             sum(len(s.files) for s in self.sources) if all(s.files is not None for s in self.sources) else None
         )
@@ -263,7 +248,7 @@ class ZeroShotDataModule(L.LightningDataModule):
         self.classnames = list(classnames or IMAGENET_CLASSNAMES)
         self.templates = list(templates or OPENAI_IMAGENET_TEMPLATES)
         self.num_workers = num_workers
-        self.sources = sources_for(path, key)
+        self.sources = existing_sources(path, key, DEMO_HINT)
 
     def decode(self, raw: RawSample, rng: random.Random) -> dict:
         sample = {"label": _label(raw)}

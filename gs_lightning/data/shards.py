@@ -229,6 +229,23 @@ def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
     return [Source(name=Path(u).name, url=u) for u in urls]
 
 
+class DataPathError(FileNotFoundError):
+    pass
+
+
+def existing_sources(pattern: str, key: str, hint: str, shard_size: int = 1000) -> list[Source]:
+    """list_sources, but nothing found or a missing shard stops the run naming the config key, with a hint."""
+    sources = list_sources(pattern, shard_size) if pattern else []
+    missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
+    if not sources or missing:
+        raise DataPathError(
+            f"{key}={pattern!r}: no shards or images found"
+            + (f" (missing {missing[0]}{' and others' if len(missing) > 1 else ''})" if missing else "")
+            + f". {hint}"
+        )
+    return sources
+
+
 # ---- fitted shards ----------------------------------------------------------------
 
 
