@@ -12,7 +12,7 @@ TORCH_CUDA_ARCH_LIST ?= 9.0
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu bench bench-render bench-data bench-fit fit train demo compare sweep \
+.PHONY: help setup build test test-all test-gpu bench bench-render bench-data bench-models bench-fit fit train demo compare sweep \
 	cuda-build clean
 
 help: ## Show this help
@@ -47,13 +47,16 @@ test-all: build ## Run every test, the slow ones included
 test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 	$(PY) -m pytest -m gpu
 
-bench: bench-render bench-data bench-fit ## Print every benchmark (rasterizer, data, fitting: ~1 h on 2 cores)
+bench: bench-render bench-data bench-models bench-fit ## Print every benchmark (~1 h on 2 cores; the fit one is most of it)
 
 bench-render: build ## Rasterizer: ms/image, pairs/s, speedup over the dense reference, 1 vs N threads
 	$(PY) -m gs_lightning.benchmarks.render
 
 bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 workers)
 	$(PY) -m gs_lightning.benchmarks.data
+
+bench-models: build ## Splat encoder vs RGB ViT: fwd+bwd ms/sample and peak memory (ViT-B-16-w512)
+	$(PY) -m gs_lightning.benchmarks.models
 
 bench-fit: build ## Fitting: PSNR table structured vs random (+ plot), pruning cost, batch-1 vs batch-64 images/s
 	$(PY) -m gs_lightning.benchmarks.fit
