@@ -285,7 +285,7 @@ class FittedShardWriter:
 def write_image_shard(path: str | os.PathLike, samples: list[dict]) -> None:
     """Write a DataComp-style input shard; each sample: key, and any of jpg/png/webp bytes, txt, json, cls."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp")
+    tmp = Path(f"{path}.{os.getpid()}.tmp")  # DDP ranks may write the same shard at once
     with wds.TarWriter(str(tmp)) as tar:
         for s in samples:
             tar.write({"__key__": s["key"], **{k: v for k, v in s.items() if k != "key"}})
