@@ -197,7 +197,7 @@ def test_killed_fit_resumes_without_partial_shards(tmp_path):
             for k in range(4)
         ])
     args = [sys.executable, "-m", "gs_lightning", "fit", f"fit.input={tmp_path}/in/{{00000..00002}}.tar",
-            f"fit.output={tmp_path}/out", "fit.batch_size=1", "fit.num_splats=16", "fit.iterations=150",
+            f"fit.output={tmp_path}/out", "fit.batch_size=1", "fit.num_splats=16", "fit.iterations=400",
             "fit.image_size=24", "fit.num_workers=0", "trainer.accelerator=cpu"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
