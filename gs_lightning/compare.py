@@ -14,7 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from gs_lightning.splats import compression_ratio
 
 
 @dataclass
@@ -52,10 +51,8 @@ def load_run(run_dir: str | Path) -> Run:
     splats, compression = None, 1.0
     if mode != "rgb":
         summary = _fit_summary(cfg["data"]["gs"]["train"])
-        if summary and summary.get("splats_mean"):
-            splats = summary["splats_mean"]
-            size = summary.get("image_size") or 224
-            compression = compression_ratio(size, size, splats)
+        if summary and summary.get("compression_ratio"):
+            splats, compression = summary["splats_mean"], summary["compression_ratio"]
     hparams = run_dir / "csv" / "hparams.yaml"
     trainable = (yaml.safe_load(hparams.read_text()) or {}).get("trainable_share") if hparams.exists() else None
     per_epoch: dict[str, dict[int, float]] = {}
@@ -67,7 +64,8 @@ def load_run(run_dir: str | Path) -> Run:
                 if value and key not in ("epoch", "step"):
                     per_epoch.setdefault(key, {})[int(row["epoch"])] = float(value)
     epochs = {k: [v[e] for e in sorted(v)] for k, v in per_epoch.items()}
-    queries = cfg["model"]["gs"]["num_queries"] if mode != "rgb" else None
+    gs = cfg["model"]["gs"]
+    queries = round(gs["num_queries"] * gs.get("query_scale", 1.0)) if mode != "rgb" else None
     return Run(cfg["name"], mode, queries, splats, compression, trainable, epochs)
 
 

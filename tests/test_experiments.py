@@ -104,7 +104,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
 
 def test_compare_reads_the_best_epoch(tmp_path):
     (tmp_path / "fit").mkdir()
-    (tmp_path / "fit" / "summary.json").write_text('{"splats_mean": 400, "image_size": 224}')
+    (tmp_path / "fit" / "summary.json").write_text('{"splats_mean": 400, "compression_ratio": 23.52, "image_size": 224}')
     fake_run(tmp_path / "r", "gs196", "transfer", top1=[0.10, 0.25, 0.20], top5=[0.30, 0.50, 0.70],
              fit_dir=tmp_path / "fit")
     r = load_run(tmp_path / "r")

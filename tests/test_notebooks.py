@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def demo_dir(tmp_path_factory) -> Path:
     demo = tmp_path_factory.mktemp("demo")
     fitted_shards(demo / "fit" / "test", [8])
-    (demo / "fit" / "test" / "summary.json").write_text('{"splats_mean": 16, "image_size": 28}')
+    (demo / "fit" / "test" / "summary.json").write_text('{"splats_mean": 16, "compression_ratio": 9.1875, "image_size": 28}')
     fake_run(demo / "runs" / "rgb", "rgb", "rgb", [0.5, 0.7], [0.9, 0.95])
     fake_run(demo / "runs" / "gs196", "gs196", "transfer", [0.4, 0.6], [0.8, 0.9], fit_dir=demo / "fit" / "test")
     fake_run(demo / "runs" / "gs196_scratch", "gs196_scratch", "scratch", [0.2, 0.3], [0.5, 0.6],

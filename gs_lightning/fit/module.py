@@ -204,6 +204,7 @@ def summarise(output: str | Path, image_size: int, world_size: int = 1) -> dict:
         "psnr_min": min(psnr) if psnr else None,
         "splats_mean": mean_n,
         "pruned_fraction": 1 - sum(n_final) / sum(n_init) if n_init else 0.0,
+        "image_size": image_size,
         "bytes_splats": bytes_splats,
         "compression_ratio": (images * image_size * image_size * 3 / bytes_splats) if bytes_splats else None,
         "seconds": seconds,

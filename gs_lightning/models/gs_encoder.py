@@ -27,6 +27,7 @@ MODES = ("rgb", "transfer", "scratch")
 @dataclass
 class GSConfig:
     num_queries: int = 196  # 196 = the RGB ViT-B/16's token count; 98 halves it
+    query_scale: float = 1.0  # a smaller ViT runs num_queries * query_scale (the demo's has 49 tokens: 0.25)
     # One cross-attention layer with a 1x MLP keeps the transfer's trainable share near the paper's ~7%
     # (two unfrozen ViT-B blocks are already 5.8% of the model).
     resampler_depth: int = 1
@@ -42,17 +43,18 @@ class GSEncoder(nn.Module):
         if vit.attn_pool is not None or vit.pool_type != "tok" or vit.final_ln_after_pool:
             raise ValueError("GSEncoder supports ViTs with class-token pooling (open_clip's default)")
         width = vit.class_embedding.shape[0]
+        queries = max(1, round(cfg.num_queries * cfg.query_scale))
         self.stem = GSStem(width=width, hidden=cfg.stem_hidden, num_freqs=cfg.num_freqs)
         self.resampler = PerceiverResampler(
-            dim=width, num_queries=cfg.num_queries, depth=cfg.resampler_depth, heads=cfg.resampler_heads,
+            dim=width, num_queries=queries, depth=cfg.resampler_depth, heads=cfg.resampler_heads,
             mlp_ratio=cfg.resampler_mlp_ratio,
         )
         self.class_embedding = nn.Parameter(vit.class_embedding.detach().clone())
         pos = vit.positional_embedding.detach()
-        if pos.shape[0] == cfg.num_queries + 1:  # 196 queries: the RGB grid's table fits
+        if pos.shape[0] == queries + 1:  # as many queries as RGB tokens: the RGB table fits
             self.positional_embedding = nn.Parameter(pos.clone())
         else:
-            self.positional_embedding = nn.Parameter(torch.randn(cfg.num_queries + 1, width) * width**-0.5)
+            self.positional_embedding = nn.Parameter(torch.randn(queries + 1, width) * width**-0.5)
         self.ln_pre, self.transformer, self.ln_post, self.proj = vit.ln_pre, vit.transformer, vit.ln_post, vit.proj
         self.output_dim = vit.output_dim
 
