@@ -38,11 +38,11 @@ def photos(count: int) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
     return torch.stack(out)
 
 
-def quality(images: torch.Tensor, iterations: int, out_dir: Path) -> None:
+def quality(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS) -> None:
     print(f"\n== Fitting quality: PSNR (dB) after {iterations} iterations, {len(images)} photos at {SIZE}x{SIZE}, "
           "no pruning")
     rows, table = [], {}
-    for n in COUNTS:
+    for n in counts:
         for init in ("structured", "random"):
             cfg = FitConfig(num_splats=n, iterations=iterations, init=init)
             t0 = time.perf_counter()
@@ -56,10 +56,10 @@ def quality(images: torch.Tensor, iterations: int, out_dir: Path) -> None:
                      f"{r.mean():.2f}", f"{(s - r).mean():+.2f}",
                      f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "-"])
     print_table(["Gaussians", "compression", "structured", "(min)", "random", "gain", "paper s / r"], rows)
-    _plot_quality(table, out_dir / "fit_quality.png")
+    _plot_quality(table, counts, out_dir / "fit_quality.png")
 
 
-def _plot_quality(table: dict, path: Path) -> None:
+def _plot_quality(table: dict, counts, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,9 +68,10 @@ def _plot_quality(table: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for init, style in (("structured", "o-"), ("random", "s--")):
-        ax.plot(COUNTS, [table[n, init].mean().item() for n in COUNTS], style, label=f"{init} init")
+        ax.plot(counts, [table[n, init].mean().item() for n in counts], style, label=f"{init} init")
     for n, (s, r) in PAPER.items():
-        ax.plot([n, n], [s, r], "kx", ms=7)
+        if n in counts:
+            ax.plot([n, n], [s, r], "kx", ms=7)
     ax.plot([], [], "kx", label="paper (4.3)")
     ax.set_xlabel("Gaussians per image (224x224)")
     ax.set_ylabel("PSNR (dB)")
@@ -125,11 +126,12 @@ def main(argv=None) -> None:
     p.add_argument("--photos", type=int, default=len(PHOTOS))
     p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--throughput-iterations", type=int, default=50)
+    p.add_argument("--counts", type=int, nargs="+", default=list(COUNTS), help="Gaussians per image (quality)")
     p.add_argument("--out", default="outputs/bench")
     a = p.parse_args(argv)
     images = photos(a.photos)
     if a.section in ("quality", "all"):
-        quality(images, a.iterations, Path(a.out))
+        quality(images, a.iterations, Path(a.out), a.counts)
     if a.section in ("pruning", "all"):
         pruning(images, a.iterations)
     if a.section in ("throughput", "all"):
