@@ -93,12 +93,12 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     # Fig. 6: zero-shot accuracy vs compression, the RGB teacher as the reference line.
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, k, label in ((axes[0], 0, "top-1"), (axes[1], 1, "top-5")):
-        for r in runs:
+        for i, r in enumerate(runs):
             acc = 100 * r.best()[k]
             if r.mode == "rgb":
-                ax.axhline(acc, color="k", ls="--", label=f"{r.name} (RGB teacher)")
+                ax.axhline(acc, color=f"C{i}", ls="--", label=f"{r.name} (RGB teacher)")
             else:
-                ax.plot(r.compression, acc, "o" if r.mode == "transfer" else "s", ms=8, label=r.name)
+                ax.plot(r.compression, acc, "o" if r.mode == "transfer" else "s", color=f"C{i}", ms=8, label=r.name)
         ax.set_xlabel("compression ratio vs uint8 pixels")
         ax.set_ylabel(f"zero-shot {label} (%)")
         ax.grid(alpha=0.3)
@@ -113,10 +113,10 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     panels = (("val/top1", "zero-shot top-1"), ("val/top5", "zero-shot top-5"),
               ("train/loss_epoch", "contrastive loss"), ("train/logit_scale_epoch", "logit scale"))
     for ax, (key, title) in zip(axes.flat, panels):
-        for r in runs:
+        for i, r in enumerate(runs):  # one colour per run, as in the figure above
             ys = r.epochs.get(key)
             if ys:
-                ax.plot(range(1, len(ys) + 1), ys, "o-" if r.mode != "scratch" else "s--", label=r.name)
+                ax.plot(range(1, len(ys) + 1), ys, "o-" if r.mode != "scratch" else "s--", color=f"C{i}", label=r.name)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
