@@ -29,6 +29,23 @@ def median_seconds(fn, *, reps: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_seconds(fns: dict, *, reps: int = 5, warmup: int = 1) -> dict:
+    """Median seconds of each fn, timed in turn within every repetition, so a noisy
+    neighbour slows every variant alike and their ratio stays honest."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def print_table(headers: list[str], rows: list[list]) -> None:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

@@ -41,32 +41,45 @@ def photos(count: int) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
 def quality(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS) -> None:
     print(f"\n== Fitting quality: PSNR (dB) after {iterations} iterations, {len(images)} photos at {SIZE}x{SIZE}, "
           "no pruning")
-    rows, table = [], {}
-    for n in counts:
+    table, curves = {}, {}
+    for n in counts:  # in the order given, so the count that matters most can run first
         for init in ("structured", "random"):
             cfg = FitConfig(num_splats=n, iterations=iterations, init=init)
+            curve = curves[n, init] = []
+
+            def record(step, loss, curve=curve):  # loss: [B] MSE of the unclamped render
+                curve.append((step, (-10 * loss.log10()).mean().item()))
+
             t0 = time.perf_counter()
-            _, stats = fit_batch(images, cfg)
+            _, stats = fit_batch(images, cfg, callback=record)
             table[n, init] = stats.psnr
+            curve.append((iterations, stats.psnr.mean().item()))
             print(f"  {n:5d} {init:10s} mean {stats.psnr.mean():.2f} dB  ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
+    counts = sorted(counts)
+    rows = []
+    for n in counts:
         s, r = table[n, "structured"], table[n, "random"]
         paper = PAPER.get(n)
+        # Convergence (paper Fig. 3): the first logged iteration at which structured init is as good as
+        # random init after all its iterations.
+        catch_up = next((step for step, v in curves[n, "structured"] if v >= r.mean().item()), None)
         rows.append([n, f"{compression_ratio(SIZE, SIZE, n):.1f}x", f"{s.mean():.2f}", f"{s.min():.2f}",
-                     f"{r.mean():.2f}", f"{(s - r).mean():+.2f}",
+                     f"{r.mean():.2f}", f"{(s - r).mean():+.2f}", catch_up if catch_up is not None else "-",
                      f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "-"])
-    print_table(["Gaussians", "compression", "structured", "(min)", "random", "gain", "paper s / r"], rows)
-    _plot_quality(table, counts, out_dir / "fit_quality.png")
+    print_table(["Gaussians", "compression", "structured", "(min)", "random", "gain",
+                 f"it. to random@{iterations}", "paper s / r"], rows)
+    _plot_quality(table, curves, counts, iterations, out_dir / "fit_quality.png")
 
 
-def _plot_quality(table: dict, counts, path: Path) -> None:
+def _plot_quality(table: dict, curves: dict, counts, iterations: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, (ax, conv) = plt.subplots(1, 2, figsize=(11, 3.8))
     for init, style in (("structured", "o-"), ("random", "s--")):
         ax.plot(counts, [table[n, init].mean().item() for n in counts], style, label=f"{init} init")
     for n, (s, r) in PAPER.items():
@@ -75,9 +88,17 @@ def _plot_quality(table: dict, counts, path: Path) -> None:
     ax.plot([], [], "kx", label="paper (4.3)")
     ax.set_xlabel("Gaussians per image (224x224)")
     ax.set_ylabel("PSNR (dB)")
-    ax.set_title("Fitting quality after 3000 iterations")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set_title(f"Fitting quality after {iterations} iterations")
+    for n, colour in zip(sorted({counts[0], counts[-1]}), ("tab:blue", "tab:red")):
+        for init, style in (("structured", "-"), ("random", "--")):
+            steps, psnr = zip(*curves[n, init])
+            conv.plot(steps, psnr, style, color=colour, label=f"{n} Gaussians, {init}")
+    conv.set_xlabel("iteration")
+    conv.set_ylabel("mean PSNR (dB)")
+    conv.set_title("Convergence")
+    for a in (ax, conv):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"  plot: {path}")

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from gs_lightning.benchmarks.common import median_seconds, num_threads, print_table
+from gs_lightning.benchmarks.common import interleaved_seconds, median_seconds, num_threads, print_table
 from gs_lightning.render import CUTOFF, rasterize, render_reference
 from gs_lightning.splats import Splats
 
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1 and 8 only, one repetition")
     args = parser.parse_args(argv)
     batches = (1, 8) if args.quick else (1, 8, 64)
-    reps = 1 if args.quick else 3
+    reps = 1 if args.quick else 5
     threads = torch.get_num_threads()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"Rasterizer, {SIZE}x{SIZE}, forward+backward, backend '{device}' vs dense reference; "
@@ -68,19 +68,23 @@ def main(argv=None) -> None:
     rows = []
     for n in (400, 3136):
         with num_threads(threads):
-            dense = median_seconds(lambda: fwd_bwd(fitted_like_splats(1, n), "torch"), reps=1, warmup=0)
+            dense = median_seconds(lambda: fwd_bwd(fitted_like_splats(1, n), "torch"), reps=1, warmup=1)
         for batch in batches:
             s = fitted_like_splats(batch, n)
             pairs = evaluated_pairs(s)
             sd = s.to(device)
-            with num_threads(threads):
-                t_all = median_seconds(lambda: fwd_bwd(sd, device), reps=reps)
+            def run(k: int):
+                with num_threads(k):
+                    fwd_bwd(sd, device)
+
+            scaling = device == "cpu" and threads > 1
+            fns = {threads: lambda: run(threads)} | ({1: lambda: run(1)} if scaling else {})
+            t = interleaved_seconds(fns, reps=reps)
+            t_all = t[threads]
             row = [n, batch, f"{1e3 * t_all / batch:.2f}", f"{2 * pairs / t_all / 1e6:.0f}",
                    f"{2 * n * SIZE * SIZE * batch / t_all / 1e9:.1f}", f"{dense * batch / t_all:.0f}x"]
-            if device == "cpu" and threads > 1:
-                with num_threads(1):
-                    t_one = median_seconds(lambda: fwd_bwd(sd, device), reps=reps)
-                row.append(f"{t_one / t_all:.2f}x")
+            if scaling:
+                row.append(f"{t[1] / t_all:.2f}x")
             rows.append(row)
         print(f"  dense reference, {n} splats, batch 1: {1e3 * dense:.0f} ms per image")
     headers = ["splats", "batch", "ms/image", "Mpairs/s (visited)", "Gpairs/s (dense-equiv.)", "vs dense"]
