@@ -15,7 +15,6 @@ from pathlib import Path
 import yaml
 
 
-
 @dataclass
 class Run:
     name: str
@@ -53,8 +52,8 @@ def load_run(run_dir: str | Path) -> Run:
         summary = _fit_summary(cfg["data"]["gs"]["train"])
         if summary and summary.get("compression_ratio"):
             splats, compression = summary["splats_mean"], summary["compression_ratio"]
-    hparams = run_dir / "csv" / "hparams.yaml"
-    trainable = (yaml.safe_load(hparams.read_text()) or {}).get("trainable_share") if hparams.exists() else None
+    hparams_file = run_dir / "csv" / "hparams.yaml"
+    hparams = (yaml.safe_load(hparams_file.read_text()) or {}) if hparams_file.exists() else {}
     per_epoch: dict[str, dict[int, float]] = {}
     with open(metrics_file) as f:
         for row in csv.DictReader(f):
@@ -64,9 +63,8 @@ def load_run(run_dir: str | Path) -> Run:
                 if value and key not in ("epoch", "step"):
                     per_epoch.setdefault(key, {})[int(row["epoch"])] = float(value)
     epochs = {k: [v[e] for e in sorted(v)] for k, v in per_epoch.items()}
-    gs = cfg["model"]["gs"]
-    queries = round(gs["num_queries"] * gs.get("query_scale", 1.0)) if mode != "rgb" else None
-    return Run(cfg["name"], mode, queries, splats, compression, trainable, epochs)
+    # trainable_share and queries are what the built model reported at fit start (ClipModule.on_fit_start)
+    return Run(cfg["name"], mode, hparams.get("queries"), splats, compression, hparams.get("trainable_share"), epochs)
 
 
 def table(runs: list[Run]) -> str:

@@ -105,11 +105,12 @@ def fake_run(run_dir, name: str, mode: str, top1: list[float], top5: list[float]
 
     run_dir = Path(run_dir)
     (run_dir / "csv").mkdir(parents=True, exist_ok=True)
-    cfg = {"name": name, "model": {"mode": mode, "gs": {"num_queries": 196}}, "data": {"gs": {"train": ""}}}
+    cfg = {"name": name, "model": {"mode": mode}, "data": {"gs": {"train": ""}}}
     if fit_dir is not None:
         cfg["data"]["gs"]["train"] = str(Path(fit_dir) / "{00000..00001}.tar")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (run_dir / "csv" / "hparams.yaml").write_text(f"trainable_share: {trainable}\n")
+    queries = None if mode == "rgb" else 196
+    (run_dir / "csv" / "hparams.yaml").write_text(f"trainable_share: {trainable}\nqueries: {'null' if queries is None else queries}\n")
     rows = ["epoch,step,val/top1,val/top5,train/loss_epoch,train/logit_scale_epoch"]
     for e, (a, b) in enumerate(zip(top1, top5)):
         rows += [f"{e},{10 * e + 9},{a},{b},,", f"{e},{10 * e + 9},,,{4.0 - e},{14.0 + e}"]

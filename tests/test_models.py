@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import datacomp_shards, fitted_shards
 
+from gs_lightning.compare import load_run
 from gs_lightning.models.clip_module import ClipModule
 from gs_lightning.models.gs_encoder import GSConfig, PerceiverResampler, load_matching, read_state_dict
 from gs_lightning.splats import Splats
@@ -190,3 +191,5 @@ def test_rgb_then_transfer_train_and_validate_with_two_ddp_processes(tmp_path):
         assert "val/top1" in metrics and "train/loss" in metrics
         assert (tmp_path / "runs" / exp / "checkpoints" / "best.ckpt").exists()
     assert "trainable:" in out.stdout + out.stderr
+    # compare reads the query count the model reported: 5 x the demo's query_scale 0.25, rounded
+    assert load_run(tmp_path / "runs" / "gs196").queries == 1 and load_run(tmp_path / "runs" / "rgb").queries is None

@@ -30,8 +30,7 @@ def _measure(model_name: str, queries: int | None, splats: int | None, batch: in
     module = ClipModule(model_name=model_name, mode=mode, gs={"num_queries": queries or 196})
     if queries is not None:  # the transfer recipe's trainable set, on random weights
         module.mode = "transfer"
-        for name, p in module.model.named_parameters():
-            p.requires_grad_(module.lr_scale_of(name) is not None)
+        module.apply_trainable()
     visual = module.model.visual.to(device)
     g = torch.Generator().manual_seed(0)
     if queries is None:

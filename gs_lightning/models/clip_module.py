@@ -48,15 +48,19 @@ class ClipModule(L.LightningModule):
         self.mode = mode
         self.model = build_clip(model_name, mode=mode, gs=GSConfig(**(gs or {})), rgb_checkpoint=rgb_checkpoint)
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.lr_scale = {n: s for n, _ in self.model.named_parameters() if (s := self.lr_scale_of(n)) is not None}
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(name in self.lr_scale)
+        self.apply_trainable()
         self.classnames, self.templates = zero_shot_metadata(classnames) if classnames else (None, None)
         self.metrics = zero_shot_metrics(len(self.classnames)) if classnames else None
         self.classifier = None
         self.loss = None
 
     # ---- what trains, and how fast ----------------------------------------------------
+
+    def apply_trainable(self) -> None:
+        """Freeze what `self.mode` freezes; `self.lr_scale` maps every trainable parameter to its lr multiplier."""
+        self.lr_scale = {n: s for n, _ in self.model.named_parameters() if (s := self.lr_scale_of(n)) is not None}
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in self.lr_scale)
 
     def lr_scale_of(self, name: str) -> float | None:
         """The lr multiplier of a parameter, None when it is frozen."""
@@ -69,6 +73,11 @@ class ClipModule(L.LightningModule):
         if name.startswith(slow + ("visual.ln_post.",)) or name in ("visual.proj", "logit_scale"):
             return self.hparams.transfer_lr_scale
         return None
+
+    @property
+    def queries(self) -> int | None:
+        """The splat encoder's resampler queries (num_queries x query_scale); None for the RGB ViT."""
+        return None if self.mode == "rgb" else self.model.visual.resampler.latents.shape[0]
 
     @staticmethod
     def decays(name: str, p: torch.Tensor) -> bool:
@@ -112,7 +121,7 @@ class ClipModule(L.LightningModule):
         lines.append(f"trainable: {100 * share:.2f}% of {sum(r[1] for r in rows):,} parameters ({self.mode})")
         rank_zero_info("\n".join(lines))
         for logger in self.loggers:
-            logger.log_hyperparams({"trainable_share": share})
+            logger.log_hyperparams({"trainable_share": share, "queries": self.queries})
             if hasattr(logger, "log_table"):  # W&B
                 logger.log_table("parameters", columns=["module", "params", "status", "lr"], data=rows)
         self.loss = ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True,
