@@ -69,29 +69,13 @@ def _loggers(cfg, run_dir: Path, exp: str) -> list:
     return loggers
 
 
-def _atomic_checkpoint():
-    """ModelCheckpoint that writes `<name>.tmp` and renames it, so a kill never leaves a torn checkpoint."""
-    import os
-
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    class AtomicCheckpoint(ModelCheckpoint):
-        def _save_checkpoint(self, trainer, filepath: str) -> None:
-            tmp = f"{filepath}.tmp"
-            super()._save_checkpoint(trainer, tmp)  # collective; rank 0 writes
-            if trainer.is_global_zero:
-                os.replace(tmp, filepath)
-            self._last_checkpoint_saved = filepath
-
-    return AtomicCheckpoint
-
-
 def train(args: list[str]) -> None:
     import lightning as L
     import open_clip
     from lightning.pytorch.callbacks import LearningRateMonitor
     from omegaconf import OmegaConf
 
+    from gs_lightning.checkpoint import AtomicCheckpoint
     from gs_lightning.data.datamodules import DataCompDataModule, ZeroShotDataModule
     from gs_lightning.models.clip_module import ClipModule
 
@@ -122,12 +106,11 @@ def train(args: list[str]) -> None:
         num_workers=d.num_workers, seed=cfg.seed, key=f"data.{kind}.train", val=val,
     )
     checkpoints = run_dir / "checkpoints"
-    ModelCheckpoint = _atomic_checkpoint()
     callbacks = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=cfg.checkpoint.monitor, mode="max",
-                        save_top_k=1, save_last=False),
-        ModelCheckpoint(dirpath=checkpoints, filename="last", every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-                        save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
+        AtomicCheckpoint(dirpath=checkpoints, filename="best", monitor=cfg.checkpoint.monitor, mode="max",
+                         save_top_k=1, save_last=False),
+        AtomicCheckpoint(dirpath=checkpoints, filename="last", every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+                         save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
     ]
     loggers = _loggers(cfg, run_dir, "+".join(names))
     if loggers:
