@@ -1,6 +1,5 @@
 """Timing helpers shared by the benchmarks."""
 import contextlib
-import statistics
 import time
 
 import torch
@@ -14,19 +13,6 @@ def num_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def median_seconds(fn, *, reps: int = 3, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def interleaved_seconds(fns: dict, *, reps: int = 5, warmup: int = 1) -> dict:

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from gs_lightning.benchmarks.common import interleaved_seconds, median_seconds, num_threads, print_table
+from gs_lightning.benchmarks.common import interleaved_seconds, num_threads, print_table
 from gs_lightning.render import CUTOFF, rasterize, render_reference
 from gs_lightning.splats import Splats
 
@@ -74,11 +74,13 @@ def main(argv=None) -> None:
     rows = []
     for n in (400, 3136):
         with num_threads(threads):
-            dense = median_seconds(lambda: fwd_bwd(fitted_like_splats(1, n), "torch", upstream(1)), reps=1, warmup=1)
+            dense_splats, dense_grad = fitted_like_splats(1, n), upstream(1)
+            dense = interleaved_seconds({0: lambda: fwd_bwd(dense_splats, "torch", dense_grad)}, reps=1)[0]
         for batch in batches:
             s = fitted_like_splats(batch, n)
             pairs = evaluated_pairs(s)
             sd, grad = s.to(device), upstream(batch, device)
+
             def run(k: int):
                 with num_threads(k):
                     fwd_bwd(sd, device, grad)
