@@ -4,12 +4,12 @@ One Adam over every image's parameters, through the batched rasterizer. The
 loss is a per-image sum, and Adam is element-wise, so each image's fit is the
 same as if it were fitted alone: batching buys speed, never coupling.
 
-Parameters are (xy, log l11, l21, log l22, rgb): the log keeps l11, l22 > 0
-without clamping and gives the scales relative steps. An L1 penalty on the
-colours drives weak Gaussians towards zero; at the configured steps, a
-Gaussian whose luminance 0.2126|R| + 0.7152|G| + 0.0722|B| is below the
-threshold is pruned (its mask row turns False), so every image ends with its
-own N.
+What Adam steps is set by `parameterization` (see `_to_params`): ours by
+default, or GaussianImage's own, the fitting behind the paper's structured vs
+random comparison (4.3). An L1 penalty on the colours drives weak Gaussians
+towards zero; at the configured steps, a Gaussian whose luminance
+0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshold is pruned (its mask
+row turns False), so every image ends with its own N.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class FitConfig:
     lr_shear: float = 0.01  # l21, pixels
     lr_rgb: float = 0.005
     lr_final: float = 0.05  # cosine decay to this fraction of every lr
+    parameterization: str = "log_scale"  # log_scale | gaussianimage: what Adam steps (_to_params)
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     @classmethod
@@ -55,6 +56,7 @@ class FitConfig:
         return cls(
             num_splats=f.num_splats, iterations=f.iterations, init=f.init, loss=f.loss,
             lr_xy=f.lr.xy, lr_scale=f.lr.scale, lr_shear=f.lr.shear, lr_rgb=f.lr.rgb, lr_final=f.lr.final,
+            parameterization=f.parameterization,
             prune=PruneConfig(l1_weight=f.prune.l1_weight, threshold=f.prune.threshold, steps=list(f.prune.steps)),
         )
 
@@ -89,6 +91,40 @@ def _image_loss(render: Tensor, images: Tensor, cfg: FitConfig) -> Tensor:  # ->
     raise ValueError(f"fit.loss must be 'l2' or 'l1_ssim', got {cfg.loss!r}")
 
 
+# What Adam steps, as (xy, scales, shear); FitConfig's learning rates are in these units.
+#   log_scale (ours): xy in pixels, log l11 and log l22, l21 in pixels. The scales take relative steps,
+#     so a Gaussian started at 1 pixel reaches 10 within a few hundred steps.
+#   gaussianimage: GaussianImage's GaussianImage_Cholesky, the code the paper builds on: atanh of the
+#     centre in [-1, 1] image coordinates, and the raw Cholesky factors. With its one learning rate of
+#     1e-3 a factor moves by about 1e-3 pixel per step, so a Gaussian keeps roughly the size it started
+#     with: under it, random init's 1-pixel Gaussians cannot cover the image in 3000 steps.
+PARAMETERIZATIONS = ("log_scale", "gaussianimage")
+
+
+def _to_params(start: Splats, how: str, size: Tensor) -> list[Tensor]:  # size: [2] (W, H) pixels
+    xy, chol = start.xy.detach(), start.chol.detach()
+    if how == "log_scale":
+        return [xy.clone(), chol[..., [0, 2]].log(), chol[..., 1:2].clone()]
+    unit = (2 * xy / size - 1).clamp(-1 + 1e-6, 1 - 1e-6)  # a centre on the border would be atanh(1) = inf
+    return [unit.atanh(), chol[..., [0, 2]].clone(), chol[..., 1:2].clone()]
+
+
+def _to_geometry(
+    xy: Tensor,  # [B, N, 2]
+    scales: Tensor,  # [B, N, 2]
+    shear: Tensor,  # [B, N, 1]
+    how: str,
+    size: Tensor,  # [2] (W, H) pixels
+) -> tuple[Tensor, Tensor]:  # centres [B, N, 2] pixels, chol [B, N, 3]
+    if how == "log_scale":
+        return xy, torch.stack([scales[..., 0].exp(), shear[..., 0], scales[..., 1].exp()], -1)
+    # A raw factor may step through zero. Negating a column of L leaves Sigma = L L^T as it is, so
+    # the signs fold into the positive-diagonal factor the rasterizer takes; the floor keeps it > 0.
+    l11, l22 = scales.unbind(-1)
+    chol = torch.stack([l11.abs().clamp(min=1e-3), shear[..., 0] * l11.sign(), l22.abs().clamp(min=1e-3)], -1)
+    return (xy.tanh() + 1) / 2 * size, chol
+
+
 def fit_batch(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
@@ -99,12 +135,13 @@ def fit_batch(
 ) -> tuple[Splats, FitStats]:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    if cfg.parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"fit.parameterization must be one of {PARAMETERIZATIONS}, got {cfg.parameterization!r}")
     B, _, H, W = images.shape
     images = images.float().contiguous()
     start = init if init is not None else initialise(images, cfg.num_splats, cfg.init)
-    xy = start.xy.detach().clone().requires_grad_(True)
-    log_scale = start.chol[..., [0, 2]].detach().log().requires_grad_(True)
-    shear = start.chol[..., 1:2].detach().clone().requires_grad_(True)
+    size = torch.tensor([W, H], dtype=torch.float32, device=images.device)
+    xy, scales, shear = (t.requires_grad_(True) for t in _to_params(start, cfg.parameterization, size))
     rgb = start.rgb.detach().clone().requires_grad_(True)
     mask = start.mask.clone()
     n_init = mask.sum(1)
@@ -112,7 +149,7 @@ def fit_batch(
     opt = torch.optim.Adam(
         [
             {"params": [xy], "lr": cfg.lr_xy},
-            {"params": [log_scale], "lr": cfg.lr_scale},
+            {"params": [scales], "lr": cfg.lr_scale},
             {"params": [shear], "lr": cfg.lr_shear},
             {"params": [rgb], "lr": cfg.lr_rgb},
         ]
@@ -124,9 +161,7 @@ def fit_batch(
     prune_steps = set(cfg.prune.steps)
 
     def current() -> Splats:
-        scale = log_scale.exp()
-        chol = torch.stack([scale[..., 0], shear[..., 0], scale[..., 1]], -1)
-        return Splats(xy, chol, rgb, mask)
+        return Splats(*_to_geometry(xy, scales, shear, cfg.parameterization, size), rgb, mask)
 
     for step in range(cfg.iterations):
         if step in prune_steps and cfg.prune.threshold > 0:
