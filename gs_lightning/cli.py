@@ -23,7 +23,8 @@ def fit(args: list[str]) -> None:
     from gs_lightning.data.shards import existing_sources
     from gs_lightning.fit.fitter import FitConfig
     from gs_lightning.fit.module import (
-        FitProgressBar, ShardBatches, SplatFitModule, SplatShardWriter, collate_one, format_summary, summarise,
+        FitProgressBar, ShardBatches, SplatFitModule, SplatShardWriter, collate_one, format_summary,
+        record_fit_config, summarise,
     )
 
     names, overrides = split_args(args)
@@ -33,6 +34,7 @@ def fit(args: list[str]) -> None:
     sources = existing_sources(pattern, "fit.input", "Leave fit.input=embedded to fit the photos that ship with "
                                "the project.", f.shard_size)
     fit_cfg = FitConfig.from_config(f)
+    record_fit_config(f.output, f)
     dataset = ShardBatches(sources, f.output, f.image_size, f.batch_size)
     kept = len(sources) - len(dataset.shards_to_do())
     writer = SplatShardWriter(f.output, f.image_size, f.iterations)

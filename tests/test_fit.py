@@ -267,6 +267,25 @@ def test_killed_fit_resumes_without_partial_shards(tmp_path):
         assert len(read_tar(tmp_path / "out" / name)) == 4
 
 
+def test_a_rerun_into_the_same_output_must_fit_the_same_way(tmp_path):
+    """A rerun resumes into fit.output, so other fitting settings there would mix two kinds of splats."""
+    from gs_lightning.cli import fit
+    from gs_lightning.config import ConfigError
+
+    for i in range(2):
+        write_image_shard(tmp_path / "in" / f"{i:05d}.tar", [
+            {"key": f"{i}_0", "png": image_bytes(smooth_photo(24, 24, seed=i), "PNG"), "txt": "x"}])
+    out = [f"fit.output={tmp_path}/out", *SMALL_FIT]
+    fit([f"fit.input={tmp_path}/in/00000.tar", *out])
+    first = (tmp_path / "out" / "00000.tar").read_bytes()
+    with pytest.raises(ConfigError, match=r"fit\.num_splats was 16, now 32; fit\.parameterization was 'log_scale', "
+                                          r"now 'gaussianimage'"):
+        fit([f"fit.input={tmp_path}/in/00000.tar", *out, "fit.num_splats=32", "fit.parameterization=gaussianimage"])
+    # more shards, another batch size: the same kind of fit, so it goes on
+    fit([f"fit.input={tmp_path}/in/{{00000..00001}}.tar", *out, "fit.batch_size=2"])
+    assert (tmp_path / "out" / "00000.tar").read_bytes() == first and (tmp_path / "out" / "00001.tar").exists()
+
+
 def test_fit_benchmark_tables_both_recipes_and_plots(tmp_path, capsys):
     from gs_lightning.benchmarks import fit as bench
 

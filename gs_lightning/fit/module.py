@@ -4,20 +4,24 @@ Input shards are split across ranks (and across a rank's dataloader workers)
 by shard, so `trainer.devices=8` or several nodes each fit their share. A batch
 never spans two shards; the last batch of a shard says so, and the writer then
 renames `<shard>.tmp` to its final name. A shard whose output already exists is
-skipped, so rerunning an interrupted fit resumes it.
+skipped, so rerunning an interrupted fit resumes it; `record_fit_config` makes
+sure the rerun fits the way the first run did.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import IterableDataset
 
+from gs_lightning.config import ConfigError
 from gs_lightning.data.shards import (
     BadSample, FittedShardWriter, Source, decode_image, resize_center_crop, update_sizes, warn_skipped, worker_slot,
 )
@@ -180,6 +184,39 @@ class FitProgressBar(TQDMProgressBar):
             self.predict_progress_bar.set_postfix(
                 {"img/s": f"{rate:.2f}", "psnr": f"{self._psnr_sum / self._images:.2f}", "shard": outputs["shard"]}
             )
+
+
+# Keys a rerun into the same output may change: which images (to fit more shards into a folder), and
+# how fast. The rest decide what a splat set is, and one folder holds one kind.
+FREE_KEYS = ("input", "output", "batch_size", "backend", "num_workers")
+
+
+def record_fit_config(output: str | Path, fit: DictConfig) -> None:
+    """Keep the `fit` config in output/fit.yaml. A rerun into the same folder resumes there, so it must
+    fit the way the first run did, or the folder would mix two kinds of splats: name the keys that differ."""
+    now = OmegaConf.masked_copy(fit, [k for k in fit if k not in FREE_KEYS])
+    path = Path(output) / "fit.yaml"
+    if path.exists():
+        before, after = _leaves(OmegaConf.load(path)), _leaves(now)
+        differ = [f"fit.{k} was {before.get(k)!r}, now {after.get(k)!r}" for k in sorted(before.keys() | after.keys())
+                  if before.get(k) != after.get(k)]
+        if differ:
+            raise ConfigError(
+                f"{output} holds a fit made with other settings ({'; '.join(differ)}). A rerun into the same "
+                f"fit.output resumes that fit: pass the same settings, or a new fit.output."
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"fit.yaml.{os.getpid()}.tmp")  # every rank may write it: the same text, renamed
+    OmegaConf.save(now, tmp, resolve=True)
+    os.replace(tmp, path)
+
+
+def _leaves(cfg: DictConfig) -> dict:  # {"prune.threshold": 0.02, ...}
+    out = {}
+    for k, v in OmegaConf.to_container(cfg, resolve=True).items():
+        out.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
+    return out
 
 
 def summarise(output: str | Path, image_size: int, world_size: int = 1) -> dict:
