@@ -20,8 +20,8 @@ TINY_GS = ["model.name=ViT-Tiny-16", "model.gs.num_queries=5", "model.gs.resampl
            "logger.wandb=false"]
 
 
-@pytest.mark.parametrize("exp", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml") if p.stem not in
-                                       ("base", "demo", "fit", "fit_demo")))
+@pytest.mark.parametrize("exp", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")
+                                       if p.stem not in ("base", "demo") and not p.stem.startswith("fit")))
 @pytest.mark.parametrize("overlay", [[], ["demo"]])
 def test_every_experiment_composes(exp, overlay):
     cfg = compose(["base", exp, *overlay])
@@ -32,6 +32,14 @@ def test_every_experiment_composes(exp, overlay):
         assert cfg.model.rgb_checkpoint.endswith("rgb/checkpoints/best.ckpt")
     if overlay:
         assert cfg.trainer.accelerator == "cpu" and int(cfg.trainer.max_epochs) > 0
+
+
+@pytest.mark.parametrize("overlay", sorted(p.stem for p in EXPERIMENTS.glob("fit_*.yaml")))
+def test_every_fit_overlay_composes(overlay):
+    from gs_lightning.fit.fitter import PARAMETERIZATIONS, FitConfig
+
+    cfg = FitConfig.from_config(compose(["fit", overlay]).fit)
+    assert cfg.parameterization in PARAMETERIZATIONS and cfg.iterations > 0
 
 
 def test_unknown_keys_and_experiments_are_named():
