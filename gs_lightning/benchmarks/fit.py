@@ -63,6 +63,7 @@ def quality(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS,
                 def record(step, loss, curve=curve):  # loss: [B] MSE of the unclamped render
                     curve.append((step, (-10 * loss.log10()).mean().item()))
 
+                torch.manual_seed(0)  # the random init's draw: the same in every run
                 t0 = time.perf_counter()
                 _, stats = fit_batch(images, recipe_config(recipe, num_splats=n, iterations=iterations, init=init),
                                      callback=record)
