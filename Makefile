@@ -47,7 +47,7 @@ test-all: build ## Run every test, the slow ones included
 test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 	$(PY) -m pytest -m gpu
 
-bench: bench-render bench-data bench-models bench-fit ## Print every benchmark (~1 h on 2 cores; the fit one is most of it)
+bench: bench-render bench-data bench-models bench-fit ## Print every benchmark (~1.5 h on 2 cores; the fit one is most of it)
 
 bench-render: build ## Rasterizer: ms/image, pairs/s, speedup over the dense reference, 1 vs N threads
 	$(PY) -m gs_lightning.benchmarks.render
