@@ -132,13 +132,20 @@ def read_sizes(urls: list[str]) -> int | None:
     return total
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `<path>.<pid>.tmp` and rename it: a reader never sees half a file, and ranks writing the
+    same file at once never share a temporary."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def update_sizes(directory: str | os.PathLike, counts: dict[str, int]) -> None:
     f = Path(directory) / "sizes.json"
     sizes = json.loads(f.read_text()) if f.exists() else {}
     sizes.update(counts)
-    tmp = f.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(sizes.items())), indent=1))
-    os.replace(tmp, f)
+    write_text_atomic(f, json.dumps(dict(sorted(sizes.items())), indent=1))
 
 
 def expand_urls(pattern: str) -> list[str]:

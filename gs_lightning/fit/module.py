@@ -10,20 +10,20 @@ sure the rerun fits the way the first run did.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import IterableDataset
 
 from gs_lightning.config import ConfigError
 from gs_lightning.data.shards import (
     BadSample, FittedShardWriter, Source, decode_image, resize_center_crop, update_sizes, warn_skipped, worker_slot,
+    write_text_atomic,
 )
 from gs_lightning.fit.fitter import FitConfig, fit_batch
 from gs_lightning.splats import BYTES_PER_SPLAT
@@ -207,9 +207,7 @@ def record_fit_config(output: str | Path, fit: DictConfig) -> None:
             )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"fit.yaml.{os.getpid()}.tmp")  # every rank may write it: the same text, renamed
-    OmegaConf.save(now, tmp, resolve=True)
-    os.replace(tmp, path)
+    write_text_atomic(path, OmegaConf.to_yaml(now, resolve=True))  # every rank may write it: the same text
 
 
 def _leaves(cfg: DictConfig) -> dict:  # {"prune.threshold": 0.02, ...}
