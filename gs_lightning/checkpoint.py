@@ -1,13 +1,34 @@
-"""Lightning's ModelCheckpoint, written to `<name>.tmp` and renamed, so a kill never leaves a torn checkpoint."""
-import os
+"""Checkpoints written atomically: a kill never leaves a torn checkpoint under a final name.
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+AtomicCheckpoint is Lightning's ModelCheckpoint writing through gs_lightning.atomic. SaveOnSigterm saves
+last.ckpt when the job is told to stop (SIGTERM: a cluster's preemption or time limit, `scancel`), at the
+batch boundary where Lightning raises its SIGTERMException on every rank, so `resume=true` goes on from there.
+"""
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from gs_lightning.atomic import AtomicFile
+
+
+def save_checkpoint_atomic(trainer, path: str | Path) -> None:
+    target = AtomicFile(path)
+    trainer.save_checkpoint(target.tmp)  # collective; rank 0 writes
+    if trainer.is_global_zero:
+        target.commit()
 
 
 class AtomicCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        tmp = f"{filepath}.tmp"
-        super()._save_checkpoint(trainer, tmp)  # collective; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, filepath)
+        save_checkpoint_atomic(trainer, filepath)
         self._last_checkpoint_saved = filepath
+
+
+class SaveOnSigterm(Callback):
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            save_checkpoint_atomic(trainer, self.path)
