@@ -8,16 +8,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import TINY_TRAIN, shipped_model_kwargs
 from helpers import datacomp_shards, fitted_shards
 
 from gs_lightning.compare import load_run
+from gs_lightning.config import UserError
 from gs_lightning.models.clip_module import ClipModule
-from gs_lightning.models.gs_encoder import GSConfig, PerceiverResampler, load_matching, read_state_dict
+from gs_lightning.models.gs_encoder import PerceiverResampler, load_matching, read_state_dict
 from gs_lightning.splats import Splats
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "ViT-Tiny-16"
-GS = {"num_queries": 5, "resampler_heads": 2, "stem_hidden": 16, "num_freqs": 3}
 
 
 def unit_splats(batch: int, n: int, seed: int = 0) -> Splats:
@@ -31,18 +31,18 @@ def unit_splats(batch: int, n: int, seed: int = 0) -> Splats:
 @pytest.fixture(scope="module")
 def rgb_checkpoint(tmp_path_factory) -> str:
     torch.manual_seed(0)
-    rgb = ClipModule(model_name=TINY, mode="rgb")
+    rgb = ClipModule(**shipped_model_kwargs(mode="rgb"))
     path = tmp_path_factory.mktemp("rgb") / "best.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in rgb.model.state_dict().items()}}, path)
     return str(path)
 
 
 def transfer(rgb_checkpoint, **kw) -> ClipModule:
-    return ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=rgb_checkpoint, gs=GS, warmup_steps=1, **kw)
+    return ClipModule(**shipped_model_kwargs(mode="transfer", rgb_checkpoint=rgb_checkpoint, **kw))
 
 
 def expected_trainable(names: list[str]) -> set[str]:
-    """The paper's recipe, spelled out independently of ClipModule.lr_scale_of."""
+    """The paper's recipe, spelled out independently of ClipModule.lr_ratio_of."""
     keep = set()
     for n in names:
         if n.startswith(("visual.stem.", "visual.resampler.", "visual.transformer.resblocks.0.",
@@ -96,7 +96,7 @@ def test_one_step_moves_every_trainable_tensor_and_no_frozen_one(rgb_checkpoint)
 
 
 def test_logit_scale_is_clamped_after_the_step():
-    m = ClipModule(model_name=TINY, mode="scratch", gs=GS, warmup_steps=1)
+    m = ClipModule(**shipped_model_kwargs(mode="scratch"))
     with torch.no_grad():
         m.model.logit_scale.fill_(10.0)
     one_step(m, splat_batch(m))
@@ -104,7 +104,7 @@ def test_logit_scale_is_clamped_after_the_step():
 
 
 def test_transfer_reproduces_the_rgb_text_features_exactly(rgb_checkpoint):
-    rgb = ClipModule(model_name=TINY, mode="rgb")
+    rgb = ClipModule(**shipped_model_kwargs(mode="rgb"))
     load_matching(rgb.model, read_state_dict(rgb_checkpoint), rgb_checkpoint)
     gs = transfer(rgb_checkpoint)
     text = rgb.tokenizer(["a photo of a cat.", "a sneaker", "an ankle boot, black"])
@@ -145,17 +145,18 @@ def test_awkward_splat_counts_give_finite_features(rgb_checkpoint, n):
 
 
 def test_wrong_architecture_checkpoint_names_the_weights(tmp_path, rgb_checkpoint):
-    other = ClipModule(model_name="ViT-Demo-28", mode="rgb")
+    other = ClipModule(**shipped_model_kwargs(mode="rgb", name="ViT-Demo-28"))
     path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in other.model.state_dict().items()}}, path)
-    with pytest.raises(ValueError, match=r"does not match the model; weights \d+ with another shape: ln_final\.bias: "
-                                         r"checkpoint \(128,\) vs model \(32,\).*not in the model: transformer\."):
-        ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=str(path), gs=GS)
+    with pytest.raises(UserError, match=r"^model\.rgb_checkpoint: .* does not match the model; weights \d+ with another "
+                                        r"shape: ln_final\.bias: checkpoint \(128,\) vs model \(32,\).*not in the model: "
+                                        r"transformer\."):
+        transfer(str(path))
     state = read_state_dict(rgb_checkpoint)
     del state["visual.proj"]
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"1 missing from the checkpoint: visual\.proj"):
-        ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=str(path), gs=GS)
+    with pytest.raises(UserError, match=r"1 missing from the checkpoint: visual\.proj"):
+        transfer(str(path))
 
 
 def test_schedule_keeps_the_groups_lr_ratio(rgb_checkpoint):
@@ -170,7 +171,7 @@ def test_schedule_keeps_the_groups_lr_ratio(rgb_checkpoint):
     for _ in range(3):  # warmup, then cosine
         opt.step()
         sched.step()
-        lrs = {g["lr_scale"]: g["lr"] for g in opt.param_groups}
+        lrs = {g["lr_ratio"]: g["lr"] for g in opt.param_groups}
         assert lrs[1.0] > 0 and lrs[0.1] == pytest.approx(0.1 * lrs[1.0])
         seen.append(lrs[1.0])
     assert len(set(seen)) >= 2  # the lr did move (warmup end and cosine start are both 1.0)
@@ -179,10 +180,9 @@ def test_schedule_keeps_the_groups_lr_ratio(rgb_checkpoint):
 def test_rgb_then_transfer_train_and_validate_with_two_ddp_processes(tmp_path):
     rgb = datacomp_shards(tmp_path / "rgb", [6, 6], size=16, labelled=True)
     gs = fitted_shards(tmp_path / "gs", [6, 6])
-    common = [f"output_dir={tmp_path}/runs", f"model.name={TINY}", "trainer.devices=2", "trainer.strategy=ddp",
+    common = [f"output_dir={tmp_path}/runs", *TINY_TRAIN, "trainer.devices=2", "trainer.strategy=ddp",
               "trainer.limit_train_batches=1", "trainer.max_epochs=1", "data.batch_size=3", "data.val_batch_size=4",
-              "data.num_workers=0", f"data.rgb.train={rgb}", f"data.rgb.val={rgb}", f"data.gs.train={gs}",
-              f"data.gs.val={gs}", "model.gs.num_queries=5", "model.gs.resampler_heads=2"]
+              f"data.rgb.train={rgb}", f"data.rgb.val={rgb}", f"data.gs.train={gs}", f"data.gs.val={gs}"]
     for exp in ("rgb", "gs196"):
         out = subprocess.run([sys.executable, "-m", "gs_lightning", "train", exp, "demo", *common], cwd=ROOT,
                              capture_output=True, text=True, timeout=600)
@@ -191,5 +191,5 @@ def test_rgb_then_transfer_train_and_validate_with_two_ddp_processes(tmp_path):
         assert "val/top1" in metrics and "train/loss" in metrics
         assert (tmp_path / "runs" / exp / "checkpoints" / "best.ckpt").exists()
     assert "trainable:" in out.stdout + out.stderr
-    # compare reads the query count the model reported: 5 x the demo's query_scale 0.25, rounded
-    assert load_run(tmp_path / "runs" / "gs196").queries == 1 and load_run(tmp_path / "runs" / "rgb").queries is None
+    # compare reads the query count the model reported
+    assert load_run(tmp_path / "runs" / "gs196").queries == 5 and load_run(tmp_path / "runs" / "rgb").queries is None
