@@ -68,6 +68,10 @@ def _input_pattern(cfg) -> str:
 
 
 def fit(args: list[str]) -> None:
+    names, overrides = split_args(args)
+    cfg = compose(FitRun, ["fit", *names], overrides)
+    validate(cfg, FitRun)  # before the heavy imports: a typo is answered at once
+
     import lightning as L
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
@@ -77,9 +81,6 @@ def fit(args: list[str]) -> None:
     from gs_lightning.fit.module import FitProgressBar, SplatFitModule, SplatShardWriter
     from gs_lightning.fit.summary import format_summary, record_fit_config, summarise
 
-    names, overrides = split_args(args)
-    cfg = compose(FitRun, ["fit", *names], overrides)
-    validate(cfg, FitRun)
     f = cfg.fit
     sources = existing_sources(_input_pattern(cfg), "fit.input", "Leave fit.input=embedded to fit the photos that "
                                "ship with the project.", f.shard_size)
@@ -117,13 +118,23 @@ def _loggers(cfg, run_dir: Path, exp: str) -> list:
     if cfg.logger.csv:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
     if cfg.logger.wandb:
-        # W&B decides online or offline itself: WANDB_MODE, or the user's `wandb login` (offline without it).
+        import wandb
+
+        # Online when W&B finds credentials (its own check, no prompt, no network), offline otherwise, so a node
+        # without `wandb login` still logs; WANDB_MODE, when set, decides.
+        offline = not wandb.login(prompt=False, verify=False)
         loggers.append(WandbLogger(project=cfg.logger.project, name=cfg.name, group=cfg.group, save_dir=str(run_dir),
-                                   job_type=exp, config=OmegaConf.to_container(cfg, resolve=True)))
+                                   job_type=exp, offline=offline, config=OmegaConf.to_container(cfg, resolve=True)))
     return loggers
 
 
 def train(args: list[str]) -> None:
+    names, overrides = split_args(args)
+    if not names:
+        raise UserError("train", "needs an experiment name, e.g. `python -m gs_lightning train gs196 demo`")
+    cfg = compose(TrainRun, ["base", *names], overrides)
+    validate(cfg, TrainRun)
+
     import lightning as L
     import open_clip
     from lightning.pytorch.callbacks import LearningRateMonitor
@@ -134,11 +145,6 @@ def train(args: list[str]) -> None:
     from gs_lightning.data.datamodules import DataCompDataModule, ZeroShotDataModule
     from gs_lightning.models.clip_module import ClipModule
 
-    names, overrides = split_args(args)
-    if not names:
-        raise UserError("train", "needs an experiment name, e.g. `python -m gs_lightning train gs196 demo`")
-    cfg = compose(TrainRun, ["base", *names], overrides)
-    validate(cfg, TrainRun)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.output_dir) / cfg.name
     d = cfg.data
@@ -169,8 +175,9 @@ def train(args: list[str]) -> None:
     loggers = _loggers(cfg, run_dir, "+".join(names))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    # No Lightning model summary: ClipModule prints what matters for transfer (what trains, at which lr).
     trainer = _trainer(L, **cfg.trainer, logger=loggers or False, callbacks=callbacks, use_distributed_sampler=False,
-                       default_root_dir=str(run_dir))
+                       default_root_dir=str(run_dir), enable_model_summary=False)
     # Every rank says what it was given: sweep agents pass their parameters as these overrides.
     given = ", ".join(f"{k}={OmegaConf.select(cfg, k.split('=')[0].lstrip('+'))}" for k in overrides)
     print(f"[rank {trainer.global_rank}] {cfg.name}: {given or 'no overrides'}", flush=True)

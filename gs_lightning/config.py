@@ -268,7 +268,8 @@ def registry(choices: str | tuple) -> tuple:
     return tuple(getattr(importlib.import_module(module), name))
 
 
-def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
+def _check_node(node: DictConfig, schema: type, prefix: str, choices: list) -> None:
+    """Check every range of `node`; append (key, value, choices) for the caller to check after them."""
     hints = typing.get_type_hints(schema)
     for f in fields(schema):
         key = f"{prefix}{f.name}"
@@ -277,7 +278,7 @@ def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
         except OmegaConfBaseException as e:  # missing values, broken interpolations
             raise UserError(key, e.msg.splitlines()[0] if hasattr(e, "msg") else str(e)) from None
         if is_dataclass(hints[f.name]):
-            _check_node(value, hints[f.name], f"{key}.")
+            _check_node(value, hints[f.name], f"{key}.", choices)
             continue
         m = f.metadata
         if value is None or not m:
@@ -288,13 +289,17 @@ def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
             raise UserError(key, f"must be > {m['gt']}, got {value!r}")
         if m["le"] is not None and not value <= m["le"]:
             raise UserError(key, f"must be <= {m['le']}, got {value!r}")
-        if m["choices"] is not None and value not in (known := registry(m["choices"])):
-            raise UserError(key, f"must be one of {', '.join(map(str, known))}; got {value!r}")
+        if m["choices"] is not None:
+            choices.append((key, value, m["choices"]))
 
 
 def validate(cfg: DictConfig, schema: type) -> None:
     """Ranges and choices of every field, then the checks that span fields."""
-    _check_node(cfg, schema, "")
+    choices: list[tuple[str, Any, str | tuple]] = []
+    _check_node(cfg, schema, "", choices)
+    for key, value, names in choices:  # after the ranges: a registry may be a heavy import
+        if value not in (known := registry(names)):
+            raise UserError(key, f"must be one of {', '.join(map(str, known))}; got {value!r}")
     if schema is FitRun:
         f = cfg.fit
         if outside := [a for a in f.prune.at if not 0 <= a < 1]:
@@ -303,6 +308,12 @@ def validate(cfg: DictConfig, schema: type) -> None:
     if schema is TrainRun:
         _validate_model(cfg.model)
         check_output_folder(cfg.output_dir, "output_dir")
+        from gs_lightning.data.datamodules import DEMO_HINT
+        from gs_lightning.data.shards import existing_sources
+
+        kind = "rgb" if cfg.model.mode == "rgb" else "gs"
+        for split in ("train", "val"):
+            existing_sources(cfg.data[kind][split], f"data.{kind}.{split}", DEMO_HINT)
 
 
 def _validate_model(m: DictConfig) -> None:

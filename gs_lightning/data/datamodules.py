@@ -36,8 +36,8 @@ from gs_lightning.data.shards import (
 from gs_lightning.splats import Splats
 
 
-DEMO_HINT = ("To run without downloads use the embedded demo data: `make train EXP=... DATA=demo` "
-             "(python -m gs_lightning train EXP demo).")
+DEMO_HINT = ("To run without downloads, `make demo` writes the embedded demo data and its fitted splats, which "
+             "`make train EXP=... DATA=demo` (python -m gs_lightning train EXP demo) then reads.")
 
 
 class SampleStream(wds.DataPipeline):

@@ -276,7 +276,10 @@ class DataPathError(UserError):
 
 def existing_sources(pattern: str, key: str, hint: str, shard_size: int = 1000) -> list[Source]:
     """list_sources, but nothing found or a missing shard stops the run naming the config key, with a hint."""
-    sources = list_sources(pattern, shard_size) if pattern else []
+    try:
+        sources = list_sources(pattern, shard_size) if pattern else []
+    except ValueError as e:  # shards of one name in several folders
+        raise DataPathError(key, str(e)) from None
     missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
     if not sources or missing:
         raise DataPathError(
