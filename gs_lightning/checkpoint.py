@@ -12,16 +12,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from gs_lightning.atomic import AtomicFile
 
 
-def save_checkpoint_atomic(trainer, path: str | Path) -> None:
-    target = AtomicFile(path)
-    trainer.save_checkpoint(target.tmp)  # collective; rank 0 writes
-    if trainer.is_global_zero:
-        target.commit()
-
-
 class AtomicCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        save_checkpoint_atomic(trainer, filepath)
+        target = AtomicFile(filepath)
+        super()._save_checkpoint(trainer, str(target.tmp))  # collective; rank 0 writes
+        if trainer.is_global_zero:
+            target.commit()
         self._last_checkpoint_saved = filepath
 
 
@@ -31,4 +27,7 @@ class SaveOnSigterm(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            save_checkpoint_atomic(trainer, self.path)
+            target = AtomicFile(self.path)
+            trainer.save_checkpoint(target.tmp, weights_only=False)  # the whole state: resume needs it
+            if trainer.is_global_zero:
+                target.commit()

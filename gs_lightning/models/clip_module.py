@@ -161,10 +161,11 @@ class ClipModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image_features, text_features, logit_scale = self.model(self.visual_input(batch), batch["text"])
         loss = self.loss(image_features, text_features, logit_scale)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
-        self.log("train/logit_scale", logit_scale, on_step=True, on_epoch=True)
+        n = len(batch["text"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("train/logit_scale", logit_scale, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/skipped", float(batch.get("skipped", 0)), on_step=False, on_epoch=True, reduce_fx="sum",
-                 sync_dist=True)
+                 sync_dist=True, batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
