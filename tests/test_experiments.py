@@ -98,16 +98,45 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     assert last.exists(), proc.stdout.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)  # checkpoints are renamed into place: a visible one is whole
     proc.wait()
-    saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < saved < 60, "killed mid-epoch"
     out = subprocess.run(args + ["resume=true"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"training from global step {saved} " in out.stdout + out.stderr
-    final = torch.load(last, map_location="cpu", weights_only=False)
+    final = torch.load(last, map_location="cpu", weights_only=True)
     assert final["global_step"] == 60
     adam_steps = {int(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
     assert adam_steps == {60}  # the optimizer went on counting: its state was restored, not rebuilt
     assert final["lr_schedulers"][0]["last_epoch"] == 60  # and so did the schedule
+
+
+def test_sigterm_saves_last_checkpoint_and_resume_goes_on_from_it(tmp_path):
+    """A cluster's SIGTERM (preemption, time limit): last.ckpt is saved at the next batch boundary, the run exits
+    128 + 15 within the grace period, and resume=true continues from that step."""
+    pattern = fitted_shards(tmp_path / "gs", [300, 300])
+    run = tmp_path / "runs" / "gs196_scratch"
+    args = [sys.executable, "-m", "gs_lightning", "train", "gs196_scratch", "demo", f"output_dir={tmp_path}/runs",
+            f"data.gs.train={pattern}", f"data.gs.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
+            "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=100000", "trainer.log_every_n_steps=1",
+            *TINY_TRAIN]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = run / "csv" / "metrics.csv"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and (not metrics.exists() or metrics.stat().st_size < 200):
+        time.sleep(0.05)  # the CSV logger has flushed a few steps: training is under way
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    assert not last.exists()  # no periodic checkpoint: only SIGTERM can write it
+    os.kill(proc.pid, signal.SIGTERM)
+    t0 = time.time()
+    output = proc.communicate(timeout=60)[0].decode()
+    assert time.time() - t0 < 30 and proc.returncode == 128 + signal.SIGTERM, (proc.returncode, output[-3000:])
+    assert "Traceback" not in output and "stopped by SIGTERM" in output
+    saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert 0 < saved < 300
+    out = subprocess.run(args + ["resume=true"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"training from global step {saved} " in out.stdout + out.stderr
 
 
 def test_compare_reads_the_best_epoch(tmp_path):

@@ -230,8 +230,12 @@ def test_unknown_key_is_named():
         fit(["fit.num_splat=3"])
 
 
-def test_killed_fit_resumes_without_partial_shards(tmp_path):
-    """SIGKILL a fit after its first shard lands; rerun; finished shards are kept byte for byte."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stopped_fit_resumes_without_partial_shards(tmp_path, sig):
+    """Stop a fit after its first shard lands; rerun; finished shards are kept byte for byte.
+
+    SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) stop within a grace period, with exit status
+    128 + signal and no temporary left; SIGKILL cannot be handled, and a temporary never has a final name."""
     for i in range(3):
         write_image_shard(tmp_path / "in" / f"{i:05d}.tar", [
             {"key": f"{i}_{k}", "png": image_bytes(smooth_photo(24, 24, seed=10 * i + k), "PNG"), "txt": "x"}
@@ -247,12 +251,18 @@ def test_killed_fit_resumes_without_partial_shards(tmp_path):
     while not first.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert first.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no shard in 120 s"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, sig)
+    t0 = time.time()
+    proc.wait(timeout=60)
+    stopped_in = time.time() - t0
     done = sorted(p.name for p in (tmp_path / "out").glob("*.tar"))
-    assert "00002.tar" not in done  # killed half way
+    assert "00002.tar" not in done  # stopped half way
     for name in done:  # whatever is under a final name is complete
         assert len(read_tar(tmp_path / "out" / name)) == 4
+    if sig != signal.SIGKILL:
+        assert stopped_in < 30 and proc.returncode == 128 + sig, (stopped_in, proc.returncode)
+        assert not list((tmp_path / "out").glob("*.tmp")), "a stopped fit leaves no temporary"
+        assert "Traceback" not in proc.stderr.read().decode()
     kept = {name: (tmp_path / "out" / name).read_bytes() for name in done}
     subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
     for name, data in kept.items():
@@ -261,6 +271,46 @@ def test_killed_fit_resumes_without_partial_shards(tmp_path):
     assert not list((tmp_path / "out").glob("*.tmp"))
     for name in ("00001.tar", "00002.tar"):
         assert len(read_tar(tmp_path / "out" / name)) == 4
+
+
+def test_hostile_and_duplicate_keys_are_skipped_named_and_counted(tmp_path):
+    """Keys come from strangers' tars: nothing may climb out of a folder, and a key is fitted once."""
+    jpeg = image_bytes(smooth_photo(20, 20), "JPEG")
+    members = [("k1", "first"), ("k1", "adjacent duplicate"), ("k2", "two"), ("k1", "later duplicate"),
+               ("../../escape", "up"), ("/abs", "absolute"), ("ctl\x01key", "control"), ("a\\b", "backslash"),
+               ("sub/dir", "a folder inside the tar, as webdataset allows")]
+    (tmp_path / "in").mkdir()
+    with tarfile.open(tmp_path / "in" / "00000.tar", "w") as tar:
+        for key, caption in members:
+            for ext, data in (("jpg", jpeg), ("txt", caption.encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, __import__("io").BytesIO(data))
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", "fit", f"fit.input={tmp_path}/in/00000.tar",
+                          f"fit.output={tmp_path}/out", *TINY_FIT], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
+        names = tar.getnames()
+    assert all(not n.startswith("/") and ".." not in n.split("/") and n.isprintable() for n in names), names
+    fitted = read_tar_keys(tmp_path / "out" / "00000.tar")
+    assert fitted == {"k1": "first", "k2": "two", "sub/dir": "a folder inside the tar, as webdataset allows"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images_fitted"] == 3 and summary["images_skipped"] == 6
+    skipped = " ".join(summary["skipped"])
+    for key in ("00000.tar/k1: duplicate", "00000.tar/../../escape", "00000.tar//abs", "00000.tar/ctl\x01key",
+                "00000.tar/a\\b"):
+        assert key in skipped, (key, skipped)
+    assert "skipping 00000.tar/../../escape" in out.stderr and "skipping 00000.tar/'ctl\\x01key'" in out.stderr
+
+
+def read_tar_keys(path: Path) -> dict[str, str]:
+    """{key: caption} of a fitted shard, keys split at the first dot of the member's base name."""
+    out = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            if m.name.endswith(".txt"):
+                out[m.name[: -len(".txt")]] = tar.extractfile(m).read().decode()
+    return out
 
 
 def test_a_rerun_into_the_same_output_must_fit_the_same_way(tmp_path):
