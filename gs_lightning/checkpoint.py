@@ -1,8 +1,11 @@
 """Checkpoints written atomically: a kill never leaves a torn checkpoint under a final name.
 
-AtomicCheckpoint is Lightning's ModelCheckpoint writing through gs_lightning.atomic. SaveOnSigterm saves
-last.ckpt when the job is told to stop (SIGTERM: a cluster's preemption or time limit, `scancel`), at the
-batch boundary where Lightning raises its SIGTERMException on every rank, so `resume=true` goes on from there.
+Lightning's own save writes the system temp dir and then moves the file into place. On a cluster /tmp is a local
+disk and the checkpoints live on a shared filesystem, so that move is a copy, and a job killed during it leaves
+half a last.ckpt. AtomicCheckpoint (ModelCheckpoint) and SaveOnSigterm save to a temporary beside the target
+and rename it (gs_lightning.atomic), which is atomic whatever the filesystems. SaveOnSigterm saves last.ckpt
+when the job is told to stop (SIGTERM: preemption, a time limit, scancel), at the batch boundary where
+Lightning raises its SIGTERMException on every rank, so that `resume=true` goes on from there.
 """
 from pathlib import Path
 

@@ -139,6 +139,20 @@ def test_sigterm_saves_last_checkpoint_and_resume_goes_on_from_it(tmp_path):
     assert f"training from global step {saved} " in out.stdout + out.stderr
 
 
+def test_a_checkpoint_killed_mid_write_is_never_torn(tmp_path):
+    """Kill half way through the second save of last.ckpt, as a cluster job dies while Lightning moves its
+    checkpoint from a local /tmp onto a shared filesystem (tests/stop_at.py): last.ckpt stays the first save."""
+    pattern = fitted_shards(tmp_path / "gs", [40, 40])
+    args = [sys.executable, "tests/stop_at.py", "interrupted-move", "last.ckpt", "2", "--", "train", "gs196_scratch",
+            "demo", f"output_dir={tmp_path}/runs", f"data.gs.train={pattern}", f"data.gs.val={pattern}",
+            "data.batch_size=2", "trainer.max_epochs=1", "trainer.limit_val_batches=1",
+            "checkpoint.every_n_train_steps=3", *TINY_TRAIN]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == -signal.SIGKILL, f"the fault hook did not fire: {out.returncode} {out.stderr[-2000:]}"
+    last = tmp_path / "runs" / "gs196_scratch" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+
+
 def test_compare_reads_the_best_epoch(tmp_path):
     (tmp_path / "fit").mkdir()
     (tmp_path / "fit" / "summary.json").write_text('{"splats_mean": 400, "compression_ratio": 23.52, "image_size": 224}')
