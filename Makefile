@@ -5,9 +5,10 @@ SHELL := /bin/bash
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-EXT_SRC := setup.py $(shell find extensions -name '*.h' -o -name '*.cpp' -o -name '*.cu' 2>/dev/null)
-# Compile the CUDA build for Hopper unless told otherwise (CI has no GPU to ask).
-TORCH_CUDA_ARCH_LIST ?= 9.0
+EXT_SRC := setup.py $(shell find extensions -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
+# CI has no GPU to ask, so name the targets: A100 (8.0), L40 / RTX 4090 (8.9), H100 (9.0), and PTX of
+# 9.0 that newer GPUs compile at load time.
+TORCH_CUDA_ARCH_LIST ?= 8.0;8.9;9.0+PTX
 # torch infers CUDA_HOME from `which nvcc`; a symlinked /usr/local/bin/nvcc
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
