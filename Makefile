@@ -50,7 +50,7 @@ test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 
 bench: bench-render bench-data bench-models bench-fit ## Print every benchmark (~1.5 h on 2 cores; the fit one is most of it)
 
-bench-render: build ## Rasterizer: ms/image, pairs/s, speedup over the dense reference, 1 vs N threads
+bench-render: build ## Rasterizer: ms/image, pairs/s, vs dense reference, 1 vs N threads; on a GPU: batch 1-4096, Fig. 2
 	$(PY) -m gs_lightning.benchmarks.render
 
 bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 workers)
