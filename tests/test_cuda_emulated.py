@@ -92,6 +92,8 @@ def frame_args(xy, chol, rgb, mask, height, width, schedule):  # the arguments b
 
 
 class _Emulated(torch.autograd.Function):
+    """xy [B, N, 2], chol and rgb [B, N, 3], mask [B, N] -> image [B, 3, H, W], as gs_lightning._C does."""
+
     @staticmethod
     def forward(ctx, xy, chol, rgb, mask, height, width, lib, schedule):
         ctx.save_for_backward(xy, chol, rgb, mask)
