@@ -22,6 +22,7 @@ std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Te
                                         const torch::Tensor& grad_image, double cutoff);
 
 #ifdef WITH_CUDA
+// Defined in cuda/splat2d_cuda.cu, which does not include this header (see there): keep both in step.
 torch::Tensor forward_cuda(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
                            const torch::Tensor& mask, int64_t height, int64_t width, double cutoff);
 
