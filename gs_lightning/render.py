@@ -107,17 +107,19 @@ def rasterize(
     if not (isinstance(cutoff, (int, float)) and cutoff > 0 and math.isfinite(cutoff)):
         raise ValueError(f"rasterize: cutoff must be a positive finite number, got {cutoff!r}")
     backend = _resolve_backend(backend, splats.xy.device)
-    if backend == "torch":
-        return render_reference(splats, height, width, cutoff=cutoff)
-    return _Rasterize.apply(
-        splats.xy.contiguous(),
-        splats.chol.contiguous(),
-        splats.rgb.contiguous(),
-        splats.mask.contiguous(),
-        height,
-        width,
-        float(cutoff),
-    )
+    # Always float32: an autocast around the caller (bf16-mixed training) must not reach the render.
+    with torch.autocast(splats.xy.device.type, enabled=False):
+        if backend == "torch":
+            return render_reference(splats, height, width, cutoff=cutoff)
+        return _Rasterize.apply(
+            splats.xy.contiguous(),
+            splats.chol.contiguous(),
+            splats.rgb.contiguous(),
+            splats.mask.contiguous(),
+            height,
+            width,
+            float(cutoff),
+        )
 
 
 def render_reference(splats: Splats, height: int, width: int, *, cutoff: float | None = None) -> Tensor:
