@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CPP = (".h", ".cpp", ".cu", ".cuh")
+CPP = (".h", ".cpp")  # sources of the CPU build: a mutant there rebuilds it (.cu/.cuh: the emulator compiles them)
 
 
 def load(topics: list[str] | None) -> list[dict]:
