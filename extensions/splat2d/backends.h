@@ -7,8 +7,9 @@
 //   image / grad_image [B, 3, H, W]
 #pragma once
 
-#include <torch/extension.h>
+#include <torch/types.h>
 
+#include <string>
 #include <vector>
 
 namespace splat2d {
@@ -20,6 +21,11 @@ torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, co
 std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
                                         const torch::Tensor& rgb, const torch::Tensor& mask,
                                         const torch::Tensor& grad_image, double cutoff);
+
+// The CPU backend's SIMD paths that this CPU runs, fastest first, and the one in use:
+// GS_LIGHTNING_SIMD (avx512 | avx2 | portable | scalar | auto) or, unset, the fastest.
+std::vector<std::string> simd_path_names();
+std::string simd_path_name();
 
 #ifdef WITH_CUDA
 torch::Tensor forward_cuda(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,

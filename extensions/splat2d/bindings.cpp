@@ -76,4 +76,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &backward, "Gradients (xy, chol, rgb) of a render", py::arg("xy"), py::arg("chol"),
         py::arg("rgb"), py::arg("mask"), py::arg("grad_image"), py::arg("cutoff"));
   m.def("has_cuda", &has_cuda, "Whether this build carries the CUDA backend");
+  m.def("simd_paths", &splat2d::simd_path_names, "The CPU backend's SIMD paths this CPU runs, fastest first");
+  m.def("simd_path", &splat2d::simd_path_name, "The SIMD path the CPU backend uses now (GS_LIGHTNING_SIMD)");
 }

@@ -1,0 +1,169 @@
+// Binning and the tile kernels, written once over Vec<W> (simd.h) and compiled
+// once per SIMD path under that path's target attribute:
+//
+//   avx512    W = 16, target("avx512f,avx512vl,avx512bw,avx512dq")   x86-64
+//   avx2      W = 8,  target("avx2")                                 x86-64
+//   portable  W = 4,  the build's baseline (SSE2 on x86-64, NEON on aarch64)
+//   scalar    W = 1,  plain floats: the baseline the benchmark compares against
+//
+// A row of a tile is kTile = 16 pixels, in 16 / W chunks of W lanes. A kernel
+// visits the chunks of a tile row that the Gaussian's box touches, and there
+// computes every lane without a branch: a lane beyond the cut-off is masked with
+// a select, never skipped, so the cut-off test alone decides which pairs count.
+//
+// Every path gives the same bits: the per-pair maths is splat2d.h's, lane by
+// lane in the same float operations; a pixel sums its Gaussians in index order;
+// and the backward keeps one partial sum per gradient term and logical lane
+// (lane j sums column j over the box's rows, top to bottom) and adds the 16 lanes
+// by one fixed tree (tree_sum). A chunk the box does not touch, or a lane past
+// the cut-off, adds exactly +0 to every sum.
+#include "simd.h"  // first: its pragma covers splat2d.h
+#include "tiles.h"
+
+#include <algorithm>
+
+namespace splat2d {
+
+void bin_image(const float* xy, const float* chol, const bool* mask, int n, const Grid& grid, float cutoff,
+               TileBins& bins) {
+  const int tiles = grid.tiles();
+  bins.boxes.resize(n);
+  bins.offsets.assign(tiles + 1, 0);
+  for (int g = 0; g < n; ++g) {
+    PixelBox box{0, -1, 0, -1};
+    if (mask[g]) box = pixel_box(xy + 2 * g, chol + 3 * g, cutoff, grid.height, grid.width);
+    bins.boxes[g] = box;
+    if (box.empty()) continue;
+    for (int ty = box.y0 / kTile; ty <= box.y1 / kTile; ++ty)
+      for (int tx = box.x0 / kTile; tx <= box.x1 / kTile; ++tx) ++bins.offsets[ty * grid.tiles_x + tx + 1];
+  }
+  for (int t = 0; t < tiles; ++t) bins.offsets[t + 1] += bins.offsets[t];
+  bins.ids.resize(bins.offsets[tiles]);
+  std::vector<int> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
+  for (int g = 0; g < n; ++g) {
+    const PixelBox& box = bins.boxes[g];
+    if (box.empty()) continue;
+    for (int ty = box.y0 / kTile; ty <= box.y1 / kTile; ++ty)
+      for (int tx = box.x0 / kTile; tx <= box.x1 / kTile; ++tx) bins.ids[cursor[ty * grid.tiles_x + tx]++] = g;
+  }
+}
+
+namespace {
+
+// Entry k of a tile's list: its Gaussian, and its box clipped to the tile.
+struct Entry {
+  Gaussian G;
+  PixelBox box;
+};
+
+SPLAT_INLINE Entry entry(const TileJob& job, int64_t b, int k, const PixelBox& tile) {
+  const TileBins& bin = job.bins[b];
+  const int id = bin.ids[k];
+  const int64_t g = b * job.n + id;
+  const PixelBox& box = bin.boxes[id];
+  return Entry{make_gaussian(job.xy + 2 * g, job.chol + 3 * g, job.rgb + 3 * g),
+               PixelBox{std::max(box.x0, tile.x0), std::min(box.x1, tile.x1), std::max(box.y0, tile.y0),
+                        std::min(box.y1, tile.y1)}};
+}
+
+SPLAT_INLINE PixelBox tile_box(int t, const Grid& grid) {
+  const int tx = t % grid.tiles_x, ty = t / grid.tiles_x;
+  return PixelBox{tx * kTile, std::min((tx + 1) * kTile, grid.width) - 1, ty * kTile,
+                  std::min((ty + 1) * kTile, grid.height) - 1};
+}
+
+template <int W>
+SPLAT_INLINE void render_tile(const TileJob& job, int64_t b, int t, float* acc) {
+  using F = Vec<W>;
+  const TileBins& bin = job.bins[b];
+  const PixelBox tile = tile_box(t, job.grid);
+  std::fill(acc, acc + 3 * kTilePlane, 0.0f);
+  for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
+    const Entry e = entry(job, b, k, tile);
+    const Gaussian& G = e.G;
+    for (int c = (e.box.x0 - tile.x0) / W; c <= (e.box.x1 - tile.x0) / W; ++c) {
+      const F px = centres<W>(tile.x0 + c * W);
+      for (int i = e.box.y0; i <= e.box.y1; ++i) {
+        F u, v;
+        const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
+        const F w = where_le(s2, job.cutoff, gaussian_weight(s2));
+        float* a = acc + (i - tile.y0) * kTile + c * W;
+        store<W>(a, load<W>(a) + G.r * w);
+        store<W>(a + kTilePlane, load<W>(a + kTilePlane) + G.g * w);
+        store<W>(a + 2 * kTilePlane, load<W>(a + 2 * kTilePlane) + G.b * w);
+      }
+    }
+  }
+}
+
+template <int W>
+SPLAT_INLINE void grad_tile(const TileJob& job, int64_t b, int t, const float* dimg, float* slots) {
+  using F = Vec<W>;
+  constexpr int C = kTile / W;
+  const TileBins& bin = job.bins[b];
+  const PixelBox tile = tile_box(t, job.grid);
+  for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
+    const Entry e = entry(job, b, k, tile);
+    const Gaussian& G = e.G;
+    F lanes[kGradDim][C] = {};  // the partial sums, per term and chunk
+    for (int c = (e.box.x0 - tile.x0) / W; c <= (e.box.x1 - tile.x0) / W; ++c) {
+      const F px = centres<W>(tile.x0 + c * W);
+      F sum[kGradDim] = {};
+      for (int i = e.box.y0; i <= e.box.y1; ++i) {
+        F u, v;
+        const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
+        const float* g = dimg + (i - tile.y0) * kTile + c * W;
+        F d[kGradDim];
+        pair_grad(G, load<W>(g), load<W>(g + kTilePlane), load<W>(g + 2 * kTilePlane), gaussian_weight(s2), u, v, d);
+        for (int q = 0; q < kGradDim; ++q) sum[q] += where_le(s2, job.cutoff, d[q]);
+      }
+      for (int q = 0; q < kGradDim; ++q) lanes[q][c] = sum[q];
+    }
+    for (int q = 0; q < kGradDim; ++q) slots[int64_t(k) * kGradDim + q] = tree_sum<W, C>(lanes[q]);
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define SPLAT_X86 1
+#define SPLAT_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define SPLAT_TARGET_AVX2 __attribute__((target("avx2")))
+
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2"); }
+#endif
+bool always() { return true; }
+
+// The kernels of one path: render_NAME and grad_NAME, compiled for TARGET with W lanes.
+#define SPLAT_PATH_KERNELS(NAME, TARGET, W)                                                          \
+  TARGET void render_##NAME(const TileJob& job, int64_t b, int t, float* acc) {                     \
+    render_tile<W>(job, b, t, acc);                                                                 \
+  }                                                                                                 \
+  TARGET void grad_##NAME(const TileJob& job, int64_t b, int t, const float* dimg, float* slots) { \
+    grad_tile<W>(job, b, t, dimg, slots);                                                           \
+  }
+
+#ifdef SPLAT_X86
+SPLAT_PATH_KERNELS(avx512, SPLAT_TARGET_AVX512, 16)
+SPLAT_PATH_KERNELS(avx2, SPLAT_TARGET_AVX2, 8)
+#endif
+SPLAT_PATH_KERNELS(portable, , 4)
+SPLAT_PATH_KERNELS(scalar, , 1)
+
+}  // namespace
+
+const std::vector<SimdPath>& simd_paths() {
+  static const std::vector<SimdPath> paths = {
+#ifdef SPLAT_X86
+      {"avx512", has_avx512, render_avx512, grad_avx512},
+      {"avx2", has_avx2, render_avx2, grad_avx2},
+#endif
+      {"portable", always, render_portable, grad_portable},
+      {"scalar", always, render_scalar, grad_scalar},
+  };
+  return paths;
+}
+
+}  // namespace splat2d
