@@ -101,7 +101,7 @@ SPLAT_HD F mahalanobis2(const Gaussian& G, F px, float py, F& u, F& v) {
 }
 
 // What gaussian_weight needs of a value type beyond arithmetic: U, the unsigned
-// 32-bit integer of the same shape (for the exponent bits), and max.
+// 32-bit integer of the same shape (for the exponent bits), and min.
 // cpu/simd.h adds the vector types.
 template <class F>
 struct Lanes;
@@ -109,7 +109,7 @@ struct Lanes;
 template <>
 struct Lanes<float> {
   using U = uint32_t;
-  static SPLAT_HD float max(float a, float b) { return a > b ? a : b; }
+  static SPLAT_HD float min(float a, float b) { return a < b ? a : b; }
 };
 
 // Coefficients of q in e^r = 1 + r + r^2 q(r), a degree-4 minimax fit of relative
@@ -122,21 +122,25 @@ constexpr float kExpQ0 = 0.5f, kExpQ1 = 0.16666662693023682f, kExpQ2 = 0.0416730
 // paths agree to the bit; libm's expf differs by platform and cannot vectorize.
 //   x = -s2 / 2 = n ln2 + r:  n = round(x log2 e) by adding 1.5 * 2^23, which leaves
 //   n in the low mantissa bits of t; r = x - n ln2 with ln2 in two parts, the first
-//   short enough that n * kLn2Hi is exact (Cody-Waite); 2^n goes straight into the
-//   exponent bits of a float that scales e^r.
-// Error: at most 1.07 ulp from float64 exp for s2 in [0, 174]
-// (tests/test_render.py::test_gaussian_weight_ulp). Below e^-87 (s2 > 174) it returns
-// e^-87 ~ 1.6e-38 instead of a subnormal, far below any tolerance.
+//   short enough that n * kLn2Hi is exact (Cody-Waite); q by Estrin's scheme (a
+//   shorter chain of dependent operations than Horner's, for the CPU's out-of-order
+//   window); 2^n goes straight into the exponent bits of a float that scales e^r.
+// Error: at most 1.08 ulp from float64 exp for s2 in [0, 174]
+// (tests/test_render.py::test_gaussian_weight_ulp). Beyond 174 (below e^-87) it
+// returns e^-87 ~ 1.6e-38 instead of a subnormal, far below any tolerance.
 template <class F>
 SPLAT_HD F gaussian_weight(F s2) {
-  constexpr float kLog2e = 1.44269504088896341f, kShifter = 12582912.0f;  // 1.5 * 2^23
+  constexpr float kHalfLog2e = -0.72134752044448170f;  // -log2(e) / 2, exact: x log2 e = s2 kHalfLog2e
+  constexpr float kShifter = 12582912.0f;                // 1.5 * 2^23
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-  const F x = Lanes<F>::max(-0.5f * s2, -87.0f);
-  const F t = x * kLog2e + kShifter;
+  s2 = Lanes<F>::min(s2, 174.0f);
+  const F x = -0.5f * s2;
+  const F t = s2 * kHalfLog2e + kShifter;
   const F n = t - kShifter;
   const F r = (x - n * kLn2Hi) - n * kLn2Lo;
-  const F q = (((kExpQ4 * r + kExpQ3) * r + kExpQ2) * r + kExpQ1) * r + kExpQ0;
-  const F er = 1.0f + (r + (r * r) * q);
+  const F r2 = r * r;
+  const F q = (kExpQ0 + kExpQ1 * r) + r2 * ((kExpQ2 + kExpQ3 * r) + r2 * kExpQ4);
+  const F er = 1.0f + (r + r2 * q);
   // t's bits are those of 1.5 * 2^23 plus n; shifted left by 23 only n survives,
   // in the exponent field, and adding the bits of 1.0f makes the float 2^n.
   typename Lanes<F>::U bits;

@@ -34,9 +34,9 @@ using Vec = typename VecOf<W>::F;
 template <int W>
 struct VecLanes {
   using U = typename VecOf<W>::U;
-  static SPLAT_INLINE Vec<W> max(Vec<W> a, float b) {
+  static SPLAT_INLINE Vec<W> min(Vec<W> a, float b) {
     const Vec<W> bv = splat_vec(b);
-    return a > bv ? a : bv;
+    return a < bv ? a : bv;
   }
   static SPLAT_INLINE Vec<W> splat_vec(float b) {
     Vec<W> v;

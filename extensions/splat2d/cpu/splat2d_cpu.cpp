@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "../backends.h"
@@ -85,6 +86,14 @@ struct Call {
   }
 };
 
+// n <= kTile floats; a whole tile row in one fixed-size copy (a call to memmove per row costs 5%).
+void copy_row(const float* from, float* to, int n) {
+  if (n == kTile)
+    memcpy(to, from, kTile * sizeof(float));
+  else
+    memcpy(to, from, n * sizeof(float));
+}
+
 }  // namespace
 
 torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
@@ -100,7 +109,7 @@ torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, co
     const int t = int(item % call.job.grid.tiles());
     alignas(64) float acc[3 * kTilePlane];
     call.path.render(call.job, b, t, acc);
-    call.each_tile_row(b, t, [&](int64_t at, int from, int n) { std::copy(acc + from, acc + from + n, out + at); });
+    call.each_tile_row(b, t, [&](int64_t at, int from, int n) { copy_row(acc + from, out + at, n); });
   }
   return image;
 }
@@ -120,7 +129,7 @@ std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Te
     const int t = int(item % call.job.grid.tiles());
     if (call.bins[b].offsets[t] == call.bins[b].offsets[t + 1]) continue;
     alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
-    call.each_tile_row(b, t, [&](int64_t at, int to, int n) { std::copy(gimg + at, gimg + at + n, dimg + to); });
+    call.each_tile_row(b, t, [&](int64_t at, int to, int n) { copy_row(gimg + at, dimg + to, n); });
     call.path.grad(call.job, b, t, dimg, partial[b].data());
   }
 

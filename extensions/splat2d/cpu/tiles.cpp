@@ -72,54 +72,112 @@ SPLAT_INLINE PixelBox tile_box(int t, const Grid& grid) {
                   std::min((ty + 1) * kTile, grid.height) - 1};
 }
 
-template <int W>
+// Calls span.run<S>(first) for each run of S lanes of a tile row (tile-relative
+// lanes [first, first + S)) that the box's columns touch: the W-lane chunks, or
+// with Halve the half of a chunk where the box stays inside that half (on AMD Zen 4
+// a 16-lane operation costs two 8-lane ones).
+template <int W, bool Halve, class Span>
+SPLAT_INLINE void for_each_span(const PixelBox& box, const PixelBox& tile, const Span& span) {
+  const int x0 = box.x0 - tile.x0, x1 = box.x1 - tile.x0;
+  for (int first = x0 / W * W; first <= x1; first += W) {
+    if constexpr (Halve) {
+      constexpr int H = W / 2;
+      if (x1 < first + H) {
+        span.template run<H>(first);
+        continue;
+      }
+      if (x0 >= first + H) {
+        span.template run<H>(first + H);
+        continue;
+      }
+    }
+    span.template run<W>(first);
+  }
+}
+
+// Adds entry e's colour times its weight to acc [3][kTile][kTile] over its rows.
+struct RenderSpan {
+  const Entry& e;
+  const PixelBox& tile;
+  float cutoff;
+  float* acc;
+
+  template <int S>
+  SPLAT_INLINE void run(int first) const {
+    using F = Vec<S>;
+    const Gaussian& G = e.G;
+    const F px = centres<S>(tile.x0 + first);
+#pragma GCC unroll 4
+    for (int i = e.box.y0; i <= e.box.y1; ++i) {
+      F u, v;
+      const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
+      const F w = where_le(s2, cutoff, gaussian_weight(s2));
+      float* a = acc + (i - tile.y0) * kTile + first;
+      store<S>(a, load<S>(a) + G.r * w);
+      store<S>(a + kTilePlane, load<S>(a + kTilePlane) + G.g * w);
+      store<S>(a + 2 * kTilePlane, load<S>(a + 2 * kTilePlane) + G.b * w);
+    }
+  }
+};
+
+// Sums entry e's gradient terms over its rows into sums [kGradDim][kTile], one
+// partial sum per term and lane (column of the tile).
+struct GradSpan {
+  const Entry& e;
+  const PixelBox& tile;
+  float cutoff;
+  const float* dimg;
+  float* sums;
+
+  template <int S>
+  SPLAT_INLINE void run(int first) const {
+    using F = Vec<S>;
+    const Gaussian& G = e.G;
+    const F px = centres<S>(tile.x0 + first);
+    F sum[kGradDim] = {};
+#pragma GCC unroll 4
+    for (int i = e.box.y0; i <= e.box.y1; ++i) {
+      F u, v;
+      const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
+      // Beyond the cut-off w, u and v are zeroed (u and v may be inf there), so every
+      // term of the pair is +-0.
+      const F w = where_le(s2, cutoff, gaussian_weight(s2));
+      u = where_le(s2, cutoff, u);
+      v = where_le(s2, cutoff, v);
+      const float* g = dimg + (i - tile.y0) * kTile + first;
+      F d[kGradDim];
+      pair_grad(G, load<S>(g), load<S>(g + kTilePlane), load<S>(g + 2 * kTilePlane), w, u, v, d);
+      for (int q = 0; q < kGradDim; ++q) sum[q] += d[q];
+    }
+    for (int q = 0; q < kGradDim; ++q) store<S>(sums + q * kTile + first, sum[q]);
+  }
+};
+
+template <int W, bool Halve>
 SPLAT_INLINE void render_tile(const TileJob& job, int64_t b, int t, float* acc) {
-  using F = Vec<W>;
   const TileBins& bin = job.bins[b];
   const PixelBox tile = tile_box(t, job.grid);
   std::fill(acc, acc + 3 * kTilePlane, 0.0f);
   for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
     const Entry e = entry(job, b, k, tile);
-    const Gaussian& G = e.G;
-    for (int c = (e.box.x0 - tile.x0) / W; c <= (e.box.x1 - tile.x0) / W; ++c) {
-      const F px = centres<W>(tile.x0 + c * W);
-      for (int i = e.box.y0; i <= e.box.y1; ++i) {
-        F u, v;
-        const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
-        const F w = where_le(s2, job.cutoff, gaussian_weight(s2));
-        float* a = acc + (i - tile.y0) * kTile + c * W;
-        store<W>(a, load<W>(a) + G.r * w);
-        store<W>(a + kTilePlane, load<W>(a + kTilePlane) + G.g * w);
-        store<W>(a + 2 * kTilePlane, load<W>(a + 2 * kTilePlane) + G.b * w);
-      }
-    }
+    for_each_span<W, Halve>(e.box, tile, RenderSpan{e, tile, job.cutoff, acc});
   }
 }
 
-template <int W>
+template <int W, bool Halve>
 SPLAT_INLINE void grad_tile(const TileJob& job, int64_t b, int t, const float* dimg, float* slots) {
-  using F = Vec<W>;
   constexpr int C = kTile / W;
   const TileBins& bin = job.bins[b];
   const PixelBox tile = tile_box(t, job.grid);
   for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
     const Entry e = entry(job, b, k, tile);
-    const Gaussian& G = e.G;
-    F lanes[kGradDim][C] = {};  // the partial sums, per term and chunk
-    for (int c = (e.box.x0 - tile.x0) / W; c <= (e.box.x1 - tile.x0) / W; ++c) {
-      const F px = centres<W>(tile.x0 + c * W);
-      F sum[kGradDim] = {};
-      for (int i = e.box.y0; i <= e.box.y1; ++i) {
-        F u, v;
-        const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
-        const float* g = dimg + (i - tile.y0) * kTile + c * W;
-        F d[kGradDim];
-        pair_grad(G, load<W>(g), load<W>(g + kTilePlane), load<W>(g + 2 * kTilePlane), gaussian_weight(s2), u, v, d);
-        for (int q = 0; q < kGradDim; ++q) sum[q] += where_le(s2, job.cutoff, d[q]);
-      }
-      for (int q = 0; q < kGradDim; ++q) lanes[q][c] = sum[q];
+    alignas(64) float sums[kGradDim * kTile] = {};  // lanes the box misses stay 0
+    for_each_span<W, Halve>(e.box, tile, GradSpan{e, tile, job.cutoff, dimg, sums});
+    for (int q = 0; q < kGradDim; ++q) {
+      Vec<W> chunks[C];
+      for (int c = 0; c < C; ++c) chunks[c] = load<W>(sums + q * kTile + c * W);
+      slots[int64_t(k) * kGradDim + q] = tree_sum<W, C>(chunks);
     }
-    for (int q = 0; q < kGradDim; ++q) slots[int64_t(k) * kGradDim + q] = tree_sum<W, C>(lanes[q]);
   }
 }
 
@@ -136,21 +194,22 @@ bool has_avx2() { return __builtin_cpu_supports("avx2"); }
 #endif
 bool always() { return true; }
 
-// The kernels of one path: render_NAME and grad_NAME, compiled for TARGET with W lanes.
-#define SPLAT_PATH_KERNELS(NAME, TARGET, W)                                                          \
+// The kernels of one path: render_NAME and grad_NAME, compiled for TARGET with W
+// lanes (and half chunks if HALVE).
+#define SPLAT_PATH_KERNELS(NAME, TARGET, W, HALVE)                                                   \
   TARGET void render_##NAME(const TileJob& job, int64_t b, int t, float* acc) {                     \
-    render_tile<W>(job, b, t, acc);                                                                 \
+    render_tile<W, HALVE>(job, b, t, acc);                                                          \
   }                                                                                                 \
   TARGET void grad_##NAME(const TileJob& job, int64_t b, int t, const float* dimg, float* slots) { \
-    grad_tile<W>(job, b, t, dimg, slots);                                                           \
+    grad_tile<W, HALVE>(job, b, t, dimg, slots);                                                    \
   }
 
 #ifdef SPLAT_X86
-SPLAT_PATH_KERNELS(avx512, SPLAT_TARGET_AVX512, 16)
-SPLAT_PATH_KERNELS(avx2, SPLAT_TARGET_AVX2, 8)
+SPLAT_PATH_KERNELS(avx512, SPLAT_TARGET_AVX512, 16, true)
+SPLAT_PATH_KERNELS(avx2, SPLAT_TARGET_AVX2, 8, false)
 #endif
-SPLAT_PATH_KERNELS(portable, , 4)
-SPLAT_PATH_KERNELS(scalar, , 1)
+SPLAT_PATH_KERNELS(portable, , 4, false)
+SPLAT_PATH_KERNELS(scalar, , 1, false)
 
 }  // namespace
 
