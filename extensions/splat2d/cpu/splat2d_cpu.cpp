@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "../backends.h"
@@ -44,30 +45,34 @@ const SimdPath& active_path() {
                     " or auto (this CPU runs ", path_names(true), ")");
 }
 
-// What a forward or backward call shares: sizes, pointers, the bins, the path.
+// What a forward or backward call shares: sizes, the binned Gaussians, the path.
 struct Call {
   TileJob job;
   int64_t batch;
   int threads;
   std::vector<TileBins> bins;
+  std::unique_ptr<Gaussian[]> gaussians;
   const SimdPath& path;
 
   Call(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb, const torch::Tensor& mask,
        int64_t height, int64_t width, double cutoff)
-      : job{Grid(height, width), int(xy.size(1)), float(cutoff), xy.data_ptr<float>(), chol.data_ptr<float>(),
-            rgb.data_ptr<float>(), nullptr},
+      : job{Grid(height, width), int(xy.size(1)), float(cutoff), nullptr, nullptr},
         batch(xy.size(0)),
         threads(at::get_num_threads()),
         bins(batch),
+        gaussians(new Gaussian[batch * xy.size(1)]),
         path(active_path()) {
     TORCH_CHECK(xy.size(1) < (int64_t(1) << 30), "splat2d: N = ", xy.size(1), " splats per image is too many");
     TORCH_CHECK(height < (int64_t(1) << 20) && width < (int64_t(1) << 20), "splat2d: image size ", height, "x",
                 width, " is too large");
+    const float *pxy = xy.data_ptr<float>(), *pchol = chol.data_ptr<float>(), *prgb = rgb.data_ptr<float>();
     const bool* pmask = mask.data_ptr<bool>();
+    const int n = job.n;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int64_t b = 0; b < batch; ++b)
-      bin_image(job.xy + b * job.n * 2, job.chol + b * job.n * 3, pmask + b * job.n, job.n, job.grid, job.cutoff,
-                bins[b]);
+      bin_image(pxy + b * n * 2, pchol + b * n * 3, prgb + b * n * 3, pmask + b * n, n, job.grid, job.cutoff, bins[b],
+                gaussians.get() + b * n);
+    job.gaussians = gaussians.get();
     job.bins = bins.data();
   }
 

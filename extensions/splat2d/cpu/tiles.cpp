@@ -16,7 +16,7 @@
 // and the backward keeps one partial sum per gradient term and logical lane
 // (lane j sums column j over the box's rows, top to bottom) and adds the 16 lanes
 // by one fixed tree (tree_sum). A chunk the box does not touch, or a lane past
-// the cut-off, adds exactly +0 to every sum.
+// the cut-off, adds exactly +-0 to every sum, which leaves it as it is.
 #include "simd.h"  // first: its pragma covers splat2d.h
 #include "tiles.h"
 
@@ -24,8 +24,8 @@
 
 namespace splat2d {
 
-void bin_image(const float* xy, const float* chol, const bool* mask, int n, const Grid& grid, float cutoff,
-               TileBins& bins) {
+void bin_image(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, const Grid& grid,
+               float cutoff, TileBins& bins, Gaussian* gaussians) {
   const int tiles = grid.tiles();
   bins.boxes.resize(n);
   bins.offsets.assign(tiles + 1, 0);
@@ -34,6 +34,7 @@ void bin_image(const float* xy, const float* chol, const bool* mask, int n, cons
     if (mask[g]) box = pixel_box(xy + 2 * g, chol + 3 * g, cutoff, grid.height, grid.width);
     bins.boxes[g] = box;
     if (box.empty()) continue;
+    gaussians[g] = make_gaussian(xy + 2 * g, chol + 3 * g, rgb + 3 * g);
     for (int ty = box.y0 / kTile; ty <= box.y1 / kTile; ++ty)
       for (int tx = box.x0 / kTile; tx <= box.x1 / kTile; ++tx) ++bins.offsets[ty * grid.tiles_x + tx + 1];
   }
@@ -59,11 +60,9 @@ struct Entry {
 SPLAT_INLINE Entry entry(const TileJob& job, int64_t b, int k, const PixelBox& tile) {
   const TileBins& bin = job.bins[b];
   const int id = bin.ids[k];
-  const int64_t g = b * job.n + id;
   const PixelBox& box = bin.boxes[id];
-  return Entry{make_gaussian(job.xy + 2 * g, job.chol + 3 * g, job.rgb + 3 * g),
-               PixelBox{std::max(box.x0, tile.x0), std::min(box.x1, tile.x1), std::max(box.y0, tile.y0),
-                        std::min(box.y1, tile.y1)}};
+  return Entry{job.gaussians[b * job.n + id], PixelBox{std::max(box.x0, tile.x0), std::min(box.x1, tile.x1),
+                                                       std::max(box.y0, tile.y0), std::min(box.y1, tile.y1)}};
 }
 
 SPLAT_INLINE PixelBox tile_box(int t, const Grid& grid) {
@@ -72,42 +71,44 @@ SPLAT_INLINE PixelBox tile_box(int t, const Grid& grid) {
                   std::min((ty + 1) * kTile, grid.height) - 1};
 }
 
-// Calls span.run<S>(first) for each run of S lanes of a tile row (tile-relative
-// lanes [first, first + S)) that the box's columns touch: the W-lane chunks, or
-// with Halve the half of a chunk where the box stays inside that half (on AMD Zen 4
-// a 16-lane operation costs two 8-lane ones).
+// Calls span.run<S, Off>(c) for each run of S lanes of a tile row that the box's
+// columns touch: lanes [c W + Off, c W + Off + S) of the tile, for the W-lane
+// chunks c, or with Halve just the half (Off = 0 or W / 2) of a chunk that the box
+// stays inside (on AMD Zen 4 a 16-lane operation costs two 8-lane ones).
 template <int W, bool Halve, class Span>
-SPLAT_INLINE void for_each_span(const PixelBox& box, const PixelBox& tile, const Span& span) {
+SPLAT_INLINE void for_each_span(const PixelBox& box, const PixelBox& tile, Span& span) {
   const int x0 = box.x0 - tile.x0, x1 = box.x1 - tile.x0;
-  for (int first = x0 / W * W; first <= x1; first += W) {
+  for (int c = x0 / W; c <= x1 / W; ++c) {
     if constexpr (Halve) {
       constexpr int H = W / 2;
-      if (x1 < first + H) {
-        span.template run<H>(first);
+      if (x1 < c * W + H) {
+        span.template run<H, 0>(c);
         continue;
       }
-      if (x0 >= first + H) {
-        span.template run<H>(first + H);
+      if (x0 >= c * W + H) {
+        span.template run<H, H>(c);
         continue;
       }
     }
-    span.template run<W>(first);
+    span.template run<W, 0>(c);
   }
 }
 
 // Adds entry e's colour times its weight to acc [3][kTile][kTile] over its rows.
+template <int W>
 struct RenderSpan {
   const Entry& e;
   const PixelBox& tile;
   float cutoff;
   float* acc;
 
-  template <int S>
-  SPLAT_INLINE void run(int first) const {
+  template <int S, int Off>
+  SPLAT_INLINE void run(int c) const {
     using F = Vec<S>;
     const Gaussian& G = e.G;
+    const int first = c * W + Off;
     const F px = centres<S>(tile.x0 + first);
-#pragma GCC unroll 4
+#pragma GCC unroll 4  // independent rows side by side: the exp is a long chain
     for (int i = e.box.y0; i <= e.box.y1; ++i) {
       F u, v;
       const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
@@ -120,27 +121,30 @@ struct RenderSpan {
   }
 };
 
-// Sums entry e's gradient terms over its rows into sums [kGradDim][kTile], one
-// partial sum per term and lane (column of the tile).
+// Sums entry e's gradient terms over its rows into lanes[q][c]: one partial sum
+// per term q and lane (column of the tile). Lanes the box misses stay 0.
+template <int W>
 struct GradSpan {
+  static constexpr int C = kTile / W;
   const Entry& e;
   const PixelBox& tile;
   float cutoff;
   const float* dimg;
-  float* sums;
+  Vec<W> lanes[kGradDim][C];
 
-  template <int S>
-  SPLAT_INLINE void run(int first) const {
+  template <int S, int Off>
+  SPLAT_INLINE void run(int c) {
     using F = Vec<S>;
     const Gaussian& G = e.G;
+    const int first = c * W + Off;
     const F px = centres<S>(tile.x0 + first);
     F sum[kGradDim] = {};
 #pragma GCC unroll 4
     for (int i = e.box.y0; i <= e.box.y1; ++i) {
       F u, v;
       const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
-      // Beyond the cut-off w, u and v are zeroed (u and v may be inf there), so every
-      // term of the pair is +-0.
+      // Beyond the cut-off w, u and v are zeroed (u and v may be inf there), so
+      // every term of the pair is +-0.
       const F w = where_le(s2, cutoff, gaussian_weight(s2));
       u = where_le(s2, cutoff, u);
       v = where_le(s2, cutoff, v);
@@ -149,7 +153,13 @@ struct GradSpan {
       pair_grad(G, load<S>(g), load<S>(g + kTilePlane), load<S>(g + 2 * kTilePlane), w, u, v, d);
       for (int q = 0; q < kGradDim; ++q) sum[q] += d[q];
     }
-    for (int q = 0; q < kGradDim; ++q) store<S>(sums + q * kTile + first, sum[q]);
+    // Chunk c is visited once per entry: its other lanes are still 0. (C == 1 keeps
+    // lanes in registers: a constant index.)
+    for (int q = 0; q < kGradDim; ++q) {
+      Vec<W> chunk = {};
+      memcpy(reinterpret_cast<float*>(&chunk) + Off, &sum[q], sizeof sum[q]);
+      lanes[q][C == 1 ? 0 : c] = chunk;
+    }
   }
 };
 
@@ -160,24 +170,20 @@ SPLAT_INLINE void render_tile(const TileJob& job, int64_t b, int t, float* acc) 
   std::fill(acc, acc + 3 * kTilePlane, 0.0f);
   for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
     const Entry e = entry(job, b, k, tile);
-    for_each_span<W, Halve>(e.box, tile, RenderSpan{e, tile, job.cutoff, acc});
+    RenderSpan<W> span{e, tile, job.cutoff, acc};
+    for_each_span<W, Halve>(e.box, tile, span);
   }
 }
 
 template <int W, bool Halve>
 SPLAT_INLINE void grad_tile(const TileJob& job, int64_t b, int t, const float* dimg, float* slots) {
-  constexpr int C = kTile / W;
   const TileBins& bin = job.bins[b];
   const PixelBox tile = tile_box(t, job.grid);
   for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
     const Entry e = entry(job, b, k, tile);
-    alignas(64) float sums[kGradDim * kTile] = {};  // lanes the box misses stay 0
-    for_each_span<W, Halve>(e.box, tile, GradSpan{e, tile, job.cutoff, dimg, sums});
-    for (int q = 0; q < kGradDim; ++q) {
-      Vec<W> chunks[C];
-      for (int c = 0; c < C; ++c) chunks[c] = load<W>(sums + q * kTile + c * W);
-      slots[int64_t(k) * kGradDim + q] = tree_sum<W, C>(chunks);
-    }
+    GradSpan<W> span{e, tile, job.cutoff, dimg, {}};
+    for_each_span<W, Halve>(e.box, tile, span);
+    for (int q = 0; q < kGradDim; ++q) slots[int64_t(k) * kGradDim + q] = tree_sum<W, GradSpan<W>::C>(span.lanes[q]);
   }
 }
 

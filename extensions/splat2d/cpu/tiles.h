@@ -29,18 +29,19 @@ struct TileBins {
   std::vector<int> ids;         // Gaussian index per entry, tile-major
 };
 
-void bin_image(const float* xy, const float* chol, const bool* mask, int n, const Grid& grid, float cutoff,
-               TileBins& bins);
+// Bins one image's splats (xy [N, 2], chol [N, 3], rgb [N, 3], mask [N]) and
+// writes gaussians[g] = make_gaussian(...) for each real one: its reciprocals are
+// then computed once, not once per tile.
+void bin_image(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, const Grid& grid,
+               float cutoff, TileBins& bins, Gaussian* gaussians);
 
-// What every tile kernel reads: the batch's splats and their bins.
+// What every tile kernel reads: the batch's binned Gaussians.
 struct TileJob {
   Grid grid;
   int n;  // splats per image
   float cutoff;
-  const float* xy;        // [B, N, 2]
-  const float* chol;      // [B, N, 3]
-  const float* rgb;       // [B, N, 3]
-  const TileBins* bins;   // [B]
+  const Gaussian* gaussians;  // [B, N], only real rows set
+  const TileBins* bins;       // [B]
 };
 
 // A tile's pixels as three planes [3][kTile][kTile] (row i, column j of the tile
