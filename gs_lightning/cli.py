@@ -1,11 +1,62 @@
-"""python -m gs_lightning {fit,...}: config to Lightning objects; no maths here."""
+"""python -m gs_lightning {fit,train,compare,demo,sweep}: config to Lightning objects; no maths here.
+
+Every user error ends the same way: one line `error: <key or file>: <what to do>` and exit status 2,
+before any work starts where it can be known then. SIGTERM or Ctrl-C stops a fit at once, keeping every
+finished shard (a rerun does the rest); during training SIGTERM first saves last.ckpt (resume=true).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import signal
 import sys
+import warnings
 from pathlib import Path
 
-from gs_lightning.config import ConfigError, compose, split_args
+from gs_lightning.config import FitRun, TrainRun, UserError, compose, split_args, validate
+
+# Third-party messages that say nothing about the user's run (filtered at the entry point only).
+NOISE_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own call of a deprecated torch API
+    r"Couldn't infer the batch indices",  # fit batches are ImageBatches, and the writer needs no indices
+)
+NOISE_LOGS = ("💡 Tip:",)  # Lightning's adverts for its cloud products
+
+
+def quiet_third_party() -> None:
+    for pattern in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+    class DropNoise(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not any(n in record.getMessage() for n in NOISE_LOGS)
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(DropNoise())
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT during a fit. A BaseException, so no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGTERM and SIGINT into Interrupted wherever the main thread is. Lightning's predict loop would
+    only note a SIGTERM, and a cluster kills a job that outlives its grace period (~30 s)."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _input_pattern(cfg) -> str:
@@ -17,38 +68,46 @@ def _input_pattern(cfg) -> str:
 
 
 def fit(args: list[str]) -> None:
+    names, overrides = split_args(args)
+    cfg = compose(FitRun, ["fit", *names], overrides)
+    validate(cfg, FitRun)  # before the heavy imports: a typo is answered at once
+
     import lightning as L
+    from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
+    from gs_lightning.data.image_batches import ImageBatches, as_is
     from gs_lightning.data.shards import existing_sources
-    from gs_lightning.fit.fitter import FitConfig
-    from gs_lightning.fit.module import (
-        FitProgressBar, ShardBatches, SplatFitModule, SplatShardWriter, collate_one, format_summary,
-        record_fit_config, summarise,
-    )
+    from gs_lightning.fit.module import FitProgressBar, SplatFitModule, SplatShardWriter
+    from gs_lightning.fit.summary import format_summary, record_fit_config, summarise
 
-    names, overrides = split_args(args)
-    cfg = compose(["fit", *names], overrides)
     f = cfg.fit
-    pattern = _input_pattern(cfg)
-    sources = existing_sources(pattern, "fit.input", "Leave fit.input=embedded to fit the photos that ship with "
-                               "the project.", f.shard_size)
-    fit_cfg = FitConfig.from_config(f)
+    sources = existing_sources(_input_pattern(cfg), "fit.input", "Leave fit.input=embedded to fit the photos that "
+                               "ship with the project.", f.shard_size)
+    fit_cfg = OmegaConf.to_object(f)
     record_fit_config(f.output, f)
-    dataset = ShardBatches(sources, f.output, f.image_size, f.batch_size)
+    dataset = ImageBatches(sources, f.output, f.image_size, f.batch_size)
     kept = len(sources) - len(dataset.shards_to_do())
-    writer = SplatShardWriter(f.output, f.image_size, f.iterations)
-    trainer = L.Trainer(
-        **cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
-        use_distributed_sampler=False, callbacks=[writer, FitProgressBar()],
-    )
-    loader = DataLoader(dataset, batch_size=None, collate_fn=collate_one, num_workers=f.num_workers)
-    trainer.predict(SplatFitModule(fit_cfg, backend=f.backend), dataloaders=loader, return_predictions=False)
+    trainer = _trainer(L, **cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
+                       use_distributed_sampler=False, callbacks=[SplatShardWriter(fit_cfg), FitProgressBar()])
+    loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
+    with stop_on_signals():
+        trainer.predict(SplatFitModule(fit_cfg), dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()
     if trainer.global_rank == 0:
         summary = summarise(f.output, f.image_size, world_size=trainer.world_size)
         print(f"\nfit summary ({f.output}/summary.json); {kept} of {len(sources)} shards were already done and kept")
         print(format_summary(summary))
+
+
+def _trainer(L, **kwargs):
+    """L.Trainer, with Lightning's refusal of a trainer setting reported as the user error it is."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError) as e:
+        raise UserError("trainer", str(e).splitlines()[0]) from None
 
 
 def _loggers(cfg, run_dir: Path, exp: str) -> list:
@@ -59,47 +118,44 @@ def _loggers(cfg, run_dir: Path, exp: str) -> list:
     if cfg.logger.csv:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
     if cfg.logger.wandb:
-        import os
+        import wandb
 
-        logged_in = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in (
-            Path.home().joinpath(".netrc").read_text() if Path.home().joinpath(".netrc").exists() else "")
-        loggers.append(WandbLogger(
-            project=cfg.logger.project, name=cfg.name, group=cfg.group, save_dir=str(run_dir), job_type=exp,
-            offline=not logged_in and os.environ.get("WANDB_MODE") != "online",
-            config=OmegaConf.to_container(cfg, resolve=True),
-        ))
+        # Online when W&B finds credentials (its own check, no prompt, no network), offline otherwise, so a node
+        # without `wandb login` still logs; WANDB_MODE, when set, decides.
+        offline = not wandb.login(prompt=False, verify=False)
+        loggers.append(WandbLogger(project=cfg.logger.project, name=cfg.name, group=cfg.group, save_dir=str(run_dir),
+                                   job_type=exp, offline=offline, config=OmegaConf.to_container(cfg, resolve=True)))
     return loggers
 
 
 def train(args: list[str]) -> None:
+    names, overrides = split_args(args)
+    if not names:
+        raise UserError("train", "needs an experiment name, e.g. `python -m gs_lightning train gs196 demo`")
+    cfg = compose(TrainRun, ["base", *names], overrides)
+    validate(cfg, TrainRun)
+
     import lightning as L
     import open_clip
     from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from omegaconf import OmegaConf
 
-    from gs_lightning.checkpoint import AtomicCheckpoint
+    from gs_lightning.checkpoint import AtomicCheckpoint, SaveOnSigterm
     from gs_lightning.data.datamodules import DataCompDataModule, ZeroShotDataModule
     from gs_lightning.models.clip_module import ClipModule
 
-    names, overrides = split_args(args)
-    if not names:
-        raise ConfigError("train needs an experiment name, e.g. `python -m gs_lightning train gs196 demo`")
-    cfg = compose(["base", *names], overrides)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.output_dir) / cfg.name
-    m, d = cfg.model, cfg.data
-    kind = "rgb" if m.mode == "rgb" else "gs"
-    module = ClipModule(
-        model_name=m.name, mode=m.mode, gs=OmegaConf.to_container(m.gs), rgb_checkpoint=m.rgb_checkpoint, lr=m.lr,
-        weight_decay=m.weight_decay, warmup_steps=m.warmup_steps, transfer_lr_scale=m.transfer_lr_scale,
-        unfrozen_blocks=m.unfrozen_blocks, logit_scale_max=m.logit_scale_max, classnames=d.classnames,
-    )
-    size = open_clip.get_model_config(m.name)["vision_cfg"]["image_size"]
+    d = cfg.data
+    kind = "rgb" if cfg.model.mode == "rgb" else "gs"
+    module = ClipModule(**OmegaConf.to_container(cfg.model, resolve=True), eval_set=d.eval_set)
+    size = open_clip.get_model_config(cfg.model.name)["vision_cfg"]["image_size"]
     paths = d[kind]
     val = ZeroShotDataModule(
         kind=kind, path=paths.val, batch_size=d.val_batch_size, num_workers=d.num_workers,
         preprocess=open_clip.image_transform(size, is_train=False) if kind == "rgb" else None,
-        max_splats=d.max_splats, classnames=module.classnames, templates=module.templates, key=f"data.{kind}.val",
+        max_splats=d.max_splats, key=f"data.{kind}.val",
     )
     data = DataCompDataModule(
         kind=kind, train=paths.train, tokenizer=module.tokenizer, batch_size=d.batch_size,
@@ -108,27 +164,33 @@ def train(args: list[str]) -> None:
         num_workers=d.num_workers, seed=cfg.seed, key=f"data.{kind}.train", val=val,
     )
     checkpoints = run_dir / "checkpoints"
+    last = checkpoints / "last.ckpt"
     callbacks = [
         AtomicCheckpoint(dirpath=checkpoints, filename="best", monitor=cfg.checkpoint.monitor, mode="max",
                          save_top_k=1, save_last=False),
         AtomicCheckpoint(dirpath=checkpoints, filename="last", every_n_train_steps=cfg.checkpoint.every_n_train_steps,
                          save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
+        SaveOnSigterm(last),
     ]
     loggers = _loggers(cfg, run_dir, "+".join(names))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer = L.Trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks, use_distributed_sampler=False,
-                        default_root_dir=str(run_dir))
+    # No Lightning model summary: ClipModule prints what matters for transfer (what trains, at which lr).
+    trainer = _trainer(L, **cfg.trainer, logger=loggers or False, callbacks=callbacks, use_distributed_sampler=False,
+                       default_root_dir=str(run_dir), enable_model_summary=False)
     # Every rank says what it was given: sweep agents pass their parameters as these overrides.
     given = ", ".join(f"{k}={OmegaConf.select(cfg, k.split('=')[0].lstrip('+'))}" for k in overrides)
     print(f"[rank {trainer.global_rank}] {cfg.name}: {given or 'no overrides'}", flush=True)
     if trainer.global_rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    last = checkpoints / "last.ckpt"
     if cfg.resume and not last.exists():
         print(f"resume=true but {last} does not exist: starting from scratch")
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if cfg.resume and last.exists() else None)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if cfg.resume and last.exists() else None,
+                    weights_only=True)
+    except SIGTERMException:
+        raise Interrupted(signal.SIGTERM) from None
 
 
 def compare(args: list[str]) -> None:
@@ -151,18 +213,25 @@ def sweep(args: list[str]) -> None:
     from gs_lightning.config import EXPERIMENTS
 
     if len(args) != 1:
-        raise ConfigError("sweep takes one name: experiments/sweeps/NAME.yaml")
+        raise UserError("sweep", "takes one name: experiments/sweeps/NAME.yaml")
     path = EXPERIMENTS / "sweeps" / f"{args[0]}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise ConfigError(f"no sweep {args[0]!r} ({path}); known: {known}")
+        raise UserError(args[0], f"no sweep of that name ({path}); known: {known}")
     spec = yaml.safe_load(path.read_text())
     sweep_id = wandb.sweep(spec, project=spec.get("project", "gs-lightning"))
     subprocess.run(["wandb", "agent", f"{wandb.api.viewer()['entity']}/{spec.get('project', 'gs-lightning')}/"
                     f"{sweep_id}"], check=True)
 
 
-DEMO_RUNS = ("rgb", "gs196", "gs98", "gs196_scratch")
+# The demo's runs, with what the demo sets itself: a teacher trained longer than the splat runs, and query
+# counts for its ViT's 7x7 = 49 tokens (gs196: as many as RGB, gs98: half).
+DEMO_RUNS = {
+    "rgb": ["trainer.max_epochs=4"],
+    "gs196": ["model.gs.num_queries=49"],
+    "gs98": ["model.gs.num_queries=24"],
+    "gs196_scratch": ["model.gs.num_queries=49"],
+}
 
 
 def demo(args: list[str]) -> None:
@@ -174,15 +243,15 @@ def demo(args: list[str]) -> None:
     from gs_lightning.data.demo import write_fashion_mnist
 
     t0 = time.perf_counter()
-    cfg = compose(["base", "demo"], [a for a in args if "=" in a])
+    cfg = compose(TrainRun, ["base", "demo"], [a for a in args if "=" in a])
     data = Path(cfg.data.rgb.train).parents[2]  # outputs/demo/data
     write_fashion_mnist(data)
     fit_root = Path(cfg.data.gs.train).parents[1]  # outputs/demo/fit
     for split in ("train", "val"):
         source, target = cfg.data.rgb[split], Path(cfg.data.gs[split]).parent
         fit(["fit_demo", f"fit.input={source}", f"fit.output={target}"])
-    for exp in DEMO_RUNS:
-        train([exp, "demo", *args])
+    for exp, settings in DEMO_RUNS.items():
+        train([exp, "demo", *settings, *args])
     print(f"\n== demo results ({fit_root.parent}/results)")
     print(compare_runs([str(Path(cfg.output_dir) / e) for e in DEMO_RUNS], fit_root.parent / "results"))
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -194,14 +263,20 @@ COMMANDS = {"fit": fit, "train": train, "compare": compare, "demo": demo, "sweep
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_third_party()
     parser = argparse.ArgumentParser(prog="python -m gs_lightning")
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("args", nargs="*", help="experiment/overlay names and key=value overrides")
     ns = parser.parse_args(argv)
     try:
         COMMANDS[ns.command](ns.args)
-    except (ConfigError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Interrupted as e:
+        print(f"\nstopped by {e}: finished shards and checkpoints are kept; rerun the same command to resume "
+              "(train: with resume=true)", file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

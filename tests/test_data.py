@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from helpers import datacomp_shards, fitted_shards, image_bytes, smooth_photo
 
 from gs_lightning.data.datamodules import DataCompDataModule, DataPathError, ZeroShotDataModule
-from gs_lightning.data.shards import FittedShardWriter, update_sizes, write_image_shard
+from gs_lightning.data.shards import FittedShardWriter, decode_image, update_sizes, write_image_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = open_clip.get_tokenizer("ViT-B-16")
@@ -36,8 +37,7 @@ def test_rgb_and_splat_training_batches(tmp_path):
 
 
 def test_zero_shot_batches_visit_every_sample_once(tmp_path):
-    zs = ZeroShotDataModule(kind="gs", path=fitted_shards(tmp_path, [4, 3, 2]), batch_size=4, num_workers=2,
-                            classnames=["a", "b", "c"], templates=[lambda c: f"a {c}."])
+    zs = ZeroShotDataModule(kind="gs", path=fitted_shards(tmp_path, [4, 3, 2]), batch_size=4, num_workers=2)
     keys = [k for b in zs.val_dataloader() for k in b["keys"]]
     assert sorted(keys) == sorted(f"{k:05d}.tar/s{k}_{i:03d}" for k, n in enumerate([4, 3, 2]) for i in range(n))
 
@@ -77,7 +77,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
 
 
 def test_missing_data_path_names_the_key_and_the_demo(tmp_path):
-    with pytest.raises(DataPathError, match=r"data\.train=.*nowhere.*DATA=demo"):
+    with pytest.raises(DataPathError, match=r"^data\.train: .*nowhere.*DATA=demo"):
         DataCompDataModule(kind="gs", train=str(tmp_path / "nowhere" / "{00000..00003}.tar"), tokenizer=TOKENIZER,
                            batch_size=2)
 
@@ -109,9 +109,13 @@ DDP_SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("counts", [[6, 5, 7], [9, 3, 4, 5, 6, 2, 4, 3, 7]], ids=["fewer_shards_than_slots", "uneven"])
+@pytest.mark.parametrize("counts", [[6, 5, 7], [9, 3, 4, 5, 6, 2, 4, 3, 7], [5] * 8],
+                         ids=["fewer_shards_than_slots", "uneven", "even"])
 def test_ddp_ranks_see_disjoint_samples_and_run_equal_steps(tmp_path, counts):
-    """2 DDP processes (gloo) x 2 workers; 3 shards (< 4 slots) or 9 uneven shards (> 4 slots)."""
+    """2 DDP processes (gloo) x 2 workers; 3 shards (< 4 slots), 9 uneven shards, or 8 equal ones (> 4 slots).
+
+    With equal shards every (rank, worker) slot's share is exactly its quota of an epoch, so each epoch covers
+    every sample once: no repeats within a rank, and nothing missing across ranks."""
     pattern = fitted_shards(tmp_path / "gs", counts)
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
@@ -123,4 +127,80 @@ def test_ddp_ranks_see_disjoint_samples_and_run_equal_steps(tmp_path, counts):
         r0, r1 = seen[0][epoch], seen[1][epoch]
         assert len(r0) == len(r1) == 2 * steps_per_epoch  # equal steps, whole batches of 2
         assert not set(r0) & set(r1), "ranks must see disjoint samples"
+        if len(set(counts)) == 1:
+            assert len(set(r0)) == len(r0) and len(set(r1)) == len(r1), "a sample repeated within an epoch"
+            assert set(r0) | set(r1) == {f"{k:05d}.tar/s{k}_{i:03d}" for k, n in enumerate(counts) for i in range(n)}
     assert seen[0]["0"] != seen[0]["1"]  # reshuffled between epochs
+
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+def test_every_caption_stays_with_its_image_through_shuffled_batches(tmp_path):
+    """Captions name their image's colour, so a batch can be checked pair by pair: RGB images and splat sets."""
+    names = list(COLOURS)
+    rgb_samples, gs = [], FittedShardWriter(tmp_path / "gs" / "00000.tar")
+    for i in range(24):
+        name = names[(i * 7) % 3]
+        square = np.zeros((16, 16, 3), np.uint8) + np.array(COLOURS[name], np.uint8)
+        rgb_samples.append({"key": f"k{i:03d}", "png": image_bytes(square, "PNG"), "txt": f"a {name} square"})
+        record = np.zeros((4, 8), np.float16)
+        record[:, :2], record[:, 2], record[:, 4] = 0.5, 0.2, 0.2
+        record[:, 5:] = np.array(COLOURS[name]) / 255
+        gs.write(f"k{i:03d}", record, {}, f"a {name} square", None)
+    gs.commit()
+    write_image_shard(tmp_path / "rgb" / "00000.tar", rgb_samples)
+    want = {name: TOKENIZER([f"a {name} square"])[0] for name in names}
+    for kind, path in (("rgb", tmp_path / "rgb" / "00000.tar"), ("gs", tmp_path / "gs" / "00000.tar")):
+        dm = DataCompDataModule(kind=kind, train=str(path), tokenizer=TOKENIZER, batch_size=8, num_workers=2,
+                                num_samples=24, shuffle_buffer=24,
+                                preprocess=open_clip.image_transform(16, is_train=False) if kind == "rgb" else None)
+        for batch in dm.train_dataloader():
+            if kind == "rgb":
+                colour = batch["image"].mean(dim=(2, 3)).argmax(dim=1)  # normalised, but the lit channel still wins
+            else:
+                colour = batch["splats"].rgb.mean(dim=1).argmax(dim=1)
+            for i, c in enumerate(colour.tolist()):
+                assert torch.equal(batch["text"][i], want[names[c]]), (kind, batch["keys"][i])
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """An MNIST idx file by the format's definition: 0, 0, dtype 0x08 (uint8), ndim, big-endian sizes, data."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_the_demo_writes_fashion_mnist_as_shards(tmp_path):
+    """make demo's data path: Debian's idx files in, DataComp-style train shards and labelled test shards out."""
+    from gs_lightning.data.demo import read_idx, write_fashion_mnist
+    from gs_lightning.eval_sets import FASHION_CLASSNAMES
+
+    rng = np.random.default_rng(0)
+    split = {"train": (rng.integers(0, 256, (7, 28, 28)), np.array([0, 1, 2, 3, 9, 9, 5])),
+             "t10k": (rng.integers(0, 256, (3, 28, 28)), np.array([8, 0, 4]))}
+    for prefix, (images, labels) in split.items():
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    np.testing.assert_array_equal(read_idx(tmp_path / "train-images-idx3-ubyte.gz"), split["train"][0])
+    patterns = write_fashion_mnist(tmp_path / "out", shard_size=4, source=tmp_path)
+    assert patterns == {"train": str(tmp_path / "out" / "fashion-mnist" / "train" / "{00000..00001}.tar"),
+                        "test": str(tmp_path / "out" / "fashion-mnist" / "test" / "{00000..00000}.tar")}
+    for name, prefix in (("train", "train"), ("test", "t10k")):
+        images, labels = split[prefix]
+        folder = tmp_path / "out" / "fashion-mnist" / name
+        sizes = json.loads((folder / "sizes.json").read_text())
+        assert sum(sizes.values()) == len(images)
+        samples = {}
+        for shard in sorted(folder.glob("*.tar")):
+            with tarfile.open(shard) as tar:
+                for m in tar.getmembers():
+                    key, ext = m.name.split(".", 1)
+                    samples.setdefault(key, {})[ext] = tar.extractfile(m).read()
+        for i, (image, label) in enumerate(zip(images, labels)):
+            s = samples[f"{name}{i:06d}"]
+            decoded = decode_image(s["png"])  # grey PNG -> [3, 28, 28]
+            torch.testing.assert_close(decoded[0], torch.from_numpy(image).float() / 255)
+            assert int(s["cls"]) == label and FASHION_CLASSNAMES[label] in s["txt"].decode()

@@ -10,21 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_TRAIN
 from helpers import fake_run, fitted_shards
 
 from gs_lightning.compare import load_run, table
-from gs_lightning.config import EXPERIMENTS, ConfigError, compose
+from gs_lightning.config import EXPERIMENTS, FitRun, TrainRun, UserError, compose, load_fit_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_GS = ["model.name=ViT-Tiny-16", "model.gs.num_queries=5", "model.gs.resampler_heads=2", "data.num_workers=0",
-           "logger.wandb=false"]
 
 
 @pytest.mark.parametrize("exp", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")
                                        if p.stem not in ("base", "demo") and not p.stem.startswith("fit")))
 @pytest.mark.parametrize("overlay", [[], ["demo"]])
 def test_every_experiment_composes(exp, overlay):
-    cfg = compose(["base", exp, *overlay])
+    cfg = compose(TrainRun, ["base", exp, *overlay])
     assert cfg.model.mode in ("rgb", "transfer", "scratch") and cfg.name == exp
     kind = "rgb" if cfg.model.mode == "rgb" else "gs"
     assert cfg.data[kind].train and cfg.data[kind].val
@@ -36,17 +35,19 @@ def test_every_experiment_composes(exp, overlay):
 
 @pytest.mark.parametrize("overlay", sorted(p.stem for p in EXPERIMENTS.glob("fit_*.yaml")))
 def test_every_fit_overlay_composes(overlay):
-    from gs_lightning.fit.fitter import PARAMETERIZATIONS, FitConfig
+    from gs_lightning.fit.fitter import PARAMETERIZATIONS
 
-    cfg = FitConfig.from_config(compose(["fit", overlay]).fit)
+    cfg = load_fit_config(["fit", overlay])
     assert cfg.parameterization in PARAMETERIZATIONS and cfg.iterations > 0
 
 
 def test_unknown_keys_and_experiments_are_named():
-    with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.devicez'"):
-        compose(["base", "gs196"], ["trainer.devicez=2"])
-    with pytest.raises(ConfigError, match=r"no experiment or overlay 'gs197'.*known: .*gs196"):
-        compose(["base", "gs197"])
+    with pytest.raises(UserError, match=r"^trainer\.devicez: unknown config key"):
+        compose(TrainRun, ["base", "gs196"], ["trainer.devicez=2"])
+    with pytest.raises(UserError, match=r"^gs197: no experiment or overlay.*known: .*gs196"):
+        compose(TrainRun, ["base", "gs197"])
+    with pytest.raises(UserError, match=r"^fit\.num_splats: Value 'abc' of type 'str' could not be converted"):
+        compose(FitRun, ["fit"], ["fit.num_splats=abc"])
 
 
 def agent_command(spec: dict, params: dict) -> list[str]:
@@ -74,7 +75,7 @@ def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
                    "data.gs.val": pattern, "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.max_epochs": 1,
                    "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1, "data.batch_size": 2,
                    "data.val_batch_size": 2})
-    params.update(dict(a.split("=", 1) for a in TINY_GS))
+    params.update(dict(a.split("=", 1) for a in TINY_TRAIN))
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     out = subprocess.run(agent_command(spec, params), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -88,8 +89,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "runs" / "gs196_scratch"
     args = [sys.executable, "-m", "gs_lightning", "train", "gs196_scratch", "demo", f"output_dir={tmp_path}/runs",
             f"data.gs.train={pattern}", f"data.gs.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
-            "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=5", "trainer.enable_progress_bar=false",
-            *TINY_GS]
+            "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=5", *TINY_TRAIN]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
@@ -98,16 +98,59 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     assert last.exists(), proc.stdout.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)  # checkpoints are renamed into place: a visible one is whole
     proc.wait()
-    saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < saved < 60, "killed mid-epoch"
     out = subprocess.run(args + ["resume=true"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"training from global step {saved} " in out.stdout + out.stderr
-    final = torch.load(last, map_location="cpu", weights_only=False)
+    final = torch.load(last, map_location="cpu", weights_only=True)
     assert final["global_step"] == 60
     adam_steps = {int(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
     assert adam_steps == {60}  # the optimizer went on counting: its state was restored, not rebuilt
     assert final["lr_schedulers"][0]["last_epoch"] == 60  # and so did the schedule
+
+
+def test_sigterm_saves_last_checkpoint_and_resume_goes_on_from_it(tmp_path):
+    """A cluster's SIGTERM (preemption, time limit): last.ckpt is saved at the next batch boundary, the run exits
+    128 + 15 within the grace period, and resume=true continues from that step."""
+    pattern = fitted_shards(tmp_path / "gs", [300, 300])
+    run = tmp_path / "runs" / "gs196_scratch"
+    args = [sys.executable, "-m", "gs_lightning", "train", "gs196_scratch", "demo", f"output_dir={tmp_path}/runs",
+            f"data.gs.train={pattern}", f"data.gs.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
+            "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=100000", "trainer.log_every_n_steps=1",
+            *TINY_TRAIN]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = run / "csv" / "metrics.csv"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and (not metrics.exists() or metrics.stat().st_size < 200):
+        time.sleep(0.05)  # the CSV logger has flushed a few steps: training is under way
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    assert not last.exists()  # no periodic checkpoint: only SIGTERM can write it
+    os.kill(proc.pid, signal.SIGTERM)
+    t0 = time.time()
+    output = proc.communicate(timeout=60)[0].decode()
+    assert time.time() - t0 < 30 and proc.returncode == 128 + signal.SIGTERM, (proc.returncode, output[-3000:])
+    assert "Traceback" not in output and "stopped by SIGTERM" in output
+    saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert 0 < saved < 300
+    out = subprocess.run(args + ["resume=true"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"training from global step {saved} " in out.stdout + out.stderr
+
+
+def test_a_checkpoint_killed_mid_write_is_never_torn(tmp_path):
+    """Kill half way through the second save of last.ckpt, as a cluster job dies while Lightning moves its
+    checkpoint from a local /tmp onto a shared filesystem (tests/stop_at.py): last.ckpt stays the first save."""
+    pattern = fitted_shards(tmp_path / "gs", [40, 40])
+    args = [sys.executable, "tests/stop_at.py", "interrupted-move", "last.ckpt", "2", "--", "train", "gs196_scratch",
+            "demo", f"output_dir={tmp_path}/runs", f"data.gs.train={pattern}", f"data.gs.val={pattern}",
+            "data.batch_size=2", "trainer.max_epochs=1", "trainer.limit_val_batches=1",
+            "checkpoint.every_n_train_steps=3", *TINY_TRAIN]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == -signal.SIGKILL, f"the fault hook did not fire: {out.returncode} {out.stderr[-2000:]}"
+    last = tmp_path / "runs" / "gs196_scratch" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
 
 
 def test_compare_reads_the_best_epoch(tmp_path):

@@ -1,23 +1,25 @@
 """Models: transfer freezing and lr groups, one optimizer step, exact text features, resampler padding,
 awkward splat sets, checkpoint mismatches, and a 2-process DDP run of the train command."""
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN, shipped_model_kwargs
 from helpers import datacomp_shards, fitted_shards
 
 from gs_lightning.compare import load_run
+from gs_lightning.config import UserError
 from gs_lightning.models.clip_module import ClipModule
-from gs_lightning.models.gs_encoder import GSConfig, PerceiverResampler, load_matching, read_state_dict
+from gs_lightning.models.gs_encoder import PerceiverResampler, load_matching, read_state_dict
 from gs_lightning.splats import Splats
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "ViT-Tiny-16"
-GS = {"num_queries": 5, "resampler_heads": 2, "stem_hidden": 16, "num_freqs": 3}
 
 
 def unit_splats(batch: int, n: int, seed: int = 0) -> Splats:
@@ -31,18 +33,18 @@ def unit_splats(batch: int, n: int, seed: int = 0) -> Splats:
 @pytest.fixture(scope="module")
 def rgb_checkpoint(tmp_path_factory) -> str:
     torch.manual_seed(0)
-    rgb = ClipModule(model_name=TINY, mode="rgb")
+    rgb = ClipModule(**shipped_model_kwargs(mode="rgb"))
     path = tmp_path_factory.mktemp("rgb") / "best.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in rgb.model.state_dict().items()}}, path)
     return str(path)
 
 
 def transfer(rgb_checkpoint, **kw) -> ClipModule:
-    return ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=rgb_checkpoint, gs=GS, warmup_steps=1, **kw)
+    return ClipModule(**shipped_model_kwargs(mode="transfer", rgb_checkpoint=rgb_checkpoint, **kw))
 
 
 def expected_trainable(names: list[str]) -> set[str]:
-    """The paper's recipe, spelled out independently of ClipModule.lr_scale_of."""
+    """The paper's recipe, spelled out independently of ClipModule.lr_ratio_of."""
     keep = set()
     for n in names:
         if n.startswith(("visual.stem.", "visual.resampler.", "visual.transformer.resblocks.0.",
@@ -69,8 +71,9 @@ def test_transfer_trains_exactly_the_intended_parameters_at_their_lrs(rgb_checkp
         else:
             assert id(p) not in lr_of
     wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
-    assert wd[id(m.model.logit_scale)] == 0 and wd[id(m.model.visual.ln_post.weight)] == 0
-    assert wd[id(m.model.visual.stem.proj.weight)] == 0.2
+    for n, p in m.model.named_parameters():  # matrices decay; biases, norms, embeddings of rank < 2, logit scale not
+        if p.requires_grad:
+            assert wd[id(p)] == (0.2 if p.ndim >= 2 else 0.0), n
 
 
 def one_step(module: ClipModule, batch: dict) -> L.Trainer:
@@ -96,7 +99,7 @@ def test_one_step_moves_every_trainable_tensor_and_no_frozen_one(rgb_checkpoint)
 
 
 def test_logit_scale_is_clamped_after_the_step():
-    m = ClipModule(model_name=TINY, mode="scratch", gs=GS, warmup_steps=1)
+    m = ClipModule(**shipped_model_kwargs(mode="scratch"))
     with torch.no_grad():
         m.model.logit_scale.fill_(10.0)
     one_step(m, splat_batch(m))
@@ -104,7 +107,7 @@ def test_logit_scale_is_clamped_after_the_step():
 
 
 def test_transfer_reproduces_the_rgb_text_features_exactly(rgb_checkpoint):
-    rgb = ClipModule(model_name=TINY, mode="rgb")
+    rgb = ClipModule(**shipped_model_kwargs(mode="rgb"))
     load_matching(rgb.model, read_state_dict(rgb_checkpoint), rgb_checkpoint)
     gs = transfer(rgb_checkpoint)
     text = rgb.tokenizer(["a photo of a cat.", "a sneaker", "an ankle boot, black"])
@@ -145,17 +148,18 @@ def test_awkward_splat_counts_give_finite_features(rgb_checkpoint, n):
 
 
 def test_wrong_architecture_checkpoint_names_the_weights(tmp_path, rgb_checkpoint):
-    other = ClipModule(model_name="ViT-Demo-28", mode="rgb")
+    other = ClipModule(**shipped_model_kwargs(mode="rgb", name="ViT-Demo-28"))
     path = tmp_path / "other.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in other.model.state_dict().items()}}, path)
-    with pytest.raises(ValueError, match=r"does not match the model; weights \d+ with another shape: ln_final\.bias: "
-                                         r"checkpoint \(128,\) vs model \(32,\).*not in the model: transformer\."):
-        ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=str(path), gs=GS)
+    with pytest.raises(UserError, match=r"^model\.rgb_checkpoint: .* does not match the model; weights \d+ with another "
+                                        r"shape: ln_final\.bias: checkpoint \(128,\) vs model \(32,\).*not in the model: "
+                                        r"transformer\."):
+        transfer(str(path))
     state = read_state_dict(rgb_checkpoint)
     del state["visual.proj"]
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"1 missing from the checkpoint: visual\.proj"):
-        ClipModule(model_name=TINY, mode="transfer", rgb_checkpoint=str(path), gs=GS)
+    with pytest.raises(UserError, match=r"1 missing from the checkpoint: visual\.proj"):
+        transfer(str(path))
 
 
 def test_schedule_keeps_the_groups_lr_ratio(rgb_checkpoint):
@@ -170,26 +174,138 @@ def test_schedule_keeps_the_groups_lr_ratio(rgb_checkpoint):
     for _ in range(3):  # warmup, then cosine
         opt.step()
         sched.step()
-        lrs = {g["lr_scale"]: g["lr"] for g in opt.param_groups}
+        lrs = {g["lr_ratio"]: g["lr"] for g in opt.param_groups}
         assert lrs[1.0] > 0 and lrs[0.1] == pytest.approx(0.1 * lrs[1.0])
         seen.append(lrs[1.0])
     assert len(set(seen)) >= 2  # the lr did move (warmup end and cosine start are both 1.0)
 
 
-def test_rgb_then_transfer_train_and_validate_with_two_ddp_processes(tmp_path):
+def test_rgb_then_the_configured_transfer_over_two_ddp_processes(tmp_path):
+    """The train command's wiring, checked on what the runs wrote: with model.unfrozen_blocks=1 and
+    model.transfer_lr_ratio=0.37, the transfer's checkpoint has the teacher's text tower and blocks 1.. unchanged,
+    block 0 moved, and its optimizer's groups at lr and 0.37 lr."""
     rgb = datacomp_shards(tmp_path / "rgb", [6, 6], size=16, labelled=True)
     gs = fitted_shards(tmp_path / "gs", [6, 6])
-    common = [f"output_dir={tmp_path}/runs", f"model.name={TINY}", "trainer.devices=2", "trainer.strategy=ddp",
+    common = [f"output_dir={tmp_path}/runs", *TINY_TRAIN, "trainer.devices=2", "trainer.strategy=ddp",
               "trainer.limit_train_batches=1", "trainer.max_epochs=1", "data.batch_size=3", "data.val_batch_size=4",
-              "data.num_workers=0", f"data.rgb.train={rgb}", f"data.rgb.val={rgb}", f"data.gs.train={gs}",
-              f"data.gs.val={gs}", "model.gs.num_queries=5", "model.gs.resampler_heads=2"]
-    for exp in ("rgb", "gs196"):
-        out = subprocess.run([sys.executable, "-m", "gs_lightning", "train", exp, "demo", *common], cwd=ROOT,
+              f"data.rgb.train={rgb}", f"data.rgb.val={rgb}", f"data.gs.train={gs}", f"data.gs.val={gs}"]
+    for exp, extra in (("rgb", []), ("gs196", ["model.unfrozen_blocks=1", "model.transfer_lr_ratio=0.37"])):
+        out = subprocess.run([sys.executable, "-m", "gs_lightning", "train", exp, "demo", *common, *extra], cwd=ROOT,
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
         metrics = (tmp_path / "runs" / exp / "csv" / "metrics.csv").read_text()
         assert "val/top1" in metrics and "train/loss" in metrics
-        assert (tmp_path / "runs" / exp / "checkpoints" / "best.ckpt").exists()
     assert "trainable:" in out.stdout + out.stderr
-    # compare reads the query count the model reported: 5 x the demo's query_scale 0.25, rounded
-    assert load_run(tmp_path / "runs" / "gs196").queries == 1 and load_run(tmp_path / "runs" / "rgb").queries is None
+    teacher = read_state_dict(tmp_path / "runs" / "rgb" / "checkpoints" / "best.ckpt")
+    ckpt = torch.load(tmp_path / "runs" / "gs196" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    student = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()}
+    blocks = sorted({k.split(".")[3] for k in student if k.startswith("visual.transformer.resblocks.")})
+    assert blocks == ["0", "1", "2"]
+    for k, v in student.items():
+        if k.startswith("visual.transformer.resblocks.0.") and k.endswith("weight") and v.ndim == 2:
+            assert not torch.equal(v, teacher[k]), f"{k} is unfrozen but did not move"
+        elif k.startswith(("visual.transformer.resblocks.1.", "visual.transformer.resblocks.2.", "transformer.",
+                           "token_embedding", "ln_final", "text_projection")):
+            assert torch.equal(v, teacher[k]), f"{k} is frozen but changed"
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    assert sorted({g["lr_ratio"] for g in groups}) == [0.37, 1.0]
+    assert sorted({g["initial_lr"] for g in groups}) == pytest.approx([0.37e-3, 1e-3])
+    # compare reads the query count the model reported
+    assert load_run(tmp_path / "runs" / "gs196").queries == 5 and load_run(tmp_path / "runs" / "rgb").queries is None
+
+
+def test_scratch_starts_from_random_weights_not_the_teachers(rgb_checkpoint):
+    from gs_lightning.config import TrainRun, compose
+
+    assert compose(TrainRun, ["base", "gs196_scratch"]).model.rgb_checkpoint is None
+    torch.manual_seed(1)
+    scratch = ClipModule(**shipped_model_kwargs(mode="scratch", rgb_checkpoint=rgb_checkpoint))
+    teacher = read_state_dict(rgb_checkpoint)
+    for k, v in scratch.model.state_dict().items():
+        if k.startswith(("visual.transformer.", "transformer.")) and k.endswith("weight") and v.ndim == 2:
+            assert not torch.equal(v, teacher[k]), f"scratch {k} holds the teacher's weights"
+
+
+# ---- zero-shot accuracy against a known answer -------------------------------------------------------------------
+
+NUM_CLASSES = 10  # the fashion-mnist eval set
+RANKS = [0, 1, 3, 0, 7, 4, 9]  # where each sample's true class ranks among the scores it gets
+
+
+def known_answer_shards(root) -> str:
+    """7 labelled splat sets; record row 0 carries (label / 10, rank / 10) in r and g, for the stub encoder."""
+    from gs_lightning.data.shards import FittedShardWriter, update_sizes
+
+    for shard, samples in enumerate(([0, 1, 2, 3], [4, 5, 6])):
+        w = FittedShardWriter(root / f"{shard:05d}.tar")
+        for i in samples:
+            record = np.full((2, 8), 0.1, np.float16)
+            record[0, 5], record[0, 6] = (i * 3 % NUM_CLASSES) / 10, RANKS[i] / 10
+            w.write(f"s{i}", record, {}, None, i * 3 % NUM_CLASSES)
+        w.commit()
+    update_sizes(root, {"00000.tar": 4, "00001.tar": 3})
+    return str(root / "{00000..00001}.tar")
+
+
+def stub_encoder(module: ClipModule) -> None:
+    """encode_image returns, for each splat set, features whose scores against the zero-shot classifier are exactly
+    a ranking with the true class at the set's rank: scores = G w with G = C^T C, so w = G^-1 scores."""
+    def encode_image(splats, normalize=False):
+        C = module.classifier  # [D, K] unit columns
+        labels = (splats.rgb[:, 0, 0] * 10).round().long()
+        ranks = (splats.rgb[:, 0, 1] * 10).round().long()
+        scores = torch.zeros(len(labels), NUM_CLASSES)
+        for b, (label, rank) in enumerate(zip(labels.tolist(), ranks.tolist())):
+            order = [c for c in range(NUM_CLASSES) if c != label]
+            order.insert(rank, label)
+            scores[b, order] = torch.arange(NUM_CLASSES, 0, -1, dtype=torch.float32)
+        return scores @ torch.linalg.inv(C.T @ C) @ C.T  # [B, D]; features @ C = scores
+
+    module.model.encode_image = encode_image
+
+
+def expected_accuracy() -> tuple[float, float]:
+    return sum(r < 1 for r in RANKS) / len(RANKS), sum(r < 5 for r in RANKS) / len(RANKS)
+
+
+def test_zero_shot_accuracy_has_the_known_answer(tmp_path):
+    from gs_lightning.data.datamodules import ZeroShotDataModule
+
+    module = ClipModule(**shipped_model_kwargs(mode="scratch"), eval_set="fashion-mnist")
+    stub_encoder(module)
+    val = ZeroShotDataModule(kind="gs", path=known_answer_shards(tmp_path), batch_size=3, num_workers=0)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.validate(module, dataloaders=val.val_dataloader(), verbose=False)
+    top1, top5 = expected_accuracy()
+    assert metrics["val/top1"] == pytest.approx(top1) and metrics["val/top5"] == pytest.approx(top5)
+
+
+DDP_VALIDATE = """
+import json, sys
+import lightning as L
+sys.path.insert(0, "tests")
+from conftest import shipped_model_kwargs
+from test_models import ClipModule, stub_encoder
+from gs_lightning.data.datamodules import ZeroShotDataModule
+
+module = ClipModule(**shipped_model_kwargs(mode="scratch"), eval_set="fashion-mnist")
+stub_encoder(module)
+val = ZeroShotDataModule(kind="gs", path=sys.argv[1], batch_size=2, num_workers=1)
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, use_distributed_sampler=False)
+(metrics,) = trainer.validate(module, dataloaders=val.val_dataloader(), verbose=False)
+if trainer.global_rank == 0:
+    print("METRICS", json.dumps(metrics))
+"""
+
+
+def test_zero_shot_over_two_ddp_ranks_counts_each_sample_once(tmp_path):
+    """7 samples over 2 ranks: a sample counted twice or dropped would move top-1 off 2/7 or top-5 off 5/7."""
+    script = tmp_path / "validate.py"
+    script.write_text(DDP_VALIDATE)
+    out = subprocess.run([sys.executable, str(script), known_answer_shards(tmp_path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("METRICS"))[len("METRICS "):])
+    top1, top5 = expected_accuracy()
+    assert metrics["val/top1"] == pytest.approx(top1) and metrics["val/top5"] == pytest.approx(top5)

@@ -26,6 +26,8 @@ CASES = {
     "mixed_scales": (2, 80, 64, 48, {"scale": (0.05, 60.0), "margin": 10.0}),
     "n0": (2, 0, 16, 17, {}),
 }
+# More Gaussians on one 16x16 tile than a CUDA block stages at once (256).
+CROWDED_TILE = (2, 1000, 16, 16, {"scale": (1.0, 3.0)})
 
 
 def empty_first_image(s: Splats) -> Splats:
@@ -39,17 +41,29 @@ def grads(image: torch.Tensor, s: Splats, weight: torch.Tensor):
     return torch.autograd.grad((image * weight).sum(), [s.xy, s.chol, s.rgb], allow_unused=False)
 
 
-def compare_with_reference(s: Splats, height: int, width: int, backend: str, device: str = "cpu"):
+def with_garbage_padding(s: Splats) -> Splats:
+    """The same splats with NaN centres, zero covariances and infinite colours in the padded rows."""
+    xy, chol, rgb = s.xy.detach().clone(), s.chol.detach().clone(), s.rgb.detach().clone()
+    xy[~s.mask] = float("nan")
+    chol[~s.mask] = 0.0
+    rgb[~s.mask] = float("inf")
+    return Splats(xy, chol, rgb, s.mask)
+
+
+def compare_with_reference(s: Splats, height: int, width: int, backend, device: str = "cpu"):
+    """backend: a rasterize backend name, or render(splats, height, width). Returns its image and grads."""
     sd = Splats(*(t.detach().to(device).requires_grad_(True) for t in (s.xy, s.chol, s.rgb)), s.mask.to(device))
-    fast = rasterize(sd, height, width, backend=backend)
+    fast = backend(sd, height, width) if callable(backend) else rasterize(sd, height, width, backend=backend)
     ref = render_reference(s, height, width, cutoff=CUTOFF)
     torch.testing.assert_close(fast.cpu(), ref, rtol=1e-5, atol=1e-5)
     weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
-    for got, want, name in zip(grads(fast, sd, weight.to(device)), grads(ref, s, weight), ("xy", "chol", "rgb")):
+    fast_grads = grads(fast, sd, weight.to(device))
+    for got, want, name in zip(fast_grads, grads(ref, s, weight), ("xy", "chol", "rgb")):
         scale = want.abs().amax().item() if want.numel() else 1.0
         torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"grad {name}: {m}")
         padded = ~s.mask
         assert (got.cpu()[padded] == 0).all(), f"grad {name} of padded rows must be exactly zero"
+    return fast.detach().cpu(), [g.cpu() for g in fast_grads]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -108,11 +122,7 @@ def test_thread_count_does_not_change_a_bit():
 def test_padding_rows_are_never_read():
     """Garbage (NaN, zero covariance) in padded rows changes nothing."""
     s = random_splats(2, 30, 24, 24, keep=0.6, requires_grad=False)
-    xy, chol, rgb = s.xy.clone(), s.chol.clone(), s.rgb.clone()
-    xy[~s.mask] = float("nan")
-    chol[~s.mask] = 0.0
-    rgb[~s.mask] = float("inf")
-    garbage = Splats(xy, chol, rgb, s.mask)
+    garbage = with_garbage_padding(s)
     torch.testing.assert_close(rasterize(garbage, 24, 24), rasterize(s, 24, 24), rtol=0, atol=0)
     torch.testing.assert_close(rasterize(garbage, 24, 24, backend="torch"), rasterize(s, 24, 24), rtol=1e-5, atol=1e-5)
 
@@ -175,6 +185,9 @@ def test_extension_rejects_bad_direct_calls():
     strided = s.xy.transpose(0, 1).contiguous().transpose(0, 1)
     with pytest.raises(RuntimeError, match="contiguous"):
         _C.forward(strided, s.chol, s.rgb, s.mask, 8, 8, CUTOFF)
+    # The size limits are the bindings' own, for both backends: one side's tiles must fit a CUDA grid.
+    with pytest.raises(RuntimeError, match="too large"):
+        _C.forward(s.xy, s.chol, s.rgb, s.mask, 65535 * 16 + 1, 8, CUTOFF)
 
 
 needs_gpu = pytest.mark.skipif(
@@ -194,8 +207,8 @@ def test_cuda_matches_reference(case):
 @needs_gpu
 def test_cuda_counts_every_gaussian_of_a_crowded_tile():
     """1000 Gaussians on one 16x16 tile: all of them count (GaussianImage stopped at 256)."""
-    s = random_splats(2, 1000, 16, 16, scale=(1.0, 3.0))
-    compare_with_reference(s, 16, 16, "cuda", "cuda")
+    batch, n, height, width, kwargs = CROWDED_TILE
+    compare_with_reference(random_splats(batch, n, height, width, **kwargs), height, width, "cuda", "cuda")
 
 
 @pytest.mark.gpu

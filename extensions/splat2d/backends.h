@@ -28,6 +28,7 @@ std::vector<std::string> simd_path_names();
 std::string simd_path_name();
 
 #ifdef WITH_CUDA
+// Defined in cuda/splat2d_cuda.cu, which does not include this header (see there): keep both in step.
 torch::Tensor forward_cuda(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
                            const torch::Tensor& mask, int64_t height, int64_t width, double cutoff);
 

@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include "backends.h"
+#include "splat2d.h"
 
 namespace {
 
@@ -27,10 +28,20 @@ void check_inputs(const torch::Tensor& xy, const torch::Tensor& chol, const torc
               "splat2d: mask must be a contiguous bool tensor on the device of xy");
 }
 
+// Limits of both backends: N fits the int32 Gaussian ids of the CUDA bins, and a side's tiles fit a
+// CUDA grid's y (at most 65535), which also keeps it below 2^20 pixels.
+void check_sizes(const torch::Tensor& xy, int64_t height, int64_t width) {
+  TORCH_CHECK(height > 0 && width > 0, "splat2d: height and width must be positive, got ", height, "x", width);
+  TORCH_CHECK(xy.size(1) < (int64_t(1) << 30), "splat2d: N = ", xy.size(1), " splats per image is too many");
+  constexpr int64_t kMaxSide = int64_t(65535) * splat2d::kTile;
+  TORCH_CHECK(height <= kMaxSide && width <= kMaxSide, "splat2d: image size ", height, "x", width,
+              " is too large (at most ", kMaxSide, " a side)");
+}
+
 torch::Tensor forward(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
                       const torch::Tensor& mask, int64_t height, int64_t width, double cutoff) {
   check_inputs(xy, chol, rgb, mask);
-  TORCH_CHECK(height > 0 && width > 0, "splat2d: height and width must be positive, got ", height, "x", width);
+  check_sizes(xy, height, width);
   if (xy.is_cuda()) {
 #ifdef WITH_CUDA
     return splat2d::forward_cuda(xy, chol, rgb, mask, height, width, cutoff);
@@ -49,6 +60,7 @@ std::vector<torch::Tensor> backward(const torch::Tensor& xy, const torch::Tensor
   TORCH_CHECK(grad_image.scalar_type() == torch::kFloat32 && grad_image.is_contiguous() &&
                   grad_image.device() == xy.device(),
               "splat2d: grad_image must be a contiguous float32 tensor on the device of xy");
+  check_sizes(xy, grad_image.size(2), grad_image.size(3));
   if (xy.is_cuda()) {
 #ifdef WITH_CUDA
     return splat2d::backward_cuda(xy, chol, rgb, mask, grad_image, cutoff);

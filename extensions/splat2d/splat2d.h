@@ -88,6 +88,11 @@ SPLAT_HD PixelBox pixel_box(const float* xy, const float* chol, float cutoff, in
   return box;
 }
 
+// The tiles a non-empty pixel box touches, in tile units: [x0, x1] x [y0, y1].
+SPLAT_HD PixelBox tile_span(const PixelBox& box) {
+  return PixelBox{box.x0 / kTile, box.x1 / kTile, box.y0 / kTile, box.y1 / kTile};
+}
+
 // Squared Mahalanobis distance of pixel centre (px, py), with the forward
 // substitution's intermediates (u, v) that the gradient reuses. F is float, or
 // a row of pixels sharing py.

@@ -21,8 +21,8 @@ import torch
 from gs_lightning.benchmarks.common import print_table
 from gs_lightning.data.demo import PHOTOS, photo_array
 from gs_lightning.data.shards import resize_center_crop
-from gs_lightning.config import compose
-from gs_lightning.fit.fitter import FitConfig, PruneConfig, fit_batch
+from gs_lightning.config import FitConfig, PruneConfig, load_fit_config
+from gs_lightning.fit.fitter import fit_batch
 from gs_lightning.splats import compression_ratio
 
 SIZE = 224
@@ -48,7 +48,7 @@ def photos(count: int) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
 
 def recipe_config(recipe: str, **changes) -> FitConfig:
     """A shipped fitting recipe (experiments/fit.yaml, plus its overlay), pruning off, with changes."""
-    return replace(FitConfig.from_config(compose(RECIPES[recipe]).fit), prune=PruneConfig(), **changes)
+    return replace(load_fit_config(RECIPES[recipe]), prune=PruneConfig(), **changes)
 
 
 def quality(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS, recipes=tuple(RECIPES)) -> None:
@@ -127,7 +127,7 @@ def _plot_quality(table: dict, curves: dict, counts, recipes, iterations: int, p
 
 def pruning(images: torch.Tensor, iterations: int, n: int = 400) -> None:
     print(f"\n== Pruning at {n} Gaussians, {iterations} iterations: ratio and PSNR cost vs no pruning")
-    shipped = FitConfig.from_config(compose(RECIPES["ours"]).fit).prune  # experiments/fit.yaml
+    shipped = load_fit_config(RECIPES["ours"]).prune  # experiments/fit.yaml
     base = recipe_config("ours", num_splats=n, iterations=iterations)
     _, ref = fit_batch(images, base)
     rows = []

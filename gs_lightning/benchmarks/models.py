@@ -22,12 +22,17 @@ def _peak_rss_mib() -> float:
 
 
 def _measure(model_name: str, queries: int | None, splats: int | None, batch: int, reps: int, out) -> None:
+    from omegaconf import OmegaConf
+
+    from gs_lightning.config import TrainRun, compose
     from gs_lightning.models.clip_module import ClipModule
     from gs_lightning.splats import Splats
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     mode = "rgb" if queries is None else "scratch"
-    module = ClipModule(model_name=model_name, mode=mode, gs={"num_queries": queries or 196})
+    cfg = compose(TrainRun, ["base"], [f"model.name={model_name}", f"model.mode={mode}",
+                                       f"model.gs.num_queries={queries or 196}"])
+    module = ClipModule(**OmegaConf.to_container(cfg.model, resolve=True))
     if queries is not None:  # the transfer recipe's trainable set, on random weights
         module.mode = "transfer"
         module.apply_trainable()

@@ -2,6 +2,8 @@
 
     python -m gs_lightning.benchmarks.render [--quick]
 
+With a CUDA device and a CUDA build, gpu_benchmark runs instead (batches up to 4096, Fig. 2).
+
 Splats are laid out like a fitted set (grid centres with jitter, each
 Gaussian about a grid cell wide), so the pair counts are those of real work.
 The dense reference runs at batch 1 only (at B=64 x 3136 splats its
@@ -14,7 +16,7 @@ import math
 import torch
 
 from gs_lightning.benchmarks.common import interleaved_seconds, num_threads, print_table
-from gs_lightning.render import CUTOFF, rasterize, render_reference
+from gs_lightning.render import CUTOFF, cuda_backend_available, rasterize, render_reference
 from gs_lightning.splats import Splats
 
 SIZE = 224
@@ -61,10 +63,54 @@ def upstream(batch: int, device: str = "cpu") -> torch.Tensor:  # [batch, 3, SIZ
     return torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(device)
 
 
+def gpu_benchmark(quick: bool = False) -> None:
+    """The CUDA backend: fwd+bwd ms/image and images/s at batch 1 .. 4096, the speedup of one batch of
+    4096 over the same work image after image (the paper's Fig. 2), and time vs N at constant footprint."""
+    batches = (1, 64) if quick else (1, 64, 1024, 4096)
+    reps = 1 if quick else 5
+    singles = 16 if quick else 64  # batch 1 is timed over this many images, one call after another
+    print(f"Rasterizer on {torch.cuda.get_device_name()}, {SIZE}x{SIZE}, forward+backward, cut-off s2 <= {CUTOFF:.2f}")
+
+    def seconds_per_image(n: int, batch: int, calls: int = 1) -> tuple[float, float]:
+        """(seconds per image, visited pairs per image) for `calls` launches of `batch` images each."""
+        s = fitted_like_splats(batch * calls, n).to("cuda")
+        grad = torch.randn(batch * calls, 3, SIZE, SIZE, device="cuda")
+        parts = [(Splats(*(x[k : k + batch] for x in (s.xy, s.chol, s.rgb, s.mask))), grad[k : k + batch])
+                 for k in range(0, batch * calls, batch)]
+        t = interleaved_seconds({0: lambda: [fwd_bwd(sk, "cuda", gk) for sk, gk in parts]}, reps=reps)[0]
+        pairs = evaluated_pairs(s) / (batch * calls)
+        del s, grad, parts
+        torch.cuda.empty_cache()
+        return t / (batch * calls), pairs
+
+    rows, per_image = [], {}
+    for n in (400, 3136):
+        for batch in batches:
+            per_image[n, batch], pairs = seconds_per_image(n, batch, singles if batch == 1 else 1)
+            t = per_image[n, batch]
+            rows.append([n, batch, f"{1e3 * t:.3f}", f"{1 / t:.0f}", f"{2 * pairs / t / 1e9:.2f}",
+                         f"{per_image[n, 1] / t:.1f}x"])
+    print_table(["splats", "batch", "ms/image", "images/s", "Gpairs/s (visited)", "vs batch 1"], rows)
+    for n in (400, 3136):
+        print(f"  Fig. 2, {n} splats: batch {batches[-1]} renders {per_image[n, 1] / per_image[n, batches[-1]]:.1f}x "
+              f"the images/s of batch 1 image after image")
+
+    # fitted_like_splats shrinks each splat with its grid cell (SIZE / sqrt(N)), so the pairs visited per
+    # image stay about constant: a rasterizer whose cost follows the footprint keeps its time too.
+    batch = 64
+    footprint = {n: seconds_per_image(n, batch) for n in (400, 4900, 20000)}
+    rows = [[n, f"{SIZE / math.ceil(math.sqrt(n)):.1f}", f"{pairs / 1e6:.2f}", f"{1e3 * t:.3f}",
+             f"{t / footprint[400][0]:.2f}x"] for n, (t, pairs) in footprint.items()]
+    print(f"Time vs N at constant footprint (batch {batch}):")
+    print_table(["splats", "grid cell px", "Mpairs/image", "ms/image", "vs 400"], rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch 1 and 8 only, one repetition")
     args = parser.parse_args(argv)
+    if torch.cuda.is_available() and cuda_backend_available():
+        return gpu_benchmark(args.quick)
     batches = (1, 8) if args.quick else (1, 8, 64)
     reps = 1 if args.quick else 7
     threads = torch.get_num_threads()

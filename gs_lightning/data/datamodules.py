@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from typing import Callable
 
 import lightning as L
@@ -31,13 +30,14 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from gs_lightning.data.shards import (
-    BadSample, DataPathError, RawSample, Source, decode_pil, decode_splats, existing_sources, read_sizes, worker_slot,
+    BadSample, DataPathError, RawSample, Source, decode_pil, decode_splats, existing_sources, read_sizes, warn_skipped,
+    worker_slot,
 )
 from gs_lightning.splats import Splats
 
 
-DEMO_HINT = ("To run without downloads use the embedded demo data: `make train EXP=... DATA=demo` "
-             "(python -m gs_lightning train EXP demo).")
+DEMO_HINT = ("To run without downloads, `make demo` writes the embedded demo data and its fitted splats, which "
+             "`make train EXP=... DATA=demo` (python -m gs_lightning train EXP demo) then reads.")
 
 
 class SampleStream(wds.DataPipeline):
@@ -56,33 +56,32 @@ class SampleStream(wds.DataPipeline):
         seed: int = 0,
     ):
         self.sources, self.decode, self.collate = sources, decode, collate
-        self.train, self.seed, self.shuffle_buffer = train, seed, shuffle_buffer
+        self.train, self.seed = train, seed
         self.batches_per_slot = batches_per_slot
         self.passes = 0  # per worker process; persistent workers make every epoch's shuffle differ
         self.pending_skips = 0  # bad samples met since this process's previous batch
+        # Reseeded at the start of every pass (in _samples) from (seed, slot, pass), so runs repeat.
+        self.shuffle_rng = random.Random()
         stages = [self._samples]
         if train:
-            stages.append(self._shuffle)
-        stages.append(lambda src: wds.filters._batched(src, batch_size, collation_fn=collate, partial=not train))
-        stages.append(self._count_skips)
+            stages.append(wds.shuffle(shuffle_buffer, min(100, shuffle_buffer), rng=self.shuffle_rng))
+        stages += [wds.batched(batch_size, collation_fn=collate, partial=not train), self._count_skips]
         super().__init__(*stages)
         if train:
             self.repeat(nepochs=-1).with_epoch(nbatches=batches_per_slot)
 
-    def _rng(self) -> random.Random:
-        slot, _ = worker_slot()
-        return random.Random(hash((self.seed, slot, self.passes)))
-
     def _samples(self, _=None):
         slot, slots = worker_slot()
         self.passes += 1
-        rng = self._rng()
+        rng = random.Random(hash((self.seed, slot, self.passes)))
+        self.shuffle_rng.seed(hash((self.seed, slot, self.passes, 1)))  # ints only: str hashes vary by process
         if len(self.sources) >= slots:
-            mine, keep = self.sources[slot::slots], lambda i: True
+            mine, keep, reports = self.sources[slot::slots], lambda i: True, True
             if self.train:
                 mine = rng.sample(mine, len(mine))
         else:  # every slot reads every shard in the same order, keeping its own positions
             mine, keep = self.sources, lambda i: i % slots == slot
+            reports = slot == 0  # what cannot be read, every slot meets: one of them tells
         index = 0
         for source in mine:
             errors: list[tuple[str, str]] = []
@@ -93,22 +92,19 @@ class SampleStream(wds.DataPipeline):
                 try:
                     sample = self.decode(raw, rng)
                 except BadSample as e:
-                    warnings.warn(f"skipping {source.name}/{raw.key}: {e}", stacklevel=2)
+                    warn_skipped(source.name, raw.key, str(e))
                     self.pending_skips += 1
                     continue
                 sample["key"] = f"{source.name}/{raw.key}"
                 yield sample
-            for key, reason in errors:
-                warnings.warn(f"skipping {source.name}/{key}: {reason}", stacklevel=2)
+            for key, reason in errors if reports else ():
+                warn_skipped(source.name, key, reason)
                 self.pending_skips += 1
 
     def _count_skips(self, batches):
         for batch in batches:
             batch["skipped"], self.pending_skips = self.pending_skips, 0
             yield batch
-
-    def _shuffle(self, src):
-        return wds.filters._shuffle(src, self.shuffle_buffer, min(100, self.shuffle_buffer), rng=self._rng())
 
 
 # ---- decoding and collation per kind ------------------------------------------------
@@ -225,7 +221,7 @@ class DataCompDataModule(L.LightningDataModule):
 
 
 class ZeroShotDataModule(L.LightningDataModule):
-    """Labelled eval images or their fitted splats, with the class names and prompt templates."""
+    """Labelled eval images or their fitted splats; each is counted once across ranks."""
 
     def __init__(
         self,
@@ -235,18 +231,12 @@ class ZeroShotDataModule(L.LightningDataModule):
         batch_size: int,
         preprocess: Callable | None = None,  # open_clip's val transform (kind="rgb")
         max_splats: int | None = None,
-        classnames: list[str] | None = None,  # default: ImageNet-1K's, from open_clip
-        templates: list[Callable[[str], str]] | None = None,
         num_workers: int = 2,
         key: str = "data.val",
     ):
         super().__init__()
         _check_kind(kind)
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
-
         self.kind, self.batch_size, self.preprocess, self.max_splats = kind, batch_size, preprocess, max_splats
-        self.classnames = list(classnames or IMAGENET_CLASSNAMES)
-        self.templates = list(templates or OPENAI_IMAGENET_TEMPLATES)
         self.num_workers = num_workers
         self.sources = existing_sources(path, key, DEMO_HINT)
 

@@ -20,19 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gs_lightning.config import UserError
 from gs_lightning.data.shards import update_sizes, write_image_shard
+from gs_lightning.eval_sets import FASHION_CLASSNAMES, FASHION_TEMPLATES
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSNAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                      "ankle boot"]
-FASHION_TEMPLATES = [
-    lambda c: f"a photo of a {c}.",
-    lambda c: f"a black and white photo of a {c}.",
-    lambda c: f"a low resolution photo of a {c}.",
-    lambda c: f"a product photo of a {c}.",
-    lambda c: f"a picture of a {c}, a piece of clothing.",
-    lambda c: f"a small photo of the {c}.",
-]
 
 # (scikit-image loader, caption); all ship inside the wheel (no pooch download).
 PHOTOS = [
@@ -81,8 +73,8 @@ def write_fashion_mnist(root: str | Path, *, train_limit: int | None = None, tes
                         shard_size: int = 5000, source: Path = FASHION_MNIST_DIR) -> dict[str, str]:
     """Write train (caption) and test (caption + class) shards once; return their shard patterns."""
     if not (source / "train-images-idx3-ubyte.gz").exists():
-        raise FileNotFoundError(
-            f"Fashion-MNIST not found in {source}: install Debian's package dataset-fashion-mnist "
+        raise UserError(
+            str(source), "Fashion-MNIST is not there: install Debian's package dataset-fashion-mnist "
             "(`make setup` does: apt-get install dataset-fashion-mnist)"
         )
     out, patterns = Path(root) / "fashion-mnist", {}

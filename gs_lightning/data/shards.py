@@ -10,6 +10,11 @@ Fitted shard (mirrors its input shard one to one, same name and keys):
 {key}.txt and {key}.cls passed through, {key}.json with the fit's record.
 It is written to `<name>.tmp` and renamed when complete, so a shard under its
 final name is always whole.
+
+Sample keys come from strangers' tars: a key that could escape a folder when
+written (absolute, `..`, backslash, control characters) is skipped, and so is
+any later sample whose key an earlier one of the shard had (the first is kept).
+Every skip is warned naming shard and key, and counted by the caller.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import braceexpand
 import numpy as np
@@ -28,6 +33,10 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 from PIL import Image
+
+from gs_lightning.atomic import AtomicFile, write_text_atomic
+from gs_lightning.config import UserError
+from gs_lightning.splats import RECORD_DIM
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -81,8 +90,8 @@ def decode_splats(data: bytes, max_splats: int | None = None, rng=None) -> np.nd
         a = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as e:
         raise BadSample(f"cannot read splats.npy: {type(e).__name__}: {e}") from None
-    if a.ndim != 2 or a.shape[1] != 8:
-        raise BadSample(f"splat record must be [N, 8], got {a.shape}")
+    if a.ndim != 2 or a.shape[1] != RECORD_DIM:
+        raise BadSample(f"splat record must be [N, {RECORD_DIM}], got {a.shape}")
     if not np.isfinite(a).all():
         raise BadSample("splat record holds NaN or inf")
     if not ((a[:, 2] > 0) & (a[:, 4] > 0)).all():
@@ -108,13 +117,7 @@ def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:  # [3, H
 
 def worker_slot() -> tuple[int, int]:
     """(slot, slots): this (DDP rank, dataloader worker) among all of them, for splitting shards."""
-    from torch.utils.data import get_worker_info
-
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    info = get_worker_info()
-    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    rank, world, worker, workers = wds.utils.pytorch_worker_info()
     return rank * workers + worker, world * workers
 
 
@@ -130,15 +133,6 @@ def read_sizes(urls: list[str]) -> int | None:
             return None
         total += int(cache[d][Path(u).name])
     return total
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `<path>.<pid>.tmp` and rename it: a reader never sees half a file, and ranks writing the
-    same file at once never share a temporary."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def update_sizes(directory: str | os.PathLike, counts: dict[str, int]) -> None:
@@ -187,16 +181,56 @@ class Source:
         yield from _tar_samples(self.url, errors)
 
 
+def unsafe_key(key: str) -> str | None:
+    """Why a sample key must not be written into a tar (None if it is safe). webdataset keys may hold
+    `/` between folder names, as tar members do; nothing may climb out of the folder they are written to."""
+    if not key or not key.isprintable():
+        return "the key is empty or holds control characters"
+    if key.startswith("/") or "\\" in key:
+        return "the key is an absolute path or holds a backslash"
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return "the key has an empty, '.' or '..' path component"
+    return None
+
+
+def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
+    """(key, {ext: bytes}) per sample: consecutive tar members of one key, as webdataset groups them.
+
+    An unsafe key, or a key that an earlier sample of the shard already had, is skipped and reported in
+    `errors`: the first sample of a key is kept, later ones are dropped whole.
+    """
+    seen: set[str] = set()
+    key, group = None, None  # group None: the current key's members are being dropped
+    for m in members:
+        k, ext = wds.tariterators.base_plus_ext(m["fname"])
+        if k is None:
+            continue
+        ext = ext.lower()
+        if k == key and (group is None or ext not in group):
+            if group is not None:
+                group[ext] = m["data"]
+            continue
+        if group is not None:
+            yield key, group
+        key, group = k, {ext: m["data"]}
+        if k in seen:
+            errors.append((k, "duplicate key: an earlier sample of this shard has it, and it is the one kept"))
+            group = None
+        elif (why := unsafe_key(k)) is not None:
+            errors.append((k, why))
+            group = None
+        seen.add(k)
+    if group is not None:
+        yield key, group
+
+
 def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
     def handler(exn: Exception) -> bool:
-        errors.append((f"{Path(url).name}", f"{type(exn).__name__}: {exn}"))
+        errors.append((f"{Path(url).name}", f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"))
         return True  # keep going with what is readable
 
-    ds = wds.WebDataset(
-        url, shardshuffle=False, nodesplitter=None, workersplitter=None, handler=handler, empty_check=False
-    )
-    for s in ds:
-        key = s["__key__"]
+    opened = wds.tariterators.url_opener([{"url": url}], handler=handler)
+    for key, s in group_members(wds.tariterators.tar_file_expander(opened, handler=handler, eof_value=None), errors):
         image = next((s[e] for e in IMAGE_EXTS if e in s), None)
         meta = {}
         if "json" in s:
@@ -236,19 +270,23 @@ def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
     return [Source(name=Path(u).name, url=u) for u in urls]
 
 
-class DataPathError(FileNotFoundError):
-    pass
+class DataPathError(UserError):
+    """A configured data path that holds no shards or images."""
 
 
 def existing_sources(pattern: str, key: str, hint: str, shard_size: int = 1000) -> list[Source]:
     """list_sources, but nothing found or a missing shard stops the run naming the config key, with a hint."""
-    sources = list_sources(pattern, shard_size) if pattern else []
+    try:
+        sources = list_sources(pattern, shard_size) if pattern else []
+    except ValueError as e:  # shards of one name in several folders
+        raise DataPathError(key, str(e)) from None
     missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
     if not sources or missing:
         raise DataPathError(
-            f"{key}={pattern!r}: no shards or images found"
+            key,
+            f"no shards or images found at {pattern!r}"
             + (f" (missing {missing[0]}{' and others' if len(missing) > 1 else ''})" if missing else "")
-            + f". {hint}"
+            + f". {hint}",
         )
     return sources
 
@@ -260,17 +298,14 @@ class FittedShardWriter:
     """Writes one fitted shard to `<final>.tmp`, renamed to its final name by `commit()`."""
 
     def __init__(self, final_path: str | os.PathLike):
-        self.final = Path(final_path)
-        self.tmp = self.final.with_name(self.final.name + ".tmp")
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._stream = open(self.tmp, "wb")
-        self._tar = wds.TarWriter(self._stream)
+        self.file = AtomicFile(final_path)  # one rank writes a shard: a fixed temporary name
+        self._tar = wds.TarWriter(open(self.file.tmp, "wb"))
         self.bytes_splats = 0
         self.count = 0
 
     def write(self, key: str, splats: np.ndarray, record: dict, caption: str | None, cls: int | None) -> None:
-        if splats.dtype != np.float16 or splats.ndim != 2 or splats.shape[1] != 8:
-            raise ValueError(f"{key}: splats must be float16 [N, 8], got {splats.dtype} {splats.shape}")
+        if splats.dtype != np.float16 or splats.ndim != 2 or splats.shape[1] != RECORD_DIM:
+            raise ValueError(f"{key}: splats must be float16 [N, {RECORD_DIM}], got {splats.dtype} {splats.shape}")
         sample = {"__key__": key, "splats.npy": splats, "json": record}
         if caption is not None:
             sample["txt"] = caption
@@ -282,22 +317,21 @@ class FittedShardWriter:
 
     def commit(self) -> None:
         self._tar.close()  # also closes the stream
-        os.replace(self.tmp, self.final)
+        self.file.commit()
 
     def abort(self) -> None:
         self._tar.close()
-        self.tmp.unlink(missing_ok=True)
+        self.file.abort()
 
 
 def write_image_shard(path: str | os.PathLike, samples: list[dict]) -> None:
     """Write a DataComp-style input shard; each sample: key, and any of jpg/png/webp bytes, txt, json, cls."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.{os.getpid()}.tmp")  # DDP ranks may write the same shard at once
-    with wds.TarWriter(str(tmp)) as tar:
+    with AtomicFile(path, unique=True) as tmp, wds.TarWriter(str(tmp)) as tar:  # DDP ranks may write it at once
         for s in samples:
             tar.write({"__key__": s["key"], **{k: v for k, v in s.items() if k != "key"}})
-    os.replace(tmp, path)
 
 
 def warn_skipped(shard: str, key: str, reason: str) -> None:
-    warnings.warn(f"skipping {shard}/{key}: {reason}", stacklevel=2)
+    """The one warning for a sample (or shard) that is skipped: names shard and key."""
+    shown = key if key.isprintable() else repr(key)
+    warnings.warn(f"skipping {shard}/{shown}: {reason}", stacklevel=2)

@@ -7,58 +7,27 @@ same as if it were fitted alone: batching buys speed, never coupling.
 What Adam steps is set by `parameterization` (see `_to_params`): ours by
 default, or GaussianImage's own, the fitting behind the paper's structured vs
 random comparison (4.3). An L1 penalty on the colours drives weak Gaussians
-towards zero; at the configured steps, a Gaussian whose luminance
+towards zero; at the configured points of the run (fractions of the iterations), a Gaussian whose luminance
 0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshold is pruned (its mask
 row turns False), so every image ends with its own N.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from gs_lightning.config import FitConfig
 from gs_lightning.fit.init import initialise
 from gs_lightning.render import rasterize
 from gs_lightning.splats import Splats
 
 LUMA = (0.2126, 0.7152, 0.0722)
-
-
-@dataclass
-class PruneConfig:
-    l1_weight: float = 0.0  # weight of mean |rgb| per image in the loss
-    threshold: float = 0.0  # luminance below which a Gaussian is pruned
-    steps: list[int] = field(default_factory=list)  # iterations at which to prune
-
-
-@dataclass
-class FitConfig:
-    num_splats: int = 400
-    iterations: int = 3000
-    init: str = "structured"  # structured | random
-    loss: str = "l2"  # l2 | l1_ssim
-    ssim_weight: float = 0.2  # share of (1 - SSIM) in l1_ssim
-    lr_xy: float = 0.02  # pixels per step
-    lr_scale: float = 0.01  # log l11, log l22
-    lr_shear: float = 0.01  # l21, pixels
-    lr_rgb: float = 0.005
-    lr_final: float = 0.05  # cosine decay to this fraction of every lr
-    parameterization: str = "log_scale"  # log_scale | gaussianimage: what Adam steps (_to_params)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-
-    @classmethod
-    def from_config(cls, f) -> "FitConfig":
-        """From the `fit` node of experiments/fit.yaml (an omegaconf DictConfig)."""
-        return cls(
-            num_splats=f.num_splats, iterations=f.iterations, init=f.init, loss=f.loss,
-            lr_xy=f.lr.xy, lr_scale=f.lr.scale, lr_shear=f.lr.shear, lr_rgb=f.lr.rgb, lr_final=f.lr.final,
-            parameterization=f.parameterization,
-            prune=PruneConfig(l1_weight=f.prune.l1_weight, threshold=f.prune.threshold, steps=list(f.prune.steps)),
-        )
+LOSSES = ("l2", "l1_ssim")
 
 
 @dataclass
@@ -88,12 +57,12 @@ def _image_loss(render: Tensor, images: Tensor, cfg: FitConfig) -> Tensor:  # ->
         ssim = structural_similarity_index_measure(render, images, data_range=1.0, reduction="none")
         l1 = F.l1_loss(render, images, reduction="none").mean(dim=(1, 2, 3))
         return (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim)
-    raise ValueError(f"fit.loss must be 'l2' or 'l1_ssim', got {cfg.loss!r}")
+    raise ValueError(f"fit.loss must be one of {LOSSES}, got {cfg.loss!r}")
 
 
-# What Adam steps, as (xy, scales, shear); FitConfig's learning rates are in these units.
-#   log_scale (ours): xy in pixels, log l11 and log l22, l21 in pixels. The scales take relative steps,
-#     so a Gaussian started at 1 pixel reaches 10 within a few hundred steps.
+# What Adam steps, as (xy, diagonal, shear); fit.lr is in these units.
+#   log_scale (ours): xy in pixels, log l11 and log l22, l21 in pixels. The log diagonal takes relative
+#     steps, so a Gaussian started at 1 pixel reaches 10 within a few hundred steps.
 #   gaussianimage: GaussianImage's GaussianImage_Cholesky, the code the paper builds on: atanh of the
 #     centre in [-1, 1] image coordinates, and the raw Cholesky factors. With its one learning rate of
 #     1e-3 a factor moves by about 1e-3 pixel per step, so a Gaussian keeps roughly the size it started
@@ -111,16 +80,16 @@ def _to_params(start: Splats, how: str, size: Tensor) -> list[Tensor]:  # size: 
 
 def _to_geometry(
     xy: Tensor,  # [B, N, 2]
-    scales: Tensor,  # [B, N, 2]
-    shear: Tensor,  # [B, N, 1]
+    diagonal: Tensor,  # [B, N, 2] l11, l22 (their logs under log_scale)
+    shear: Tensor,  # [B, N, 1] l21
     how: str,
     size: Tensor,  # [2] (W, H) pixels
 ) -> tuple[Tensor, Tensor]:  # centres [B, N, 2] pixels, chol [B, N, 3]
     if how == "log_scale":
-        return xy, torch.stack([scales[..., 0].exp(), shear[..., 0], scales[..., 1].exp()], -1)
+        return xy, torch.stack([diagonal[..., 0].exp(), shear[..., 0], diagonal[..., 1].exp()], -1)
     # A raw factor may step through zero. Negating a column of L leaves Sigma = L L^T as it is, so
     # the signs fold into the positive-diagonal factor the rasterizer takes; the floor keeps it > 0.
-    l11, l22 = scales.unbind(-1)
+    l11, l22 = diagonal.unbind(-1)
     chol = torch.stack([l11.abs().clamp(min=1e-3), shear[..., 0] * l11.sign(), l22.abs().clamp(min=1e-3)], -1)
     return (xy.tanh() + 1) / 2 * size, chol
 
@@ -129,7 +98,6 @@ def fit_batch(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
     *,
-    backend: str = "auto",
     init: Splats | None = None,
     callback=None,  # called as callback(step, loss) every 100 steps
 ) -> tuple[Splats, FitStats]:
@@ -141,34 +109,34 @@ def fit_batch(
     images = images.float().contiguous()
     start = init if init is not None else initialise(images, cfg.num_splats, cfg.init)
     size = torch.tensor([W, H], dtype=torch.float32, device=images.device)
-    xy, scales, shear = (t.requires_grad_(True) for t in _to_params(start, cfg.parameterization, size))
+    xy, diagonal, shear = (t.requires_grad_(True) for t in _to_params(start, cfg.parameterization, size))
     rgb = start.rgb.detach().clone().requires_grad_(True)
     mask = start.mask.clone()
     n_init = mask.sum(1)
 
     opt = torch.optim.Adam(
         [
-            {"params": [xy], "lr": cfg.lr_xy},
-            {"params": [scales], "lr": cfg.lr_scale},
-            {"params": [shear], "lr": cfg.lr_shear},
-            {"params": [rgb], "lr": cfg.lr_rgb},
+            {"params": [xy], "lr": cfg.lr.xy},
+            {"params": [diagonal], "lr": cfg.lr.diagonal},
+            {"params": [shear], "lr": cfg.lr.shear},
+            {"params": [rgb], "lr": cfg.lr.rgb},
         ]
     )
-    total = max(cfg.iterations, 1)
+    total, end = max(cfg.iterations, 1), cfg.lr.decay_to
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+        opt, lambda t: end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
     )
-    prune_steps = set(cfg.prune.steps)
+    prune_steps = {round(a * cfg.iterations) for a in cfg.prune.at}
 
     def current() -> Splats:
-        return Splats(*_to_geometry(xy, scales, shear, cfg.parameterization, size), rgb, mask)
+        return Splats(*_to_geometry(xy, diagonal, shear, cfg.parameterization, size), rgb, mask)
 
     for step in range(cfg.iterations):
         if step in prune_steps and cfg.prune.threshold > 0:
             with torch.no_grad():
                 mask &= luminance(rgb) >= cfg.prune.threshold
         splats = current()
-        render = rasterize(splats, H, W, backend=backend)
+        render = rasterize(splats, H, W, backend=cfg.backend)
         loss = _image_loss(render, images, cfg)
         if cfg.prune.l1_weight > 0:
             real = mask.float()
@@ -183,5 +151,5 @@ def fit_batch(
 
     with torch.no_grad():
         final = current().detach()
-        psnr = psnr_per_image(rasterize(final, H, W, backend=backend), images)
+        psnr = psnr_per_image(rasterize(final, H, W, backend=cfg.backend), images)
     return final, FitStats(psnr=psnr, n_init=n_init, n_final=final.mask.sum(1), iterations=cfg.iterations)

@@ -3,12 +3,14 @@
 rgb       open_clip's CLIP, every parameter trained at lr.
 transfer  the best RGB checkpoint's CLIP with a splat visual tower: the text tower and the ViT blocks
           are frozen except blocks 0..unfrozen_blocks-1; lr for the stem, resampler and new embeddings,
-          transfer_lr_scale x lr for the unfrozen blocks, ln_post, proj and the logit scale (paper 5.1).
+          transfer_lr_ratio x lr for the unfrozen blocks, ln_post, proj and the logit scale (paper 5.1).
 scratch   the same splat model from random init, every parameter trained at lr.
 
+The constructor's keywords are the `model` config node's keys, plus the zero-shot eval set (data.eval_set).
 Loss: open_clip's ClipLoss with features gathered across ranks; the logit scale is clamped at
-log(100) after every step. Weight decay is off for biases, norms, embeddings of rank < 2 and the
-logit scale. The schedule (linear warmup, cosine) scales every group's own lr, so their ratio holds.
+log(100) after every step. Weight decay applies to matrices only (p.ndim >= 2, nanoGPT's rule): never to
+biases, norms, the class embedding or the logit scale. The schedule (linear warmup, cosine) multiplies
+every group's own lr, so their ratio holds.
 """
 from __future__ import annotations
 
@@ -21,48 +23,50 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from open_clip.loss import ClipLoss
 
-from gs_lightning.models.gs_encoder import GSConfig, build_clip
-from gs_lightning.models.zeroshot import zero_shot_classifier, zero_shot_metadata, zero_shot_metrics
+from gs_lightning.config import GSConfig
+from gs_lightning.eval_sets import eval_set as eval_set_metadata
+from gs_lightning.models.gs_encoder import build_clip
+from gs_lightning.models.zeroshot import zero_shot_classifier, zero_shot_metrics
 
 
 class ClipModule(L.LightningModule):
     def __init__(
         self,
         *,
-        model_name: str,
-        mode: str,
+        name: str,  # open_clip model config
+        mode: str,  # rgb | transfer | scratch
         gs: dict | None = None,  # GSConfig fields
         rgb_checkpoint: str | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.2,
-        warmup_steps: int = 2000,
+        lr: float,
+        weight_decay: float,
+        warmup_steps: int,
+        transfer_lr_ratio: float,
+        unfrozen_blocks: int,
+        logit_scale_max: float,
+        eval_set: str | None = None,  # zero-shot classes + templates (gs_lightning/eval_sets.py)
         betas: tuple[float, float] = (0.9, 0.98),
         eps: float = 1e-6,
-        transfer_lr_scale: float = 0.1,
-        unfrozen_blocks: int = 2,
-        logit_scale_max: float = 100.0,
-        classnames: str | None = None,  # zero-shot eval set: "imagenet" | "fashion-mnist"
     ):
         super().__init__()
         self.save_hyperparameters()
         self.mode = mode
-        self.model = build_clip(model_name, mode=mode, gs=GSConfig(**(gs or {})), rgb_checkpoint=rgb_checkpoint)
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.model = build_clip(name, mode=mode, gs=GSConfig(**(gs or {})), rgb_checkpoint=rgb_checkpoint)
+        self.tokenizer = open_clip.get_tokenizer(name)
         self.apply_trainable()
-        self.classnames, self.templates = zero_shot_metadata(classnames) if classnames else (None, None)
-        self.metrics = zero_shot_metrics(len(self.classnames)) if classnames else None
+        self.classnames, self.templates = eval_set_metadata(eval_set) if eval_set else (None, None)
+        self.metrics = zero_shot_metrics(len(self.classnames)) if eval_set else None
         self.classifier = None
         self.loss = None
 
     # ---- what trains, and how fast ----------------------------------------------------
 
     def apply_trainable(self) -> None:
-        """Freeze what `self.mode` freezes; `self.lr_scale` maps every trainable parameter to its lr multiplier."""
-        self.lr_scale = {n: s for n, _ in self.model.named_parameters() if (s := self.lr_scale_of(n)) is not None}
+        """Freeze what `self.mode` freezes; `self.lr_ratio` maps every trainable parameter to its lr multiplier."""
+        self.lr_ratio = {n: r for n, _ in self.model.named_parameters() if (r := self.lr_ratio_of(n)) is not None}
         for name, p in self.model.named_parameters():
-            p.requires_grad_(name in self.lr_scale)
+            p.requires_grad_(name in self.lr_ratio)
 
-    def lr_scale_of(self, name: str) -> float | None:
+    def lr_ratio_of(self, name: str) -> float | None:
         """The lr multiplier of a parameter, None when it is frozen."""
         if self.mode != "transfer":
             return 1.0
@@ -71,17 +75,13 @@ class ClipModule(L.LightningModule):
         if name.startswith(new):
             return 1.0
         if name.startswith(slow + ("visual.ln_post.",)) or name in ("visual.proj", "logit_scale"):
-            return self.hparams.transfer_lr_scale
+            return self.hparams.transfer_lr_ratio
         return None
 
     @property
     def queries(self) -> int | None:
-        """The splat encoder's resampler queries (num_queries x query_scale); None for the RGB ViT."""
+        """The splat encoder's resampler queries; None for the RGB ViT."""
         return None if self.mode == "rgb" else self.model.visual.resampler.latents.shape[0]
-
-    @staticmethod
-    def decays(name: str, p: torch.Tensor) -> bool:
-        return p.ndim >= 2 and "logit_scale" not in name and ".ln" not in name and "bias" not in name
 
     def parameter_table(self) -> tuple[list[list], float]:
         """Rows (module, parameters, trainable|frozen, lr) and the trainable share of the whole model."""
@@ -96,9 +96,9 @@ class ClipModule(L.LightningModule):
                 key = "visual.embeddings"
             else:
                 key = f"visual.{parts[1]}"
-            scale = self.lr_scale.get(name)
-            row = rows.setdefault(key, [key, 0, "frozen" if scale is None else "trainable",
-                                        "-" if scale is None else f"{self.hparams.lr * scale:g}"])
+            ratio = self.lr_ratio.get(name)
+            row = rows.setdefault(key, [key, 0, "frozen" if ratio is None else "trainable",
+                                        "-" if ratio is None else f"{self.hparams.lr * ratio:g}"])
             row[1] += p.numel()
         merged: list[list] = []  # runs of blocks with the same status become one row
         for row in rows.values():
@@ -110,7 +110,7 @@ class ClipModule(L.LightningModule):
             else:
                 merged.append(list(row))
         total = sum(p.numel() for p in self.model.parameters())
-        trainable = sum(p.numel() for n, p in self.model.named_parameters() if n in self.lr_scale)
+        trainable = sum(p.numel() for n, p in self.model.named_parameters() if n in self.lr_ratio)
         return merged, trainable / total
 
     def on_fit_start(self) -> None:
@@ -133,12 +133,12 @@ class ClipModule(L.LightningModule):
     def configure_optimizers(self):
         groups: dict[tuple[float, bool], list] = {}
         for name, p in self.model.named_parameters():
-            if name in self.lr_scale:
-                groups.setdefault((self.lr_scale[name], self.decays(name, p)), []).append(p)
+            if name in self.lr_ratio:
+                groups.setdefault((self.lr_ratio[name], p.ndim >= 2), []).append(p)
         hp = self.hparams
         optimizer = torch.optim.AdamW(
-            [{"params": ps, "lr": hp.lr * scale, "weight_decay": hp.weight_decay if decay else 0.0,
-              "lr_scale": scale} for (scale, decay), ps in groups.items()],
+            [{"params": ps, "lr": hp.lr * ratio, "weight_decay": hp.weight_decay if decay else 0.0,
+              "lr_ratio": ratio} for (ratio, decay), ps in groups.items()],
             betas=tuple(hp.betas), eps=hp.eps,
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
@@ -161,10 +161,11 @@ class ClipModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image_features, text_features, logit_scale = self.model(self.visual_input(batch), batch["text"])
         loss = self.loss(image_features, text_features, logit_scale)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
-        self.log("train/logit_scale", logit_scale, on_step=True, on_epoch=True)
+        n = len(batch["text"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("train/logit_scale", logit_scale, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/skipped", float(batch.get("skipped", 0)), on_step=False, on_epoch=True, reduce_fx="sum",
-                 sync_dist=True)
+                 sync_dist=True, batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
@@ -173,7 +174,7 @@ class ClipModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         if self.metrics is None:
-            raise ValueError("ClipModule needs classnames ('imagenet' | 'fashion-mnist') to validate (zero-shot)")
+            raise ValueError("ClipModule needs an eval_set to validate (zero-shot)")
         self.classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates,
                                                self.device)
 

@@ -10,13 +10,15 @@ unchanged: the visual tower is open_clip's seam for an alternative input.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import pickle
+import zipfile
 from pathlib import Path
 
 import open_clip
 import torch
 from torch import Tensor, nn
 
+from gs_lightning.config import GSConfig, UserError
 from gs_lightning.models.gs_stem import GSStem
 from gs_lightning.models.resampler import PerceiverResampler
 from gs_lightning.splats import Splats
@@ -24,26 +26,12 @@ from gs_lightning.splats import Splats
 MODES = ("rgb", "transfer", "scratch")
 
 
-@dataclass
-class GSConfig:
-    num_queries: int = 196  # 196 = the RGB ViT-B/16's token count; 98 halves it
-    query_scale: float = 1.0  # a smaller ViT runs num_queries * query_scale (the demo's has 49 tokens: 0.25)
-    # One cross-attention layer with a 1x MLP keeps the transfer's trainable share near the paper's ~7%
-    # (two unfrozen ViT-B blocks are already 5.8% of the model).
-    resampler_depth: int = 1
-    resampler_heads: int = 8
-    resampler_mlp_ratio: float = 1.0
-    stem_hidden: int = 256
-    num_freqs: int = 8
-
-
 class GSEncoder(nn.Module):
     def __init__(self, *, vit: open_clip.transformer.VisionTransformer, cfg: GSConfig):
         super().__init__()
         if vit.attn_pool is not None or vit.pool_type != "tok" or vit.final_ln_after_pool:
             raise ValueError("GSEncoder supports ViTs with class-token pooling (open_clip's default)")
-        width = vit.class_embedding.shape[0]
-        queries = max(1, round(cfg.num_queries * cfg.query_scale))
+        width, queries = vit.class_embedding.shape[0], cfg.num_queries
         self.stem = GSStem(width=width, hidden=cfg.stem_hidden, num_freqs=cfg.num_freqs)
         self.resampler = PerceiverResampler(
             dim=width, num_queries=queries, depth=cfg.resampler_depth, heads=cfg.resampler_heads,
@@ -75,17 +63,33 @@ class GSEncoder(nn.Module):
 # ---- building the three variants --------------------------------------------------
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """CLIP weights from a ClipModule (Lightning) checkpoint or an open_clip one, prefixes removed."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+def read_state_dict(path: str | Path, key: str = "model.rgb_checkpoint") -> dict[str, Tensor]:
+    """CLIP weights from a ClipModule (Lightning) checkpoint or an open_clip one, prefixes removed.
+
+    Loaded with weights_only=True: unpickling a file runs whatever code it names, and RGB teachers are
+    files people pass around. Anything but a checkpoint of plain tensors is a UserError naming `key`.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):
+            head = Path(path).read_bytes()[:16]
+            raise UserError(key, f"{path} is not a torch checkpoint: it starts with {head!r}") from None
+        found = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "objects beyond tensors")
+        raise UserError(key, f"{path} holds pickled code or objects, which are never loaded ({found}); give a "
+                             "checkpoint of plain weights, such as the RGB run's best.ckpt") from None
+    except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not a checkpoint
+        raise UserError(key, f"{path} is not a torch checkpoint ({type(e).__name__}: {e})") from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(key, f"{path} holds a {type(state).__name__}, not a dict of weights (a state_dict)")
     for prefix in ("model.", "module."):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
-def load_matching(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+def load_matching(model: nn.Module, state: dict[str, Tensor], source: str, key: str = "model.rgb_checkpoint") -> None:
     """load_state_dict, but a mismatch says which weights did not match and how."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -99,8 +103,7 @@ def load_matching(model: nn.Module, state: dict[str, Tensor], source: str) -> No
         parts = [f"{len(shapes)} with another shape: {head(shapes)}" if shapes else "",
                  f"{len(missing)} missing from the checkpoint: {head(missing)}" if missing else "",
                  f"{len(unexpected)} not in the model: {head(unexpected)}" if unexpected else ""]
-        raise ValueError(f"checkpoint {source} does not match the model; weights "
-                         + "; ".join(p for p in parts if p))
+        raise UserError(key, f"{source} does not match the model; weights " + "; ".join(p for p in parts if p))
     model.load_state_dict(state)
 
 

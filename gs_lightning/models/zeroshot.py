@@ -8,19 +8,6 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 
-def zero_shot_metadata(name: str) -> tuple[list[str], list]:
-    """(class names, prompt templates) of an eval set: "imagenet" (open_clip's) or "fashion-mnist" (the demo's)."""
-    if name == "imagenet":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
-
-        return list(IMAGENET_CLASSNAMES), list(OPENAI_IMAGENET_TEMPLATES)
-    if name == "fashion-mnist":
-        from gs_lightning.data.demo import FASHION_CLASSNAMES, FASHION_TEMPLATES
-
-        return list(FASHION_CLASSNAMES), list(FASHION_TEMPLATES)
-    raise ValueError(f"data.classnames must be 'imagenet' or 'fashion-mnist', got {name!r}")
-
-
 @torch.no_grad()
 def zero_shot_classifier(model: open_clip.CLIP, tokenizer, classnames: list[str], templates: list[str],
                          device: torch.device) -> Tensor:  # [embed_dim, num_classes], unit columns

@@ -1,220 +1,103 @@
-// CUDA backend: one 16x16 thread block per (tile, image), one thread per pixel;
-// the batch index is the grid's z.
+// CUDA backend: the host side. The kernels and the binning live in render.cuh / binning.cuh (torch-free,
+// also run by the emulator in tests/cuda_emu); this file supplies their Device: memory from torch's
+// caching allocator, launches on the current stream, and CUB's scan and stable radix sort through
+// ATen (instantiated in libtorch_cuda, so this build compiles no CUB of its own).
 //
-// A block walks its image's Gaussians in chunks of 256. Each thread tests one
-// Gaussian of the chunk against the tile (the cut-off box of splat2d.h) and the
-// hits are compacted, in index order, into shared memory (warp ballot + a
-// prefix over the 8 warps); then every pixel thread evaluates the staged list.
-// The loop runs over *all* chunks, so every Gaussian that touches a tile counts
-// (GaussianImage's sum kernel stops after the first 256 of a tile).
-//
-// Backward: each thread computes its pair gradient for the staged Gaussian; the
-// 8 values are summed across the warp with shuffles, and lane 0 alone issues
-// the atomics, so there are (warps touched) atomics per Gaussian and tile
-// instead of one per pixel.
+// It defines the CUDA entries that backends.h declares without including it: torch/extension.h makes
+// nvcc four times slower per architecture than these ATen headers. A signature that drifts from the
+// declaration leaves an undefined symbol, which `make cuda-build` reports when it imports the build.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
+#include <ATen/cuda/cub.h>
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
-#include "../backends.h"
-#include "../splat2d.h"
+#include <climits>
+#include <vector>
+
+#include "render.cuh"
 
 namespace splat2d {
 namespace {
 
-constexpr int kThreads = kTile * kTile;
-constexpr int kWarps = kThreads / 32;
-constexpr unsigned kFullMask = 0xffffffffu;
+class CudaDevice {
+ public:
+  static constexpr int64_t max_images = kImagesPerLaunch;
 
-struct TileGeometry {
-  PixelBox tile;  // this block's pixels, clipped to the image
-  int i, j;       // this thread's pixel
-  bool inside;    // false for threads past the image edge (they still stage)
+  explicit CudaDevice(const at::Tensor& like)
+      : bytes_(like.options().dtype(at::kByte)), stream_(c10::cuda::getCurrentCUDAStream()) {}
+
+  template <class T>
+  T* alloc(int64_t count) {
+    scratch_.push_back(at::empty({std::max<int64_t>(count, 1) * int64_t(sizeof(T))}, bytes_));
+    return reinterpret_cast<T*>(scratch_.back().data_ptr());
+  }
+
+  // The caching allocator reuses freed blocks in stream order, so kernels still queued are safe.
+  void release_scratch() { scratch_.clear(); }
+
+  template <class... Params, class... Args>
+  void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+    kernel<<<grid, block, 0, stream_>>>(args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  void inclusive_sum(const int64_t* in, int64_t* out, int64_t n) {
+    if (n > 0) at::cuda::cub::inclusive_sum(in, out, n);
+  }
+
+  void sort_pairs(const int64_t* keys, int64_t* sorted_keys, const int* ids, int* sorted_ids, int64_t n, int bits) {
+    TORCH_CHECK(n <= INT_MAX, "splat2d (cuda): ", n, " (tile, Gaussian) pairs in one launch; render fewer images "
+                "per call");
+    if (n > 0) at::cuda::cub::radix_sort_pairs(keys, sorted_keys, ids, sorted_ids, n, false, 0, bits);
+  }
+
+  int64_t read(const int64_t* value) {
+    int64_t host = 0;
+    C10_CUDA_CHECK(cudaMemcpyAsync(&host, value, sizeof(host), cudaMemcpyDeviceToHost, stream_));
+    C10_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host;
+  }
+
+ private:
+  at::TensorOptions bytes_;
+  cudaStream_t stream_;
+  std::vector<at::Tensor> scratch_;
 };
 
-__device__ TileGeometry tile_geometry(int height, int width) {
-  TileGeometry t;
-  t.tile.x0 = blockIdx.x * kTile;
-  t.tile.y0 = blockIdx.y * kTile;
-  t.tile.x1 = min(t.tile.x0 + kTile, width) - 1;
-  t.tile.y1 = min(t.tile.y0 + kTile, height) - 1;
-  t.j = t.tile.x0 + threadIdx.x;
-  t.i = t.tile.y0 + threadIdx.y;
-  t.inside = t.i < height && t.j < width;
-  return t;
-}
-
-// Stages the Gaussians [base, base + kThreads) of one image that touch `tile`
-// into s_gauss / s_ids, in ascending index order, and returns how many.
-// Every thread of the block must call it.
-__device__ int stage_chunk(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, int base,
-                           const PixelBox& tile, float cutoff, int height, int width, Gaussian* s_gauss,
-                           int* s_ids, int* s_warp_count) {
-  const int tid = threadIdx.y * kTile + threadIdx.x;
-  const int lane = tid & 31, warp = tid >> 5;
-  const int g = base + tid;
-  bool hit = false;
-  if (g < n && mask[g]) {
-    const PixelBox box = pixel_box(xy + 2 * g, chol + 3 * g, cutoff, height, width);
-    hit = !box.empty() && box.x0 <= tile.x1 && box.x1 >= tile.x0 && box.y0 <= tile.y1 && box.y1 >= tile.y0;
-  }
-  const unsigned ballot = __ballot_sync(kFullMask, hit);
-  if (lane == 0) s_warp_count[warp] = __popc(ballot);
-  __syncthreads();
-  int offset = 0, total = 0;
-  for (int w = 0; w < kWarps; ++w) {
-    offset += w < warp ? s_warp_count[w] : 0;
-    total += s_warp_count[w];
-  }
-  if (hit) {
-    const int slot = offset + __popc(ballot & ((1u << lane) - 1u));
-    s_gauss[slot] = make_gaussian(xy + 2 * g, chol + 3 * g, rgb + 3 * g);
-    s_ids[slot] = g;
-  }
-  __syncthreads();
-  return total;
-}
-
-__global__ void forward_kernel(const float* __restrict__ xy, const float* __restrict__ chol,
-                               const float* __restrict__ rgb, const bool* __restrict__ mask, int n, int height,
-                               int width, float cutoff, float* __restrict__ image) {
-  __shared__ Gaussian s_gauss[kThreads];
-  __shared__ int s_ids[kThreads];
-  __shared__ int s_warp_count[kWarps];
-  const int64_t b = blockIdx.z;
-  xy += b * n * 2;
-  chol += b * n * 3;
-  rgb += b * n * 3;
-  mask += b * n;
-  const TileGeometry t = tile_geometry(height, width);
-  const float px = float(t.j) + 0.5f, py = float(t.i) + 0.5f;
-  float acc_r = 0.f, acc_g = 0.f, acc_b = 0.f;
-  for (int base = 0; base < n; base += kThreads) {
-    const int count =
-        stage_chunk(xy, chol, rgb, mask, n, base, t.tile, cutoff, height, width, s_gauss, s_ids, s_warp_count);
-    if (t.inside) {
-      for (int k = 0; k < count; ++k) {
-        const Gaussian& G = s_gauss[k];
-        float u, v;
-        const float s2 = mahalanobis2(G, px, py, u, v);
-        if (s2 > cutoff) continue;
-        const float w = gaussian_weight(s2);
-        acc_r += G.r * w;
-        acc_g += G.g * w;
-        acc_b += G.b * w;
-      }
-    }
-    __syncthreads();  // the next chunk overwrites shared memory
-  }
-  if (t.inside) {
-    const int64_t plane = int64_t(height) * width;
-    float* out = image + b * 3 * plane + int64_t(t.i) * width + t.j;
-    out[0] = acc_r;
-    out[plane] = acc_g;
-    out[2 * plane] = acc_b;
-  }
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_down_sync(kFullMask, x, offset);
-  return x;
-}
-
-__global__ void backward_kernel(const float* __restrict__ xy, const float* __restrict__ chol,
-                                const float* __restrict__ rgb, const bool* __restrict__ mask, int n, int height,
-                                int width, float cutoff, const float* __restrict__ grad_image,
-                                float* __restrict__ grad_xy, float* __restrict__ grad_chol,
-                                float* __restrict__ grad_rgb) {
-  __shared__ Gaussian s_gauss[kThreads];
-  __shared__ int s_ids[kThreads];
-  __shared__ int s_warp_count[kWarps];
-  const int64_t b = blockIdx.z;
-  xy += b * n * 2;
-  chol += b * n * 3;
-  rgb += b * n * 3;
-  mask += b * n;
-  grad_xy += b * n * 2;
-  grad_chol += b * n * 3;
-  grad_rgb += b * n * 3;
-  const TileGeometry t = tile_geometry(height, width);
-  const float px = float(t.j) + 0.5f, py = float(t.i) + 0.5f;
-  float gr = 0.f, gg = 0.f, gb = 0.f;
-  if (t.inside) {
-    const int64_t plane = int64_t(height) * width;
-    const float* g = grad_image + b * 3 * plane + int64_t(t.i) * width + t.j;
-    gr = g[0];
-    gg = g[plane];
-    gb = g[2 * plane];
-  }
-  const int lane = (threadIdx.y * kTile + threadIdx.x) & 31;
-  for (int base = 0; base < n; base += kThreads) {
-    const int count =
-        stage_chunk(xy, chol, rgb, mask, n, base, t.tile, cutoff, height, width, s_gauss, s_ids, s_warp_count);
-    for (int k = 0; k < count; ++k) {
-      const Gaussian& G = s_gauss[k];
-      float grad[kGradDim] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-      bool touches = false;
-      if (t.inside) {
-        float u, v;
-        const float s2 = mahalanobis2(G, px, py, u, v);
-        if (s2 <= cutoff) {
-          accumulate_pair_grad(G, gr, gg, gb, gaussian_weight(s2), u, v, grad);
-          touches = true;
-        }
-      }
-      if (!__any_sync(kFullMask, touches)) continue;
-#pragma unroll
-      for (int d = 0; d < kGradDim; ++d) grad[d] = warp_sum(grad[d]);
-      if (lane == 0) {
-        const int g = s_ids[k];
-        atomicAdd(grad_xy + 2 * g + 0, grad[0]);
-        atomicAdd(grad_xy + 2 * g + 1, grad[1]);
-        atomicAdd(grad_chol + 3 * g + 0, grad[2]);
-        atomicAdd(grad_chol + 3 * g + 1, grad[3]);
-        atomicAdd(grad_chol + 3 * g + 2, grad[4]);
-        atomicAdd(grad_rgb + 3 * g + 0, grad[5]);
-        atomicAdd(grad_rgb + 3 * g + 1, grad[6]);
-        atomicAdd(grad_rgb + 3 * g + 2, grad[7]);
-      }
-    }
-    __syncthreads();
-  }
-}
-
-dim3 launch_grid(int64_t batch, int64_t height, int64_t width) {
-  TORCH_CHECK(batch <= 65535, "splat2d (cuda): batch ", batch, " exceeds 65535 images per call");
-  return dim3(unsigned((width + kTile - 1) / kTile), unsigned((height + kTile - 1) / kTile), unsigned(batch));
+SplatBatch splat_batch(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
+                       const at::Tensor& mask) {
+  return SplatBatch{xy.data_ptr<float>(), chol.data_ptr<float>(), rgb.data_ptr<float>(), mask.data_ptr<bool>(),
+                    xy.size(0), int(xy.size(1))};
 }
 
 }  // namespace
 
-torch::Tensor forward_cuda(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
-                           const torch::Tensor& mask, int64_t height, int64_t width, double cutoff) {
+at::Tensor forward_cuda(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb, const at::Tensor& mask,
+                        int64_t height, int64_t width, double cutoff) {
   const c10::cuda::CUDAGuard guard(xy.device());
-  const int64_t batch = xy.size(0);
-  auto image = torch::zeros({batch, 3, height, width}, xy.options());
-  if (batch == 0 || height == 0 || width == 0) return image;
-  forward_kernel<<<launch_grid(batch, height, width), dim3(kTile, kTile), 0, c10::cuda::getCurrentCUDAStream()>>>(
-      xy.data_ptr<float>(), chol.data_ptr<float>(), rgb.data_ptr<float>(), mask.data_ptr<bool>(), int(xy.size(1)),
-      int(height), int(width), float(cutoff), image.data_ptr<float>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // Every pixel is written by its tile's block, so no zero fill.
+  auto image = at::empty({xy.size(0), 3, height, width}, xy.options());
+  CudaDevice dev(xy);
+  render_forward(dev, splat_batch(xy, chol, rgb, mask), make_frame(int(height), int(width), float(cutoff)),
+                 image.data_ptr<float>());
   return image;
 }
 
-std::vector<torch::Tensor> backward_cuda(const torch::Tensor& xy, const torch::Tensor& chol,
-                                         const torch::Tensor& rgb, const torch::Tensor& mask,
-                                         const torch::Tensor& grad_image, double cutoff) {
+std::vector<at::Tensor> backward_cuda(const at::Tensor& xy, const at::Tensor& chol, const at::Tensor& rgb,
+                                      const at::Tensor& mask, const at::Tensor& grad_image, double cutoff) {
   const c10::cuda::CUDAGuard guard(xy.device());
-  const int64_t batch = xy.size(0), height = grad_image.size(2), width = grad_image.size(3);
-  auto grad_xy = torch::zeros_like(xy);
-  auto grad_chol = torch::zeros_like(chol);
-  auto grad_rgb = torch::zeros_like(rgb);
-  if (batch == 0 || height == 0 || width == 0) return {grad_xy, grad_chol, grad_rgb};
-  backward_kernel<<<launch_grid(batch, height, width), dim3(kTile, kTile), 0, c10::cuda::getCurrentCUDAStream()>>>(
-      xy.data_ptr<float>(), chol.data_ptr<float>(), rgb.data_ptr<float>(), mask.data_ptr<bool>(), int(xy.size(1)),
-      int(height), int(width), float(cutoff), grad_image.data_ptr<float>(), grad_xy.data_ptr<float>(),
-      grad_chol.data_ptr<float>(), grad_rgb.data_ptr<float>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto grad_xy = at::zeros_like(xy);
+  auto grad_chol = at::zeros_like(chol);
+  auto grad_rgb = at::zeros_like(rgb);
+  CudaDevice dev(xy);
+  render_backward(dev, splat_batch(xy, chol, rgb, mask),
+                  make_frame(int(grad_image.size(2)), int(grad_image.size(3)), float(cutoff)),
+                  grad_image.data_ptr<float>(),
+                  Grads{grad_xy.data_ptr<float>(), grad_chol.data_ptr<float>(), grad_rgb.data_ptr<float>()});
   return {grad_xy, grad_chol, grad_rgb};
 }
 

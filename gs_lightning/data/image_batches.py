@@ -1,0 +1,71 @@
+"""Input images for fitting: batches of decoded, resized images, one input shard at a time.
+
+Input shards are split across ranks and each rank's dataloader workers by shard, so `trainer.devices=8` or
+several nodes each fit their share. A batch never spans two shards, and the last batch of a shard says so:
+its output shard is complete once that batch is written. Shards whose output already exists are not read,
+which is how a rerun of an interrupted fit resumes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import IterableDataset
+
+from gs_lightning.data.shards import BadSample, RawSample, Source, decode_image, resize_center_crop, worker_slot
+
+
+@dataclass
+class ImageBatch:
+    shard: str  # the input shard's name, which its output shard takes
+    images: Tensor  # [b, 3, S, S] float in [0, 1]
+    samples: list[RawSample] = field(default_factory=list)  # per image: key, caption, class, meta (no bytes)
+    source_sizes: list[tuple[int, int]] = field(default_factory=list)  # per image: (H, W) before resizing
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) of unusable samples
+    last: bool = False  # the shard's last batch
+
+
+def as_is(batch: ImageBatch) -> ImageBatch:
+    """The DataLoader's collate_fn: ImageBatches batch themselves (a batch never spans two shards)."""
+    return batch
+
+
+class ImageBatches(IterableDataset):
+    """This rank's and worker's share of the input shards whose output is not written yet, as ImageBatches."""
+
+    def __init__(self, sources: list[Source], output: str | Path, image_size: int, batch_size: int):
+        self.sources, self.output = sources, Path(output)
+        self.image_size, self.batch_size = image_size, batch_size
+
+    def shards_to_do(self) -> list[Source]:
+        return [s for s in self.sources if not (self.output / s.name).exists()]
+
+    def __iter__(self):
+        slot, slots = worker_slot()
+        for source in self.shards_to_do()[slot::slots]:
+            yield from self._batches(source)
+
+    def _batches(self, source: Source):
+        images, batch = [], ImageBatch(source.name, torch.empty(0))
+        for sample in source.samples(batch.skipped):
+            try:
+                if sample.image is None:
+                    raise BadSample("no image member (.jpg/.png/.webp)")
+                image = decode_image(sample.image)
+            except BadSample as e:
+                batch.skipped.append((sample.key, str(e)))
+                continue
+            images.append(resize_center_crop(image, self.image_size))
+            batch.source_sizes.append(tuple(image.shape[1:]))
+            sample.image = None  # the decoded pixels travel on; the bytes are done with
+            batch.samples.append(sample)
+            if len(images) == self.batch_size:
+                batch.images = torch.stack(images)
+                yield batch
+                images, batch = [], ImageBatch(source.name, torch.empty(0))
+        size = self.image_size
+        batch.images = torch.stack(images) if images else torch.zeros(0, 3, size, size)
+        batch.last = True
+        yield batch

@@ -1,0 +1,150 @@
+"""make mutants: apply each listed bug, one at a time, to a scratch copy of the tree, and run the tests meant to catch it.
+
+    python tests/mutants/run.py [--only NAME,...] [--topic fit,data,...] [--list]
+
+The bugs are data: tests/mutants/<topic>.py each hold MUTANTS, a list of dicts
+    name   short id            path   file, relative to the repository
+    old    exact text (must occur exactly once in the file; several edits: lists of equal length)
+    new    its replacement     tests  pytest ids or files that must fail   why  the behaviour it breaks
+A mutant is *caught* when those tests fail on it (the first failing test is printed) and *survived* when they
+pass. Before any mutant, the listed tests must pass on the unmutated copy, or a catch would mean nothing.
+A change to a C++ source rebuilds the extension in the scratch copy. Slow tests run too; GPU tests do not.
+Exit status: the number of survivors (0 when every mutant is caught).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+CPP = (".h", ".cpp", ".cu", ".cuh")
+
+
+def load(topics: list[str] | None) -> list[dict]:
+    mutants = []
+    for f in sorted(HERE.glob("*.py")):
+        if f.stem in ("run", "__init__") or (topics and f.stem not in topics):
+            continue
+        spec = importlib.util.spec_from_file_location(f"mutants_{f.stem}", f)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        mutants += [{**m, "topic": f.stem} for m in module.MUTANTS]
+    return mutants
+
+
+def edits(m: dict) -> list[tuple[str, str]]:
+    olds, news = m["old"], m["new"]
+    return list(zip(olds, news)) if isinstance(olds, list) else [(olds, news)]
+
+
+def apply(m: dict, tree: Path) -> None:
+    path = tree / m["path"]
+    text = path.read_text()
+    for old, new in edits(m):
+        count = text.count(old)
+        if count != 1:
+            raise SystemExit(f"mutant {m['name']}: its text occurs {count} times in {m['path']} (must be once): "
+                             f"{old!r}. The code changed: update tests/mutants/{m['topic']}.py")
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def scratch_tree(dest: Path) -> None:
+    """The tracked and unignored files of the working tree (as they are now), plus the built extension."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for so in (ROOT / "gs_lightning").glob("_C*.so"):
+        shutil.copy2(so, dest / "gs_lightning" / so.name)
+
+
+def build(tree: Path) -> None:
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
+                   capture_output=True, env=_env(tree))
+
+
+def _env(tree: Path) -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def run_tests(tree: Path, tests: list[str], timeout: int) -> tuple[bool, str]:
+    """(passed, first failing test or the reason)."""
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "not gpu",
+           *tests]
+    try:
+        out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=timeout, env=_env(tree))
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout} s"
+    if out.returncode == 0:
+        return True, ""
+    failed = re.search(r"^(?:FAILED|ERROR) (\S+)", out.stdout, re.M)
+    return False, failed.group(1) if failed else (out.stdout + out.stderr).strip().splitlines()[-1][:200]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", help="comma-separated mutant names")
+    p.add_argument("--topic", help="comma-separated topics (file stems in tests/mutants/)")
+    p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per test run")
+    a = p.parse_args(argv)
+    mutants = load(a.topic.split(",") if a.topic else None)
+    if a.only:
+        wanted = set(a.only.split(","))
+        mutants = [m for m in mutants if m["name"] in wanted]
+        if missing := wanted - {m["name"] for m in mutants}:
+            raise SystemExit(f"no mutant named {', '.join(sorted(missing))}")
+    if a.list:
+        for m in mutants:
+            print(f"{m['topic']:>8}  {m['name']:<34} {m['why']}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="gs-mutants-") as tmp:
+        tree = Path(tmp)
+        scratch_tree(tree)
+        print(f"{len(mutants)} mutants; scratch copy of the working tree in {tree}", flush=True)
+        for tests in sorted({tuple(m["tests"]) for m in mutants}):
+            ok, why = run_tests(tree, list(tests), a.timeout)
+            if not ok:
+                raise SystemExit(f"the unmutated tree fails {' '.join(tests)} ({why}): fix that first")
+        survivors = []
+        for m in mutants:
+            t0 = time.perf_counter()
+            path = tree / m["path"]
+            original = path.read_text()
+            cpp = path.suffix in CPP and "tests/" not in m["path"]
+            try:
+                apply(m, tree)
+                if cpp:
+                    build(tree)
+                ok, why = run_tests(tree, m["tests"], a.timeout)
+            finally:
+                path.write_text(original)
+                if cpp:
+                    for so in (ROOT / "gs_lightning").glob("_C*.so"):
+                        shutil.copy2(so, tree / "gs_lightning" / so.name)
+            verdict = "SURVIVED" if ok else "caught  "
+            detail = f"(ran {' '.join(m['tests'])})" if ok else f"by {why}"
+            print(f"{verdict}  {m['topic']}/{m['name']:<34} {detail}  [{time.perf_counter() - t0:.0f} s]", flush=True)
+            if ok:
+                survivors.append(m["name"])
+        print(f"\n{len(mutants) - len(survivors)} of {len(mutants)} mutants caught"
+              + (f"; survived: {', '.join(survivors)}" if survivors else ""))
+        return len(survivors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The fault hook of the torn-file tests: run the CLI and SIGKILL this process at a chosen, dangerous moment.
+
+    python tests/stop_at.py after-rename NAME -- ARGS...
+        right after a file is renamed onto a file called NAME: the moment a final name appears
+    python tests/stop_at.py interrupted-move NAME N -- ARGS...
+        half way through the Nth shutil.move onto a file whose name starts with NAME, as when the move crosses
+        filesystems and copies (Lightning saves checkpoints to the system temp dir, then moves them: on a
+        cluster, /tmp is a local disk and the checkpoints live on a shared filesystem)
+
+Timers hope to land there; this lands there every time. ARGS are `python -m gs_lightning` arguments.
+"""
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+
+def kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after_rename(name: str) -> None:
+    replace = os.replace
+
+    def replace_then_die(src, dst, *args, **kwargs):
+        replace(src, dst, *args, **kwargs)
+        if Path(dst).name == name:
+            kill()
+
+    os.replace = replace_then_die
+
+
+def interrupted_move(name: str, nth: str) -> None:
+    moves = 0
+
+    def move_half_then_die(src, dst, *args, **kwargs):
+        nonlocal moves
+        target = Path(dst)
+        moves += target.name.startswith(name)
+        if target.name.startswith(name) and moves == int(nth):
+            data = Path(src).read_bytes()
+            target.write_bytes(data[: len(data) // 2])
+            kill()
+        return move(src, dst, *args, **kwargs)
+
+    move = shutil.move
+    shutil.move = move_half_then_die
+
+
+def main() -> None:
+    mode, *rest = sys.argv[1:]
+    split = rest.index("--")
+    {"after-rename": after_rename, "interrupted-move": interrupted_move}[mode](*rest[:split])
+    args = rest[split + 1:]
+    from gs_lightning.cli import main as cli
+
+    cli(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Every user error, through the real command: one line `error: <key or file>: ...`, exit status 2, no traceback.
+
+The cases are the ones a new user hits (issue 11's table) and every range the configs declare. Hostile
+input too: a checkpoint carrying a pickled payload must be refused without the payload running.
+"""
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import fitted_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Payload:
+    """Unpickling this runs `touch <marker>`: what a malicious 'checkpoint' would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    (d / "a_file").write_text("not a folder")
+    (d / "random.ckpt").write_bytes(os.urandom(4096))
+    torch.save({"state_dict": {"visual.proj": torch.zeros(2, 2)}, "extra": Payload(d / "PAYLOAD_RAN")},
+               d / "payload.ckpt")
+    gs = fitted_shards(d / "gs", [4])
+    return {"file": d / "a_file", "random": d / "random.ckpt", "payload": d / "payload.ckpt",
+            "marker": d / "PAYLOAD_RAN", "dir": d, "gs": f"data.gs.train={gs} data.gs.val={gs}"}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gs_lightning", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+# (command line, with {file}, {random}, {payload}, {dir} and {gs} (existing splat shards) filled from the
+# fixture; what the error must name)
+CASES = {
+    # issue 11's table
+    "num_splats_zero": ("fit fit.num_splats=0", "fit.num_splats"),
+    "num_splats_text": ("fit fit.num_splats=abc", "fit.num_splats"),
+    "image_size_zero": ("fit fit.image_size=0", "fit.image_size"),
+    "iterations_negative": ("fit fit.iterations=-1", "fit.iterations"),
+    "output_is_a_file": ("fit fit.output={file}", "fit.output"),
+    "lr_text": ("train gs196 demo model.lr=fast", "model.lr"),
+    "checkpoint_random_bytes": ("train gs196 demo {gs} model.rgb_checkpoint={random}", "model.rgb_checkpoint"),
+    "checkpoint_pickled_payload": ("train gs196 demo {gs} model.rgb_checkpoint={payload}", "model.rgb_checkpoint"),
+    # the declared ranges
+    "iterations_zero": ("fit fit.iterations=0", "fit.iterations"),
+    "fit_batch_size_zero": ("fit fit.batch_size=0", "fit.batch_size"),
+    "fit_lr_zero": ("fit fit.lr.xy=0", "fit.lr.xy"),
+    "fit_lr_negative": ("fit fit.lr.rgb=-0.1", "fit.lr.rgb"),
+    "prune_threshold_negative": ("fit fit.prune.threshold=-0.01", "fit.prune.threshold"),
+    "prune_outside_the_run": ("fit fit.prune.at=[0.5,1.5]", "fit.prune.at"),
+    "prune_points_text": ("fit fit.prune.at=[soon]", "fit.prune.at[0]"),
+    "init_unknown": ("fit fit.init=grid", "fit.init"),
+    "input_missing": ("fit fit.input={dir}/nowhere/{{00000..00003}}.tar", "fit.input"),
+    "output_under_a_file": ("fit fit.output={file}/out", "fit.output"),
+    "key_unknown": ("fit fit.num_splat=3", "fit.num_splat"),
+    "model_lr_zero": ("train gs196 demo model.lr=0", "model.lr"),
+    "train_batch_size_zero": ("train gs196 demo data.batch_size=0", "data.batch_size"),
+    "weight_decay_negative": ("train rgb demo model.weight_decay=-1", "model.weight_decay"),
+    "mode_unknown": ("train gs196 demo model.mode=distill", "model.mode"),
+    "model_unknown": ("train rgb demo model.name=ViT-Huge-99", "model.name"),
+    "heads_do_not_divide_width": ("train gs196_scratch demo model.gs.resampler_heads=7", "model.gs.resampler_heads"),
+    "checkpoint_missing": ("train gs196 demo model.rgb_checkpoint={dir}/none.ckpt", "model.rgb_checkpoint"),
+    "train_data_missing": ("train gs196_scratch demo data.gs.train={dir}/nowhere/{{0..3}}.tar", "data.gs.train"),
+    "experiment_unknown": ("train gs197", "gs197"),
+    "output_dir_is_a_file": ("train rgb demo output_dir={file}", "output_dir"),
+}
+
+
+@pytest.fixture(scope="module")
+def answers(files) -> dict[str, subprocess.CompletedProcess]:
+    """Every case's run, a process per core at once: each is mostly interpreter and import start-up."""
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        futures = {case: pool.submit(run_cli, *line.format(**files).split()) for case, (line, _) in CASES.items()}
+    return {case: f.result() for case, f in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_user_errors_are_one_line_naming_the_key(case, answers, files):
+    key = CASES[case][1]
+    out = answers[case]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {key}: "), last
+    if case == "checkpoint_pickled_payload":
+        assert not files["marker"].exists(), "the pickled payload ran"
+        assert "posix.system" in last  # says what it found

@@ -1,0 +1,120 @@
+"""What `fit` writes, checked against independent oracles: records that re-render to the PSNR they report, each
+shard fitted once across workers, no torn shard at the moment a final name appears, and the README's inputs
+(the embedded photos, an image folder with fit.shard_size, GaussianImage's overlay)."""
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_FIT
+from helpers import image_bytes, smooth_photo
+
+from gs_lightning.config import FitRun, compose, load_fit_config
+from gs_lightning.data.shards import decode_image, resize_center_crop, write_image_shard
+from gs_lightning.fit.fitter import psnr_per_image
+from gs_lightning.render import rasterize
+from gs_lightning.splats import Splats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def members(path: Path) -> dict[str, dict[str, bytes]]:
+    """{key: {ext: bytes}} of a tar, keys split at the first dot of a member's base name (webdataset's rule)."""
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            folder, _, base = m.name.rpartition("/")
+            stem, _, ext = base.partition(".")
+            out.setdefault(f"{folder}/{stem}" if folder else stem, {})[ext] = tar.extractfile(m).read()
+    return out
+
+
+def shards(root: Path, counts: list[int], size: int = 24) -> str:
+    for i, n in enumerate(counts):
+        write_image_shard(root / f"{i:05d}.tar", [
+            {"key": f"{i}_{k}", "png": image_bytes(smooth_photo(size, size + 8, seed=10 * i + k), "PNG"),
+             "txt": f"photo {i}_{k}"} for k in range(n)])
+    return str(root / f"{{00000..{len(counts) - 1:05d}}}.tar")
+
+
+def fit(*args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", "fit", *TINY_FIT, *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_records_are_unit_square_and_render_back_to_the_psnr_they_report(tmp_path):
+    """Re-render each stored record at the fit's size from the unit square; its PSNR against the same resized
+    source image is the one the record's json states (up to float16 rounding of the record)."""
+    pattern = shards(tmp_path / "in", [3])
+    fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.iterations=40")
+    size = load_fit_config(["fit"], TINY_FIT).image_size
+    source = members(tmp_path / "in" / "00000.tar")
+    for key, m in members(tmp_path / "out" / "00000.tar").items():
+        record = np.load(io.BytesIO(m["splats.npy"]))
+        assert record.dtype == np.float16 and ((record[:, :2] >= -0.5) & (record[:, :2] <= 1.5)).all()
+        splats = Splats.from_records([record], height=size, width=size)
+        image = resize_center_crop(decode_image(source[key]["png"]), size)[None]
+        psnr = psnr_per_image(rasterize(splats, size, size), image).item()
+        assert psnr == pytest.approx(json.loads(m["json"])["psnr"], abs=0.1), key
+
+
+def test_dataloader_workers_fit_each_shard_once(tmp_path):
+    pattern = shards(tmp_path / "in", [3, 2, 4])
+    fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.num_workers=2", "fit.batch_size=2")
+    for i, n in enumerate([3, 2, 4]):
+        keys = sorted(members(tmp_path / "out" / f"{i:05d}.tar"))
+        assert keys == sorted(f"{i}_{k}" for k in range(n))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images_fitted"] == 9 and summary["shards_written"] == 3
+
+
+def test_a_kill_as_a_shard_gets_its_final_name_never_leaves_it_torn(tmp_path):
+    """SIGKILL right after the rename onto 00000.tar (tests/stop_at.py): what is under the name is whole."""
+    pattern = shards(tmp_path / "in", [4, 4])
+    args = [sys.executable, "tests/stop_at.py", "after-rename", "00000.tar", "--", "fit", f"fit.input={pattern}",
+            f"fit.output={tmp_path}/out", *TINY_FIT]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == -9, f"the fault hook did not fire: {out.returncode} {out.stderr[-2000:]}"
+    fitted = members(tmp_path / "out" / "00000.tar")
+    assert sorted(fitted) == [f"0_{k}" for k in range(4)]
+    for key, m in fitted.items():  # every sample whole: its record, its fit json and its caption
+        assert sorted(m) == ["json", "splats.npy", "txt"], (key, sorted(m))
+        assert np.load(io.BytesIO(m["splats.npy"])).shape == (16, 8) and json.loads(m["json"])["n_final"] == 16
+
+
+def test_fit_on_the_embedded_photos(tmp_path):
+    """`make fit` with no arguments fits the photos that ship with scikit-image, written as an input shard."""
+    from gs_lightning.data.demo import PHOTOS
+
+    fit(f"data_root={tmp_path}/data", f"fit.output={tmp_path}/out")
+    fitted = members(tmp_path / "out" / "00000.tar")
+    assert sorted(fitted) == [f"{i:08d}" for i in range(len(PHOTOS))]
+    assert [fitted[f"{i:08d}"]["txt"].decode() for i in range(len(PHOTOS))] == [c for _, c in PHOTOS]
+
+
+def test_fit_an_image_folder_in_shards_of_shard_size(tmp_path):
+    """ImageNet val's layout: class folders, labelled by sorted folder name, fitted shard_size images a shard."""
+    files = {"n01/a.JPEG": 0, "n01/b.JPEG": 0, "n02/c.png": 1, "n03/d.jpg": 2, "n03/e.jpg": 2}
+    for i, rel in enumerate(files):
+        (tmp_path / "val" / rel).parent.mkdir(parents=True, exist_ok=True)
+        fmt = "PNG" if rel.endswith("png") else "JPEG"
+        (tmp_path / "val" / rel).write_bytes(image_bytes(smooth_photo(20, 30, seed=i), fmt))
+    fit(f"fit.input={tmp_path}/val", f"fit.output={tmp_path}/out", "fit.shard_size=2")
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.tar"))
+    assert written == ["00000.tar", "00001.tar", "00002.tar"]
+    labels = {k: int(m["cls"]) for name in written for k, m in members(tmp_path / "out" / name).items()}
+    assert labels == {rel.rsplit(".", 1)[0].replace("/", "__"): c for rel, c in files.items()}
+
+
+def test_gaussianimage_overlay_writes_to_its_own_default_output():
+    ours = compose(FitRun, ["fit"]).fit.output
+    theirs = compose(FitRun, ["fit", "fit_gaussianimage"], ["fit.init=random"]).fit
+    assert theirs.output == "outputs/fit/photos-400-gaussianimage-random" != ours
+    assert theirs.parameterization == "gaussianimage" and theirs.lr.decay_to == 1.0
+    assert {theirs.lr.xy, theirs.lr.diagonal, theirs.lr.shear, theirs.lr.rgb} == {0.001}

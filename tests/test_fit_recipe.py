@@ -1,0 +1,103 @@
+"""The fitting recipe against oracles computed by hand: the L1 penalty, the schedule, pruning, shear, random init.
+
+The probe: a Gaussian placed far off the image gets no gradient from the render, only from the L1 penalty, whose
+gradient on its colour is constant (sign(c) * l1_weight / real splats). Adam's normalised step on a constant
+gradient is exactly lr_t in size, so after t steps the probe's colour has moved toward zero by lr * sum f(s) for
+s < t, where f is the schedule's factor. That pins the L1 term, the learning-rate schedule and the step at
+which pruning looks at the colours, by arithmetic rather than by a fit's quality.
+"""
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import shipped_fit_config
+
+from gs_lightning.config import PruneConfig
+from gs_lightning.fit.fitter import fit_batch
+from gs_lightning.fit.init import random_init, structured_init
+from gs_lightning.render import rasterize
+from gs_lightning.splats import Splats
+
+H = W = 16
+LR_RGB = 0.01
+
+
+def with_probes(colours: list[float]) -> tuple[torch.Tensor, Splats]:
+    """A flat image, 4 structured Gaussians on it, and one grey probe per colour far off the image."""
+    image = torch.full((1, 3, H, W), 0.9)
+    base = structured_init(image, 4)
+    n = len(colours)
+    return image, Splats(
+        torch.cat([base.xy, torch.full((1, n, 2), -100.0)], 1),
+        torch.cat([base.chol, torch.tensor([1.0, 0.0, 1.0]).expand(1, n, 3)], 1),
+        torch.cat([base.rgb, torch.tensor(colours)[None, :, None].expand(1, n, 3)], 1),
+        torch.ones(1, 4 + n, dtype=torch.bool),
+    )
+
+
+def schedule(t: int, total: int, decay_to: float) -> float:
+    """The lr factor at step t, written out: cosine from 1 down to decay_to over the run."""
+    return decay_to + (1 - decay_to) * 0.5 * (1 + math.cos(math.pi * t / total))
+
+
+def luminance_by_hand(rgb: torch.Tensor) -> torch.Tensor:  # [..., 3] -> [...], the paper's 4.4
+    return 0.2126 * rgb[..., 0].abs() + 0.7152 * rgb[..., 1].abs() + 0.0722 * rgb[..., 2].abs()
+
+
+def recipe(iterations: int, prune: PruneConfig, **lr):
+    cfg = shipped_fit_config(num_splats=0, iterations=iterations, prune=prune)  # num_splats: init is given
+    return replace(cfg, lr=replace(cfg.lr, rgb=LR_RGB, **lr))
+
+
+def test_l1_penalty_and_schedule_move_a_probe_by_lr_times_the_schedule():
+    colours = [0.8, -0.7]
+    image, start = with_probes(colours)
+    T = 41
+    cfg = recipe(T, PruneConfig(l1_weight=0.5))
+    end, _ = fit_batch(image, cfg, init=start)
+    moved = LR_RGB * sum(schedule(t, T, cfg.lr.decay_to) for t in range(T))
+    want = torch.tensor([c - math.copysign(moved, c) for c in colours])[:, None].expand(2, 3)
+    torch.testing.assert_close(end.rgb[0, 4:], want, atol=1e-5, rtol=0)
+    # Without the penalty the probes see no gradient at all, so they stay where they were.
+    end, _ = fit_batch(image, recipe(T, PruneConfig(l1_weight=0.0)), init=start)
+    torch.testing.assert_close(end.rgb[0, 4:], torch.tensor(colours)[:, None].expand(2, 3), atol=0, rtol=0)
+
+
+def test_pruning_looks_at_the_colours_of_its_step_and_keeps_dark_negative_ones():
+    """Probes cross the threshold at known steps; pruning at step 40 of 41 must see the colours after exactly 40
+    updates. A probe of strongly negative colour has a large |luminance| and is kept."""
+    T, P, threshold = 41, 40, 0.5
+    cfg = recipe(T, PruneConfig(l1_weight=0.5, threshold=threshold, at=[P / T]), decay_to=1.0)  # constant lr
+    # A probe at c0 moves LR_RGB per step toward zero: c(P) = c0 -+ P * LR_RGB. Put crossings half a step around P.
+    colours = [threshold + (P - 0.5) * LR_RGB,  # under the threshold at step 40: pruned
+               threshold + (P + 0.5) * LR_RGB,  # still above at step 40 (under at 41): kept
+               -(threshold + (P + 0.5) * LR_RGB),  # negative and large in size: kept
+               -(threshold + (P - 0.5) * LR_RGB)]  # negative and small in size at step 40: pruned
+    image, start = with_probes(colours)
+    end, stats = fit_batch(image, cfg, init=start)
+    at_step = torch.tensor([c - math.copysign(P * LR_RGB, c) for c in colours])[:, None].expand(4, 3)
+    assert end.mask[0, 4:].tolist() == (luminance_by_hand(at_step) >= threshold).tolist() == [False, True, True, False]
+    assert stats.n_final.item() == end.mask.sum().item() and stats.n_init.item() == 8
+
+
+def test_a_rotated_ellipse_is_fitted_with_its_shear():
+    """One Gaussian with l21 != 0, fitted from an isotropic start: only a learned shear can match it."""
+    truth = Splats(torch.tensor([[[16.0, 16.0]]]), torch.tensor([[[3.0, 2.5, 2.0]]]), torch.tensor([[[0.9, 0.6, 0.3]]]),
+                   torch.ones(1, 1, dtype=torch.bool))
+    image = rasterize(truth, 32, 32).clamp(0, 1)
+    start = Splats(truth.xy, torch.tensor([[[3.0, 0.0, 3.0]]]), torch.tensor([[[0.5, 0.5, 0.5]]]), truth.mask)
+    end, stats = fit_batch(image, shipped_fit_config(num_splats=1, iterations=1200), init=start)
+    torch.testing.assert_close(end.chol, truth.chol, rtol=0.03, atol=0)
+    assert stats.psnr.item() > 50
+
+
+def test_random_init_draws_gaussianimages_cholesky_factors():
+    """GaussianImage: L = U(0, 1) + diag(0.5), so l11, l22 ~ U(0.5, 1.5) and l21 ~ U(0, 1); colours U(0, 1)."""
+    s = random_init(torch.zeros(4, 3, 30, 50), 2000, generator=torch.Generator().manual_seed(0))
+    uniform_sd = 1 / math.sqrt(12)
+    for values, lo in ((s.chol[..., 0], 0.5), (s.chol[..., 1], 0.0), (s.chol[..., 2], 0.5), (s.rgb, 0.0)):
+        assert values.min() >= lo and values.max() <= lo + 1
+        assert values.mean().item() == pytest.approx(lo + 0.5, abs=0.01)
+        assert values.std().item() == pytest.approx(uniform_sd, abs=0.01)
+    assert (s.xy[..., 0].max() <= 50) and (s.xy[..., 1].max() <= 30) and s.xy.min() >= 0
