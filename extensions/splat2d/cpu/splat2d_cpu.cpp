@@ -62,9 +62,6 @@ struct Call {
         bins(batch),
         gaussians(new Gaussian[batch * xy.size(1)]),
         path(active_path()) {
-    TORCH_CHECK(xy.size(1) < (int64_t(1) << 30), "splat2d: N = ", xy.size(1), " splats per image is too many");
-    TORCH_CHECK(height < (int64_t(1) << 20) && width < (int64_t(1) << 20), "splat2d: image size ", height, "x",
-                width, " is too large");
     const float *pxy = xy.data_ptr<float>(), *pchol = chol.data_ptr<float>(), *prgb = rgb.data_ptr<float>();
     const bool* pmask = mask.data_ptr<bool>();
     const int n = job.n;

@@ -35,8 +35,9 @@ void bin_image(const float* xy, const float* chol, const float* rgb, const bool*
     bins.boxes[g] = box;
     if (box.empty()) continue;
     gaussians[g] = make_gaussian(xy + 2 * g, chol + 3 * g, rgb + 3 * g);
-    for (int ty = box.y0 / kTile; ty <= box.y1 / kTile; ++ty)
-      for (int tx = box.x0 / kTile; tx <= box.x1 / kTile; ++tx) ++bins.offsets[ty * grid.tiles_x + tx + 1];
+    const PixelBox span = tile_span(box);
+    for (int ty = span.y0; ty <= span.y1; ++ty)
+      for (int tx = span.x0; tx <= span.x1; ++tx) ++bins.offsets[ty * grid.tiles_x + tx + 1];
   }
   for (int t = 0; t < tiles; ++t) bins.offsets[t + 1] += bins.offsets[t];
   bins.ids.resize(bins.offsets[tiles]);
@@ -44,8 +45,9 @@ void bin_image(const float* xy, const float* chol, const float* rgb, const bool*
   for (int g = 0; g < n; ++g) {
     const PixelBox& box = bins.boxes[g];
     if (box.empty()) continue;
-    for (int ty = box.y0 / kTile; ty <= box.y1 / kTile; ++ty)
-      for (int tx = box.x0 / kTile; tx <= box.x1 / kTile; ++tx) bins.ids[cursor[ty * grid.tiles_x + tx]++] = g;
+    const PixelBox span = tile_span(box);
+    for (int ty = span.y0; ty <= span.y1; ++ty)
+      for (int tx = span.x0; tx <= span.x1; ++tx) bins.ids[cursor[ty * grid.tiles_x + tx]++] = g;
   }
 }
 
