@@ -25,6 +25,7 @@ from gs_lightning.splats import Splats
 
 CUTOFF = 2.0 * math.log(255.0)
 BACKENDS = ("auto", "cpu", "cuda", "torch")
+SIMD_ENV = "GS_LIGHTNING_SIMD"  # forces the CPU backend's SIMD path (see simd_path)
 
 _EXTENSION = None
 
@@ -41,6 +42,19 @@ def _extension():
             ) from e
         _EXTENSION = _C
     return _EXTENSION
+
+
+def simd_paths() -> list[str]:
+    """The CPU backend's SIMD paths that this CPU runs, fastest first (a subset of
+    avx512, avx2, portable, scalar). Every path computes the same bits."""
+    return list(_extension().simd_paths())
+
+
+def simd_path() -> str:
+    """The SIMD path the CPU backend uses now: the one SIMD_ENV names (avx512 | avx2 |
+    portable | scalar | auto), read at every call, or else the fastest. A name that is
+    unknown, or a path this CPU lacks, is a ValueError naming the variable and the choices."""
+    return _extension().simd_path()
 
 
 def cuda_backend_available() -> bool:

@@ -145,11 +145,9 @@ struct GradSpan {
     for (int i = e.box.y0; i <= e.box.y1; ++i) {
       F u, v;
       const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
-      // Beyond the cut-off w, u and v are zeroed (u and v may be inf there), so
-      // every term of the pair is +-0.
+      // Beyond the cut-off w = 0 makes every term of the pair +-0 (u, v and the
+      // reciprocals are finite unless l11 or l22 is below ~1e-36).
       const F w = where_le(s2, cutoff, gaussian_weight(s2));
-      u = where_le(s2, cutoff, u);
-      v = where_le(s2, cutoff, v);
       const float* g = dimg + (i - tile.y0) * kTile + first;
       F d[kGradDim];
       pair_grad(G, load<S>(g), load<S>(g + kTilePlane), load<S>(g + 2 * kTilePlane), w, u, v, d);
