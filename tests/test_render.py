@@ -17,6 +17,7 @@ from gs_lightning.render import (
     CUTOFF,
     SIMD_ENV,
     cuda_backend_available,
+    l2_loss,
     rasterize,
     render_reference,
     simd_path,
@@ -161,6 +162,25 @@ def test_simd_env_names_the_choices(monkeypatch):
         monkeypatch.setenv(SIMD_ENV, path)
         with pytest.raises(ValueError, match=rf"{SIMD_ENV}={path}: (this CPU lacks|unknown)"):
             simd_path()
+
+
+@pytest.mark.parametrize("case", ["b3_37x53", "off_image", "thin", "large", "mixed_scales", "n0"])
+def test_l2_loss_matches_autograd_through_the_reference(case, simd):
+    """The fused CPU L2 loss (render, residual and backward per tile) against mean((reference - target)^2)
+    and autograd, with a different weight on each image's loss."""
+    batch, n, height, width, kwargs = CASES[case]
+    s = random_splats(batch, n, height, width, **kwargs)
+    target = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(3))
+    weight = torch.rand(batch, generator=torch.Generator().manual_seed(4)) + 0.5
+    fused = Splats(*(t.detach().clone().requires_grad_(True) for t in (s.xy, s.chol, s.rgb)), s.mask)
+    got = l2_loss(fused, target)
+    want = (render_reference(s, height, width, cutoff=CUTOFF) - target).square().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    fields = [fused.xy, fused.chol, fused.rgb]
+    for g, w, name in zip(torch.autograd.grad((got * weight).sum(), fields),
+                          torch.autograd.grad((want * weight).sum(), [s.xy, s.chol, s.rgb]), ("xy", "chol", "rgb")):
+        scale = w.abs().amax().item() if w.numel() else 1.0
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"grad {name}: {m}")
 
 
 def test_cpu_image_with_no_splats_next_to_full_ones():

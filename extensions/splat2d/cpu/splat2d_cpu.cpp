@@ -1,5 +1,7 @@
 // CPU backend: the tile kernels of tiles.cpp over (image, tile) work items with
-// OpenMP, on the SIMD path chosen at run time (simd_path below).
+// OpenMP, on the SIMD path chosen at run time (active_path below): the forward,
+// the backward, and the fused L2 loss of fitting (render, residual and backward
+// of a tile in one pass, in cache).
 //
 // The backward writes one partial gradient per (tile, Gaussian) entry into its
 // own slot and sums the slots per Gaussian afterwards: no atomics, and the
@@ -75,6 +77,50 @@ struct Call {
 
   int64_t items() const { return batch * job.grid.tiles(); }
 
+  // fn(b, t) for every (image, tile) item, in parallel.
+  template <class Fn>
+  void for_each_item(Fn fn) const {
+    const int tiles = job.grid.tiles();
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t item = 0; item < items(); ++item) fn(item / tiles, int(item % tiles));
+  }
+
+  // One kGradDim slot per (tile, Gaussian) entry of each image, for the grad kernels to fill: each
+  // slot is written by exactly one (image, tile) item, so no atomics, and no zero fill.
+  std::vector<int64_t> slot_start;  // [B + 1], in slots
+  std::unique_ptr<float[]> slots;
+
+  void make_slots() {
+    slot_start.assign(batch + 1, 0);
+    for (int64_t b = 0; b < batch; ++b) slot_start[b + 1] = slot_start[b] + int64_t(bins[b].ids.size());
+    slots.reset(new float[slot_start[batch] * kGradDim]);
+  }
+  float* slots_of(int64_t b) const { return slots.get() + slot_start[b] * kGradDim; }
+
+  // The gradients {xy [B, N, 2], chol [B, N, 3], rgb [B, N, 3]}: each Gaussian's slots summed, in
+  // tile order.
+  std::vector<torch::Tensor> gradients(const torch::Tensor& xy, const torch::Tensor& chol,
+                                       const torch::Tensor& rgb) const {
+    auto grad_xy = torch::zeros_like(xy);
+    auto grad_chol = torch::zeros_like(chol);
+    auto grad_rgb = torch::zeros_like(rgb);
+    float* dxy = grad_xy.data_ptr<float>();
+    float* dchol = grad_chol.data_ptr<float>();
+    float* drgb = grad_rgb.data_ptr<float>();
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < batch; ++b) {
+      const TileBins& bin = bins[b];
+      for (size_t k = 0; k < bin.ids.size(); ++k) {
+        const int64_t g = b * job.n + bin.ids[k];
+        const float* p = slots_of(b) + k * kGradDim;
+        for (int d = 0; d < 2; ++d) dxy[2 * g + d] += p[d];
+        for (int d = 0; d < 3; ++d) dchol[3 * g + d] += p[2 + d];
+        for (int d = 0; d < 3; ++d) drgb[3 * g + d] += p[5 + d];
+      }
+    }
+    return {grad_xy, grad_chol, grad_rgb};
+  }
+
   // Copies between an image [B, 3, H, W] and tile t's planes [3][kTile][kTile].
   template <class Copy>
   void each_tile_row(int64_t b, int t, Copy copy) const {
@@ -104,56 +150,63 @@ torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, co
   // Every (image, tile) item below writes all of its tile's pixels, so no zero fill.
   auto image = torch::empty({call.batch, 3, height, width}, xy.options());
   float* out = image.data_ptr<float>();
-
-#pragma omp parallel for schedule(dynamic) num_threads(call.threads)
-  for (int64_t item = 0; item < call.items(); ++item) {
-    const int64_t b = item / call.job.grid.tiles();
-    const int t = int(item % call.job.grid.tiles());
+  call.for_each_item([&](int64_t b, int t) {
     alignas(64) float acc[3 * kTilePlane];
     call.path.render(call.job, b, t, acc);
     call.each_tile_row(b, t, [&](int64_t at, int from, int n) { copy_row(acc + from, out + at, n); });
-  }
+  });
   return image;
 }
 
 std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
                                         const torch::Tensor& rgb, const torch::Tensor& mask,
                                         const torch::Tensor& grad_image, double cutoff) {
-  const Call call(xy, chol, rgb, mask, grad_image.size(2), grad_image.size(3), cutoff);
+  Call call(xy, chol, rgb, mask, grad_image.size(2), grad_image.size(3), cutoff);
   const float* gimg = grad_image.data_ptr<float>();
-  // One kGradDim slot per (tile, Gaussian) entry of each image.
-  std::vector<std::vector<float>> partial(call.batch);
-  for (int64_t b = 0; b < call.batch; ++b) partial[b].resize(call.bins[b].ids.size() * kGradDim);
-
-#pragma omp parallel for schedule(dynamic) num_threads(call.threads)
-  for (int64_t item = 0; item < call.items(); ++item) {
-    const int64_t b = item / call.job.grid.tiles();
-    const int t = int(item % call.job.grid.tiles());
-    if (call.bins[b].offsets[t] == call.bins[b].offsets[t + 1]) continue;
+  call.make_slots();
+  call.for_each_item([&](int64_t b, int t) {
+    if (call.bins[b].offsets[t] == call.bins[b].offsets[t + 1]) return;
     alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
     call.each_tile_row(b, t, [&](int64_t at, int to, int n) { copy_row(gimg + at, dimg + to, n); });
-    call.path.grad(call.job, b, t, dimg, partial[b].data());
-  }
+    call.path.grad(call.job, b, t, dimg, call.slots_of(b));
+  });
+  return call.gradients(xy, chol, rgb);
+}
 
-  auto grad_xy = torch::zeros_like(xy);
-  auto grad_chol = torch::zeros_like(chol);
-  auto grad_rgb = torch::zeros_like(rgb);
-  float* dxy = grad_xy.data_ptr<float>();
-  float* dchol = grad_chol.data_ptr<float>();
-  float* drgb = grad_rgb.data_ptr<float>();
-  const int n = call.job.n;
-#pragma omp parallel for schedule(static) num_threads(call.threads)
+std::vector<torch::Tensor> l2_loss_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                                       const torch::Tensor& mask, const torch::Tensor& target, double cutoff) {
+  const int64_t height = target.size(2), width = target.size(3);
+  Call call(xy, chol, rgb, mask, height, width, cutoff);
+  const float* tgt = target.data_ptr<float>();
+  const float count = float(3 * height * width);
+  call.make_slots();
+  std::vector<double> tile_sse(call.items());
+  call.for_each_item([&](int64_t b, int t) {
+    // The render, its residual and the backward of the tile, all in cache.
+    alignas(64) float acc[3 * kTilePlane];
+    call.path.render(call.job, b, t, acc);
+    alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
+    double sse = 0.0;
+    call.each_tile_row(b, t, [&](int64_t at, int from, int n) {
+      for (int j = 0; j < n; ++j) {
+        const float r = acc[from + j] - tgt[at + j];
+        sse += double(r) * r;
+        dimg[from + j] = 2.0f * r / count;  // d mean(r^2) / d render
+      }
+    });
+    tile_sse[b * call.job.grid.tiles() + t] = sse;
+    if (call.bins[b].offsets[t] != call.bins[b].offsets[t + 1]) call.path.grad(call.job, b, t, dimg, call.slots_of(b));
+  });
+  auto loss = torch::empty({call.batch}, xy.options());
+  float* pl = loss.data_ptr<float>();
   for (int64_t b = 0; b < call.batch; ++b) {
-    const TileBins& bin = call.bins[b];
-    for (size_t k = 0; k < bin.ids.size(); ++k) {
-      const int64_t g = b * n + bin.ids[k];
-      const float* p = partial[b].data() + k * kGradDim;
-      for (int d = 0; d < 2; ++d) dxy[2 * g + d] += p[d];
-      for (int d = 0; d < 3; ++d) dchol[3 * g + d] += p[2 + d];
-      for (int d = 0; d < 3; ++d) drgb[3 * g + d] += p[5 + d];
-    }
+    double sse = 0.0;  // tile by tile, in order: the same bits on any thread count
+    for (int t = 0; t < call.job.grid.tiles(); ++t) sse += tile_sse[b * call.job.grid.tiles() + t];
+    pl[b] = float(sse / count);
   }
-  return {grad_xy, grad_chol, grad_rgb};
+  std::vector<torch::Tensor> out = call.gradients(xy, chol, rgb);
+  out.insert(out.begin(), loss);
+  return out;
 }
 
 std::vector<std::string> simd_path_names() {
