@@ -13,7 +13,7 @@ TORCH_CUDA_ARCH_LIST ?= 8.0;8.9;9.0+PTX
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu bench bench-render bench-data bench-models bench-fit fit train demo compare sweep \
+.PHONY: help setup build test test-all test-gpu mutants bench bench-render bench-data bench-models bench-fit fit train demo compare sweep \
 	cuda-build clean
 
 help: ## Show this help
@@ -47,6 +47,9 @@ test-all: build ## Run every test, the slow ones included
 
 test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 	$(PY) -m pytest -m gpu
+
+mutants: build ## Apply each listed bug (tests/mutants/*.py) to a scratch copy and report it caught or survived [ONLY=a,b]
+	$(PY) tests/mutants/run.py $(if $(ONLY),--only $(ONLY))
 
 bench: bench-render bench-data bench-models bench-fit ## Print every benchmark (~1.5 h on 2 cores; the fit one is most of it)
 

@@ -119,9 +119,11 @@ def rasterize(
     which then applies the same cut-off).
     """
     backend = _check_call(splats, height, width, backend, cutoff)
-    if backend == "torch":
-        return render_reference(splats, height, width, cutoff=cutoff)
-    return _Rasterize.apply(*_fields(splats), height, width, float(cutoff))
+    # Always float32: an autocast around the caller (bf16-mixed training) must not reach the render.
+    with torch.autocast(splats.xy.device.type, enabled=False):
+        if backend == "torch":
+            return render_reference(splats, height, width, cutoff=cutoff)
+        return _Rasterize.apply(*_fields(splats), height, width, float(cutoff))
 
 
 def _check_call(splats: Splats, height, width, backend: str, cutoff) -> str:
@@ -169,7 +171,8 @@ def l2_loss(
     if _check_call(splats, height, width, backend, cutoff) != "cpu":
         render = rasterize(splats, height, width, backend=backend, cutoff=cutoff)
         return (render - target).square().mean(dim=(1, 2, 3))
-    return _L2Loss.apply(*_fields(splats), target.contiguous(), float(cutoff))
+    with torch.autocast(splats.xy.device.type, enabled=False):
+        return _L2Loss.apply(*_fields(splats), target.contiguous(), float(cutoff))
 
 
 def render_reference(splats: Splats, height: int, width: int, *, cutoff: float | None = None) -> Tensor:

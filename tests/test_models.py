@@ -309,3 +309,98 @@ def test_zero_shot_over_two_ddp_ranks_counts_each_sample_once(tmp_path):
     metrics = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("METRICS"))[len("METRICS "):])
     top1, top5 = expected_accuracy()
     assert metrics["val/top1"] == pytest.approx(top1) and metrics["val/top5"] == pytest.approx(top5)
+
+
+# ---- bf16-mixed: the paper configs' precision -----------------------------------------------------------------------
+
+
+class Watch(L.Callback):
+    """Records each step's loss, and fails on a non-finite gradient or stem feature as soon as one appears."""
+
+    def __init__(self):
+        self.losses = []
+
+    def on_fit_start(self, trainer, module):
+        if module.mode != "rgb":
+            def finite(gated, args, out):  # the splat features (covariance ones included) and what they make
+                assert args[0].dtype == torch.float32 and torch.isfinite(args[0]).all(), "splat features"
+                assert torch.isfinite(out).all(), "gated stem output not finite"
+
+            module.model.visual.stem.gated.register_forward_hook(finite)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].item())
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        for n, p in module.model.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), f"grad of {n} not finite"
+
+
+def run_steps(module: ClipModule, batch: dict, precision: str, steps: int) -> Watch:
+    watch = Watch()
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", precision=precision, logger=False, callbacks=[watch],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch] * steps, batch_size=None))
+    return watch
+
+
+@pytest.mark.parametrize("mode", ["rgb", "transfer"])
+def test_bf16_mixed_trains_with_finite_values_and_the_fp32_first_loss(mode, rgb_checkpoint, tmp_path):
+    """rgb, gs196, gs98 and gs196_scratch run bf16-mixed (experiments/*.yaml): a few steps on CPU under it stay
+    finite, start from fp32's loss within bf16's precision, and evaluate zero-shot."""
+    from gs_lightning.data.datamodules import ZeroShotDataModule
+
+    def build():
+        torch.manual_seed(0)
+        extra = {"rgb_checkpoint": rgb_checkpoint} if mode == "transfer" else {}
+        return ClipModule(**shipped_model_kwargs(mode=mode, **extra), eval_set="fashion-mnist")
+
+    module = build()
+    g = torch.Generator().manual_seed(0)
+    text = module.tokenizer([f"a photo of thing {i}" for i in range(6)])
+    if mode == "rgb":
+        batch = {"image": torch.rand(6, 3, 16, 16, generator=g), "text": text}
+    else:  # thin ellipses too: the covariance features' eigen-split is where precision bites
+        s = unit_splats(6, 12)
+        s.chol[:, :4] *= torch.tensor([1.0, 1.0, 0.01])
+        batch = {"splats": s, "text": text}
+    fp32 = run_steps(build(), batch, "32-true", 1).losses[0]
+    bf16 = run_steps(module, batch, "bf16-mixed", 4).losses
+    assert all(math.isfinite(x) for x in bf16)
+    assert bf16[0] == pytest.approx(fp32, rel=2e-2)
+    kind = "rgb" if mode == "rgb" else "gs"
+    path = datacomp_shards(tmp_path, [5], size=16, labelled=True) if kind == "rgb" else fitted_shards(tmp_path, [5])
+    import open_clip
+
+    val = ZeroShotDataModule(kind=kind, path=path, batch_size=5, num_workers=0,
+                             preprocess=open_clip.image_transform(16, is_train=False) if kind == "rgb" else None)
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    (metrics,) = trainer.validate(module, dataloaders=val.val_dataloader(), verbose=False)
+    assert 0 <= metrics["val/top1"] <= metrics["val/top5"] <= 1
+
+
+def test_autocast_never_reaches_the_render_or_the_stem_features():
+    """Under a bf16 autocast the render and the stem's splat features are the float32 ones, bit for bit."""
+    from gs_lightning.models.gs_stem import GSStem
+    from gs_lightning.render import rasterize
+
+    s = unit_splats(2, 20)
+    pixels = Splats(s.xy * 24, s.chol * 24, s.rgb, s.mask)
+    stem = GSStem(width=32, hidden=16, num_freqs=8)
+    calls = {}
+
+    def record(module, args, out):  # the features as the gated layer receives them, under autocast or not
+        calls[torch.is_autocast_enabled("cpu")] = args[0]
+
+    stem.gated.register_forward_hook(record)
+    for backend in ("cpu", "torch"):
+        want = rasterize(pixels, 24, 24, backend=backend)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = rasterize(pixels, 24, 24, backend=backend)
+        assert got.dtype == torch.float32 and torch.equal(got, want), backend
+    stem(s)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        stem(s)
+    assert calls[True].dtype == torch.float32 and torch.equal(calls[True], calls[False])

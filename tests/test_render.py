@@ -213,6 +213,15 @@ def test_cutoff_truncation_is_within_its_bound():
     assert (exact - cut).abs().max() > 0  # the cut-off did bite here: the test means something
 
 
+@pytest.mark.parametrize("cutoff", [1.0, 4.0, 30.0])
+def test_the_cutoff_argument_is_the_one_rendered_with(cutoff):
+    """Every backend applies the cut-off it is given (the default, 2 ln 255, is only a default)."""
+    s = random_splats(2, 40, 37, 53, scale=(2.0, 9.0), requires_grad=False)
+    got = rasterize(s, 37, 53, cutoff=cutoff)
+    torch.testing.assert_close(got, render_reference(s, 37, 53, cutoff=cutoff), rtol=1e-5, atol=1e-5)
+    assert (got - rasterize(s, 37, 53)).abs().max() > 1e-3  # and it differs from the default's render
+
+
 def test_thread_count_does_not_change_a_bit(simd):
     s = random_splats(2, 300, 96, 80, scale=(1.0, 10.0))
     weight = torch.randn(2, 3, 96, 80)

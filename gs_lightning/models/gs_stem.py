@@ -67,9 +67,12 @@ class GSStem(nn.Module):
 
     def forward(self, splats: Splats) -> Tensor:  # -> [B, N, width], zero on padding rows
         real = splats.mask[..., None]
-        # Padding may hold anything: compute on a harmless unit splat there, then zero it.
-        xy = torch.where(real, splats.xy, torch.zeros_like(splats.xy))
-        chol = torch.where(real, splats.chol, torch.tensor([1.0, 0.0, 1.0], device=xy.device, dtype=xy.dtype))
-        rgb = torch.where(real, splats.rgb, torch.zeros_like(splats.rgb))
-        f = torch.cat([self.fourier(xy), covariance_features(chol), rgb], -1)
+        # The splat features in float32 whatever autocast runs (bf16-mixed): sin(2^7 pi x) needs more than
+        # bf16's 8 bits of x, and so does the eigen-split of a thin ellipse's covariance.
+        with torch.autocast(splats.xy.device.type, enabled=False):
+            # Padding may hold anything: compute on a harmless unit splat there, then zero it.
+            xy = torch.where(real, splats.xy, 0.0).float()
+            chol = torch.where(real, splats.chol, splats.chol.new_tensor([1.0, 0.0, 1.0])).float()
+            rgb = torch.where(real, splats.rgb, 0.0).float()
+            f = torch.cat([self.fourier(xy), covariance_features(chol), rgb], -1)
         return self.proj(self.norm(self.gated(f))) * real

@@ -2,6 +2,11 @@
 
 MUTANTS = [
     {"name": "cutoff-argument-ignored", "path": "gs_lightning/render.py",
-     "old": "        float(cutoff),\n    )", "new": "        float(CUTOFF),\n    )",
+     "old": "            float(cutoff),\n        )", "new": "            float(CUTOFF),\n        )",
      "tests": ["tests/test_render.py"], "why": "rasterize(cutoff=...) renders with the default cut-off"},
+    {"name": "autocast-reaches-the-render", "path": "gs_lightning/render.py",
+     "old": "    with torch.autocast(splats.xy.device.type, enabled=False):\n        if backend",
+     "new": "    if True:\n        if backend",
+     "tests": ["tests/test_models.py::test_autocast_never_reaches_the_render_or_the_stem_features"],
+     "why": "a bf16-mixed caller renders the dense reference in bf16"},
 ]
