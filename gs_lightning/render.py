@@ -14,7 +14,9 @@ tests. The CPU backend runs on the fastest SIMD path the CPU has (simd_path).
 The compiled backends skip a pair whose squared Mahalanobis distance exceeds
 `cutoff`. The default, 2 ln 255 ~= 11.09 (a 3.33-sigma ellipse), is where a
 unit-colour Gaussian falls below one 8-bit level, so the truncation is below
-what a uint8 image can show; the design's minimum is 3 sigma (9).
+what a uint8 image can show; the design's minimum is 3 sigma (9). The CPU
+backend takes a cut-off above 174 as 174: past it a weight is below e^-87, less
+than the least normal float.
 """
 from __future__ import annotations
 

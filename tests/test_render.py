@@ -176,11 +176,20 @@ def test_l2_loss_matches_autograd_through_the_reference(case, simd):
     got = l2_loss(fused, target)
     want = (render_reference(s, height, width, cutoff=CUTOFF) - target).square().mean(dim=(1, 2, 3))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(l2_loss(s, target, backend="torch"), want, rtol=0, atol=0)  # composed elsewhere
     fields = [fused.xy, fused.chol, fused.rgb]
     for g, w, name in zip(torch.autograd.grad((got * weight).sum(), fields),
                           torch.autograd.grad((want * weight).sum(), [s.xy, s.chol, s.rgb]), ("xy", "chol", "rgb")):
         scale = w.abs().amax().item() if w.numel() else 1.0
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_l2_loss_names_a_bad_target():
+    s = random_splats(2, 5, 8, 8, requires_grad=False)
+    with pytest.raises(ValueError, match=r"target must be \[B, 3, H, W\] with B = 2, got \(1, 3, 8, 8\)"):
+        l2_loss(s, torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="target must be float32 on cpu, got torch.float64"):
+        l2_loss(s, torch.zeros(2, 3, 8, 8, dtype=torch.float64))
 
 
 def test_cpu_image_with_no_splats_next_to_full_ones():

@@ -95,50 +95,53 @@ SPLAT_HD PixelBox tile_span(const PixelBox& box) {
 
 // Squared Mahalanobis distance of pixel centre (px, py), with the forward
 // substitution's intermediates (u, v) that the gradient reuses. F is float, or
-// a row of pixels sharing py.
-template <class F>
-SPLAT_HD F mahalanobis2(const Gaussian& G, F px, float py, F& u, F& v) {
+// pixels of a row (py a float) or of several rows (py an F).
+template <class F, class P>
+SPLAT_HD F mahalanobis2(const Gaussian& G, F px, P py, F& u, F& v) {
   const F dx = px - G.mx;
-  const float dy = py - G.my;
+  const P dy = py - G.my;
   u = dx * G.inv11;
   v = (dy - G.l21 * u) * G.inv22;
   return u * u + v * v;
 }
 
-// What gaussian_weight needs of a value type beyond arithmetic: U, the unsigned
-// 32-bit integer of the same shape (for the exponent bits), and min.
-// cpu/simd.h adds the vector types.
+// What the weight needs of a value type beyond arithmetic: U, the unsigned 32-bit
+// integer of the same shape (for the exponent bits). cpu/simd.h adds the vectors.
 template <class F>
 struct Lanes;
 
 template <>
 struct Lanes<float> {
   using U = uint32_t;
-  static SPLAT_HD float min(float a, float b) { return a < b ? a : b; }
 };
+
+// The largest s2 whose weight exp(-s2 / 2) the polynomial below takes: e^-87 is
+// still a normal float (2^-126 = 1.2e-38 is the least).
+constexpr float kMaxWeightS2 = 174.0f;
 
 // Coefficients of q in e^r = 1 + r + r^2 q(r), a degree-4 minimax fit of relative
 // error on |r| <= ln(2) / 2 (plus a little for the rounding of n).
 constexpr float kExpQ0 = 0.5f, kExpQ1 = 0.16666662693023682f, kExpQ2 = 0.04167300835251808f,
                 kExpQ3 = 0.008357517421245575f, kExpQ4 = 0.0013396682916209102f;
 
-// exp(-s2 / 2), the weight of a pair, for s2 >= 0: one branch-free polynomial,
-// the same operations on every path (CPU scalar, each SIMD path, CUDA), so the
-// paths agree to the bit; libm's expf differs by platform and cannot vectorize.
+// exp(-s2 / 2), the weight of a pair, for s2 in [0, kMaxWeightS2]: one branch-free
+// polynomial, the same operations on every path (CPU scalar, each SIMD path, CUDA),
+// so the paths agree to the bit; libm's expf differs by platform and cannot vectorize.
 //   x = -s2 / 2 = n ln2 + r:  n = round(x log2 e) by adding 1.5 * 2^23, which leaves
 //   n in the low mantissa bits of t; r = x - n ln2 with ln2 in two parts, the first
 //   short enough that n * kLn2Hi is exact (Cody-Waite); q by Estrin's scheme (a
 //   shorter chain of dependent operations than Horner's, for the CPU's out-of-order
 //   window); 2^n goes straight into the exponent bits of a float that scales e^r.
-// Error: at most 1.08 ulp from float64 exp for s2 in [0, 174]
-// (tests/test_render.py::test_gaussian_weight_ulp). Beyond 174 (below e^-87) it
-// returns e^-87 ~ 1.6e-38 instead of a subnormal, far below any tolerance.
+// Error: at most 1.08 ulp from float64 exp
+// (tests/test_render.py::test_gaussian_weight_is_within_1_08_ulp_of_exp). Past
+// kMaxWeightS2 the result is wrong (0, then -inf): gaussian_weight clamps, and the
+// CPU kernels never weigh a pair past min(cutoff, kMaxWeightS2), which saves the
+// clamp on every pair.
 template <class F>
-SPLAT_HD F gaussian_weight(F s2) {
+SPLAT_HD F gaussian_weight_in_range(F s2) {
   constexpr float kHalfLog2e = -0.72134752044448170f;  // -log2(e) / 2, exact: x log2 e = s2 kHalfLog2e
   constexpr float kShifter = 12582912.0f;                // 1.5 * 2^23
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-  s2 = Lanes<F>::min(s2, 174.0f);
   const F x = -0.5f * s2;
   const F t = s2 * kHalfLog2e + kShifter;
   const F n = t - kShifter;
@@ -155,6 +158,10 @@ SPLAT_HD F gaussian_weight(F s2) {
   memcpy(&scale, &bits, sizeof scale);
   return er * scale;
 }
+
+// exp(-s2 / 2) for any s2 >= 0; past kMaxWeightS2 it is e^-87 ~ 1.6e-38 instead of
+// a subnormal, far below any tolerance.
+SPLAT_HD float gaussian_weight(float s2) { return gaussian_weight_in_range(s2 < kMaxWeightS2 ? s2 : kMaxWeightS2); }
 
 // The gradient of one pixel-Gaussian pair, given dL/dI at that pixel (gr, gg, gb),
 // the weight w and the substitution's (u, v): its terms of (x, y, l11, l21, l22,

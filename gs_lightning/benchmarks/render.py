@@ -13,11 +13,10 @@ denominator of every speedup.
 """
 import argparse
 import math
-import os
 
 import torch
 
-from gs_lightning.benchmarks.common import interleaved_seconds, num_threads, print_table
+from gs_lightning.benchmarks.common import interleaved_seconds, num_threads, print_table, simd_path
 from gs_lightning.render import CUTOFF, SIMD_ENV, cuda_backend_available, rasterize, render_reference, simd_paths
 from gs_lightning.splats import Splats
 
@@ -125,8 +124,7 @@ def cpu_benchmark(quick: bool = False) -> None:
             pairs = evaluated_pairs(s)
 
             def run(path: str, k: int = threads):
-                os.environ[SIMD_ENV] = path
-                with num_threads(k):
+                with simd_path(path), num_threads(k):
                     fwd_bwd(s, "cpu", grad)
 
             fns = {(p, threads): lambda p=p: run(p) for p in paths}
@@ -140,7 +138,6 @@ def cpu_benchmark(quick: bool = False) -> None:
             if threads > 1:
                 scaling.append(f"{n} splats, batch {batch}: {t[paths[0], 1] / t[paths[0], threads]:.2f}x")
         print(f"  dense reference, {n} splats, batch 1: {1e3 * dense:.0f} ms per image")
-    os.environ.pop(SIMD_ENV, None)
     print_table(["splats", "batch", "path", "ms/image", "Mpairs/s (visited)", "vs scalar", "vs dense"], rows)
     if scaling:
         print(f"  {paths[0]}, {threads} vs 1 thread: " + "; ".join(scaling))

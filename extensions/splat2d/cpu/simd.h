@@ -31,25 +31,18 @@ struct VecOf<1> {
 template <int W>
 using Vec = typename VecOf<W>::F;
 
-template <int W>
-struct VecLanes {
-  using U = typename VecOf<W>::U;
-  static SPLAT_INLINE Vec<W> min(Vec<W> a, float b) {
-    const Vec<W> bv = splat_vec(b);
-    return a < bv ? a : bv;
-  }
-  static SPLAT_INLINE Vec<W> splat_vec(float b) {
-    Vec<W> v;
-    for (int k = 0; k < W; ++k) v[k] = b;
-    return v;
-  }
+template <>
+struct Lanes<Vec<16>> {
+  using U = typename VecOf<16>::U;
 };
 template <>
-struct Lanes<Vec<16>> : VecLanes<16> {};
+struct Lanes<Vec<8>> {
+  using U = typename VecOf<8>::U;
+};
 template <>
-struct Lanes<Vec<8>> : VecLanes<8> {};
-template <>
-struct Lanes<Vec<4>> : VecLanes<4> {};
+struct Lanes<Vec<4>> {
+  using U = typename VecOf<4>::U;
+};
 
 template <int W>
 SPLAT_INLINE Vec<W> load(const float* p) {
@@ -65,17 +58,52 @@ SPLAT_INLINE void store(float* p, Vec<W> v) {
 
 template <int W>
 SPLAT_INLINE Vec<W> broadcast(float x) {
-  if constexpr (W == 1) {
-    return x;
-  } else {
-    return VecLanes<W>::splat_vec(x);
-  }
+  Vec<W> v = {};
+  return v + x;
 }
 
 // x where a <= b, else +0: a pair beyond the cut-off contributes nothing, not even a NaN.
 template <class F>
 SPLAT_INLINE F where_le(F a, float b, F x) {
   return a <= b ? x : F{};
+}
+
+// Two rows side by side as two vectors. Every operation on a Pair is issued for
+// both rows at once, so two independent exp chains interleave in the instruction
+// stream: a row is a chain of ~90 cycles of latency, and a core's out-of-order
+// window holds only about two rows' operations.
+template <class F>
+struct Pair {
+  F a, b;
+};
+
+#define SPLAT_PAIR_OP(OP)                                 \
+  template <class F>                                      \
+  SPLAT_INLINE Pair<F> operator OP(Pair<F> x, Pair<F> y) { \
+    return {x.a OP y.a, x.b OP y.b};                      \
+  }                                                       \
+  template <class F, class S>                             \
+  SPLAT_INLINE Pair<F> operator OP(Pair<F> x, S y) {      \
+    return {x.a OP y, x.b OP y};                          \
+  }                                                       \
+  template <class F, class S>                             \
+  SPLAT_INLINE Pair<F> operator OP(S x, Pair<F> y) {      \
+    return {x OP y.a, x OP y.b};                          \
+  }
+SPLAT_PAIR_OP(+)
+SPLAT_PAIR_OP(-)
+SPLAT_PAIR_OP(*)
+SPLAT_PAIR_OP(<<)
+#undef SPLAT_PAIR_OP
+
+template <class F>
+struct Lanes<Pair<F>> {
+  using U = Pair<typename Lanes<F>::U>;
+};
+
+template <class F>
+SPLAT_INLINE Pair<F> where_le(Pair<F> a, float b, Pair<F> x) {
+  return {where_le(a.a, b, x.a), where_le(a.b, b, x.b)};
 }
 
 // Pixel centres of lanes [first, first + W): first + k + 0.5.

@@ -58,7 +58,7 @@ struct Call {
 
   Call(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb, const torch::Tensor& mask,
        int64_t height, int64_t width, double cutoff)
-      : job{Grid(height, width), int(xy.size(1)), float(cutoff), nullptr, nullptr},
+      : job{Grid(height, width), int(xy.size(1)), std::min(float(cutoff), kMaxWeightS2), nullptr, nullptr},
         batch(xy.size(0)),
         threads(at::get_num_threads()),
         bins(batch),

@@ -21,6 +21,7 @@
 #include "tiles.h"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace splat2d {
 
@@ -96,6 +97,79 @@ SPLAT_INLINE void for_each_span(const PixelBox& box, const PixelBox& tile, Span&
   }
 }
 
+// How a span of S lanes evaluates its rows: in pairs (i, i + 1) from the box's
+// first row, then a last single row. A pair is one value F of a row type below:
+// OneRow (the last row), TwoRows (two vectors), or Packed (one vector of 2S lanes,
+// row i in the low half and row i + 1 in the high half: half the operations of two
+// half-width rows, where the path's vectors are 2S wide). Each has the pixel
+// centres px and py of its rows, loads from and adds to a tile plane at p (its
+// first row), and sums its rows into per-lane sums of even and odd rows.
+template <int S>
+struct OneRow {
+  using F = Vec<S>;
+  static SPLAT_INLINE F px(Vec<S> x) { return x; }
+  static SPLAT_INLINE float py(int i) { return float(i) + 0.5f; }
+  static SPLAT_INLINE F load_rows(const float* p) { return load<S>(p); }
+  static SPLAT_INLINE void add_rows(float* p, F x) { store<S>(p, load<S>(p) + x); }
+  static SPLAT_INLINE void even_odd(F sum, Vec<S>& even, Vec<S>& odd) { even = sum; odd = Vec<S>{}; }
+};
+
+template <int S>
+struct TwoRows {
+  using F = Pair<Vec<S>>;
+  static SPLAT_INLINE F px(Vec<S> x) { return {x, x}; }
+  static SPLAT_INLINE F py(int i) { return {broadcast<S>(float(i) + 0.5f), broadcast<S>(float(i + 1) + 0.5f)}; }
+  static SPLAT_INLINE F load_rows(const float* p) { return {load<S>(p), load<S>(p + kTile)}; }
+  static SPLAT_INLINE void add_rows(float* p, F x) {
+    OneRow<S>::add_rows(p, x.a);
+    OneRow<S>::add_rows(p + kTile, x.b);
+  }
+  static SPLAT_INLINE void even_odd(F sum, Vec<S>& even, Vec<S>& odd) {
+    even = sum.a;
+    odd = sum.b;
+  }
+};
+
+template <int S>
+struct Packed {
+  using F = Vec<2 * S>;
+  static SPLAT_INLINE F join(Vec<S> lo, Vec<S> hi) {
+    F x;
+    memcpy(&x, &lo, sizeof lo);
+    memcpy(reinterpret_cast<char*>(&x) + sizeof lo, &hi, sizeof hi);
+    return x;
+  }
+  static SPLAT_INLINE void even_odd(F x, Vec<S>& lo, Vec<S>& hi) {
+    memcpy(&lo, &x, sizeof lo);
+    memcpy(&hi, reinterpret_cast<const char*>(&x) + sizeof lo, sizeof hi);
+  }
+  static SPLAT_INLINE F px(Vec<S> x) { return join(x, x); }
+  static SPLAT_INLINE F py(int i) { return join(broadcast<S>(float(i) + 0.5f), broadcast<S>(float(i + 1) + 0.5f)); }
+  static SPLAT_INLINE F load_rows(const float* p) { return join(load<S>(p), load<S>(p + kTile)); }
+  static SPLAT_INLINE void add_rows(float* p, F x) {
+    Vec<S> lo, hi;
+    even_odd(x, lo, hi);
+    OneRow<S>::add_rows(p, lo);
+    OneRow<S>::add_rows(p + kTile, hi);
+  }
+};
+
+// The row pairs of a span of S lanes on a path of W: packed where two fit in a vector.
+template <int S, int W>
+using RowPairs = std::conditional_t<2 * S <= W, Packed<S>, TwoRows<S>>;
+
+// Calls span.rows<R>(i, first, px, extra...) over the rows of a box at tile lanes
+// [first, first + S): R = RowPairs for rows i, i + 1, then OneRow for a last row.
+template <int S, int W, class Span, class... Extra>
+SPLAT_INLINE void for_each_row(Span& span, const PixelBox& box, const PixelBox& tile, int first, Extra&... extra) {
+  using R = RowPairs<S, W>;
+  const Vec<S> px = centres<S>(tile.x0 + first);
+  const typename R::F pxr = R::px(px);
+  int i = box.y0;
+  for (; i < box.y1; i += 2) span.template rows<R>(i, first, pxr, extra...);
+  if (i == box.y1) span.template rows<OneRow<S>>(i, first, px, extra...);
+}
+
 // Adds entry e's colour times its weight to acc [3][kTile][kTile] over its rows.
 template <int W>
 struct RenderSpan {
@@ -105,26 +179,27 @@ struct RenderSpan {
   float* acc;
 
   template <int S, int Off>
-  SPLAT_INLINE void run(int c) const {
-    using F = Vec<S>;
+  SPLAT_INLINE void run(int c) {
+    for_each_row<S, W>(*this, e.box, tile, c * W + Off);
+  }
+
+  template <class R>
+  SPLAT_INLINE void rows(int i, int first, typename R::F px) {
+    using F = typename R::F;
     const Gaussian& G = e.G;
-    const int first = c * W + Off;
-    const F px = centres<S>(tile.x0 + first);
-#pragma GCC unroll 4  // independent rows side by side: the exp is a long chain
-    for (int i = e.box.y0; i <= e.box.y1; ++i) {
-      F u, v;
-      const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
-      const F w = where_le(s2, cutoff, gaussian_weight(s2));
-      float* a = acc + (i - tile.y0) * kTile + first;
-      store<S>(a, load<S>(a) + G.r * w);
-      store<S>(a + kTilePlane, load<S>(a + kTilePlane) + G.g * w);
-      store<S>(a + 2 * kTilePlane, load<S>(a + 2 * kTilePlane) + G.b * w);
-    }
+    F u, v;
+    const F s2 = mahalanobis2(G, px, R::py(i), u, v);
+    const F w = where_le(s2, cutoff, gaussian_weight_in_range(s2));
+    float* a = acc + (i - tile.y0) * kTile + first;
+    R::add_rows(a, G.r * w);
+    R::add_rows(a + kTilePlane, G.g * w);
+    R::add_rows(a + 2 * kTilePlane, G.b * w);
   }
 };
 
 // Sums entry e's gradient terms over its rows into lanes[q][c]: one partial sum
-// per term q and lane (column of the tile). Lanes the box misses stay 0.
+// per term q and lane (column of the tile), even rows and odd rows (counted from
+// the box's first) summed apart and then added. Lanes the box misses stay 0.
 template <int W>
 struct GradSpan {
   static constexpr int C = kTile / W;
@@ -134,32 +209,45 @@ struct GradSpan {
   const float* dimg;
   Vec<W> lanes[kGradDim][C];
 
+  // A span's sums per term: of its row pairs, and of its last row.
+  template <int S>
+  struct Sums {
+    typename RowPairs<S, W>::F pairs[kGradDim] = {};
+    Vec<S> last[kGradDim] = {};
+    SPLAT_INLINE auto& of(OneRow<S>*) { return last; }
+    SPLAT_INLINE auto& of(RowPairs<S, W>*) { return pairs; }
+  };
+
   template <int S, int Off>
   SPLAT_INLINE void run(int c) {
-    using F = Vec<S>;
-    const Gaussian& G = e.G;
-    const int first = c * W + Off;
-    const F px = centres<S>(tile.x0 + first);
-    F sum[kGradDim] = {};
-#pragma GCC unroll 4
-    for (int i = e.box.y0; i <= e.box.y1; ++i) {
-      F u, v;
-      const F s2 = mahalanobis2(G, px, float(i) + 0.5f, u, v);
-      // Beyond the cut-off w = 0 makes every term of the pair +-0 (u, v and the
-      // reciprocals are finite unless l11 or l22 is below ~1e-36).
-      const F w = where_le(s2, cutoff, gaussian_weight(s2));
-      const float* g = dimg + (i - tile.y0) * kTile + first;
-      F d[kGradDim];
-      pair_grad(G, load<S>(g), load<S>(g + kTilePlane), load<S>(g + 2 * kTilePlane), w, u, v, d);
-      for (int q = 0; q < kGradDim; ++q) sum[q] += d[q];
-    }
+    Sums<S> sums;
+    for_each_row<S, W>(*this, e.box, tile, c * W + Off, sums);
     // Chunk c is visited once per entry: its other lanes are still 0. (C == 1 keeps
     // lanes in registers: a constant index.)
     for (int q = 0; q < kGradDim; ++q) {
+      Vec<S> even, odd;
+      RowPairs<S, W>::even_odd(sums.pairs[q], even, odd);
+      const Vec<S> sum = (even + sums.last[q]) + odd;
       Vec<W> chunk = {};
-      memcpy(reinterpret_cast<float*>(&chunk) + Off, &sum[q], sizeof sum[q]);
+      memcpy(reinterpret_cast<float*>(&chunk) + Off, &sum, sizeof sum);
       lanes[q][C == 1 ? 0 : c] = chunk;
     }
+  }
+
+  template <class R, class Sums>
+  SPLAT_INLINE void rows(int i, int first, typename R::F px, Sums& sums) {
+    using F = typename R::F;
+    const Gaussian& G = e.G;
+    F u, v;
+    const F s2 = mahalanobis2(G, px, R::py(i), u, v);
+    // Beyond the cut-off w = 0 makes every term of the pair +-0 (u, v and the
+    // reciprocals are finite unless l11 or l22 is below ~1e-36).
+    const F w = where_le(s2, cutoff, gaussian_weight_in_range(s2));
+    const float* g = dimg + (i - tile.y0) * kTile + first;
+    F d[kGradDim];
+    pair_grad(G, R::load_rows(g), R::load_rows(g + kTilePlane), R::load_rows(g + 2 * kTilePlane), w, u, v, d);
+    F(&sum)[kGradDim] = sums.of(static_cast<R*>(nullptr));
+    for (int q = 0; q < kGradDim; ++q) sum[q] = sum[q] + d[q];
   }
 };
 

@@ -39,7 +39,7 @@ void bin_image(const float* xy, const float* chol, const float* rgb, const bool*
 struct TileJob {
   Grid grid;
   int n;  // splats per image
-  float cutoff;
+  float cutoff;  // at most kMaxWeightS2: a pair past it weighs less than 2^-126
   const Gaussian* gaussians;  // [B, N], only real rows set
   const TileBins* bins;       // [B]
 };
