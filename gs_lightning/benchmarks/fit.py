@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from gs_lightning.benchmarks.common import print_table
+from gs_lightning.benchmarks.common import print_table, simd_path
 from gs_lightning.data.demo import PHOTOS, photo_array
 from gs_lightning.data.shards import resize_center_crop
 from gs_lightning.config import FitConfig, PruneConfig, load_fit_config
 from gs_lightning.fit.fitter import fit_batch
+from gs_lightning.render import simd_paths
 from gs_lightning.splats import compression_ratio
 
 SIZE = 224
@@ -156,10 +157,16 @@ def throughput(images: torch.Tensor, iterations: int, batch: int = 64) -> None:
     t0 = time.perf_counter()
     fit_batch(stack, cfg)
     many = time.perf_counter() - t0
+    with simd_path("scalar"):  # the CPU rasterizer without its SIMD lanes, for their share
+        t0 = time.perf_counter()
+        fit_batch(stack, cfg)
+        scalar = time.perf_counter() - t0
     print_table(["mode", "images", "seconds", "images/s"],
                 [["batch 1, image after image", batch, f"{one:.1f}", f"{batch / one:.2f}"],
-                 [f"batch {batch}", batch, f"{many:.1f}", f"{batch / many:.2f}"]])
-    print(f"  speedup of the batch: {one / many:.2f}x")
+                 [f"batch {batch}", batch, f"{many:.1f}", f"{batch / many:.2f}"],
+                 [f"batch {batch}, scalar CPU path", batch, f"{scalar:.1f}", f"{batch / scalar:.2f}"]])
+    print(f"  speedup of the batch: {one / many:.2f}x; of the SIMD path ({simd_paths()[0]}) over scalar: "
+          f"{scalar / many:.2f}x")
 
 
 def main(argv=None) -> None:

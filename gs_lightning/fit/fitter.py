@@ -23,7 +23,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from gs_lightning.config import FitConfig
 from gs_lightning.fit.init import initialise
-from gs_lightning.render import rasterize
+from gs_lightning.render import l2_loss, rasterize
 from gs_lightning.splats import Splats
 
 LUMA = (0.2126, 0.7152, 0.0722)
@@ -48,11 +48,12 @@ def psnr_per_image(render: Tensor, images: Tensor) -> Tensor:  # [B, 3, H, W] x2
     )
 
 
-def _image_loss(render: Tensor, images: Tensor, cfg: FitConfig) -> Tensor:  # -> [B]
-    # F.mse_loss / F.l1_loss fuse the difference and its gradient into one pass each:
-    # at batch 64 the images are 38 MB, and three unfused passes cost as much as the render.
+def _image_loss(splats: Splats, images: Tensor, cfg: FitConfig) -> Tensor:  # -> [B]
     if cfg.loss == "l2":
-        return F.mse_loss(render, images, reduction="none").mean(dim=(1, 2, 3))
+        # On the CPU one pass per tile renders, takes the residual and runs the backward, in cache: no
+        # [B, 3, H, W] render or image gradient (38 MB each at batch 64) goes through memory.
+        return l2_loss(splats, images, backend=cfg.backend)
+    render = rasterize(splats, images.shape[2], images.shape[3], backend=cfg.backend)
     if cfg.loss == "l1_ssim":
         ssim = structural_similarity_index_measure(render, images, data_range=1.0, reduction="none")
         l1 = F.l1_loss(render, images, reduction="none").mean(dim=(1, 2, 3))
@@ -135,9 +136,7 @@ def fit_batch(
         if step in prune_steps and cfg.prune.threshold > 0:
             with torch.no_grad():
                 mask &= luminance(rgb) >= cfg.prune.threshold
-        splats = current()
-        render = rasterize(splats, H, W, backend=cfg.backend)
-        loss = _image_loss(render, images, cfg)
+        loss = _image_loss(current(), images, cfg)
         if cfg.prune.l1_weight > 0:
             real = mask.float()
             l1 = (rgb.abs().sum(-1) * real).sum(1) / real.sum(1).clamp(min=1)
