@@ -20,7 +20,7 @@ import torch
 
 from gs_lightning.benchmarks.common import print_table
 from gs_lightning.data.demo import PHOTOS, photo_array
-from gs_lightning.data.shards import resize_center_crop
+from gs_lightning.data.shards import BadSample, decode_image, existing_sources, resize_center_crop
 from gs_lightning.config import FitConfig, PruneConfig, load_fit_config
 from gs_lightning.fit.fitter import fit_batch
 from gs_lightning.splats import compression_ratio
@@ -37,12 +37,27 @@ RECIPE_NOTES = {
 }
 
 
-def photos(count: int) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
+def photos(count: int, source: str | None = None) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
+    """The embedded photos, or the first `count` images of a shard pattern or image folder, resized and
+    centre-cropped as `fit` does."""
     out = []
-    for name, _ in PHOTOS[:count]:
-        a = torch.from_numpy(photo_array(name)).float() / 255
-        a = a[None].expand(3, *a.shape) if a.dim() == 2 else a.permute(2, 0, 1)
-        out.append(resize_center_crop(a.contiguous(), SIZE))
+    if source is None:
+        for name, _ in PHOTOS[:count]:
+            a = torch.from_numpy(photo_array(name)).float() / 255
+            a = a[None].expand(3, *a.shape) if a.dim() == 2 else a.permute(2, 0, 1)
+            out.append(resize_center_crop(a.contiguous(), SIZE))
+        return torch.stack(out)
+    errors: list = []
+    for s in existing_sources(source, "--input", "Give a shard pattern or a folder of images."):
+        for sample in s.samples(errors):
+            try:
+                out.append(resize_center_crop(decode_image(sample.image), SIZE))
+            except BadSample:  # no image member, or one that does not decode
+                errors.append((sample.key, "not a readable image"))
+            if len(out) == count:
+                return torch.stack(out)
+    if not out:
+        raise SystemExit(f"--input {source}: no readable images ({errors[:3]})")
     return torch.stack(out)
 
 
