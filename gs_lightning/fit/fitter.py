@@ -158,17 +158,21 @@ def _render_loss(splats: Splats, images: Tensor, cfg: FitConfig) -> tuple[Tensor
     return loss, mse
 
 
-def _keep_rows(opt: torch.optim.Optimizer, keep: Tensor) -> None:
-    """Drop finished images from every parameter, its gradient and Adam's moments, in place, so Adam goes
-    on for the rest exactly as before (its step count is shared) and never moves a finished image."""
+def _keep_rows(opt: torch.optim.Optimizer, keep: Tensor) -> list[Tensor]:
+    """Drop finished images from every parameter, its gradient and Adam's moments, so Adam goes on for the
+    rest exactly as before (its step count is shared) and never moves a finished image. The parameters are
+    new leaf tensors (autograd remembers a leaf's shape), in the optimizer's order; returns them."""
+    out = []
     for group in opt.param_groups:
-        for p in group["params"]:
-            p.data = p.data[keep]
-            if p.grad is not None:
-                p.grad = p.grad[keep]
-            for key, value in opt.state.get(p, {}).items():
-                if key != "step":
-                    opt.state[p][key] = value[keep]
+        old = group["params"][0]
+        new = old.detach()[keep].requires_grad_(True)
+        if old.grad is not None:
+            new.grad = old.grad[keep]
+        state = opt.state.pop(old, {})
+        opt.state[new] = {k: v if k == "step" else v[keep] for k, v in state.items()}
+        group["params"] = [new]
+        out.append(new)
+    return out
 
 
 def budget_scale(cfg: FitConfig) -> float:
@@ -254,7 +258,7 @@ def fit_batch(
         loss.sum().backward()
         if finished.any():
             keep = ~finished
-            _keep_rows(opt, keep)
+            xy, diagonal, shear, rgb = _keep_rows(opt, keep)
             active, mask, work = active[keep], mask[keep], work[keep]
         opt.step()
         sched.step()
