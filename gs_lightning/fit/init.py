@@ -92,13 +92,17 @@ def detail_density(images: Tensor, n: int, uniform: float = 0.3) -> Tensor:  # [
     B, _, H, W = images.shape
     dx = F.pad(images[..., :, 1:] - images[..., :, :-1], (0, 1))
     dy = F.pad(images[..., 1:, :] - images[..., :-1, :], (0, 0, 0, 1))
-    grad = (dx.square() + dy.square()).sum(1, keepdim=True).sqrt()  # [B, 1, H, W]
+    grad = (dx.square() + dy.square()).sum(1).sqrt()  # [B, H, W]
     sigma = 0.5 * math.sqrt(H * W / n)
-    r = min(math.ceil(3 * sigma), H - 1, W - 1)
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=images.device, dtype=images.dtype) / sigma) ** 2)
-    k = k / k.sum()
-    grad = F.conv2d(F.pad(grad, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    grad = F.conv2d(F.pad(grad, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))[:, 0]
+
+    def blur(size: int) -> Tensor:  # [size, size], rows sum to 1: the border renormalised
+        i = torch.arange(size, device=images.device, dtype=images.dtype)
+        k = torch.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
+        return k / k.sum(1, keepdim=True)
+
+    # A blur by matrix products, not conv2d: conv2d's result for an image depends on the batch around it
+    # (its kernels block by batch size), and an image must be fitted the same in any batch.
+    grad = blur(H) @ grad @ blur(W).T
     grad = grad / grad.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)
     return (1 - uniform) * grad + uniform
 
