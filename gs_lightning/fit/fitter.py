@@ -10,6 +10,12 @@ random comparison (4.3). An L1 penalty on the colours drives weak Gaussians
 towards zero; at the configured points of the run (fractions of the iterations), a Gaussian whose luminance
 0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshold is pruned (its mask
 row turns False), so every image ends with its own N.
+
+Beyond the paper (issue 13): the colours may start from a least-squares solve for the init's geometry
+(`solve_colours`, again after each prune); the learning rates are given for an iteration budget and the
+cosine decay spans the run; and with `target_psnr` each image stops at the first step whose render reaches
+it, keeping those splats, and its rows leave every tensor (Adam's moments included), so a finished image
+costs nothing more and the others go on exactly as they would alone.
 """
 from __future__ import annotations
 
