@@ -404,6 +404,16 @@ def test_fit_benchmark_tables_and_plots(tmp_path, capsys):
     assert (tmp_path / "fit_paper.png").stat().st_size > 10_000
 
 
+def test_fit_benchmark_throughput_times_both_recipes_on_each_path(capsys):
+    from gs_lightning.benchmarks import fit as bench
+    from gs_lightning.render import simd_paths
+
+    bench.throughput(torch.rand(1, 3, 32, 32), iterations=2, batch=2)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    timed = {(r[0], r[-3]) for r in rows if len(r) >= 5 and r[0] in ("default", "paper")}
+    assert timed == {(r, p) for r in ("default", "paper") for p in (simd_paths()[0], "scalar")}
+
+
 def test_fit_benchmark_reads_a_folder_of_images_as_fit_does(tmp_path):
     from PIL import Image
 
