@@ -102,6 +102,8 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
     assert "Traceback" not in out.stdout + out.stderr, out.stderr[-2000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {key}: "), last
+    if case == "output_is_a_file":  # says what to give, not only that the path cannot be made
+        assert "exists and is not a folder; give a folder" in last, last
     if case == "checkpoint_pickled_payload":
         assert not files["marker"].exists(), "the pickled payload ran"
         assert "posix.system" in last  # says what it found

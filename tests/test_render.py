@@ -229,6 +229,9 @@ def test_the_cutoff_argument_is_the_one_rendered_with(cutoff):
     got = rasterize(s, 37, 53, cutoff=cutoff)
     torch.testing.assert_close(got, render_reference(s, 37, 53, cutoff=cutoff), rtol=1e-5, atol=1e-5)
     assert (got - rasterize(s, 37, 53)).abs().max() > 1e-3  # and it differs from the default's render
+    target = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
+    want = (render_reference(s, 37, 53, cutoff=cutoff) - target).square().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(l2_loss(s, target, cutoff=cutoff), want, rtol=1e-5, atol=1e-7)  # the fused loss too
 
 
 def test_thread_count_does_not_change_a_bit(simd):

@@ -2,7 +2,8 @@
 
 MUTANTS = [
     {"name": "cutoff-argument-ignored", "path": "gs_lightning/render.py",
-     "old": "            float(cutoff),\n        )", "new": "            float(CUTOFF),\n        )",
+     "old": "_Rasterize.apply(*_fields(splats), height, width, float(cutoff))",
+     "new": "_Rasterize.apply(*_fields(splats), height, width, float(CUTOFF))",
      "tests": ["tests/test_render.py"], "why": "rasterize(cutoff=...) renders with the default cut-off"},
     {"name": "autocast-reaches-the-render", "path": "gs_lightning/render.py",
      "old": "    with torch.autocast(splats.xy.device.type, enabled=False):\n        if backend",
