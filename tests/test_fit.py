@@ -73,13 +73,16 @@ def test_adaptive_init_on_a_flat_image_is_the_structured_grid(n, h, w):
     torch.testing.assert_close(cell, s.chol[..., 0], atol=1e-3, rtol=0)
 
 
-def test_adaptive_init_puts_gaussians_where_the_detail_is():
-    img = photo(48, 96)
-    img[..., :48] = img[..., :48].mean(dim=(2, 3), keepdim=True)  # a flat left half, a textured right half
+@pytest.mark.parametrize("axis", ["x", "y"])
+def test_adaptive_init_puts_gaussians_where_the_detail_is(axis):
+    """A flat half and a textured half, side by side or one above the other: rows and columns both adapt."""
+    img = photo(48, 96) if axis == "x" else photo(96, 48)
+    flat = (..., slice(None), slice(0, 48)) if axis == "x" else (..., slice(0, 48), slice(None))
+    img[flat] = img[flat].mean(dim=(2, 3), keepdim=True)
     s = adaptive_init(img, 200)
-    right = (s.xy[0, :, 0] >= 48).sum().item()
-    assert right > 0.65 * 200, right  # the uniform grid would put half there
-    assert ((s.xy >= 0) & (s.xy <= torch.tensor([96.0, 48.0]))).all()
+    textured = (s.xy[0, :, 0 if axis == "x" else 1] >= 48).sum().item()
+    assert textured > 0.65 * 200, textured  # the uniform grid would put half there
+    assert ((s.xy >= 0) & (s.xy <= torch.tensor([img.shape[3], img.shape[2]], dtype=torch.float32))).all()
     s.check()
 
 
@@ -292,7 +295,8 @@ def test_unknown_key_is_named():
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_stopped_fit_resumes_without_partial_shards(tmp_path, sig):
-    """Stop a fit after its first shard lands; rerun; finished shards are kept byte for byte.
+    """Stop a fit after its first shard lands, while the next one is open; rerun; finished shards are kept
+    byte for byte.
 
     SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) stop within a grace period, with exit status
     128 + signal and no temporary left; SIGKILL cannot be handled, and a temporary never has a final name."""
@@ -308,9 +312,13 @@ def test_a_stopped_fit_resumes_without_partial_shards(tmp_path, sig):
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = tmp_path / "out" / "00000.tar"
     deadline = time.time() + 120
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert first.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no shard in 120 s"
+
+    def open_shard() -> bool:  # the next shard's temporary is being written: the moment that matters
+        return first.exists() and any((tmp_path / "out").glob("*.tmp"))
+
+    while not open_shard() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert open_shard(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no open shard in 120 s"
     os.kill(proc.pid, sig)
     t0 = time.time()
     proc.wait(timeout=60)
