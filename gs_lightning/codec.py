@@ -46,7 +46,6 @@ from gs_lightning.splats import BYTES_PER_SPLAT, RECORD_DIM
 
 MAGIC, VERSION = b"GSQ", 1
 POS_BITS, COV_BITS, COLOUR_BITS = 12, 6, 8
-CODINGS = ("bitpacked", "zlib")
 
 
 class RecordError(ValueError):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from gs_lightning.atomic import write_text_atomic
 from gs_lightning.config import UserError
 from gs_lightning.data.shards import update_sizes
-from gs_lightning.splats import BYTES_PER_SPLAT, compression_ratio
+from gs_lightning.splats import compression_ratio
 
 # Keys a rerun into the same output may change: which images (to fit more shards into a folder), and
 # how fast. The rest decide what a splat set is, and one folder holds one kind.
@@ -65,7 +65,7 @@ def stats_path(output: str | Path, rank: int) -> Path:
     return Path(output) / "_stats" / f"rank{rank:04d}.json"
 
 
-def summarise(output: str | Path, image_size: int, world_size: int = 1) -> dict:
+def summarise(output: str | Path, image_size: int, world_size: int = 1, record: str = "fp16") -> dict:
     """Merge this run's tallies of ranks 0..world_size-1 into summary.json and return it."""
     paths = [stats_path(output, r) for r in range(world_size)]
     tallies = [Tally(**json.loads(p.read_text())) for p in paths if p.exists()]
@@ -87,9 +87,11 @@ def summarise(output: str | Path, image_size: int, world_size: int = 1) -> dict:
         "splats_mean": mean_n,
         "pruned_fraction": 1 - sum(n_final) / sum(n_init) if n_init else 0.0,
         "image_size": image_size,
-        "bytes_splats": bytes_splats,
-        # bytes_splats / images is the mean splat count times BYTES_PER_SPLAT
-        "compression_ratio": compression_ratio(image_size, image_size, mean_n) if bytes_splats else None,
+        "record": record,
+        "bytes_splats": bytes_splats,  # as codec.py counts them (fp16: N * 16; quantized: the whole record)
+        "bytes_per_image": bytes_splats / images if images else None,
+        "compression_ratio": (compression_ratio(image_size, image_size, mean_n, bytes_splats / sum(n_final))
+                              if bytes_splats and sum(n_final) else None),
         "seconds": seconds,
         "images_per_second": images / seconds if seconds else None,
     }
@@ -106,7 +108,8 @@ def format_summary(s: dict) -> str:
         f"shards written    {s['shards_written']}",
         f"PSNR mean / min   {f(s['psnr_mean'], '.2f')} / {f(s['psnr_min'], '.2f')} dB",
         f"splats per image  {s['splats_mean']:.1f}  (pruned {100 * s['pruned_fraction']:.1f}%)",
-        f"bytes written     {s['bytes_splats']:,} of splats ({BYTES_PER_SPLAT} B per splat)",
+        f"bytes written     {s['bytes_splats']:,} of splats, {s['record']} record "
+        f"({f(s['bytes_per_image'], '.0f')} B per image; fp16 is 16 B per splat)",
         f"compression       {f(s['compression_ratio'], '.1f')}x vs uint8 pixels",
         f"throughput        {f(s['images_per_second'], '.2f')} images/s",
     ]
