@@ -93,7 +93,9 @@ def test_record_layout_header_count_and_both_codings():
     flat[:, 2:] = flat[0, 2:]  # every splat alike but for its position: the byte planes deflate well
     data = Q.encode(flat)
     assert data[4] == 1 and len(data) < header + (400 * width + 7) // 8 - 1000
-    by = by_y(Q.decode(data))
+    by, flat = by_y(Q.decode(data)), by_y(flat)
+    for j in (0, 1):  # 12-bit codes: two byte planes each
+        assert np.abs(by[:, j] - flat[:, j]).max() <= half_step(flat[:, j], BITS["pos"])
     for j in (5, 6, 7):  # a constant column: within its bound (two float16 ulps wide) of the value
         assert np.abs(by[:, j] - flat[0, j]).max() <= half_step(flat[:, j], BITS["colour"])
 
@@ -113,10 +115,38 @@ def test_corrupt_records_raise_record_error(mangle, why):
 
 
 def test_a_zlib_bomb_is_not_inflated_past_the_header_s_count():
+    """A crafted record whose payload inflates to 50 MB is refused without inflating it (peak memory)."""
+    import tracemalloc
+
     data = Q.encode(rows_of(4))  # header: magic, version, coding, N = 4 (one byte), bits, bounds: 41 bytes
     bomb = data[:4] + b"\x01" + data[5:41] + zlib.compress(b"\0" * 50_000_000)
-    with pytest.raises(RecordError, match="payload length"):
-        Q.decode(bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RecordError, match="payload length"):
+            Q.decode(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, peak
+
+
+def test_refinement_through_the_record_improves_what_is_stored(fit_cfg):
+    """A few straight-through steps after the fit: the quantized record of the refined splats renders closer
+    to the image than the quantized record of the fit itself, and what the STE rendered is what is stored."""
+    from gs_lightning.fit.fitter import fit_batch, psnr_per_image
+    from gs_lightning.fit.quantize import quantized_render, refine_quantized
+    from gs_lightning.render import rasterize
+    from gs_lightning.splats import Splats
+
+    images = torch.stack([decode_image(image_bytes(smooth_photo(32, 32, seed=s), "PNG")) for s in (1, 2)])
+    splats, _ = fit_batch(images, fit_cfg(num_splats=36, iterations=150))
+    refined = refine_quantized(images, splats, iterations=40, lr=0.1)
+    with torch.no_grad():
+        before = psnr_per_image(quantized_render(splats, 32, 32), images)
+        after = psnr_per_image(quantized_render(refined, 32, 32), images)
+        stored = Splats.from_records([Q.decode(Q.encode(r)) for r in refined.to_records(32, 32)], 32, 32)
+        torch.testing.assert_close(rasterize(stored, 32, 32), quantized_render(refined, 32, 32), atol=1e-5, rtol=0)
+    assert (after > before + 0.1).all(), (before, after)
 
 
 def test_fp16_record_counts_sixteen_bytes_a_splat():

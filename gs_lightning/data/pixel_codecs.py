@@ -38,11 +38,14 @@ def available() -> list[str]:
     return [c for c, (_, feature, _) in CODECS.items() if features.check(feature)]
 
 
+def fit_image(image: torch.Tensor, size: int) -> torch.Tensor:  # [3, H, W] -> [3, size, size], float in [0, 1]
+    """What a fit of `size` sees: the image as given when already size x size, else resized and cropped."""
+    return image if image.shape[-2:] == (size, size) else resize_center_crop(image, size)
+
+
 def fit_pixels(image: torch.Tensor, size: int) -> np.ndarray:  # [3, H, W] float in [0, 1] -> [size, size, 3] uint8
-    """What a fit of `size` sees, as 8-bit RGB: as given when already size x size, else resized and cropped."""
-    if image.shape[-2:] != (size, size):
-        image = resize_center_crop(image, size)
-    return to_uint8(image.permute(1, 2, 0).numpy())
+    """fit_image as 8-bit RGB: what the pixel codecs encode."""
+    return to_uint8(fit_image(image, size).permute(1, 2, 0).numpy())
 
 
 def encode(pixels: np.ndarray, codec: str, quality: int) -> bytes:  # pixels [H, W, 3] uint8
