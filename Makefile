@@ -52,7 +52,7 @@ test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 mutants: build ## Apply each listed bug (tests/mutants/*.py) to a scratch copy and report it caught or survived [ONLY=a,b]
 	$(PY) tests/mutants/run.py $(if $(ONLY),--only $(ONLY))
 
-bench: bench-render bench-data bench-models bench-fit bench-codec ## Print every benchmark (~1.75 h on 2 cores; the fit one is most of it)
+bench: bench-render bench-data bench-models bench-fit bench-codec ## Print every benchmark (~1 h 10 min on 2 cores; the fit one is half of it)
 
 bench-render: build ## Rasterizer: ms/image, pairs/s, vs dense reference, 1 vs N threads; on a GPU: batch 1-4096, Fig. 2
 	$(PY) -m gs_lightning.benchmarks.render
@@ -63,7 +63,7 @@ bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 work
 bench-models: build ## Splat encoder vs RGB ViT: fwd+bwd ms/sample and peak memory (ViT-B-16-w512)
 	$(PY) -m gs_lightning.benchmarks.models
 
-bench-fit: build ## Fitting: PSNR table structured vs random (+ plot), pruning cost, batch-1 vs batch-64 images/s
+bench-fit: build ## Fitting: PSNR vs iterations, random / paper / default (+ plot), fit-to-quality, pruning, images/s
 	$(PY) -m gs_lightning.benchmarks.fit
 
 bench-codec: build ## Rate-distortion: splat records (fp16, quantized) vs JPEG/WebP/AVIF on the photos (CSV, table, plot)

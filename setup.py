@@ -24,10 +24,10 @@ def want_cuda() -> bool:
 
 
 def extension():
-    sources = [str(SRC / "bindings.cpp"), str(SRC / "cpu" / "splat2d_cpu.cpp")]
+    sources = [str(SRC / "bindings.cpp"), str(SRC / "cpu" / "splat2d_cpu.cpp"), str(SRC / "cpu" / "tiles.cpp")]
     # -ffp-contract=off: no FMA contraction, so the cut-off test s2 <= cutoff
     # rounds exactly as in the PyTorch reference (and in the CUDA build).
-    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fschedule-insns", "-fsched-pressure"]
     kwargs = dict(include_dirs=[str(ROOT / SRC)], extra_link_args=["-fopenmp"])
     if not want_cuda():
         return CppExtension("gs_lightning._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)

@@ -95,7 +95,8 @@ def fit(args: list[str]) -> None:
         trainer.predict(SplatFitModule(fit_cfg), dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()
     if trainer.global_rank == 0:
-        summary = summarise(f.output, f.image_size, world_size=trainer.world_size, record=f.record)
+        summary = summarise(f.output, f.image_size, f.iterations, world_size=trainer.world_size,
+                            record=f.record)
         print(f"\nfit summary ({f.output}/summary.json); {kept} of {len(sources)} shards were already done and kept")
         print(format_summary(summary))
 

@@ -54,6 +54,10 @@ class LearningRates:
     shear: float = spec(gt=0)  # l21
     rgb: float = spec(gt=0)
     decay_to: float = spec(gt=0, le=1)  # every lr decays (cosine) to this fraction of itself
+    # The rates above are for fit.iterations = budget; a fit of T iterations scales every rate by
+    # (budget / T) ** budget_power, so a short fit takes larger steps (0: the rates do not follow T).
+    budget: int = spec(3000, ge=1)
+    budget_power: float = spec(0.0, ge=0, le=2)
 
 
 @dataclass
@@ -82,6 +86,12 @@ class FitConfig:
     parameterization: str = spec(choices="gs_lightning.fit.fitter:PARAMETERIZATIONS")
     lr: LearningRates = field(default_factory=LearningRates)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    # Colours by least squares for the init's geometry, and again after each pruning step.
+    solve_colours: bool = False
+    solve_steps: int = spec(20, ge=1)  # conjugate-gradient steps of a solve, each about one iteration's cost
+    # Each image stops once its PSNR (dB) reaches this; fit.iterations stays the cap. null: every image runs
+    # fit.iterations.
+    target_psnr: Optional[float] = spec(None, gt=0)
     record: str = spec(choices="gs_lightning.codec:RECORDS")  # how a splat set is stored (gs_lightning/codec.py)
     refine_iterations: int = spec(ge=0)  # quantized record: quantization-aware steps after the fit
     refine_lr: float = spec(gt=0)  # their Adam lr, in quantization steps (codes) per step

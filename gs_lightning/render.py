@@ -6,13 +6,17 @@ at pixel centres, no alpha blending, no depth order, unclamped.
 
 `rasterize` is differentiable in xy, chol and rgb and runs on the compiled
 extension (`gs_lightning._C`, CPU or CUDA); this module is its only caller.
-`render_reference` evaluates every pixel x every Gaussian with plain tensor
-ops and autograd: slow, obviously correct, and the oracle of the tests.
+`l2_loss` is fitting's per-image MSE against a target, fused into one pass per
+tile on the CPU. `render_reference` evaluates every pixel x every Gaussian with
+plain tensor ops and autograd: slow, obviously correct, and the oracle of the
+tests. The CPU backend runs on the fastest SIMD path the CPU has (simd_path).
 
 The compiled backends skip a pair whose squared Mahalanobis distance exceeds
 `cutoff`. The default, 2 ln 255 ~= 11.09 (a 3.33-sigma ellipse), is where a
 unit-colour Gaussian falls below one 8-bit level, so the truncation is below
-what a uint8 image can show; the design's minimum is 3 sigma (9).
+what a uint8 image can show; the design's minimum is 3 sigma (9). The CPU
+backend takes a cut-off above 174 as 174: past it a weight is below e^-87, less
+than the least normal float.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from gs_lightning.splats import Splats
 
 CUTOFF = 2.0 * math.log(255.0)
 BACKENDS = ("auto", "cpu", "cuda", "torch")
+SIMD_ENV = "GS_LIGHTNING_SIMD"  # forces the CPU backend's SIMD path (see simd_path)
 
 _EXTENSION = None
 
@@ -41,6 +46,19 @@ def _extension():
             ) from e
         _EXTENSION = _C
     return _EXTENSION
+
+
+def simd_paths() -> list[str]:
+    """The CPU backend's SIMD paths that this CPU runs, fastest first (a subset of
+    avx512, avx2, portable, scalar). Every path computes the same bits."""
+    return list(_extension().simd_paths())
+
+
+def simd_path() -> str:
+    """The SIMD path the CPU backend uses now: the one SIMD_ENV names (avx512 | avx2 |
+    portable | scalar | auto), read at every call, or else the fastest. A name that is
+    unknown, or a path this CPU lacks, is a ValueError naming the variable and the choices."""
+    return _extension().simd_path()
 
 
 def cuda_backend_available() -> bool:
@@ -102,24 +120,61 @@ def rasterize(
     backend: "auto" (the device's compiled backend) | "cpu" | "cuda" | "torch" (the dense reference,
     which then applies the same cut-off).
     """
-    _check_size(height, width)
-    splats.check("splats")
-    if not (isinstance(cutoff, (int, float)) and cutoff > 0 and math.isfinite(cutoff)):
-        raise ValueError(f"rasterize: cutoff must be a positive finite number, got {cutoff!r}")
-    backend = _resolve_backend(backend, splats.xy.device)
+    backend = _check_call(splats, height, width, backend, cutoff)
     # Always float32: an autocast around the caller (bf16-mixed training) must not reach the render.
     with torch.autocast(splats.xy.device.type, enabled=False):
         if backend == "torch":
             return render_reference(splats, height, width, cutoff=cutoff)
-        return _Rasterize.apply(
-            splats.xy.contiguous(),
-            splats.chol.contiguous(),
-            splats.rgb.contiguous(),
-            splats.mask.contiguous(),
-            height,
-            width,
-            float(cutoff),
-        )
+        return _Rasterize.apply(*_fields(splats), height, width, float(cutoff))
+
+
+def _check_call(splats: Splats, height, width, backend: str, cutoff) -> str:
+    """The checks of rasterize and l2_loss; returns the backend that runs."""
+    _check_size(height, width)
+    splats.check("splats")
+    if not (isinstance(cutoff, (int, float)) and cutoff > 0 and math.isfinite(cutoff)):
+        raise ValueError(f"rasterize: cutoff must be a positive finite number, got {cutoff!r}")
+    return _resolve_backend(backend, splats.xy.device)
+
+
+def _fields(splats: Splats) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # as the extension takes them
+    return splats.xy.contiguous(), splats.chol.contiguous(), splats.rgb.contiguous(), splats.mask.contiguous()
+
+
+class _L2Loss(torch.autograd.Function):
+    # The fused kernel returns the gradients with the loss; backward only scales them per image.
+    @staticmethod
+    def forward(ctx, xy, chol, rgb, mask, target, cutoff):
+        loss, *grads = _extension().l2_loss(xy, chol, rgb, mask, target, cutoff)
+        ctx.save_for_backward(*grads)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # grad_loss: [B]
+        scale = grad_loss[:, None, None]
+        return *(g * scale for g in ctx.saved_tensors), None, None, None
+
+
+def l2_loss(
+    splats: Splats,
+    target: Tensor,  # [B, 3, H, W] float32
+    *,
+    backend: str = "auto",
+    cutoff: float = CUTOFF,
+) -> Tensor:  # [B]
+    """Per image, the mean over (3, H, W) of (rasterize(splats) - target)^2; differentiable in xy, chol
+    and rgb. On the CPU backend one pass per tile renders, takes the residual and runs the backward in
+    cache, with no [B, 3, H, W] render or image gradient in memory; elsewhere it is rasterize + the mean."""
+    if target.dim() != 4 or target.shape[1] != 3 or target.shape[0] != splats.xy.shape[0]:
+        raise ValueError(f"l2_loss: target must be [B, 3, H, W] with B = {splats.xy.shape[0]}, got {tuple(target.shape)}")
+    if target.dtype != torch.float32 or target.device != splats.xy.device:
+        raise ValueError(f"l2_loss: target must be float32 on {splats.xy.device}, got {target.dtype} on {target.device}")
+    height, width = target.shape[2:]
+    if _check_call(splats, height, width, backend, cutoff) != "cpu":
+        render = rasterize(splats, height, width, backend=backend, cutoff=cutoff)
+        return (render - target).square().mean(dim=(1, 2, 3))
+    with torch.autocast(splats.xy.device.type, enabled=False):
+        return _L2Loss.apply(*_fields(splats), target.contiguous(), float(cutoff))
 
 
 def render_reference(splats: Splats, height: int, width: int, *, cutoff: float | None = None) -> Tensor:

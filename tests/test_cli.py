@@ -65,6 +65,12 @@ CASES = {
     "prune_outside_the_run": ("fit fit.prune.at=[0.5,1.5]", "fit.prune.at"),
     "prune_points_text": ("fit fit.prune.at=[soon]", "fit.prune.at[0]"),
     "init_unknown": ("fit fit.init=grid", "fit.init"),
+    "solve_colours_text": ("fit fit.solve_colours=maybe", "fit.solve_colours"),
+    "solve_steps_zero": ("fit fit.solve_steps=0", "fit.solve_steps"),
+    "target_psnr_negative": ("fit fit.target_psnr=-3", "fit.target_psnr"),
+    "target_psnr_text": ("fit fit.target_psnr=high", "fit.target_psnr"),
+    "lr_budget_zero": ("fit fit.lr.budget=0", "fit.lr.budget"),
+    "lr_budget_power_negative": ("fit fit.lr.budget_power=-0.5", "fit.lr.budget_power"),
     "input_missing": ("fit fit.input={dir}/nowhere/{{00000..00003}}.tar", "fit.input"),
     "output_under_a_file": ("fit fit.output={file}/out", "fit.output"),
     "key_unknown": ("fit fit.num_splat=3", "fit.num_splat"),
@@ -104,6 +110,8 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
     assert "Traceback" not in out.stdout + out.stderr, out.stderr[-2000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {key}: "), last
+    if case == "output_is_a_file":  # says what to give, not only that the path cannot be made
+        assert "exists and is not a folder; give a folder" in last, last
     if case == "checkpoint_pickled_payload":
         assert not files["marker"].exists(), "the pickled payload ran"
         assert "posix.system" in last  # says what it found

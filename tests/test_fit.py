@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_FIT
-from helpers import image_bytes, smooth_photo
+from helpers import image_bytes, random_splats, smooth_photo
 
 from gs_lightning.config import PruneConfig, UserError
-from gs_lightning.data.shards import write_image_shard
-from gs_lightning.fit.fitter import _to_geometry, _to_params, fit_batch
-from gs_lightning.fit.init import grid_rows, random_init, structured_init
-from gs_lightning.render import rasterize, render_reference
+from gs_lightning.data.shards import resize_center_crop, write_image_shard
+from gs_lightning.fit.fitter import RIDGE, _to_geometry, _to_params, fit_batch, solve_colours
+from gs_lightning.fit.init import adaptive_init, grid_rows, random_init, structured_init
+from gs_lightning.render import CUTOFF, rasterize, render_reference
 from gs_lightning.splats import Splats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +58,68 @@ def test_structured_init_reproduces_a_flat_image(n, h, w):
     assert (inner - 0.6).abs().max() < 0.08 * 0.6
 
 
+def photo(h: int, w: int, seed: int = 0) -> torch.Tensor:  # [1, 3, h, w] in [0, 1]
+    return torch.from_numpy(smooth_photo(h, w, seed=seed)).permute(2, 0, 1).float()[None] / 255
+
+
+@pytest.mark.parametrize("n, h, w", [(64, 32, 32), (37, 40, 70), (7, 300, 20), (1, 10, 10)])
+def test_adaptive_init_on_a_flat_image_is_the_structured_grid(n, h, w):
+    """With no detail anywhere the density is uniform, so the cells are the structured grid's."""
+    img = torch.full((1, 3, h, w), 0.4)
+    a, s = adaptive_init(img, n), structured_init(img, n)
+    torch.testing.assert_close(a.xy, s.xy, atol=1e-3, rtol=0)
+    assert a.mask.all() and a.xy.shape == (1, n, 2)
+    cell = torch.minimum(a.chol[..., 0], a.chol[..., 2])  # anisotropic: the half sides; structured: the shorter
+    torch.testing.assert_close(cell, s.chol[..., 0], atol=1e-3, rtol=0)
+
+
+def test_adaptive_init_puts_gaussians_where_the_detail_is():
+    img = photo(48, 96)
+    img[..., :48] = img[..., :48].mean(dim=(2, 3), keepdim=True)  # a flat left half, a textured right half
+    s = adaptive_init(img, 200)
+    right = (s.xy[0, :, 0] >= 48).sum().item()
+    assert right > 0.65 * 200, right  # the uniform grid would put half there
+    assert ((s.xy >= 0) & (s.xy <= torch.tensor([96.0, 48.0]))).all()
+    s.check()
+
+
+def test_adaptive_init_is_deterministic_and_each_image_its_own():
+    imgs = torch.cat([photo(40, 56, seed=i) for i in range(3)])
+    one, two, alone = adaptive_init(imgs, 50), adaptive_init(imgs, 50), adaptive_init(imgs[1:2], 50)
+    for name in ("xy", "chol", "rgb"):
+        assert torch.equal(getattr(one, name), getattr(two, name))
+        torch.testing.assert_close(getattr(one, name)[1:2], getattr(alone, name))
+    assert not torch.allclose(one.xy[0], one.xy[1])  # it does look at the image
+
+
+def test_least_squares_colours_equal_a_dense_solve():
+    """solve_colours (conjugate gradients through the rasterizer) against torch.linalg.lstsq on the design
+    matrix built column by column from the dense reference: the render of Gaussian i alone at colour 1."""
+    B, N, H, W = 2, 12, 14, 18
+    splats = random_splats(B, N, H, W, scale=(1.0, 4.0), requires_grad=False, seed=3)
+    images = torch.rand(B, 3, H, W)
+    got = solve_colours(splats, images, steps=60)
+    for b in range(B):
+        one = Splats(splats.xy[b:b + 1].expand(N, N, 2), splats.chol[b:b + 1].expand(N, N, 3),
+                     torch.eye(N)[..., None].expand(N, N, 3), torch.ones(N, N, dtype=torch.bool))
+        A = render_reference(one, H, W, cutoff=CUTOFF)[:, 0].reshape(N, H * W).T.double()  # [HW, N]
+        # the ridge as extra rows: |A c - y|^2 + ridge * sum_i pi l11 l22 c_i^2
+        d = (RIDGE * torch.pi * splats.chol[b, :, 0] * splats.chol[b, :, 2]).sqrt().double()
+        y = images[b].reshape(3, H * W).T.double()  # [HW, 3]
+        want = torch.linalg.lstsq(torch.cat([A, torch.diag(d)]), torch.cat([y, torch.zeros(N, 3).double()])).solution
+        torch.testing.assert_close(got[b].double(), want, atol=2e-4, rtol=1e-3)
+
+
+def test_least_squares_colours_beat_the_init_and_leave_padding_alone():
+    img = photo(32, 32)
+    s = structured_init(img, 36)
+    s.mask[0, :4] = False
+    c = solve_colours(s, img, steps=20)
+    assert (c[0, :4] == 0).all()
+    err = lambda rgb: (rasterize(Splats(s.xy, s.chol, rgb, s.mask), 32, 32) - img).square().mean()  # noqa: E731
+    assert err(c) < 0.8 * err(s.rgb)
+
+
 def test_fit_recovers_an_image_made_of_gaussians(fit_cfg):
     """An image that *is* a splat set is fitted to high PSNR by as many splats."""
     truth = Splats(
@@ -80,6 +142,29 @@ def test_batched_fit_is_the_same_as_fitting_each_image_alone(fit_cfg):
     torch.testing.assert_close(both.rgb[1], alone.rgb[0], rtol=1e-5, atol=1e-5)
     assert torch.equal(both.mask[1], alone.mask[0])
     torch.testing.assert_close(st.psnr[1], st1.psnr[0], rtol=1e-4, atol=1e-4)
+
+
+def test_fit_to_quality_stops_each_image_as_if_it_were_fitted_alone(fit_cfg):
+    """Images reach fit.target_psnr at different steps; each stops at the first step its PSNR reaches the
+    target, keeps the splats that reached it, and is fitted exactly as it would be alone."""
+    imgs = torch.cat([photo(32, 32, seed=i) for i in (0, 1, 2)])
+    for b, contrast in enumerate((1.0, 0.5, 0.25)):  # lower contrast, smaller errors: the target comes sooner
+        imgs[b] = imgs[b] * contrast + (1 - contrast) / 2
+    cfg = fit_cfg(num_splats=36, iterations=60, target_psnr=39.0)
+    seen = []
+    both, st = fit_batch(imgs, cfg, callback=lambda step, psnr: seen.append(psnr), callback_every=1)
+    used = st.iterations.tolist()
+    assert len(set(used)) == 3 and min(used) < 60, used  # the test needs images stopping at different steps
+    trace = torch.stack(seen)  # [steps + 1, B]
+    for b, k in enumerate(used):
+        alone, st1 = fit_batch(imgs[b:b + 1], cfg)
+        assert st1.iterations.item() == k
+        torch.testing.assert_close(both.xy[b], alone.xy[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(both.rgb[b], alone.rgb[0], rtol=1e-5, atol=1e-5)
+        if k < 60:
+            assert trace[k, b] >= 39.0 > trace[k - 1, b]
+            assert (trace[k:, b] == trace[k, b]).all()  # frozen: it leaves the work
+            assert st.psnr[b] >= 39.0  # the clamped render is no worse
 
 
 def test_reported_psnr_is_the_psnr_of_the_returned_splats(fit_cfg):
@@ -186,6 +271,7 @@ def test_fit_skips_unreadable_images_and_keeps_every_readable_one(tmp_path, caps
     assert out["good"]["txt"] == b"a good photo" and out["tiny"]["cls"] == b"3"
     rec = json.loads(out["tiny"]["json"])
     assert rec["source_size"] == [5, 5] and rec["n_final"] == 16 and rec["iterations"] == 5
+    assert summary["iterations_mean"] == summary["iterations_max"] == 5 and summary["images_at_cap"] == len(readable)
     assert "skipped 2" in capsys.readouterr().out
 
 
@@ -305,10 +391,38 @@ def test_a_rerun_into_the_same_output_must_fit_the_same_way(tmp_path):
     assert (tmp_path / "out" / "00000.tar").read_bytes() == first and (tmp_path / "out" / "00001.tar").exists()
 
 
-def test_fit_benchmark_tables_both_recipes_and_plots(tmp_path, capsys):
+def test_fit_benchmark_tables_and_plots(tmp_path, capsys):
     from gs_lightning.benchmarks import fit as bench
 
-    bench.main(["--section", "quality", "--photos", "1", "--iterations", "4", "--counts", "16", "--out", str(tmp_path)])
+    bench.main(["--section", "budgets", "--photos", "1", "--budgets", "2", "4", "--counts", "16", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "ours recipe (" in out and "gaussianimage recipe (" in out
+    assert "structured (paper)" in out and "default" in out and "16 Gaussians at 3000 it." not in out
     assert (tmp_path / "fit_quality.png").stat().st_size > 10_000
+    bench.main(["--section", "paper", "--photos", "1", "--iterations", "4", "--counts", "16", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "paper recipe (" in out and "gaussianimage recipe (" in out
+    assert (tmp_path / "fit_paper.png").stat().st_size > 10_000
+
+
+def test_fit_benchmark_throughput_times_both_recipes_on_each_path(capsys):
+    from gs_lightning.benchmarks import fit as bench
+    from gs_lightning.render import simd_paths
+
+    bench.throughput(torch.rand(1, 3, 32, 32), iterations=2, batch=2)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    timed = {(r[0], r[-3]) for r in rows if len(r) >= 5 and r[0] in ("default", "paper")}
+    assert timed == {(r, p) for r in ("default", "paper") for p in (simd_paths()[0], "scalar")}
+
+
+def test_fit_benchmark_reads_a_folder_of_images_as_fit_does(tmp_path):
+    from PIL import Image
+
+    from gs_lightning.benchmarks.fit import SIZE, photos
+
+    for i, (h, w) in enumerate([(300, 400), (250, 250), (224, 500)]):
+        Image.fromarray(smooth_photo(h, w, seed=i)).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    got = photos(2, str(tmp_path))
+    assert got.shape == (2, 3, SIZE, SIZE)
+    want = torch.from_numpy(smooth_photo(300, 400, seed=0)).permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(got[0], resize_center_crop(want, SIZE), atol=1 / 255, rtol=0)

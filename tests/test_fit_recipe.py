@@ -46,8 +46,14 @@ def luminance_by_hand(rgb: torch.Tensor) -> torch.Tensor:  # [..., 3] -> [...], 
 
 
 def recipe(iterations: int, prune: PruneConfig, **lr):
-    cfg = shipped_fit_config(num_splats=0, iterations=iterations, prune=prune)  # num_splats: init is given
+    # num_splats: the init is given; no colour solve, which would reset the probes' colours at the start
+    cfg = shipped_fit_config(num_splats=0, iterations=iterations, prune=prune, solve_colours=False)
     return replace(cfg, lr=replace(cfg.lr, rgb=LR_RGB, **lr))
+
+
+def rate_scale(cfg) -> float:
+    """The rates are given for lr.budget iterations and scaled by (budget / T) ** budget_power for T."""
+    return (cfg.lr.budget / cfg.iterations) ** cfg.lr.budget_power
 
 
 def test_l1_penalty_and_schedule_move_a_probe_by_lr_times_the_schedule():
@@ -56,7 +62,7 @@ def test_l1_penalty_and_schedule_move_a_probe_by_lr_times_the_schedule():
     T = 41
     cfg = recipe(T, PruneConfig(l1_weight=0.5))
     end, _ = fit_batch(image, cfg, init=start)
-    moved = LR_RGB * sum(schedule(t, T, cfg.lr.decay_to) for t in range(T))
+    moved = LR_RGB * rate_scale(cfg) * sum(schedule(t, T, cfg.lr.decay_to) for t in range(T))
     want = torch.tensor([c - math.copysign(moved, c) for c in colours])[:, None].expand(2, 3)
     torch.testing.assert_close(end.rgb[0, 4:], want, atol=1e-5, rtol=0)
     # Without the penalty the probes see no gradient at all, so they stay where they were.

@@ -8,11 +8,21 @@ with no cut-off, and the cut-off's truncation against its analytic bound.
 """
 import math
 
+import numpy as np
 import pytest
 import torch
 from helpers import random_splats
 
-from gs_lightning.render import CUTOFF, cuda_backend_available, rasterize, render_reference
+from gs_lightning.render import (
+    CUTOFF,
+    SIMD_ENV,
+    cuda_backend_available,
+    l2_loss,
+    rasterize,
+    render_reference,
+    simd_path,
+    simd_paths,
+)
 from gs_lightning.splats import Splats
 
 CASES = {
@@ -28,6 +38,16 @@ CASES = {
 }
 # More Gaussians on one 16x16 tile than a CUDA block stages at once (256).
 CROWDED_TILE = (2, 1000, 16, 16, {"scale": (1.0, 3.0)})
+
+
+# The CPU backend's SIMD paths this machine runs: the CPU tests run on each (CI on whichever its CPU has).
+SIMD_PATHS = simd_paths()
+
+
+@pytest.fixture(params=SIMD_PATHS)
+def simd(request, monkeypatch):
+    monkeypatch.setenv(SIMD_ENV, request.param)
+    return request.param
 
 
 def empty_first_image(s: Splats) -> Splats:
@@ -67,10 +87,109 @@ def compare_with_reference(s: Splats, height: int, width: int, backend, device: 
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_cpu_matches_reference(case):
+def test_cpu_matches_reference(case, simd):
     batch, n, height, width, kwargs = CASES[case]
     s = random_splats(batch, n, height, width, **kwargs)
     compare_with_reference(s, height, width, "cpu")
+
+
+def test_simd_paths_give_the_same_bits(monkeypatch):
+    """Every SIMD path evaluates the same float operations per pixel and sums in the same order, so
+    image and gradients agree to the bit (a far stronger check than a tolerance)."""
+    assert len(SIMD_PATHS) >= 2 and SIMD_PATHS[-2:] == ["portable", "scalar"]
+    # Thin, large and off-image splats, padding, partial tiles at the right and bottom edges.
+    s = random_splats(2, 300, 53, 70, scale=(0.05, 30.0), margin=10.0, keep=0.9)
+    weight = torch.randn(2, 3, 53, 70, generator=torch.Generator().manual_seed(2))
+    out = {}
+    for path in SIMD_PATHS:
+        monkeypatch.setenv(SIMD_ENV, path)
+        assert simd_path() == path
+        image = rasterize(s, 53, 70)
+        out[path] = (image, *grads(image, s, weight))
+    for path in SIMD_PATHS[1:]:
+        for a, b, name in zip(out[SIMD_PATHS[0]], out[path], ("image", "xy", "chol", "rgb")):
+            assert torch.equal(a, b), f"{path} differs from {SIMD_PATHS[0]} in {name}"
+
+
+def test_gaussian_weight_is_within_1_08_ulp_of_exp(simd):
+    """The kernels' exp(-s2 / 2) (one polynomial, splat2d.h) against float64 exp on s2 in [0, 174].
+
+    One unit-red Gaussian per image row, centred at x = 0 with l11 from 310 to 5000 pixels, so the
+    rendered red channel is the weight itself over s2 = (x / l11)^2 up to about 174 (cut-off 174)."""
+    batch, width, cutoff = 48, 4096, 174.0
+    l11 = torch.logspace(math.log10(310.0), math.log10(5000.0), batch)
+    ones = torch.ones(batch, 1)
+    s = Splats(torch.stack([0 * ones, 0.5 * ones], -1), torch.stack([l11[:, None], 0 * ones, ones], -1),
+               torch.tensor([1.0, 0.0, 0.0]).expand(batch, 1, 3).contiguous(), torch.ones(batch, 1, dtype=torch.bool))
+    w = rasterize(s, 1, width, cutoff=cutoff)[:, 0, 0]  # [B, W]
+    u = (torch.arange(width) + 0.5)[None] * (1.0 / l11[:, None])  # the kernel's float32 s2 (v = 0)
+    s2 = u * u
+    inside = s2 <= cutoff
+    assert (w[~inside] == 0).all()
+    want = np.exp(-0.5 * s2[inside].double().numpy())
+    ulp = np.abs(w[inside].double().numpy() - want) / np.spacing(want.astype(np.float32))
+    assert inside.sum() > 100_000 and s2[inside].min() < 1e-4 and s2[inside].max() > 170
+    assert ulp.max() <= 1.08, f"max error {ulp.max():.3f} ulp at s2 = {s2[inside][ulp.argmax()]:.4f}"
+
+
+def test_a_gaussian_thinner_than_any_pixel_adds_nothing(simd):
+    """l11 = 1e-30: every pixel is beyond its cut-off, at |u| up to 1e31. Its pairs must add exactly
+    nothing to the image or to any gradient (0 * u stays 0; the dense reference's chol gradient is
+    NaN here: 1 / l11^2 overflows)."""
+    s = random_splats(1, 20, 16, 16, scale=(1.0, 3.0))
+    xy, chol = s.xy.detach().clone(), s.chol.detach().clone()
+    xy[0, 0] = torch.tensor([8.3, 8.5])
+    chol[0, 0] = torch.tensor([1e-30, 0.5, 2.0])
+    thin = Splats(xy.requires_grad_(), chol.requires_grad_(), s.rgb.detach().clone().requires_grad_(), s.mask)
+    without = Splats(*(t.detach().clone().requires_grad_() for t in (xy, chol, s.rgb)), s.mask.clone())
+    without.mask[0, 0] = False
+    weight = torch.randn(1, 3, 16, 16)
+    images = [rasterize(d, 16, 16) for d in (thin, without)]
+    assert torch.equal(images[0], images[1])
+    for got, want in zip(grads(images[0], thin, weight), grads(images[1], without, weight)):
+        assert torch.equal(got, want)  # the thin row's are 0, like a padding row's
+
+
+def test_simd_env_names_the_choices(monkeypatch):
+    monkeypatch.setenv(SIMD_ENV, "avx9")
+    with pytest.raises(ValueError, match=rf"{SIMD_ENV}=avx9: unknown SIMD path; choose one of .*portable, scalar"):
+        rasterize(random_splats(1, 5, 8, 8), 8, 8)
+    for unset in ("", "auto"):
+        monkeypatch.setenv(SIMD_ENV, unset)
+        assert simd_path() == SIMD_PATHS[0]
+    lacking = [p for p in ("avx512", "avx2") if p not in SIMD_PATHS]
+    for path in lacking:  # only on CPUs without them (on aarch64 they are unknown names)
+        monkeypatch.setenv(SIMD_ENV, path)
+        with pytest.raises(ValueError, match=rf"{SIMD_ENV}={path}: (this CPU lacks|unknown)"):
+            simd_path()
+
+
+@pytest.mark.parametrize("case", ["b3_37x53", "off_image", "thin", "large", "mixed_scales", "n0"])
+def test_l2_loss_matches_autograd_through_the_reference(case, simd):
+    """The fused CPU L2 loss (render, residual and backward per tile) against mean((reference - target)^2)
+    and autograd, with a different weight on each image's loss."""
+    batch, n, height, width, kwargs = CASES[case]
+    s = random_splats(batch, n, height, width, **kwargs)
+    target = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(3))
+    weight = torch.rand(batch, generator=torch.Generator().manual_seed(4)) + 0.5
+    fused = Splats(*(t.detach().clone().requires_grad_(True) for t in (s.xy, s.chol, s.rgb)), s.mask)
+    got = l2_loss(fused, target)
+    want = (render_reference(s, height, width, cutoff=CUTOFF) - target).square().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(l2_loss(s, target, backend="torch"), want, rtol=0, atol=0)  # composed elsewhere
+    fields = [fused.xy, fused.chol, fused.rgb]
+    for g, w, name in zip(torch.autograd.grad((got * weight).sum(), fields),
+                          torch.autograd.grad((want * weight).sum(), [s.xy, s.chol, s.rgb]), ("xy", "chol", "rgb")):
+        scale = w.abs().amax().item() if w.numel() else 1.0
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_l2_loss_names_a_bad_target():
+    s = random_splats(2, 5, 8, 8, requires_grad=False)
+    with pytest.raises(ValueError, match=r"target must be \[B, 3, H, W\] with B = 2, got \(1, 3, 8, 8\)"):
+        l2_loss(s, torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="target must be float32 on cpu, got torch.float64"):
+        l2_loss(s, torch.zeros(2, 3, 8, 8, dtype=torch.float64))
 
 
 def test_cpu_image_with_no_splats_next_to_full_ones():
@@ -110,9 +229,12 @@ def test_the_cutoff_argument_is_the_one_rendered_with(cutoff):
     got = rasterize(s, 37, 53, cutoff=cutoff)
     torch.testing.assert_close(got, render_reference(s, 37, 53, cutoff=cutoff), rtol=1e-5, atol=1e-5)
     assert (got - rasterize(s, 37, 53)).abs().max() > 1e-3  # and it differs from the default's render
+    target = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
+    want = (render_reference(s, 37, 53, cutoff=cutoff) - target).square().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(l2_loss(s, target, cutoff=cutoff), want, rtol=1e-5, atol=1e-7)  # the fused loss too
 
 
-def test_thread_count_does_not_change_a_bit():
+def test_thread_count_does_not_change_a_bit(simd):
     s = random_splats(2, 300, 96, 80, scale=(1.0, 10.0))
     weight = torch.randn(2, 3, 96, 80)
     before = torch.get_num_threads()

@@ -7,8 +7,9 @@
 //   image / grad_image [B, 3, H, W]
 #pragma once
 
-#include <torch/extension.h>
+#include <torch/types.h>
 
+#include <string>
 #include <vector>
 
 namespace splat2d {
@@ -20,6 +21,16 @@ torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, co
 std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
                                         const torch::Tensor& rgb, const torch::Tensor& mask,
                                         const torch::Tensor& grad_image, double cutoff);
+
+// Fitting's L2 loss on the CPU: per image the mean over (3, H, W) of (render - target)^2, target
+// [B, 3, H, W], and its gradients. Returns {loss [B], grad_xy, grad_chol, grad_rgb}.
+std::vector<torch::Tensor> l2_loss_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                                       const torch::Tensor& mask, const torch::Tensor& target, double cutoff);
+
+// The CPU backend's SIMD paths that this CPU runs, fastest first, and the one in use:
+// GS_LIGHTNING_SIMD (avx512 | avx2 | portable | scalar | auto) or, unset, the fastest.
+std::vector<std::string> simd_path_names();
+std::string simd_path_name();
 
 #ifdef WITH_CUDA
 // Defined in cuda/splat2d_cuda.cu, which does not include this header (see there): keep both in step.

@@ -1,5 +1,6 @@
 // pybind11 module gs_lightning._C: one forward and one backward entry for the
-// splat sum render, dispatched on the tensors' device. gs_lightning/render.py
+// splat sum render, dispatched on the tensors' device, and fitting's fused L2
+// loss (CPU), and the CPU backend's SIMD paths. gs_lightning/render.py
 // is its only caller and gives the friendly errors; the checks here keep a
 // direct call from reading out of bounds.
 #include <torch/extension.h>
@@ -52,15 +53,19 @@ torch::Tensor forward(const torch::Tensor& xy, const torch::Tensor& chol, const 
   return splat2d::forward_cpu(xy, chol, rgb, mask, height, width, cutoff);
 }
 
+// An image-shaped argument (grad_image, target): [B, 3, H, W], contiguous float32, beside xy.
+void check_image(const torch::Tensor& xy, const torch::Tensor& image, const char* name) {
+  TORCH_CHECK(image.dim() == 4 && image.size(0) == xy.size(0) && image.size(1) == 3, "splat2d: ", name,
+              " must be [B, 3, H, W], got ", image.sizes());
+  TORCH_CHECK(image.scalar_type() == torch::kFloat32 && image.is_contiguous() && image.device() == xy.device(),
+              "splat2d: ", name, " must be a contiguous float32 tensor on the device of xy");
+  check_sizes(xy, image.size(2), image.size(3));
+}
+
 std::vector<torch::Tensor> backward(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
                                     const torch::Tensor& mask, const torch::Tensor& grad_image, double cutoff) {
   check_inputs(xy, chol, rgb, mask);
-  TORCH_CHECK(grad_image.dim() == 4 && grad_image.size(0) == xy.size(0) && grad_image.size(1) == 3,
-              "splat2d: grad_image must be [B, 3, H, W], got ", grad_image.sizes());
-  TORCH_CHECK(grad_image.scalar_type() == torch::kFloat32 && grad_image.is_contiguous() &&
-                  grad_image.device() == xy.device(),
-              "splat2d: grad_image must be a contiguous float32 tensor on the device of xy");
-  check_sizes(xy, grad_image.size(2), grad_image.size(3));
+  check_image(xy, grad_image, "grad_image");
   if (xy.is_cuda()) {
 #ifdef WITH_CUDA
     return splat2d::backward_cuda(xy, chol, rgb, mask, grad_image, cutoff);
@@ -69,6 +74,14 @@ std::vector<torch::Tensor> backward(const torch::Tensor& xy, const torch::Tensor
 #endif
   }
   return splat2d::backward_cpu(xy, chol, rgb, mask, grad_image, cutoff);
+}
+
+std::vector<torch::Tensor> l2_loss(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                                   const torch::Tensor& mask, const torch::Tensor& target, double cutoff) {
+  check_inputs(xy, chol, rgb, mask);
+  check_image(xy, target, "target");
+  TORCH_CHECK(!xy.is_cuda(), "splat2d: l2_loss runs on the CPU backend only");
+  return splat2d::l2_loss_cpu(xy, chol, rgb, mask, target, cutoff);
 }
 
 bool has_cuda() {
@@ -87,5 +100,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("mask"), py::arg("height"), py::arg("width"), py::arg("cutoff"));
   m.def("backward", &backward, "Gradients (xy, chol, rgb) of a render", py::arg("xy"), py::arg("chol"),
         py::arg("rgb"), py::arg("mask"), py::arg("grad_image"), py::arg("cutoff"));
+  m.def("l2_loss", &l2_loss, "Per-image mean squared error of the render against target, and its gradients",
+        py::arg("xy"), py::arg("chol"), py::arg("rgb"), py::arg("mask"), py::arg("target"), py::arg("cutoff"));
   m.def("has_cuda", &has_cuda, "Whether this build carries the CUDA backend");
+  m.def("simd_paths", &splat2d::simd_path_names, "The CPU backend's SIMD paths this CPU runs, fastest first");
+  m.def("simd_path", &splat2d::simd_path_name, "The SIMD path the CPU backend uses now (GS_LIGHTNING_SIMD)");
 }

@@ -10,12 +10,24 @@
 // The dense PyTorch reference (gs_lightning/render.py) spells out the same
 // substitution in the same float32 operations, so both decide the cut-off
 // s2 <= cutoff identically; CUDA is compiled with --fmad=false for the same reason.
+//
+// The per-pair functions are templates over the value type F: float here and
+// in the CUDA kernels, a vector of 16, 8 or 4 floats in the CPU backend's SIMD
+// paths (cpu/simd.h), which evaluate them lane by lane in the same operations.
+// With no FMA contraction anywhere (-ffp-contract=off, --fmad=false), every
+// path then computes every pair to the same bit.
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define SPLAT_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// Always inlined: the CPU backend builds one copy of its kernels per SIMD target
+// (cpu/simd.h), and an out-of-line call would run at the baseline target.
+#define SPLAT_HD inline __attribute__((always_inline))
 #else
 #define SPLAT_HD inline
 #endif
@@ -82,36 +94,102 @@ SPLAT_HD PixelBox tile_span(const PixelBox& box) {
 }
 
 // Squared Mahalanobis distance of pixel centre (px, py), with the forward
-// substitution's intermediates (u, v) that the gradient reuses.
-SPLAT_HD float mahalanobis2(const Gaussian& G, float px, float py, float& u, float& v) {
-  const float dx = px - G.mx;
-  const float dy = py - G.my;
+// substitution's intermediates (u, v) that the gradient reuses. F is float, or
+// pixels of a row (py a float) or of several rows (py an F).
+template <class F, class P>
+SPLAT_HD F mahalanobis2(const Gaussian& G, F px, P py, F& u, F& v) {
+  const F dx = px - G.mx;
+  const P dy = py - G.my;
   u = dx * G.inv11;
   v = (dy - G.l21 * u) * G.inv22;
   return u * u + v * v;
 }
 
-SPLAT_HD float gaussian_weight(float s2) { return expf(-0.5f * s2); }
+// What the weight needs of a value type beyond arithmetic: U, the unsigned 32-bit
+// integer of the same shape (for the exponent bits). cpu/simd.h adds the vectors.
+template <class F>
+struct Lanes;
 
-// Gradient of one pixel-Gaussian pair, given dL/dI at that pixel (gr, gg, gb),
-// the weight w and the substitution's (u, v). Adds into out[kGradDim] =
-// (x, y, l11, l21, l22, r, g, b). With ds = dL/ds2 = -0.5 w (g . c):
-//   dL/dv = 2 ds v,  dL/du = 2 ds u - dL/dv * l21 / l22   (u also moves v)
+template <>
+struct Lanes<float> {
+  using U = uint32_t;
+};
+
+// The largest s2 whose weight exp(-s2 / 2) the polynomial below takes: e^-87 is
+// still a normal float (2^-126 = 1.2e-38 is the least).
+constexpr float kMaxWeightS2 = 174.0f;
+
+// Coefficients of q in e^r = 1 + r + r^2 q(r), a degree-4 minimax fit of relative
+// error on |r| <= ln(2) / 2 (plus a little for the rounding of n).
+constexpr float kExpQ0 = 0.5f, kExpQ1 = 0.16666662693023682f, kExpQ2 = 0.04167300835251808f,
+                kExpQ3 = 0.008357517421245575f, kExpQ4 = 0.0013396682916209102f;
+
+// exp(-s2 / 2), the weight of a pair, for s2 in [0, kMaxWeightS2]: one branch-free
+// polynomial, the same operations on every path (CPU scalar, each SIMD path, CUDA),
+// so the paths agree to the bit; libm's expf differs by platform and cannot vectorize.
+//   x = -s2 / 2 = n ln2 + r:  n = round(x log2 e) by adding 1.5 * 2^23, which leaves
+//   n in the low mantissa bits of t; r = x - n ln2 with ln2 in two parts, the first
+//   short enough that n * kLn2Hi is exact (Cody-Waite); q by Estrin's scheme (a
+//   shorter chain of dependent operations than Horner's, for the CPU's out-of-order
+//   window); 2^n goes straight into the exponent bits of a float that scales e^r.
+// Error: at most 1.08 ulp from float64 exp
+// (tests/test_render.py::test_gaussian_weight_is_within_1_08_ulp_of_exp). Past
+// kMaxWeightS2 the result is wrong (0, then -inf): gaussian_weight clamps, and the
+// CPU kernels never weigh a pair past min(cutoff, kMaxWeightS2), which saves the
+// clamp on every pair.
+template <class F>
+SPLAT_HD F gaussian_weight_in_range(F s2) {
+  constexpr float kHalfLog2e = -0.72134752044448170f;  // -log2(e) / 2, exact: x log2 e = s2 kHalfLog2e
+  constexpr float kShifter = 12582912.0f;                // 1.5 * 2^23
+  constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  const F x = -0.5f * s2;
+  const F t = s2 * kHalfLog2e + kShifter;
+  const F n = t - kShifter;
+  const F r = (x - n * kLn2Hi) - n * kLn2Lo;
+  const F r2 = r * r;
+  const F q = (kExpQ0 + kExpQ1 * r) + r2 * ((kExpQ2 + kExpQ3 * r) + r2 * kExpQ4);
+  const F er = 1.0f + (r + r2 * q);
+  // t's bits are those of 1.5 * 2^23 plus n; shifted left by 23 only n survives,
+  // in the exponent field, and adding the bits of 1.0f makes the float 2^n.
+  typename Lanes<F>::U bits;
+  memcpy(&bits, &t, sizeof bits);
+  bits = (bits << 23) + 0x3F800000u;
+  F scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return er * scale;
+}
+
+// exp(-s2 / 2) for any s2 >= 0; past kMaxWeightS2 it is e^-87 ~ 1.6e-38 instead of
+// a subnormal, far below any tolerance.
+SPLAT_HD float gaussian_weight(float s2) { return gaussian_weight_in_range(s2 < kMaxWeightS2 ? s2 : kMaxWeightS2); }
+
+// The gradient of one pixel-Gaussian pair, given dL/dI at that pixel (gr, gg, gb),
+// the weight w and the substitution's (u, v): its terms of (x, y, l11, l21, l22,
+// r, g, b), written to d[kGradDim]. With e = -2 dL/ds2 = w (g . c):
+//   -dL/dv = e v,   -dL/du = e u - (-dL/dv) l21 / l22   (u also moves v)
 //   mu:  dL/dmx = -dL/du / l11,      dL/dmy = -dL/dv / l22
-//   L:   dL/dl11 = -dL/du * u / l11, dL/dl21 = -dL/dv * u / l22, dL/dl22 = -dL/dv * v / l22
-SPLAT_HD void accumulate_pair_grad(const Gaussian& G, float gr, float gg, float gb, float w, float u,
-                                   float v, float* out) {
-  const float ds = -0.5f * w * (gr * G.r + gg * G.g + gb * G.b);
-  const float dv = 2.0f * ds * v;
-  const float du = 2.0f * ds * u - dv * G.l21 * G.inv22;
-  out[0] -= du * G.inv11;
-  out[1] -= dv * G.inv22;
-  out[2] -= du * u * G.inv11;
-  out[3] -= dv * u * G.inv22;
-  out[4] -= dv * v * G.inv22;
-  out[5] += gr * w;
-  out[6] += gg * w;
-  out[7] += gb * w;
+//   L:   dL/dl11 = dL/dmx * u,       dL/dl21 = dL/dmy * u,     dL/dl22 = dL/dmy * v
+template <class F>
+SPLAT_HD void pair_grad(const Gaussian& G, F gr, F gg, F gb, F w, F u, F v, F* d) {
+  const F e = w * (gr * G.r + gg * G.g + gb * G.b);
+  const F ev = e * v;
+  const F eu = e * u - ev * (G.l21 * G.inv22);
+  d[0] = eu * G.inv11;
+  d[1] = ev * G.inv22;
+  d[2] = d[0] * u;
+  d[3] = d[1] * u;
+  d[4] = d[1] * v;
+  d[5] = gr * w;
+  d[6] = gg * w;
+  d[7] = gb * w;
+}
+
+// pair_grad added into out[kGradDim].
+SPLAT_HD void accumulate_pair_grad(const Gaussian& G, float gr, float gg, float gb, float w, float u, float v,
+                                   float* out) {
+  float d[kGradDim];
+  pair_grad(G, gr, gg, gb, w, u, v, d);
+  for (int k = 0; k < kGradDim; ++k) out[k] += d[k];
 }
 
 }  // namespace splat2d

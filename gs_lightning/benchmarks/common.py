@@ -1,8 +1,25 @@
 """Timing helpers shared by the benchmarks."""
 import contextlib
+import os
 import time
 
 import torch
+
+from gs_lightning.render import SIMD_ENV
+
+
+@contextlib.contextmanager
+def simd_path(name: str):
+    """Runs the CPU backend on SIMD path `name` (render.SIMD_ENV) inside the block."""
+    before = os.environ.get(SIMD_ENV)
+    os.environ[SIMD_ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[SIMD_ENV]
+        else:
+            os.environ[SIMD_ENV] = before
 
 
 @contextlib.contextmanager

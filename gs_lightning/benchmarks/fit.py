@@ -1,13 +1,21 @@
-"""Fitting quality, pruning and throughput on the embedded photos (224x224).
+"""Fitting on photos at 224x224: speed to quality, fit-to-quality, pruning, throughput.
 
-    python -m gs_lightning.benchmarks.fit [--section quality|pruning|throughput|all] [--photos 8]
+    python -m gs_lightning.benchmarks.fit [--section budgets|target|pruning|throughput|all|paper]
+                                          [--input SHARD_OR_FOLDER] [--photos 8]
 
-quality     PSNR after --iterations (3000) at 400 / 1024 / 2304 / 3136 / 4900
-            Gaussians, structured vs random init (paper 4.3, Fig. 3), under our
-            fitting recipe and under GaussianImage's; writes a plot.
-pruning     pruning ratio and PSNR cost of luminance pruning vs no pruning (paper 4.4).
+--input: any shard pattern or image folder (resized and centre-cropped to 224 as `fit` does) instead of
+the embedded photos; --photos: how many of them.
+
+budgets     PSNR after 100 / 300 / 1000 / 3000 iterations (--budgets) at 400 and 4900 Gaussians
+            (--counts), no pruning, for random init and structured init under the paper's recipe
+            (fit_paper) and for the default (experiments/fit.yaml); the 10x target (issue 13): the
+            default at 300 iterations against the paper's recipe at 3000; writes a plot.
+target      fit.target_psnr=25 (cap 3000): mean iterations per image and wall time, against a fixed 3000.
+pruning     pruning ratio and PSNR cost of luminance pruning vs no pruning (paper 4.4), default recipe.
 throughput  images/s at 400 Gaussians for a fixed iteration count: batch 1 run
             image after image vs the whole batch at once (the CPU analogue of Fig. 2).
+paper       (not in all) the paper's structured vs random comparison (4.3, Fig. 3) after --iterations at
+            400 / 1024 / 2304 / 3136 / 4900 Gaussians, under the paper's recipe and under GaussianImage's.
 """
 from __future__ import annotations
 
@@ -18,31 +26,52 @@ from pathlib import Path
 
 import torch
 
-from gs_lightning.benchmarks.common import print_table
-from gs_lightning.data.demo import PHOTOS, photo_array
-from gs_lightning.data.shards import resize_center_crop
+from gs_lightning.benchmarks.common import print_table, simd_path
 from gs_lightning.config import FitConfig, PruneConfig, load_fit_config
+from gs_lightning.data.demo import PHOTOS, photo_array
+from gs_lightning.data.shards import BadSample, decode_image, existing_sources, resize_center_crop
 from gs_lightning.fit.fitter import fit_batch
+from gs_lightning.render import simd_paths
 from gs_lightning.splats import compression_ratio
 
 SIZE = 224
 COUNTS = (400, 1024, 2304, 3136, 4900)
+BUDGETS = (100, 300, 1000, 3000)
 PAPER = {400: (25.75, 18.48), 4900: (33.07, 21.09)}  # structured, random (paper 4.3)
-# Fitting recipes, as config overlays: ours (the shipped default), and GaussianImage's, the fitting the
-# paper builds on and compares its inits under.
-RECIPES = {"ours": ["fit"], "gaussianimage": ["fit", "fit_gaussianimage"]}
+# The paper's recipe at 3000 iterations on the embedded photos, the default before issue 13 (README):
+# the 10x target is the default reaching these in 300.
+BEFORE = {400: 28.17, 4900: 42.03}
+# Fitting recipes, as config overlays.
+RECIPES = {"paper": ["fit", "fit_paper"], "gaussianimage": ["fit", "fit_gaussianimage"], "default": ["fit"]}
 RECIPE_NOTES = {
-    "ours": "experiments/fit.yaml: log scales, per-parameter lr, cosine decay",
-    "gaussianimage": "+ fit_gaussianimage: GaussianImage's raw Cholesky factors, Adam at lr 1e-3",
+    "paper": "fit_paper: log scales, per-parameter lr tuned for 3000 iterations, cosine decay",
+    "gaussianimage": "fit_gaussianimage: GaussianImage's raw Cholesky factors, Adam at lr 1e-3",
 }
+# The budgets section's lines: (label, recipe, init or None for the recipe's own)
+LINES = [("random", "paper", "random"), ("structured (paper)", "paper", None), ("default", "default", None)]
 
 
-def photos(count: int) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
+def photos(count: int, source: str | None = None) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
+    """The embedded photos, or the first `count` images of a shard pattern or image folder, resized and
+    centre-cropped as `fit` does."""
     out = []
-    for name, _ in PHOTOS[:count]:
-        a = torch.from_numpy(photo_array(name)).float() / 255
-        a = a[None].expand(3, *a.shape) if a.dim() == 2 else a.permute(2, 0, 1)
-        out.append(resize_center_crop(a.contiguous(), SIZE))
+    if source is None:
+        for name, _ in PHOTOS[:count]:
+            a = torch.from_numpy(photo_array(name)).float() / 255
+            a = a[None].expand(3, *a.shape) if a.dim() == 2 else a.permute(2, 0, 1)
+            out.append(resize_center_crop(a.contiguous(), SIZE))
+        return torch.stack(out)
+    errors: list = []
+    for s in existing_sources(source, "--input", "Give a shard pattern or a folder of images."):
+        for sample in s.samples(errors):
+            try:
+                out.append(resize_center_crop(decode_image(sample.image), SIZE))
+            except BadSample:  # no image member, or one that does not decode
+                errors.append((sample.key, "not a readable image"))
+            if len(out) == count:
+                return torch.stack(out)
+    if not out:
+        raise SystemExit(f"--input {source}: no readable images ({errors[:3]})")
     return torch.stack(out)
 
 
@@ -51,7 +80,88 @@ def recipe_config(recipe: str, **changes) -> FitConfig:
     return replace(load_fit_config(RECIPES[recipe]), prune=PruneConfig(), **changes)
 
 
-def quality(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS, recipes=tuple(RECIPES)) -> None:
+def timed_fit(images: torch.Tensor, cfg: FitConfig, **kw):
+    torch.manual_seed(0)  # the random init's draw: the same in every run
+    t0 = time.perf_counter()
+    _, stats = fit_batch(images, cfg, **kw)
+    return stats, time.perf_counter() - t0
+
+
+def budgets(images: torch.Tensor, out_dir: Path, counts=(400, 4900), steps=BUDGETS) -> None:
+    """PSNR vs the iteration budget: every budget is its own fit (the default's rates follow the budget)."""
+    default = load_fit_config(["fit"])
+    print(f"\n== PSNR (dB) vs iterations, {len(images)} photos at {SIZE}x{SIZE}, no pruning. default: init "
+          f"{default.init}, solve_colours {default.solve_colours} ({default.solve_steps} CG steps), lr x "
+          f"({default.lr.budget}/iterations)^{default.lr.budget_power}")
+    mean = {}
+    for n in counts:  # in the order given, so the count that matters most can run first
+        rows = []
+        for label, recipe, init in LINES:
+            row = [n, label]
+            for T in steps:
+                cfg = recipe_config(recipe, num_splats=n, iterations=T, **({"init": init} if init else {}))
+                stats, sec = timed_fit(images, cfg)
+                mean[n, label, T] = stats.psnr.mean().item()
+                row.append(f"{mean[n, label, T]:.2f} ({sec:.0f} s)")
+                print(f"  {n:5d} {label:20s} {T:5d} it. {mean[n, label, T]:.2f} dB ({sec:.0f} s)", flush=True)
+            rows.append(row)
+        print_table(["Gaussians", "recipe"] + [f"{T} it. (wall)" for T in steps], rows)
+    print("\nTargets (issue 13)")
+    for n in counts:
+        paper = mean.get((n, "structured (paper)", 3000))
+        want = BEFORE.get(n) if paper is None else paper
+        got = [(T, mean[n, "default", T]) for T in steps]
+        reach = next((T for T, v in got if v >= want), None) if want is not None else None
+        if 300 in steps and want is not None:
+            print(f"  {n} Gaussians: default at 300 it. {mean[n, 'default', 300]:.2f} dB vs the paper's recipe at "
+                  f"3000 {want:.2f} (README before: {BEFORE.get(n, '-')}): "
+                  f"{'reached' if mean[n, 'default', 300] >= want else 'short'}; first budget that reaches it: "
+                  f"{reach if reach is not None else 'none of ' + str(steps)}")
+        if 3000 in steps and paper is not None:
+            print(f"  {n} Gaussians at 3000 it.: default {mean[n, 'default', 3000]:.2f} vs paper {paper:.2f}: "
+                  f"{mean[n, 'default', 3000] - paper:+.2f} dB")
+    _plot_budgets(mean, counts, steps, out_dir / "fit_quality.png")
+
+
+def _plot_budgets(mean: dict, counts, steps, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 3.8), squeeze=False)
+    for ax, n in zip(axes[0], counts):
+        for (label, _, _), style in zip(LINES, ("s--", "o-", "D-")):
+            ax.plot(steps, [mean[n, label, T] for T in steps], style, label=label)
+        if n in BEFORE:
+            ax.axhline(BEFORE[n], color="gray", lw=0.8, ls=":", label=f"paper's recipe at 3000 ({BEFORE[n]})")
+        ax.set_xscale("log")
+        ax.set_xticks(steps, [str(T) for T in steps])
+        ax.set_xlabel("iterations (each budget its own fit)")
+        ax.set_ylabel("mean PSNR (dB)")
+        ax.set_title(f"{n} Gaussians, {SIZE}x{SIZE}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"  plot: {path}")
+
+
+def target(images: torch.Tensor, n: int = 400, psnr: float = 25.0, cap: int = 3000) -> None:
+    print(f"\n== Fit to quality at {n} Gaussians, default recipe: fit.target_psnr={psnr} vs a fixed budget")
+    rows = []
+    for T in sorted({load_fit_config(["fit"]).iterations, cap}):
+        for goal in (None, psnr):
+            stats, sec = timed_fit(images, recipe_config("default", num_splats=n, iterations=T, target_psnr=goal))
+            it = stats.iterations.float()
+            rows.append([T, goal if goal is not None else "-", f"{it.mean():.0f}", int(it.max()),
+                         int((stats.iterations >= T).sum()), f"{stats.psnr.mean():.2f}", f"{stats.psnr.min():.2f}",
+                         f"{sec:.1f}"])
+    print_table(["cap", "target_psnr", "mean it.", "max it.", "at cap", "PSNR", "(min)", "seconds"], rows)
+
+
+def paper(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS, recipes=("paper", "gaussianimage")) -> None:
     table, curves = {}, {}
     for recipe in recipes:
         print(f"\n== Fitting quality, {recipe} recipe: PSNR (dB) after {iterations} iterations, {len(images)} photos "
@@ -60,17 +170,14 @@ def quality(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS,
             for init in ("structured", "random"):
                 curve = curves[recipe, n, init] = []
 
-                def record(step, loss, curve=curve):  # loss: [B] MSE of the unclamped render
-                    curve.append((step, (-10 * loss.log10()).mean().item()))
+                def record(step, psnr, curve=curve):  # psnr: [B] of the unclamped render
+                    curve.append((step, psnr.mean().item()))
 
-                torch.manual_seed(0)  # the random init's draw: the same in every run
-                t0 = time.perf_counter()
-                _, stats = fit_batch(images, recipe_config(recipe, num_splats=n, iterations=iterations, init=init),
-                                     callback=record)
+                stats, sec = timed_fit(images, recipe_config(recipe, num_splats=n, iterations=iterations, init=init),
+                                       callback=record)
                 table[recipe, n, init] = stats.psnr
-                curve.append((iterations, stats.psnr.mean().item()))
-                print(f"  {n:5d} {init:10s} mean {stats.psnr.mean():.2f} dB  ({time.perf_counter() - t0:.0f} s)",
-                      flush=True)
+                curve[-1] = (iterations, stats.psnr.mean().item())
+                print(f"  {n:5d} {init:10s} mean {stats.psnr.mean():.2f} dB  ({sec:.0f} s)", flush=True)
     counts = sorted(counts)
     for recipe in recipes:
         rows = []
@@ -86,7 +193,7 @@ def quality(images: torch.Tensor, iterations: int, out_dir: Path, counts=COUNTS,
         print(f"\n{recipe} recipe ({RECIPE_NOTES[recipe]}):")
         print_table(["Gaussians", "compression", "structured", "(min)", "random", "gain",
                      f"it. to random@{iterations}", "paper s / r"], rows)
-    _plot_quality(table, curves, counts, recipes, iterations, out_dir / "fit_quality.png")
+    _plot_quality(table, curves, counts, recipes, iterations, out_dir / "fit_paper.png")
 
 
 def _plot_quality(table: dict, curves: dict, counts, recipes, iterations: int, path: Path) -> None:
@@ -127,8 +234,8 @@ def _plot_quality(table: dict, curves: dict, counts, recipes, iterations: int, p
 
 def pruning(images: torch.Tensor, iterations: int, n: int = 400) -> None:
     print(f"\n== Pruning at {n} Gaussians, {iterations} iterations: ratio and PSNR cost vs no pruning")
-    shipped = load_fit_config(RECIPES["ours"]).prune  # experiments/fit.yaml
-    base = recipe_config("ours", num_splats=n, iterations=iterations)
+    shipped = load_fit_config(RECIPES["default"]).prune  # experiments/fit.yaml
+    base = recipe_config("default", num_splats=n, iterations=iterations)
     _, ref = fit_batch(images, base)
     rows = []
     for label, prune in [("shipped default", shipped)] + [
@@ -144,41 +251,57 @@ def pruning(images: torch.Tensor, iterations: int, n: int = 400) -> None:
 
 
 def throughput(images: torch.Tensor, iterations: int, batch: int = 64) -> None:
+    """images/s of the default recipe (batch 1 image after image, and one batch), and of the default and the
+    paper's recipe (structured init, no colour solve: what every fit ran before issue 13) on the fastest SIMD
+    path and on the scalar one, so the kernel's and the recipe's shares show apart."""
     print(f"\n== Fitting throughput at {SIZE}x{SIZE}, 400 Gaussians, {iterations} iterations, "
           f"{torch.get_num_threads()} threads")
     stack = images.repeat((batch + len(images) - 1) // len(images), 1, 1, 1)[:batch]
-    cfg = recipe_config("ours", num_splats=400, iterations=iterations)
-    fit_batch(stack[:2], replace(cfg, iterations=5))  # warm up
-    t0 = time.perf_counter()
-    for i in range(batch):
-        fit_batch(stack[i : i + 1], cfg)
-    one = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit_batch(stack, cfg)
-    many = time.perf_counter() - t0
-    print_table(["mode", "images", "seconds", "images/s"],
-                [["batch 1, image after image", batch, f"{one:.1f}", f"{batch / one:.2f}"],
-                 [f"batch {batch}", batch, f"{many:.1f}", f"{batch / many:.2f}"]])
-    print(f"  speedup of the batch: {one / many:.2f}x")
+    cfgs = {r: recipe_config(r, num_splats=400, iterations=iterations) for r in ("default", "paper")}
+    fit_batch(stack[:2], replace(cfgs["default"], iterations=5))  # warm up
+
+    def seconds(cfg: FitConfig, images: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        fit_batch(images, cfg)
+        return time.perf_counter() - t0
+
+    one = sum(seconds(cfgs["default"], stack[i : i + 1]) for i in range(batch))
+    rows, t = [["default", "batch 1, image after image", simd_paths()[0], f"{one:.1f}", f"{batch / one:.2f}"]], {}
+    for recipe, cfg in cfgs.items():
+        for path in (simd_paths()[0], "scalar"):
+            with simd_path(path):
+                t[recipe, path] = seconds(cfg, stack)
+            rows.append([recipe, f"batch {batch}", path, f"{t[recipe, path]:.1f}", f"{batch / t[recipe, path]:.2f}"])
+    print_table(["recipe", "mode", "CPU path", "seconds", "images/s"], rows)
+    best = simd_paths()[0]
+    print(f"  speedup of the batch (default): {one / t['default', best]:.2f}x; of the SIMD path ({best}) over "
+          f"scalar: {t['default', 'scalar'] / t['default', best]:.2f}x (default), "
+          f"{t['paper', 'scalar'] / t['paper', best]:.2f}x (paper)")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=("quality", "pruning", "throughput", "all"), default="all")
-    p.add_argument("--photos", type=int, default=len(PHOTOS))
-    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--section", choices=("budgets", "target", "pruning", "throughput", "all", "paper"), default="all")
+    p.add_argument("--input", help="shard pattern or image folder (default: the embedded photos)")
+    p.add_argument("--photos", type=int, default=len(PHOTOS), help="how many images")
+    p.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="(budgets)")
+    p.add_argument("--counts", type=int, nargs="+", help="Gaussians per image (budgets: 400 4900; paper: all five)")
+    p.add_argument("--iterations", type=int, default=3000, help="(paper)")
     p.add_argument("--throughput-iterations", type=int, default=50)
-    p.add_argument("--counts", type=int, nargs="+", default=list(COUNTS), help="Gaussians per image (quality)")
-    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="(quality)")
     p.add_argument("--out", default="outputs/bench")
     a = p.parse_args(argv)
-    images = photos(a.photos)
-    if a.section in ("quality", "all"):
-        quality(images, a.iterations, Path(a.out), a.counts, a.recipes)
+    images = photos(a.photos, a.input)
+    print(f"{len(images)} images from {a.input or 'the embedded photos'}")
+    if a.section in ("budgets", "all"):
+        budgets(images, Path(a.out), a.counts or (400, 4900), a.budgets)
+    if a.section in ("target", "all"):
+        target(images)
     if a.section in ("pruning", "all"):
-        pruning(images, a.iterations)
+        pruning(images, load_fit_config(["fit"]).iterations)
     if a.section in ("throughput", "all"):
         throughput(images, a.throughput_iterations)
+    if a.section == "paper":
+        paper(images, a.iterations, Path(a.out), a.counts or COUNTS)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Rasterizer speed: compiled backend vs the dense reference, and thread scaling.
+"""Rasterizer speed: the CPU backend on each SIMD path next to its scalar path and the dense
+reference, and thread scaling.
 
     python -m gs_lightning.benchmarks.render [--quick]
 
@@ -15,8 +16,8 @@ import math
 
 import torch
 
-from gs_lightning.benchmarks.common import interleaved_seconds, num_threads, print_table
-from gs_lightning.render import CUTOFF, cuda_backend_available, rasterize, render_reference
+from gs_lightning.benchmarks.common import interleaved_seconds, num_threads, print_table, simd_path
+from gs_lightning.render import CUTOFF, SIMD_ENV, cuda_backend_available, rasterize, render_reference, simd_paths
 from gs_lightning.splats import Splats
 
 SIZE = 224
@@ -105,46 +106,50 @@ def gpu_benchmark(quick: bool = False) -> None:
     print_table(["splats", "grid cell px", "Mpairs/image", "ms/image", "vs 400"], rows)
 
 
+def cpu_benchmark(quick: bool = False) -> None:
+    """The CPU backend on each SIMD path this CPU runs, next to the scalar path, timed in turn within every
+    repetition; and the fastest path on 1 thread, for the thread scaling."""
+    batches = (1, 8) if quick else (1, 64)
+    reps = 1 if quick else 7
+    threads = torch.get_num_threads()
+    paths = simd_paths()
+    print(f"Rasterizer, CPU backend, {SIZE}x{SIZE}, forward+backward per image; SIMD paths {', '.join(paths)} "
+          f"({SIMD_ENV}); {threads} threads; cut-off s2 <= {CUTOFF:.2f}")
+    rows, scaling = [], []
+    for n in (400, 3136):
+        dense_splats, dense_grad = fitted_like_splats(1, n), upstream(1)
+        dense = interleaved_seconds({0: lambda: fwd_bwd(dense_splats, "torch", dense_grad)}, reps=1)[0]
+        for batch in batches:
+            s, grad = fitted_like_splats(batch, n), upstream(batch)
+            pairs = evaluated_pairs(s)
+
+            def run(path: str, k: int = threads):
+                with simd_path(path), num_threads(k):
+                    fwd_bwd(s, "cpu", grad)
+
+            fns = {(p, threads): lambda p=p: run(p) for p in paths}
+            if threads > 1:
+                fns[paths[0], 1] = lambda: run(paths[0], 1)
+            t = interleaved_seconds(fns, reps=reps)
+            for p in paths:
+                tp = t[p, threads]
+                rows.append([n, batch, p, f"{1e3 * tp / batch:.2f}", f"{2 * pairs / tp / 1e6:.0f}",
+                             f"{t['scalar', threads] / tp:.2f}x", f"{dense * batch / tp:.0f}x"])
+            if threads > 1:
+                scaling.append(f"{n} splats, batch {batch}: {t[paths[0], 1] / t[paths[0], threads]:.2f}x")
+        print(f"  dense reference, {n} splats, batch 1: {1e3 * dense:.0f} ms per image")
+    print_table(["splats", "batch", "path", "ms/image", "Mpairs/s (visited)", "vs scalar", "vs dense"], rows)
+    if scaling:
+        print(f"  {paths[0]}, {threads} vs 1 thread: " + "; ".join(scaling))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch 1 and 8 only, one repetition")
     args = parser.parse_args(argv)
     if torch.cuda.is_available() and cuda_backend_available():
         return gpu_benchmark(args.quick)
-    batches = (1, 8) if args.quick else (1, 8, 64)
-    reps = 1 if args.quick else 7
-    threads = torch.get_num_threads()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"Rasterizer, {SIZE}x{SIZE}, forward+backward, backend '{device}' vs dense reference; "
-          f"{threads} threads available, cut-off s2 <= {CUTOFF:.2f}")
-    rows = []
-    for n in (400, 3136):
-        with num_threads(threads):
-            dense_splats, dense_grad = fitted_like_splats(1, n), upstream(1)
-            dense = interleaved_seconds({0: lambda: fwd_bwd(dense_splats, "torch", dense_grad)}, reps=1)[0]
-        for batch in batches:
-            s = fitted_like_splats(batch, n)
-            pairs = evaluated_pairs(s)
-            sd, grad = s.to(device), upstream(batch, device)
-
-            def run(k: int):
-                with num_threads(k):
-                    fwd_bwd(sd, device, grad)
-
-            scaling = device == "cpu" and threads > 1
-            fns = {threads: lambda: run(threads)} | ({1: lambda: run(1)} if scaling else {})
-            t = interleaved_seconds(fns, reps=reps)
-            t_all = t[threads]
-            row = [n, batch, f"{1e3 * t_all / batch:.2f}", f"{2 * pairs / t_all / 1e6:.0f}",
-                   f"{2 * n * SIZE * SIZE * batch / t_all / 1e9:.1f}", f"{dense * batch / t_all:.0f}x"]
-            if scaling:
-                row.append(f"{t[1] / t_all:.2f}x")
-            rows.append(row)
-        print(f"  dense reference, {n} splats, batch 1: {1e3 * dense:.0f} ms per image")
-    headers = ["splats", "batch", "ms/image", "Mpairs/s (visited)", "Gpairs/s (dense-equiv.)", "vs dense"]
-    if device == "cpu" and threads > 1:
-        headers.append(f"{threads} vs 1 thread")
-    print_table(headers, rows)
+    cpu_benchmark(args.quick)
 
 
 if __name__ == "__main__":

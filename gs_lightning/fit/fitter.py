@@ -10,11 +10,17 @@ random comparison (4.3). An L1 penalty on the colours drives weak Gaussians
 towards zero; at the configured points of the run (fractions of the iterations), a Gaussian whose luminance
 0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshold is pruned (its mask
 row turns False), so every image ends with its own N.
+
+Beyond the paper (issue 13): the colours may start from a least-squares solve for the init's geometry
+(`solve_colours`, again after each prune); the learning rates are given for an iteration budget and the
+cosine decay spans the run; and with `target_psnr` each image stops at the first step whose render reaches
+it, keeping those splats, and its rows leave every tensor (Adam's moments included), so a finished image
+costs nothing more and the others go on exactly as they would alone.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +29,12 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from gs_lightning.config import FitConfig
 from gs_lightning.fit.init import initialise
-from gs_lightning.render import rasterize
+from gs_lightning.render import l2_loss, rasterize
 from gs_lightning.splats import Splats
 
 LUMA = (0.2126, 0.7152, 0.0722)
 LOSSES = ("l2", "l1_ssim")
+RIDGE = 1e-3  # solve_colours' ridge, relative to each Gaussian's energy (see there)
 
 
 @dataclass
@@ -35,7 +42,7 @@ class FitStats:
     psnr: Tensor  # [B] dB, render clamped to [0, 1]
     n_init: Tensor  # [B]
     n_final: Tensor  # [B]
-    iterations: int
+    iterations: Tensor  # [B] Adam steps each image took (fewer than fit.iterations if it reached the target)
 
 
 def luminance(rgb: Tensor) -> Tensor:  # [..., 3] -> [...]
@@ -48,11 +55,7 @@ def psnr_per_image(render: Tensor, images: Tensor) -> Tensor:  # [B, 3, H, W] x2
     )
 
 
-def _image_loss(render: Tensor, images: Tensor, cfg: FitConfig) -> Tensor:  # -> [B]
-    # F.mse_loss / F.l1_loss fuse the difference and its gradient into one pass each:
-    # at batch 64 the images are 38 MB, and three unfused passes cost as much as the render.
-    if cfg.loss == "l2":
-        return F.mse_loss(render, images, reduction="none").mean(dim=(1, 2, 3))
+def _image_loss(render: Tensor, images: Tensor, cfg: FitConfig) -> Tensor:  # -> [B], the losses other than l2
     if cfg.loss == "l1_ssim":
         ssim = structural_similarity_index_measure(render, images, data_range=1.0, reduction="none")
         l1 = F.l1_loss(render, images, reduction="none").mean(dim=(1, 2, 3))
@@ -94,12 +97,105 @@ def _to_geometry(
     return (xy.tanh() + 1) / 2 * size, chol
 
 
+def solve_colours(
+    splats: Splats,  # geometry to hold fixed; its rgb is the solve's starting point
+    images: Tensor,  # [B, 3, H, W]
+    *,
+    steps: int,
+    ridge: float = RIDGE,
+    backend: str = "auto",
+) -> Tensor:  # [B, N, 3]
+    """The colours that minimise |render - image|^2 + ridge * sum_i pi l11 l22 |c_i|^2 for this geometry.
+
+    The render is linear in the colours, render = A c (A: [HW, N] Gaussian weights, the same for each
+    channel), so this is a least-squares problem. Its normal equations (A^T A + ridge D) c = A^T y are N x N
+    per image, but A^T A is sparse (a Gaussian overlaps only its neighbours), so we never form it: conjugate
+    gradients needs only products, A c is the rasterizer's forward and A^T g its backward w.r.t. rgb. One CG
+    step costs about one fitting step. D = pi l11 l22 is each Gaussian's energy integral of w^2 (diag(A^T A)
+    away from the border): the Jacobi preconditioner, and the ridge's scale, so the ridge weighs big and
+    small Gaussians alike. The small ridge keeps Gaussians that nearly coincide from taking huge opposite
+    colours. Each (image, channel) is its own system: the steps are batched, never coupled.
+    """
+    B, _, H, W = images.shape
+    xy, chol, mask = splats.xy.detach(), splats.chol.detach(), splats.mask
+    diag = torch.where(mask, math.pi * chol[..., 0] * chol[..., 2], 1.0)[..., None]  # [B, N, 1]
+
+    def transpose(grad_image: Tensor, rgb: Tensor) -> Tensor:  # A^T grad_image, as d<A rgb, grad>/d rgb
+        with torch.enable_grad():
+            rgb = rgb.detach().requires_grad_(True)
+            render = rasterize(Splats(xy, chol, rgb, mask), H, W, backend=backend)
+            return torch.autograd.grad(render, rgb, grad_image)[0]
+
+    def normal(c: Tensor) -> Tensor:  # (A^T A + ridge D) c
+        with torch.no_grad():
+            render = rasterize(Splats(xy, chol, c, mask), H, W, backend=backend)
+        return transpose(render, c) + ridge * diag * c
+
+    def dot(a: Tensor, b: Tensor) -> Tensor:  # [B, N, 3] x2 -> [B, 1, 3], per image and channel
+        return (a * b).sum(1, keepdim=True)
+
+    c = torch.where(mask[..., None], splats.rgb.detach(), 0.0)
+    r = transpose(images, c) - normal(c)
+    z = r / diag
+    p, rz = z, dot(r, z)
+    for _ in range(steps):
+        q = normal(p)
+        alpha = rz / dot(p, q).clamp(min=1e-30)  # a converged system has rz = 0: alpha = 0, it stays put
+        c, r = c + alpha * p, r - alpha * q
+        z = r / diag
+        rz, rz_old = dot(r, z), rz
+        p = z + rz / rz_old.clamp(min=1e-30) * p
+    return c
+
+
+def _render_loss(splats: Splats, images: Tensor, cfg: FitConfig) -> tuple[Tensor, Tensor]:  # -> loss, mse [B]
+    """One step's forward: the render and each image's loss (+ the colours' L1), and its MSE for the PSNR."""
+    if cfg.loss == "l2":
+        # On the CPU one pass per tile renders, takes the residual and runs the backward, in cache: no
+        # [B, 3, H, W] render or image gradient (38 MB each at batch 64) goes through memory.
+        loss = l2_loss(splats, images, backend=cfg.backend)
+        mse = loss.detach()
+    else:
+        render = rasterize(splats, *images.shape[-2:], backend=cfg.backend)
+        loss = _image_loss(render, images, cfg)
+        mse = F.mse_loss(render.detach(), images, reduction="none").mean((1, 2, 3))
+    if cfg.prune.l1_weight > 0:
+        real = splats.mask.float()
+        l1 = (splats.rgb.abs().sum(-1) * real).sum(1) / real.sum(1).clamp(min=1)
+        loss = loss + cfg.prune.l1_weight * l1
+    return loss, mse
+
+
+def _keep_rows(opt: torch.optim.Optimizer, keep: Tensor) -> list[Tensor]:
+    """Drop finished images from every parameter, its gradient and Adam's moments, so Adam goes on for the
+    rest exactly as before (its step count is shared) and never moves a finished image. The parameters are
+    new leaf tensors (autograd remembers a leaf's shape), in the optimizer's order; returns them."""
+    out = []
+    for group in opt.param_groups:
+        old = group["params"][0]
+        new = old.detach()[keep].requires_grad_(True)
+        if old.grad is not None:
+            new.grad = old.grad[keep]
+        state = opt.state.pop(old, {})
+        opt.state[new] = {k: v if k == "step" else v[keep] for k, v in state.items()}
+        group["params"] = [new]
+        out.append(new)
+    return out
+
+
+def budget_scale(cfg: FitConfig) -> float:
+    """Every learning rate's factor for this iteration budget: (lr.budget / fit.iterations) ** lr.budget_power.
+    A short fit needs larger steps to go as far (power 1 would keep the distance travelled), a long one smaller."""
+    return (cfg.lr.budget / max(cfg.iterations, 1)) ** cfg.lr.budget_power
+
+
 def fit_batch(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
     *,
     init: Splats | None = None,
-    callback=None,  # called as callback(step, loss) every 100 steps
+    callback=None,  # callback(step, psnr [B]): each image's PSNR (unclamped render) at that step
+    callback_every: int = 100,
 ) -> tuple[Splats, FitStats]:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
@@ -108,18 +204,21 @@ def fit_batch(
     B, _, H, W = images.shape
     images = images.float().contiguous()
     start = init if init is not None else initialise(images, cfg.num_splats, cfg.init)
+    if cfg.solve_colours:
+        start = replace(start, rgb=solve_colours(start, images, steps=cfg.solve_steps, backend=cfg.backend))
     size = torch.tensor([W, H], dtype=torch.float32, device=images.device)
     xy, diagonal, shear = (t.requires_grad_(True) for t in _to_params(start, cfg.parameterization, size))
     rgb = start.rgb.detach().clone().requires_grad_(True)
     mask = start.mask.clone()
     n_init = mask.sum(1)
 
+    scale = budget_scale(cfg)
     opt = torch.optim.Adam(
         [
-            {"params": [xy], "lr": cfg.lr.xy},
-            {"params": [diagonal], "lr": cfg.lr.diagonal},
-            {"params": [shear], "lr": cfg.lr.shear},
-            {"params": [rgb], "lr": cfg.lr.rgb},
+            {"params": [xy], "lr": cfg.lr.xy * scale},
+            {"params": [diagonal], "lr": cfg.lr.diagonal * scale},
+            {"params": [shear], "lr": cfg.lr.shear * scale},
+            {"params": [rgb], "lr": cfg.lr.rgb * scale},
         ]
     )
     total, end = max(cfg.iterations, 1), cfg.lr.decay_to
@@ -131,25 +230,47 @@ def fit_batch(
     def current() -> Splats:
         return Splats(*_to_geometry(xy, diagonal, shear, cfg.parameterization, size), rgb, mask)
 
-    for step in range(cfg.iterations):
-        if step in prune_steps and cfg.prune.threshold > 0:
+    # Fit to quality: an image that reaches fit.target_psnr keeps the splats that reached it and leaves the
+    # work (its rows leave every tensor), so the batch shrinks as its images finish.
+    active = torch.arange(B, device=images.device)  # the batch's images still fitting, in the rows' order
+    done = Splats(start.xy.new_zeros(B, start.xy.shape[1], 2), start.chol.new_ones(B, start.xy.shape[1], 3),
+                  start.rgb.new_zeros(start.rgb.shape), mask.clone())
+    used = torch.full((B,), cfg.iterations, device=images.device)
+    psnr_now = images.new_zeros(B)
+    target = cfg.target_psnr
+    work = images
+    for step in range(cfg.iterations + 1):  # the last pass only measures
+        if step in prune_steps and cfg.prune.threshold > 0 and step < cfg.iterations:
             with torch.no_grad():
                 mask &= luminance(rgb) >= cfg.prune.threshold
+                if cfg.solve_colours:  # the survivors take over the pruned ones' share of the image
+                    rgb.copy_(solve_colours(current(), work, steps=cfg.solve_steps, backend=cfg.backend))
         splats = current()
-        render = rasterize(splats, H, W, backend=cfg.backend)
-        loss = _image_loss(render, images, cfg)
-        if cfg.prune.l1_weight > 0:
-            real = mask.float()
-            l1 = (rgb.abs().sum(-1) * real).sum(1) / real.sum(1).clamp(min=1)
-            loss = loss + cfg.prune.l1_weight * l1
+        last = step == cfg.iterations
+        with torch.set_grad_enabled(not last):
+            loss, mse = _render_loss(splats, work, cfg)
+        psnr_now[active] = -10 * mse.clamp(min=1e-20).log10()
+        if last:
+            finished = torch.ones_like(mse, dtype=torch.bool)
+        else:
+            finished = psnr_now[active] >= (target if target is not None else math.inf)
+        if finished.any():
+            for name in ("xy", "chol", "rgb", "mask"):
+                getattr(done, name)[active[finished]] = getattr(splats, name).detach()[finished]
+            used[active[finished]] = step
+        if callback is not None and (step % callback_every == 0 or last):
+            callback(step, psnr_now.clone())
+        if last or finished.all():
+            break
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
+        if finished.any():
+            keep = ~finished
+            xy, diagonal, shear, rgb = _keep_rows(opt, keep)
+            active, mask, work = active[keep], mask[keep], work[keep]
         opt.step()
         sched.step()
-        if callback is not None and step % 100 == 0:
-            callback(step, loss.detach())
 
     with torch.no_grad():
-        final = current().detach()
-        psnr = psnr_per_image(rasterize(final, H, W, backend=cfg.backend), images)
-    return final, FitStats(psnr=psnr, n_init=n_init, n_final=final.mask.sum(1), iterations=cfg.iterations)
+        psnr = psnr_per_image(rasterize(done, H, W, backend=cfg.backend), images)
+    return done, FitStats(psnr=psnr, n_init=n_init, n_final=done.mask.sum(1), iterations=used)

@@ -1,4 +1,4 @@
-"""Initial splat sets (paper 4.3): structured (grid) and random (the baseline).
+"""Initial splat sets: structured (the paper's grid, 4.3), adaptive (ours) and random (the baseline).
 
 Structured: n Gaussians on a grid whose cells tile the image exactly (rows of
 near-equal cell counts, so any n and any aspect ratio work), each isotropic
@@ -8,6 +8,12 @@ sum, so neighbouring Gaussians overlap and the raw cell mean would come out
 too bright (x pi/2 on a square grid); the colour is divided by the grid's
 average weight, 2 pi sigma^2 / cell area, so the initial render reproduces the
 cell mean on a flat region.
+
+Adaptive: the same rows of cells, warped so that every cell holds an equal share of a detail density
+(smoothed colour gradient magnitude, mixed with a uniform floor): the rows split the density's
+y-marginal into equal parts, and the cells of a row split that band's x-profile. Cells are small where
+the image is busy and large where it is flat; each Gaussian is axis-aligned with the half-sides of its
+cell, coloured like the structured init. Deterministic (no sampling), batched, any n and aspect ratio.
 """
 from __future__ import annotations
 
@@ -43,34 +49,105 @@ def _grid_cells(n: int, height: int, width: int) -> tuple[Tensor, Tensor]:
 
 
 def _cell_means(images: Tensor, boxes: Tensor) -> Tensor:
-    """Mean colour of each cell: [B, n, 3], from an integral image (cells may split pixels: round edges)."""
+    """Mean colour of each cell: [B, n, 3], from an integral image (cells may split pixels: round edges).
+
+    boxes: [n, 4] for every image alike, or [B, n, 4] per image."""
     B, _, H, W = images.shape
-    integral = F.pad(images.cumsum(2).cumsum(3), (1, 0, 1, 0))  # [B, 3, H+1, W+1]
-    x0 = boxes[:, 0].round().long().clamp(0, W - 1)
-    y0 = boxes[:, 1].round().long().clamp(0, H - 1)
-    x1 = torch.maximum(boxes[:, 2].round().long().clamp(1, W), x0 + 1)
-    y1 = torch.maximum(boxes[:, 3].round().long().clamp(1, H), y0 + 1)
-    total = integral[:, :, y1, x1] - integral[:, :, y0, x1] - integral[:, :, y1, x0] + integral[:, :, y0, x0]
+    integral = F.pad(images.cumsum(2).cumsum(3), (1, 0, 1, 0)).permute(0, 2, 3, 1)  # [B, H+1, W+1, 3]
+    boxes = boxes.expand(B, *boxes.shape[-2:])
+    x0 = boxes[..., 0].round().long().clamp(0, W - 1)
+    y0 = boxes[..., 1].round().long().clamp(0, H - 1)
+    x1 = torch.maximum(boxes[..., 2].round().long().clamp(1, W), x0 + 1)
+    y1 = torch.maximum(boxes[..., 3].round().long().clamp(1, H), y0 + 1)
+    b = torch.arange(B, device=images.device)[:, None]
+    total = integral[b, y1, x1] - integral[b, y0, x1] - integral[b, y1, x0] + integral[b, y0, x0]
     area = ((x1 - x0) * (y1 - y0)).to(images.dtype)
-    return (total / area).transpose(1, 2)  # [B, n, 3]
+    return total / area[..., None]  # [B, n, 3]
+
+
+def _splats_of_cells(images: Tensor, boxes: Tensor, chol: Tensor) -> Splats:
+    """A Gaussian per cell, at its centre, coloured with the cell mean over the Gaussian's average weight
+    on the cell (2 pi l11 l22 / cell area), so the render of a flat region is its colour.
+
+    boxes: [B, n, 4] (x0, y0, x1, y1) pixels; chol: [B, n, 3]."""
+    B, n = boxes.shape[:2]
+    centre = torch.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], -1)
+    cell_area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    rgb = _cell_means(images, boxes) / (2 * math.pi * chol[..., 0] * chol[..., 2] / cell_area)[..., None]
+    return Splats(centre.contiguous(), chol.contiguous(), rgb.contiguous(),
+                  torch.ones(B, n, dtype=torch.bool, device=images.device))
 
 
 def structured_init(images: Tensor, n: int) -> Splats:  # images [B, 3, H, W] in [0, 1]
     B, _, H, W = images.shape
     boxes, _ = _grid_cells(n, H, W)
-    boxes = boxes.to(images.device)
-    centre = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], -1)  # [n, 2]
-    sigma = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2  # [n]
-    # A Gaussian integrates to 2 pi sigma^2, so the grid's weight averages 2 pi sigma^2 / cell area per pixel.
-    cell_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    rgb = _cell_means(images, boxes) / (2 * math.pi * sigma**2 / cell_area)[None, :, None]
-    chol = torch.stack([sigma, torch.zeros_like(sigma), sigma], -1)
-    return Splats(
-        centre.expand(B, n, 2).contiguous(),
-        chol.expand(B, n, 3).contiguous(),
-        rgb.contiguous(),
-        torch.ones(B, n, dtype=torch.bool, device=images.device),
-    )
+    boxes = boxes.to(images.device).expand(B, n, 4)
+    sigma = torch.minimum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]) / 2  # [B, n]
+    return _splats_of_cells(images, boxes, torch.stack([sigma, torch.zeros_like(sigma), sigma], -1))
+
+
+def detail_density(images: Tensor, n: int, uniform: float = 0.3) -> Tensor:  # [B, 3, H, W] -> [B, H, W]
+    """Where Gaussians should go: the colour gradient magnitude, blurred over about a cell (the spacing of
+    n Gaussians), normalised to mean 1 and mixed with a uniform floor so flat regions keep some."""
+    B, _, H, W = images.shape
+    dx = F.pad(images[..., :, 1:] - images[..., :, :-1], (0, 1))
+    dy = F.pad(images[..., 1:, :] - images[..., :-1, :], (0, 0, 0, 1))
+    grad = (dx.square() + dy.square()).sum(1).sqrt()  # [B, H, W]
+    sigma = 0.5 * math.sqrt(H * W / n)
+
+    def blur(size: int) -> Tensor:  # [size, size], rows sum to 1: the border renormalised
+        i = torch.arange(size, device=images.device, dtype=images.dtype)
+        k = torch.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
+        return k / k.sum(1, keepdim=True)
+
+    # A blur by matrix products, not conv2d: conv2d's result for an image depends on the batch around it
+    # (its kernels block by batch size), and an image must be fitted the same in any batch.
+    grad = blur(H) @ grad @ blur(W).T
+    grad = grad / grad.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    return (1 - uniform) * grad + uniform
+
+
+def _inverse_cdf(cdf: Tensor, q: Tensor) -> Tensor:
+    """Positions (in cells of the CDF's grid, 0..K) at which a piecewise-linear CDF reaches q.
+
+    cdf: [..., K + 1] non-decreasing from 0 to 1 at the cell edges; q: [..., M] in [0, 1]."""
+    K = cdf.shape[-1] - 1
+    i = (torch.searchsorted(cdf.contiguous(), q.contiguous(), right=True) - 1).clamp(0, K - 1)
+    lo, hi = cdf.gather(-1, i), cdf.gather(-1, i + 1)
+    return i + ((q - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
+
+
+def adaptive_init(images: Tensor, n: int, *, uniform: float = 0.3, scale: float = 1.0) -> Splats:
+    """Cells of equal detail (see the module docstring); scale: sigma over the half cell side."""
+    B, _, H, W = images.shape
+    dev = images.device
+    counts = torch.tensor(grid_rows(n, H, W), device=dev)
+    R, C = len(counts), int(counts.max())
+    p = detail_density(images, n, uniform)  # [B, H, W]
+    # Rows: equal shares of the y-marginal.
+    rows_cdf = F.pad(p.sum(2).cumsum(1), (1, 0))  # [B, H + 1]
+    rows_cdf = rows_cdf / rows_cdf[:, -1:]
+    y_edges = _inverse_cdf(rows_cdf, torch.linspace(0, 1, R + 1, device=dev).expand(B, R + 1))  # [B, R + 1]
+    # Each band's x-profile: the integral of p over the band, from p's running sum down the rows
+    # (piecewise linear in y, so a band may start or end inside a pixel row).
+    down = F.pad(p.cumsum(1), (0, 0, 1, 0))  # [B, H + 1, W]
+    y0, frac = y_edges.floor().clamp(max=H - 1), y_edges - y_edges.floor().clamp(max=H - 1)
+    at_edge = down.gather(1, y0.long()[..., None].expand(B, R + 1, W)) + frac[..., None] * p.gather(
+        1, y0.long().clamp(max=H - 1)[..., None].expand(B, R + 1, W))  # [B, R + 1, W]
+    band = (at_edge[:, 1:] - at_edge[:, :-1]).clamp(min=0) + 1e-12  # [B, R, W]
+    cols_cdf = F.pad(band.cumsum(2), (1, 0))
+    cols_cdf = cols_cdf / cols_cdf[..., -1:]  # [B, R, W + 1]
+    # Cell edges of row r at fractions k / counts[r], k = 0..counts[r] (rows have C or C - 1 cells).
+    k = torch.arange(C + 1, device=dev)
+    q = (k[None, :] / counts[:, None]).clamp(max=1).expand(B, R, C + 1)
+    x_edges = _inverse_cdf(cols_cdf, q)  # [B, R, C + 1]
+    real = (k[None, :C] < counts[:, None]).reshape(-1)  # [R * C]: which (row, cell) slots are cells
+    boxes = torch.stack([x_edges[..., :-1], y_edges[:, :-1, None].expand(B, R, C),
+                         x_edges[..., 1:], y_edges[:, 1:, None].expand(B, R, C)], -1)
+    boxes = boxes.reshape(B, R * C, 4)[:, real]  # [B, n, 4], in the order of the structured grid
+    half = scale * (boxes[..., 2:] - boxes[..., :2]).clamp(min=0.5) / 2  # [B, n, 2] sigma_x, sigma_y
+    return _splats_of_cells(images, boxes, torch.stack([half[..., 0], torch.zeros_like(half[..., 0]),
+                                                        half[..., 1]], -1))
 
 
 def random_init(images: Tensor, n: int, *, generator: torch.Generator | None = None) -> Splats:
@@ -86,7 +163,7 @@ def random_init(images: Tensor, n: int, *, generator: torch.Generator | None = N
     return Splats(xy, chol, rand(B, n, 3), torch.ones(B, n, dtype=torch.bool, device=dev))
 
 
-INITS = {"structured": structured_init, "random": random_init}
+INITS = {"adaptive": adaptive_init, "structured": structured_init, "random": random_init}
 
 
 def initialise(images: Tensor, n: int, method: str) -> Splats:

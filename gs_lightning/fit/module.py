@@ -29,6 +29,7 @@ class FittedBatch:
     psnr: list[float]
     n_init: list[int]
     n_final: list[int]
+    iterations: list[int]  # Adam steps each image took
 
 
 class SplatFitModule(L.LightningModule):
@@ -41,12 +42,15 @@ class SplatFitModule(L.LightningModule):
 
     def predict_step(self, batch: ImageBatch, batch_idx: int) -> FittedBatch:
         if len(batch.images) == 0:
-            return FittedBatch(batch, [], [], [], [])
+            return FittedBatch(batch, [], [], [], [], [])
+        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
+        report = (lambda step, psnr: bar.fit_step(step, self.cfg.iterations, psnr)) if isinstance(
+            bar, FitProgressBar) else None
         with torch.enable_grad():  # the predict loop runs under no_grad
-            splats, stats = fit_for_record(batch.images, self.cfg)
+            splats, stats = fit_for_record(batch.images, self.cfg, callback=report, callback_every=10)
         size = batch.images.shape[-1]
         return FittedBatch(batch, splats.to_records(size, size), stats.psnr.tolist(), stats.n_init.tolist(),
-                           stats.n_final.tolist())
+                           stats.n_final.tolist(), stats.iterations.tolist())
 
 
 class SplatShardWriter(BasePredictionWriter):
@@ -70,16 +74,18 @@ class SplatShardWriter(BasePredictionWriter):
         for key, reason in b.skipped:
             warn_skipped(b.shard, key, reason)
             self.tally.skipped.append(f"{b.shard}/{key}: {reason}")
-        for sample, size, record, psnr, n_init, n_final in zip(
-            b.samples, b.source_sizes, prediction.records, prediction.psnr, prediction.n_init, prediction.n_final
+        for sample, size, record, psnr, n_init, n_final, iterations in zip(
+            b.samples, b.source_sizes, prediction.records, prediction.psnr, prediction.n_init, prediction.n_final,
+            prediction.iterations,
         ):
-            fit = {"psnr": round(psnr, 3), "n_init": n_init, "n_final": n_final, "iterations": self.cfg.iterations,
+            fit = {"psnr": round(psnr, 3), "n_init": n_init, "n_final": n_final, "iterations": iterations,
                    "image_size": self.cfg.image_size, "source_size": list(size), "source": sample.meta}
             writer.write(sample.key, record, fit, sample.caption, sample.cls)
         self.tally.images += len(b.samples)
         self.tally.psnr += prediction.psnr
         self.tally.n_init += prediction.n_init
         self.tally.n_final += prediction.n_final
+        self.tally.iterations += prediction.iterations
         if b.last:
             writer.commit()
             self.tally.shards[b.shard] = writer.count
@@ -102,7 +108,8 @@ class SplatShardWriter(BasePredictionWriter):
 
 
 class FitProgressBar(TQDMProgressBar):
-    """The predict bar shows images/s and the running mean PSNR."""
+    """The predict bar shows images/s and the running mean PSNR of the images done, and while a batch fits,
+    its iteration and its images' mean PSNR so far (fit_step, called by SplatFitModule)."""
 
     def __init__(self):
         super().__init__()
@@ -122,3 +129,7 @@ class FitProgressBar(TQDMProgressBar):
             self.predict_progress_bar.set_postfix(
                 {"img/s": f"{rate:.2f}", "psnr": f"{self._psnr_sum / self._images:.2f}", "shard": outputs.batch.shard}
             )
+
+    def fit_step(self, step: int, total: int, psnr: torch.Tensor) -> None:  # psnr: [B] this batch's images
+        if self.predict_progress_bar is not None:
+            self.predict_progress_bar.set_postfix({"iteration": f"{step}/{total}", "batch psnr": f"{psnr.mean():.2f}"})

@@ -53,9 +53,10 @@ def refine_quantized(
     return current().detach()
 
 
-def fit_for_record(images: Tensor, cfg: FitConfig) -> tuple[Splats, FitStats]:  # images [B, 3, H, W]
-    """fit_batch, then, for the quantized record, the refinement; stats.psnr is then that of what is stored."""
-    splats, stats = fit_batch(images, cfg)
+def fit_for_record(images: Tensor, cfg: FitConfig, **progress) -> tuple[Splats, FitStats]:  # images [B, 3, H, W]
+    """fit_batch (progress: its callback arguments), then, for the quantized record, the refinement; stats.psnr
+    is then that of what is stored (stats.iterations stays the fit's own)."""
+    splats, stats = fit_batch(images, cfg, **progress)
     if cfg.record != "quantized":
         return splats, stats
     H, W = images.shape[-2:]

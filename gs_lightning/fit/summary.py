@@ -55,6 +55,7 @@ class Tally:
     psnr: list[float] = field(default_factory=list)
     n_init: list[int] = field(default_factory=list)
     n_final: list[int] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)  # Adam steps per image
     seconds: float = 0.0
 
     def save(self, output: str | Path, rank: int) -> None:
@@ -65,13 +66,16 @@ def stats_path(output: str | Path, rank: int) -> Path:
     return Path(output) / "_stats" / f"rank{rank:04d}.json"
 
 
-def summarise(output: str | Path, image_size: int, world_size: int = 1, record: str = "fp16") -> dict:
-    """Merge this run's tallies of ranks 0..world_size-1 into summary.json and return it."""
+def summarise(output: str | Path, image_size: int, iterations: int, world_size: int = 1,
+              record: str = "fp16") -> dict:
+    """Merge this run's tallies of ranks 0..world_size-1 into summary.json and return it.
+    iterations: fit.iterations, the cap (an image below it stopped at fit.target_psnr)."""
     paths = [stats_path(output, r) for r in range(world_size)]
     tallies = [Tally(**json.loads(p.read_text())) for p in paths if p.exists()]
     psnr = [x for t in tallies for x in t.psnr]
     n_final = [x for t in tallies for x in t.n_final]
     n_init = [x for t in tallies for x in t.n_init]
+    steps = [x for t in tallies for x in t.iterations]
     images = sum(t.images for t in tallies)
     bytes_splats = sum(t.bytes_splats for t in tallies)
     seconds = max((t.seconds for t in tallies), default=0.0)
@@ -86,6 +90,9 @@ def summarise(output: str | Path, image_size: int, world_size: int = 1, record: 
         "psnr_min": min(psnr) if psnr else None,
         "splats_mean": mean_n,
         "pruned_fraction": 1 - sum(n_final) / sum(n_init) if n_init else 0.0,
+        "iterations_mean": sum(steps) / len(steps) if steps else None,
+        "iterations_max": max(steps) if steps else None,
+        "images_at_cap": sum(s >= iterations for s in steps),  # did not reach fit.target_psnr (if set)
         "image_size": image_size,
         "record": record,
         "bytes_splats": bytes_splats,  # as codec.py counts them (fp16: N * 16; quantized: the whole record)
@@ -108,6 +115,8 @@ def format_summary(s: dict) -> str:
         f"shards written    {s['shards_written']}",
         f"PSNR mean / min   {f(s['psnr_mean'], '.2f')} / {f(s['psnr_min'], '.2f')} dB",
         f"splats per image  {s['splats_mean']:.1f}  (pruned {100 * s['pruned_fraction']:.1f}%)",
+        f"iterations        mean {f(s['iterations_mean'], '.0f')}, max {f(s['iterations_max'], 'd')}  "
+        f"({s['images_at_cap']} images ran to the cap)",
         f"bytes written     {s['bytes_splats']:,} of splats, {s['record']} record "
         f"({f(s['bytes_per_image'], '.0f')} B per image; fp16 is 16 B per splat)",
         f"compression       {f(s['compression_ratio'], '.1f')}x vs uint8 pixels",

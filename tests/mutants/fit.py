@@ -12,7 +12,7 @@ MUTANTS = [
      "old": "loss = loss + cfg.prune.l1_weight * l1", "new": "loss = loss",
      "tests": ["tests/test_fit_recipe.py"], "why": "fit.prune.l1_weight does nothing"},
     {"name": "shear-never-learned", "path": "gs_lightning/fit/fitter.py",
-     "old": '{"params": [shear], "lr": cfg.lr.shear}', "new": '{"params": [shear], "lr": 0.0}',
+     "old": '{"params": [shear], "lr": cfg.lr.shear * scale}', "new": '{"params": [shear], "lr": 0.0}',
      "tests": ["tests/test_fit_recipe.py"], "why": "l21 keeps its initial value: no rotated ellipses"},
     {"name": "decay-never-stepped", "path": "gs_lightning/fit/fitter.py",
      "old": "        sched.step()\n", "new": "",

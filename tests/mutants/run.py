@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CPP = (".h", ".cpp", ".cu", ".cuh")
+CPP = (".h", ".cpp")  # sources of the CPU build: a mutant there rebuilds it (.cu/.cuh: the emulator compiles them)
 
 
 def load(topics: list[str] | None) -> list[dict]:
@@ -45,16 +45,19 @@ def edits(m: dict) -> list[tuple[str, str]]:
     return list(zip(olds, news)) if isinstance(olds, list) else [(olds, news)]
 
 
-def apply(m: dict, tree: Path) -> None:
-    path = tree / m["path"]
-    text = path.read_text()
+def mutated(m: dict, text: str) -> str:
     for old, new in edits(m):
         count = text.count(old)
         if count != 1:
             raise SystemExit(f"mutant {m['name']}: its text occurs {count} times in {m['path']} (must be once): "
                              f"{old!r}. The code changed: update tests/mutants/{m['topic']}.py")
         text = text.replace(old, new)
-    path.write_text(text)
+    return text
+
+
+def apply(m: dict, tree: Path) -> None:
+    path = tree / m["path"]
+    path.write_text(mutated(m, path.read_text()))
 
 
 def scratch_tree(dest: Path) -> None:
@@ -116,6 +119,8 @@ def main(argv=None) -> int:
         tree = Path(tmp)
         scratch_tree(tree)
         print(f"{len(mutants)} mutants; scratch copy of the working tree in {tree}", flush=True)
+        for m in mutants:  # every text still where it was, before the first minutes of testing
+            mutated(m, (tree / m["path"]).read_text())
         for tests in sorted({tuple(m["tests"]) for m in mutants}):
             ok, why = run_tests(tree, list(tests), a.timeout)
             if not ok:

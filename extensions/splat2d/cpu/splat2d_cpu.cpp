@@ -1,11 +1,7 @@
-// CPU backend: tile-based forward and backward of the sum render, OpenMP across
-// (image, tile) work items.
-//
-// Each image is binned once per call: every Gaussian's cut-off box is listed
-// under the 16x16 tiles it touches (CSR, ascending Gaussian index within a
-// tile). A work item then walks only its tile's list, and inside it only the
-// pixels of the Gaussian's box, so the cost follows the splats' footprint, not
-// B * N * H * W.
+// CPU backend: the tile kernels of tiles.cpp over (image, tile) work items with
+// OpenMP, on the SIMD path chosen at run time (active_path below): the forward,
+// the backward, and the fused L2 loss of fitting (render, residual and backward
+// of a tile in one pass, in cache).
 //
 // The backward writes one partial gradient per (tile, Gaussian) entry into its
 // own slot and sums the slots per Gaussian afterwards: no atomics, and the
@@ -15,202 +11,211 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <vector>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
 
 #include "../backends.h"
-#include "../splat2d.h"
+#include "tiles.h"
 
 namespace splat2d {
 namespace {
 
-struct Grid {
-  int height, width, tiles_x, tiles_y;
-  Grid(int64_t h, int64_t w)
-      : height(int(h)), width(int(w)), tiles_x(int((w + kTile - 1) / kTile)), tiles_y(int((h + kTile - 1) / kTile)) {}
-  int tiles() const { return tiles_x * tiles_y; }
-};
+constexpr const char* kSimdEnv = "GS_LIGHTNING_SIMD";
 
-// The Gaussians of one image, grouped by the tiles their cut-off box touches.
-struct TileBins {
-  std::vector<PixelBox> boxes;  // [N]
-  std::vector<int> offsets;     // [tiles + 1] into ids
-  std::vector<int> ids;         // Gaussian index per entry, tile-major
-};
+std::string path_names(bool supported_only) {
+  std::string names;
+  for (const SimdPath& p : simd_paths())
+    if (!supported_only || p.supported()) names += (names.empty() ? "" : ", ") + std::string(p.name);
+  return names;
+}
 
-void bin_image(const float* xy, const float* chol, const bool* mask, int n, const Grid& grid, float cutoff,
-               TileBins& bins) {
-  const int tiles = grid.tiles();
-  bins.boxes.resize(n);
-  bins.offsets.assign(tiles + 1, 0);
-  for (int g = 0; g < n; ++g) {
-    PixelBox box{0, -1, 0, -1};
-    if (mask[g]) box = pixel_box(xy + 2 * g, chol + 3 * g, cutoff, grid.height, grid.width);
-    bins.boxes[g] = box;
-    if (box.empty()) continue;
-    for (int ty = box.y0 / kTile; ty <= box.y1 / kTile; ++ty)
-      for (int tx = box.x0 / kTile; tx <= box.x1 / kTile; ++tx) ++bins.offsets[ty * grid.tiles_x + tx + 1];
+// The path named by GS_LIGHTNING_SIMD, or the fastest this CPU runs when it is
+// unset, empty or "auto". Read on every call, so a test can switch paths.
+const SimdPath& active_path() {
+  const char* want = std::getenv(kSimdEnv);
+  const bool any = want == nullptr || *want == '\0' || std::string(want) == "auto";
+  for (const SimdPath& p : simd_paths()) {
+    if (any ? p.supported() : std::string(want) == p.name) {
+      TORCH_CHECK_VALUE(p.supported(), kSimdEnv, "=", want, ": this CPU lacks that SIMD path; choose one of ",
+                        path_names(true), " or auto");
+      return p;
+    }
   }
-  for (int t = 0; t < tiles; ++t) bins.offsets[t + 1] += bins.offsets[t];
-  bins.ids.resize(bins.offsets[tiles]);
-  std::vector<int> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
-  for (int g = 0; g < n; ++g) {
-    const PixelBox& box = bins.boxes[g];
-    if (box.empty()) continue;
-    for (int ty = box.y0 / kTile; ty <= box.y1 / kTile; ++ty)
-      for (int tx = box.x0 / kTile; tx <= box.x1 / kTile; ++tx) bins.ids[cursor[ty * grid.tiles_x + tx]++] = g;
-  }
+  TORCH_CHECK_VALUE(false, kSimdEnv, "=", want, ": unknown SIMD path; choose one of ", path_names(false),
+                    " or auto (this CPU runs ", path_names(true), ")");
 }
 
-// The pixel rectangle of tile t, inclusive.
-PixelBox tile_box(int t, const Grid& grid) {
-  const int tx = t % grid.tiles_x, ty = t / grid.tiles_x;
-  return PixelBox{tx * kTile, std::min((tx + 1) * kTile, grid.width) - 1, ty * kTile,
-                  std::min((ty + 1) * kTile, grid.height) - 1};
-}
+// What a forward or backward call shares: sizes, the binned Gaussians, the path.
+struct Call {
+  TileJob job;
+  int64_t batch;
+  int threads;
+  std::vector<TileBins> bins;
+  std::unique_ptr<Gaussian[]> gaussians;
+  const SimdPath& path;
 
-PixelBox intersect(const PixelBox& a, const PixelBox& b) {
-  return PixelBox{std::max(a.x0, b.x0), std::min(a.x1, b.x1), std::max(a.y0, b.y0), std::min(a.y1, b.y1)};
-}
-
-std::vector<TileBins> bin_batch(const float* xy, const float* chol, const bool* mask, int64_t batch, int n,
-                                const Grid& grid, float cutoff, int threads) {
-  std::vector<TileBins> bins(batch);
+  Call(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb, const torch::Tensor& mask,
+       int64_t height, int64_t width, double cutoff)
+      : job{Grid(height, width), int(xy.size(1)), std::min(float(cutoff), kMaxWeightS2), nullptr, nullptr},
+        batch(xy.size(0)),
+        threads(at::get_num_threads()),
+        bins(batch),
+        gaussians(new Gaussian[batch * xy.size(1)]),
+        path(active_path()) {
+    const float *pxy = xy.data_ptr<float>(), *pchol = chol.data_ptr<float>(), *prgb = rgb.data_ptr<float>();
+    const bool* pmask = mask.data_ptr<bool>();
+    const int n = job.n;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
-  for (int64_t b = 0; b < batch; ++b)
-    bin_image(xy + b * n * 2, chol + b * n * 3, mask + b * n, n, grid, cutoff, bins[b]);
-  return bins;
-}
+    for (int64_t b = 0; b < batch; ++b)
+      bin_image(pxy + b * n * 2, pchol + b * n * 3, prgb + b * n * 3, pmask + b * n, n, job.grid, job.cutoff, bins[b],
+                gaussians.get() + b * n);
+    job.gaussians = gaussians.get();
+    job.bins = bins.data();
+  }
 
-void check_sizes(const torch::Tensor& xy, int64_t height, int64_t width) {
-  TORCH_CHECK(xy.size(1) < (int64_t(1) << 30), "splat2d: N = ", xy.size(1), " splats per image is too many");
-  TORCH_CHECK(height < (int64_t(1) << 20) && width < (int64_t(1) << 20), "splat2d: image size ", height, "x",
-              width, " is too large");
+  int64_t items() const { return batch * job.grid.tiles(); }
+
+  // fn(b, t) for every (image, tile) item, in parallel.
+  template <class Fn>
+  void for_each_item(Fn fn) const {
+    const int tiles = job.grid.tiles();
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int64_t item = 0; item < items(); ++item) fn(item / tiles, int(item % tiles));
+  }
+
+  // One kGradDim slot per (tile, Gaussian) entry of each image, for the grad kernels to fill: each
+  // slot is written by exactly one (image, tile) item, so no atomics, and no zero fill.
+  std::vector<int64_t> slot_start;  // [B + 1], in slots
+  std::unique_ptr<float[]> slots;
+
+  void make_slots() {
+    slot_start.assign(batch + 1, 0);
+    for (int64_t b = 0; b < batch; ++b) slot_start[b + 1] = slot_start[b] + int64_t(bins[b].ids.size());
+    slots.reset(new float[slot_start[batch] * kGradDim]);
+  }
+  float* slots_of(int64_t b) const { return slots.get() + slot_start[b] * kGradDim; }
+
+  // The gradients {xy [B, N, 2], chol [B, N, 3], rgb [B, N, 3]}: each Gaussian's slots summed, in
+  // tile order.
+  std::vector<torch::Tensor> gradients(const torch::Tensor& xy, const torch::Tensor& chol,
+                                       const torch::Tensor& rgb) const {
+    auto grad_xy = torch::zeros_like(xy);
+    auto grad_chol = torch::zeros_like(chol);
+    auto grad_rgb = torch::zeros_like(rgb);
+    float* dxy = grad_xy.data_ptr<float>();
+    float* dchol = grad_chol.data_ptr<float>();
+    float* drgb = grad_rgb.data_ptr<float>();
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < batch; ++b) {
+      const TileBins& bin = bins[b];
+      for (size_t k = 0; k < bin.ids.size(); ++k) {
+        const int64_t g = b * job.n + bin.ids[k];
+        const float* p = slots_of(b) + k * kGradDim;
+        for (int d = 0; d < 2; ++d) dxy[2 * g + d] += p[d];
+        for (int d = 0; d < 3; ++d) dchol[3 * g + d] += p[2 + d];
+        for (int d = 0; d < 3; ++d) drgb[3 * g + d] += p[5 + d];
+      }
+    }
+    return {grad_xy, grad_chol, grad_rgb};
+  }
+
+  // Copies between an image [B, 3, H, W] and tile t's planes [3][kTile][kTile].
+  template <class Copy>
+  void each_tile_row(int64_t b, int t, Copy copy) const {
+    const Grid& g = job.grid;
+    const int x0 = (t % g.tiles_x) * kTile, y0 = (t / g.tiles_x) * kTile;
+    const int w = std::min(kTile, g.width - x0), h = std::min(kTile, g.height - y0);
+    const int64_t plane = int64_t(g.height) * g.width;
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < h; ++i)
+        copy((b * 3 + c) * plane + int64_t(y0 + i) * g.width + x0, c * kTilePlane + i * kTile, w);
+  }
+};
+
+// n <= kTile floats; a whole tile row in one fixed-size copy (a call to memmove per row costs 5%).
+void copy_row(const float* from, float* to, int n) {
+  if (n == kTile)
+    memcpy(to, from, kTile * sizeof(float));
+  else
+    memcpy(to, from, n * sizeof(float));
 }
 
 }  // namespace
 
 torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
                           const torch::Tensor& mask, int64_t height, int64_t width, double cutoff) {
-  check_sizes(xy, height, width);
-  const int64_t batch = xy.size(0);
-  const int n = int(xy.size(1));
-  const Grid grid(height, width);
-  const float cut = float(cutoff);
-  const int threads = at::get_num_threads();
-  const float* pxy = xy.data_ptr<float>();
-  const float* pchol = chol.data_ptr<float>();
-  const float* prgb = rgb.data_ptr<float>();
+  const Call call(xy, chol, rgb, mask, height, width, cutoff);
   // Every (image, tile) item below writes all of its tile's pixels, so no zero fill.
-  auto image = torch::empty({batch, 3, height, width}, xy.options());
+  auto image = torch::empty({call.batch, 3, height, width}, xy.options());
   float* out = image.data_ptr<float>();
-  const int64_t plane = height * width;
-
-  const std::vector<TileBins> bins = bin_batch(pxy, pchol, mask.data_ptr<bool>(), batch, n, grid, cut, threads);
-
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-  for (int64_t item = 0; item < batch * grid.tiles(); ++item) {
-    const int64_t b = item / grid.tiles();
-    const int t = int(item % grid.tiles());
-    const TileBins& bin = bins[b];
-    const PixelBox tile = tile_box(t, grid);
-    float acc[3][kTile * kTile] = {};
-    for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
-      const int64_t g = b * n + bin.ids[k];
-      const Gaussian G = make_gaussian(pxy + 2 * g, pchol + 3 * g, prgb + 3 * g);
-      const PixelBox box = intersect(bin.boxes[bin.ids[k]], tile);
-      for (int i = box.y0; i <= box.y1; ++i) {
-        const float py = float(i) + 0.5f;
-        const int row = (i - tile.y0) * kTile - tile.x0;
-        for (int j = box.x0; j <= box.x1; ++j) {
-          float u, v;
-          const float s2 = mahalanobis2(G, float(j) + 0.5f, py, u, v);
-          if (s2 > cut) continue;
-          const float w = gaussian_weight(s2);
-          acc[0][row + j] += G.r * w;
-          acc[1][row + j] += G.g * w;
-          acc[2][row + j] += G.b * w;
-        }
-      }
-    }
-    for (int c = 0; c < 3; ++c)
-      for (int i = tile.y0; i <= tile.y1; ++i)
-        for (int j = tile.x0; j <= tile.x1; ++j)
-          out[(b * 3 + c) * plane + int64_t(i) * width + j] = acc[c][(i - tile.y0) * kTile + j - tile.x0];
-  }
+  call.for_each_item([&](int64_t b, int t) {
+    alignas(64) float acc[3 * kTilePlane];
+    call.path.render(call.job, b, t, acc);
+    call.each_tile_row(b, t, [&](int64_t at, int from, int n) { copy_row(acc + from, out + at, n); });
+  });
   return image;
 }
 
 std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
                                         const torch::Tensor& rgb, const torch::Tensor& mask,
                                         const torch::Tensor& grad_image, double cutoff) {
-  const int64_t height = grad_image.size(2), width = grad_image.size(3);
-  check_sizes(xy, height, width);
-  const int64_t batch = xy.size(0);
-  const int n = int(xy.size(1));
-  const Grid grid(height, width);
-  const float cut = float(cutoff);
-  const int threads = at::get_num_threads();
-  const float* pxy = xy.data_ptr<float>();
-  const float* pchol = chol.data_ptr<float>();
-  const float* prgb = rgb.data_ptr<float>();
+  Call call(xy, chol, rgb, mask, grad_image.size(2), grad_image.size(3), cutoff);
   const float* gimg = grad_image.data_ptr<float>();
-  const int64_t plane = height * width;
-
-  const std::vector<TileBins> bins = bin_batch(pxy, pchol, mask.data_ptr<bool>(), batch, n, grid, cut, threads);
-  // One kGradDim slot per (tile, Gaussian) entry of each image.
-  std::vector<std::vector<float>> partial(batch);
-  for (int64_t b = 0; b < batch; ++b) partial[b].resize(bins[b].ids.size() * kGradDim);
-
-#pragma omp parallel for schedule(dynamic) num_threads(threads)
-  for (int64_t item = 0; item < batch * grid.tiles(); ++item) {
-    const int64_t b = item / grid.tiles();
-    const int t = int(item % grid.tiles());
-    const TileBins& bin = bins[b];
-    if (bin.offsets[t] == bin.offsets[t + 1]) continue;
-    const PixelBox tile = tile_box(t, grid);
-    float dimg[3][kTile * kTile] = {};
-    for (int c = 0; c < 3; ++c)
-      for (int i = tile.y0; i <= tile.y1; ++i)
-        for (int j = tile.x0; j <= tile.x1; ++j)
-          dimg[c][(i - tile.y0) * kTile + j - tile.x0] = gimg[(b * 3 + c) * plane + int64_t(i) * width + j];
-    for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
-      const int64_t g = b * n + bin.ids[k];
-      const Gaussian G = make_gaussian(pxy + 2 * g, pchol + 3 * g, prgb + 3 * g);
-      const PixelBox box = intersect(bin.boxes[bin.ids[k]], tile);
-      float grad[kGradDim] = {};
-      for (int i = box.y0; i <= box.y1; ++i) {
-        const float py = float(i) + 0.5f;
-        const int row = (i - tile.y0) * kTile - tile.x0;
-        for (int j = box.x0; j <= box.x1; ++j) {
-          float u, v;
-          const float s2 = mahalanobis2(G, float(j) + 0.5f, py, u, v);
-          if (s2 > cut) continue;
-          const float w = gaussian_weight(s2);
-          accumulate_pair_grad(G, dimg[0][row + j], dimg[1][row + j], dimg[2][row + j], w, u, v, grad);
-        }
-      }
-      std::copy(grad, grad + kGradDim, partial[b].data() + int64_t(k) * kGradDim);
-    }
-  }
-
-  auto grad_xy = torch::zeros_like(xy);
-  auto grad_chol = torch::zeros_like(chol);
-  auto grad_rgb = torch::zeros_like(rgb);
-  float* dxy = grad_xy.data_ptr<float>();
-  float* dchol = grad_chol.data_ptr<float>();
-  float* drgb = grad_rgb.data_ptr<float>();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t b = 0; b < batch; ++b) {
-    const TileBins& bin = bins[b];
-    for (size_t k = 0; k < bin.ids.size(); ++k) {
-      const int64_t g = b * n + bin.ids[k];
-      const float* p = partial[b].data() + k * kGradDim;
-      for (int d = 0; d < 2; ++d) dxy[2 * g + d] += p[d];
-      for (int d = 0; d < 3; ++d) dchol[3 * g + d] += p[2 + d];
-      for (int d = 0; d < 3; ++d) drgb[3 * g + d] += p[5 + d];
-    }
-  }
-  return {grad_xy, grad_chol, grad_rgb};
+  call.make_slots();
+  call.for_each_item([&](int64_t b, int t) {
+    if (call.bins[b].offsets[t] == call.bins[b].offsets[t + 1]) return;
+    alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
+    call.each_tile_row(b, t, [&](int64_t at, int to, int n) { copy_row(gimg + at, dimg + to, n); });
+    call.path.grad(call.job, b, t, dimg, call.slots_of(b));
+  });
+  return call.gradients(xy, chol, rgb);
 }
+
+std::vector<torch::Tensor> l2_loss_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                                       const torch::Tensor& mask, const torch::Tensor& target, double cutoff) {
+  const int64_t height = target.size(2), width = target.size(3);
+  Call call(xy, chol, rgb, mask, height, width, cutoff);
+  const float* tgt = target.data_ptr<float>();
+  const float count = float(3 * height * width);
+  call.make_slots();
+  std::vector<double> tile_sse(call.items());
+  call.for_each_item([&](int64_t b, int t) {
+    // The render, its residual and the backward of the tile, all in cache.
+    alignas(64) float acc[3 * kTilePlane];
+    call.path.render(call.job, b, t, acc);
+    alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
+    double sse = 0.0;
+    call.each_tile_row(b, t, [&](int64_t at, int from, int n) {
+      for (int j = 0; j < n; ++j) {
+        const float r = acc[from + j] - tgt[at + j];
+        sse += double(r) * r;
+        dimg[from + j] = 2.0f * r / count;  // d mean(r^2) / d render
+      }
+    });
+    tile_sse[b * call.job.grid.tiles() + t] = sse;
+    if (call.bins[b].offsets[t] != call.bins[b].offsets[t + 1]) call.path.grad(call.job, b, t, dimg, call.slots_of(b));
+  });
+  auto loss = torch::empty({call.batch}, xy.options());
+  float* pl = loss.data_ptr<float>();
+  for (int64_t b = 0; b < call.batch; ++b) {
+    double sse = 0.0;  // tile by tile, in order: the same bits on any thread count
+    for (int t = 0; t < call.job.grid.tiles(); ++t) sse += tile_sse[b * call.job.grid.tiles() + t];
+    pl[b] = float(sse / count);
+  }
+  std::vector<torch::Tensor> out = call.gradients(xy, chol, rgb);
+  out.insert(out.begin(), loss);
+  return out;
+}
+
+std::vector<std::string> simd_path_names() {
+  std::vector<std::string> names;
+  for (const SimdPath& p : simd_paths())
+    if (p.supported()) names.push_back(p.name);
+  return names;
+}
+
+std::string simd_path_name() { return active_path().name; }
 
 }  // namespace splat2d

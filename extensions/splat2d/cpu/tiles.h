@@ -1,0 +1,69 @@
+// The CPU backend's tiles: binning, and the per-tile kernels of each SIMD path.
+// Torch-free; splat2d_cpu.cpp runs these over (image, tile) items with OpenMP.
+//
+// Each image is binned once per call: every Gaussian's cut-off box is listed
+// under the 16x16 tiles it touches (CSR, ascending Gaussian index within a
+// tile). A tile kernel then walks only its tile's list, and inside it only the
+// 16-pixel row chunks of the Gaussian's box, so the cost follows the splats'
+// footprint, not B * N * H * W.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../splat2d.h"
+
+namespace splat2d {
+
+struct Grid {
+  int height, width, tiles_x, tiles_y;
+  Grid(int64_t h, int64_t w)
+      : height(int(h)), width(int(w)), tiles_x(int((w + kTile - 1) / kTile)), tiles_y(int((h + kTile - 1) / kTile)) {}
+  int tiles() const { return tiles_x * tiles_y; }
+};
+
+// The Gaussians of one image, grouped by the tiles their cut-off box touches.
+struct TileBins {
+  std::vector<PixelBox> boxes;  // [N]
+  std::vector<int> offsets;     // [tiles + 1] into ids
+  std::vector<int> ids;         // Gaussian index per entry, tile-major
+};
+
+// Bins one image's splats (xy [N, 2], chol [N, 3], rgb [N, 3], mask [N]) and
+// writes gaussians[g] = make_gaussian(...) for each real one: its reciprocals are
+// then computed once, not once per tile.
+void bin_image(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, const Grid& grid,
+               float cutoff, TileBins& bins, Gaussian* gaussians);
+
+// What every tile kernel reads: the batch's binned Gaussians.
+struct TileJob {
+  Grid grid;
+  int n;  // splats per image
+  float cutoff;  // at most kMaxWeightS2: a pair past it weighs less than 2^-126
+  const Gaussian* gaussians;  // [B, N], only real rows set
+  const TileBins* bins;       // [B]
+};
+
+// A tile's pixels as three planes [3][kTile][kTile] (row i, column j of the tile
+// at [c][i][j]); entries past the image edge are ignored (render) or must be 0 (grad).
+constexpr int kTilePlane = kTile * kTile;
+
+// Render tile t of image b into acc [3][kTile][kTile].
+using RenderTile = void (*)(const TileJob& job, int64_t b, int t, float* acc);
+// Given dL/dI of tile t of image b as dimg [3][kTile][kTile], write each of the
+// tile's entries k (offsets[t] <= k < offsets[t + 1]) its gradient terms into
+// slots[k * kGradDim + d], d over (x, y, l11, l21, l22, r, g, b).
+using GradTile = void (*)(const TileJob& job, int64_t b, int t, const float* dimg, float* slots);
+
+// One way to run the tile kernels. Every path computes the same bits.
+struct SimdPath {
+  const char* name;
+  bool (*supported)();  // by this CPU
+  RenderTile render;
+  GradTile grad;
+};
+
+// Every path this build has, fastest first: avx512, avx2 (x86-64 only), portable, scalar.
+const std::vector<SimdPath>& simd_paths();
+
+}  // namespace splat2d
