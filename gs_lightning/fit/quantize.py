@@ -8,6 +8,8 @@ record's quantization domain in units of its quantization step (codes), so one l
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,7 +34,9 @@ def refine_quantized(
     lr: float,  # codes per step
     backend: str = "auto",
 ) -> Splats:
-    """The splats after `iterations` steps of quantization-aware refinement (unquantized: a codec stores them)."""
+    """The splats after `iterations` steps of quantization-aware refinement (unquantized: a codec stores them).
+    The lr decays (cosine) to zero, and each image keeps the step whose stored render was closest to it, so
+    that the refinement never makes what is stored worse than quantizing the fit directly."""
     B, _, H, W = images.shape
     mask = splats.mask
     q0 = to_domain(splats.unit_rows(H, W)).detach()
@@ -40,17 +44,26 @@ def refine_quantized(
     step = steps(lo, hi, column_bits().to(q0.device))[:, None]  # [B, 1, 8]
     codes = ((q0 - lo[:, None]) / step).requires_grad_(True)  # continuous; rounded inside `quantize`
     opt = torch.optim.Adam([codes], lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / max(iterations, 1))))
+    best, best_mse = codes.detach().clone(), torch.full((B,), float("inf"), device=codes.device)
 
-    def current() -> Splats:
-        return Splats.from_unit_rows(from_domain(lo[:, None] + codes * step), mask, H, W)
+    def current(c: Tensor) -> Splats:
+        return Splats.from_unit_rows(from_domain(lo[:, None] + c * step), mask, H, W)
 
-    for _ in range(iterations):
-        render = quantized_render(current(), H, W, backend)
+    for _ in range(iterations + 1):  # the last pass only scores the final step
+        render = quantized_render(current(codes), H, W, backend)
+        with torch.no_grad():  # what psnr_per_image scores: the clamped render of what is stored
+            mse = (render.clamp(0, 1) - images).square().mean(dim=(1, 2, 3))
+            better = mse < best_mse
+            best[better], best_mse[better] = codes.detach()[better], mse[better]
+        if _ == iterations:
+            break
         loss = F.mse_loss(render, images, reduction="none").mean(dim=(1, 2, 3)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return current().detach()
+        sched.step()
+    return current(best).detach()
 
 
 def fit_for_record(images: Tensor, cfg: FitConfig, **progress) -> tuple[Splats, FitStats]:  # images [B, 3, H, W]
