@@ -62,3 +62,14 @@ def test_splat_rows_count_the_records_bytes(run):
         assert fp16[name]["setting"] == q[name]["setting"] == "8"
         assert int(fp16[name]["bytes"]) % 16 == 0 and 16 <= int(fp16[name]["bytes"]) <= 8 * 16
         assert 0 < int(q[name]["bytes"]) < int(fp16[name]["bytes"]) + 64  # a header, at 8 splats
+
+
+def test_psnr_at_a_budget_interpolates_in_log_bytes():
+    rows = [dict(image=i, method="m", setting=q, bytes=b, psnr=p)
+            for i, pts in (("a", ((100, 20.0), (400, 30.0))), ("b", ((50, 10.0), (150, 12.0))))
+            for q, (b, p) in enumerate(pts)]
+    value, over, under = bench.psnr_at(rows, "m", 200)  # a: half way in log(bytes) from 100 to 400; b: tops out
+    assert (over, under) == (0, 1) and value == pytest.approx((25.0 + 12.0) / 2)
+    a, b = 20 + 10 * np.log(1.2) / np.log(4), 10 + 2 * np.log(2.4) / np.log(3)  # both inside their ranges
+    assert bench.psnr_at(rows, "m", 120) == (pytest.approx((a + b) / 2), 0, 0)
+    assert bench.psnr_at(rows, "m", 60) == (None, 1, 0)  # a cannot get down to 60 bytes
