@@ -141,7 +141,8 @@ def report(rows: list[dict], counts, seconds: dict) -> None:
         pairs = [(fp16[k], q[k]) for k in fp16 if k[1] == n]
         ratio = np.mean([a["bytes"] / b["bytes"] for a, b in pairs])
         loss = np.mean([a["psnr"] - b["psnr"] for a, b in pairs])
-        table.append([n, f"{np.mean([a['bytes'] for a, _ in pairs]):.0f}", f"{np.mean([b['bytes'] for _, b in pairs]):.0f}",
+        table.append([n, f"{np.mean([a['bytes'] for a, _ in pairs]):.0f}",
+                      f"{np.mean([b['bytes'] for _, b in pairs]):.0f}",
                       f"{ratio:.2f}x", f"{np.mean([a['psnr'] for a, _ in pairs]):.2f}",
                       f"{np.mean([b['psnr'] for _, b in pairs]):.2f}", f"{loss:+.2f}", f"{seconds[n][0]:.1f}"])
         if n == TARGET["count"]:
