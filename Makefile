@@ -13,7 +13,8 @@ TORCH_CUDA_ARCH_LIST ?= 8.0;8.9;9.0+PTX
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu mutants bench bench-render bench-data bench-models bench-fit fit train demo compare sweep \
+.PHONY: help setup build test test-all test-gpu mutants bench bench-render bench-data bench-models bench-fit bench-codec fit \
+	train demo compare sweep \
 	cuda-build clean
 
 help: ## Show this help
@@ -51,7 +52,7 @@ test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 mutants: build ## Apply each listed bug (tests/mutants/*.py) to a scratch copy and report it caught or survived [ONLY=a,b]
 	$(PY) tests/mutants/run.py $(if $(ONLY),--only $(ONLY))
 
-bench: bench-render bench-data bench-models bench-fit ## Print every benchmark (~1 h on 2 cores; the fit one is half of it)
+bench: bench-render bench-data bench-models bench-fit bench-codec ## Print every benchmark (~1 h 10 min on 2 cores; the fit one is half of it)
 
 bench-render: build ## Rasterizer: ms/image, pairs/s, vs dense reference, 1 vs N threads; on a GPU: batch 1-4096, Fig. 2
 	$(PY) -m gs_lightning.benchmarks.render
@@ -64,6 +65,9 @@ bench-models: build ## Splat encoder vs RGB ViT: fwd+bwd ms/sample and peak memo
 
 bench-fit: build ## Fitting: PSNR vs iterations, random / paper / default (+ plot), fit-to-quality, pruning, images/s
 	$(PY) -m gs_lightning.benchmarks.fit
+
+bench-codec: build ## Rate-distortion: splat records (fp16, quantized) vs JPEG/WebP/AVIF on the photos (CSV, table, plot)
+	$(PY) -m gs_lightning.benchmarks.codec $(ARGS)
 
 EXP  ?= gs196
 DATA ?=

@@ -95,7 +95,8 @@ def fit(args: list[str]) -> None:
         trainer.predict(SplatFitModule(fit_cfg), dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()
     if trainer.global_rank == 0:
-        summary = summarise(f.output, f.image_size, f.iterations, world_size=trainer.world_size)
+        summary = summarise(f.output, f.image_size, f.iterations, world_size=trainer.world_size,
+                            record=f.record)
         print(f"\nfit summary ({f.output}/summary.json); {kept} of {len(sources)} shards were already done and kept")
         print(format_summary(summary))
 
@@ -199,8 +200,10 @@ def compare(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m gs_lightning compare")
     parser.add_argument("runs", nargs="+", help="run directories (output_dir/name)")
     parser.add_argument("--out", default="outputs/compare")
+    parser.add_argument("--no-equal-bytes", action="store_true",
+                        help="skip the evaluations at equal bytes (JPEG/WebP for the RGB teacher, quantized splats)")
     ns = parser.parse_args(args)
-    print(compare_runs(ns.runs, ns.out))
+    print(compare_runs(ns.runs, ns.out, with_equal_bytes=not ns.no_equal_bytes))
 
 
 def sweep(args: list[str]) -> None:
@@ -224,18 +227,32 @@ def sweep(args: list[str]) -> None:
                     f"{sweep_id}"], check=True)
 
 
-# The demo's runs, with what the demo sets itself: a teacher trained longer than the splat runs, and query
-# counts for its ViT's 7x7 = 49 tokens (gs196: as many as RGB, gs98: half).
-DEMO_RUNS = {
-    "rgb": ["trainer.max_epochs=4"],
-    "gs196": ["model.gs.num_queries=49"],
-    "gs98": ["model.gs.num_queries=24"],
-    "gs196_scratch": ["model.gs.num_queries=49"],
-}
+# The demo's runs, as (experiment, settings): a teacher trained longer than the splat runs, and query counts for
+# its ViT's 7x7 = 49 tokens (gs196: as many as RGB, gs98: half). gs196 also runs at the other DEMO_COUNTS, so
+# that Fig. 6 (accuracy vs bytes) has a curve.
+DEMO_COUNTS = (8, 16, 32)  # splats per 28x28 image; fit_demo.yaml's own (16) and two more
+DEMO_RUNS = [
+    ("rgb", ["trainer.max_epochs=4"]),
+    ("gs196", ["model.gs.num_queries=49"]),
+    ("gs98", ["model.gs.num_queries=24"]),
+    ("gs196_scratch", ["model.gs.num_queries=49"]),
+]
+
+
+def _demo_splats(cfg, n: int, own: int) -> dict[str, str]:
+    """data.gs.{train,val,val_quantized} of the demo's fit of n splats: demo.yaml's folders for its own count,
+    sibling folders (outputs/demo/fit-n8/...) for the others; the eval images' quantized record beside their
+    fp16 one (test-q/)."""
+    val = Path(cfg.data.gs.val)
+    paths = {"train": cfg.data.gs.train, "val": str(val),
+             "val_quantized": str(val.parent.with_name(val.parent.name + "-q") / val.name)}
+    root = str(Path(cfg.data.gs.train).parents[1])
+    return {k: v if n == own else v.replace(root, f"{root}-n{n}", 1) for k, v in paths.items()}
 
 
 def demo(args: list[str]) -> None:
-    """Fit the demo images, train the RGB teacher, transfer to gs196 and gs98, gs196 from scratch, compare."""
+    """Fit the demo images at DEMO_COUNTS (eval images also in the quantized record), train the RGB teacher,
+    transfer to gs196 (at every count) and gs98, gs196 from scratch; compare, at equal bytes too."""
     import resource
     import time
 
@@ -246,14 +263,26 @@ def demo(args: list[str]) -> None:
     cfg = compose(TrainRun, ["base", "demo"], [a for a in args if "=" in a])
     data = Path(cfg.data.rgb.train).parents[2]  # outputs/demo/data
     write_fashion_mnist(data)
-    fit_root = Path(cfg.data.gs.train).parents[1]  # outputs/demo/fit
-    for split in ("train", "val"):
-        source, target = cfg.data.rgb[split], Path(cfg.data.gs[split]).parent
-        fit(["fit_demo", f"fit.input={source}", f"fit.output={target}"])
-    for exp, settings in DEMO_RUNS.items():
+    own = compose(FitRun, ["fit", "fit_demo"]).fit.num_splats
+    quantized = f"data.gs.val_quantized={_demo_splats(cfg, own, own)['val_quantized']}"
+    runs = [(exp, settings if exp == "rgb" else [*settings, quantized]) for exp, settings in DEMO_RUNS]
+    for n in DEMO_COUNTS:
+        paths = _demo_splats(cfg, n, own)
+        for source, target, record in ((cfg.data.rgb.train, paths["train"], "fp16"),
+                                       (cfg.data.rgb.val, paths["val"], "fp16"),
+                                       (cfg.data.rgb.val, paths["val_quantized"], "quantized")):
+            fit(["fit_demo", f"fit.input={source}", f"fit.output={Path(target).parent}", f"fit.num_splats={n}",
+                 f"fit.record={record}"])
+        if n != own:
+            runs.append(("gs196", [f"name=gs196_n{n}", "model.gs.num_queries=49",
+                                   *(f"data.gs.{k}={v}" for k, v in paths.items())]))
+    names = []
+    for exp, settings in runs:
         train([exp, "demo", *settings, *args])
-    print(f"\n== demo results ({fit_root.parent}/results)")
-    print(compare_runs([str(Path(cfg.output_dir) / e) for e in DEMO_RUNS], fit_root.parent / "results"))
+        names.append(compose(TrainRun, ["base", exp, "demo"], [*settings, *args]).name)
+    results = Path(cfg.output_dir).parent / "results"
+    print(f"\n== demo results ({results})")
+    print(compare_runs([str(Path(cfg.output_dir) / n) for n in names], results))
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(f"\nmake demo: wall time {(time.perf_counter() - t0) / 60:.1f} min, peak memory {peak / 2**20:.2f} GiB "
           "(largest single process)")

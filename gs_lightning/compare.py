@@ -1,18 +1,40 @@
-"""The comparison of runs, from their CSV logs: a results table and plots like the paper's Figures 6 and 7.
+"""The comparison of runs: a results table, the paper's Figures 6 and 7, equal-bytes baselines, and the
+edge-cloud report.
 
-    python -m gs_lightning compare RUN_DIR [RUN_DIR ...] [--out DIR]
+    python -m gs_lightning compare RUN_DIR [RUN_DIR ...] [--out DIR] [--no-equal-bytes]
 
-Each run directory is what `train` writes: config.yaml, csv/metrics.csv, csv/hparams.yaml. A splat run's
-splat count and compression ratio come from the fit summary beside its training shards.
+Each run directory is what `train` writes: config.yaml, csv/metrics.csv, csv/hparams.yaml and
+checkpoints/best.ckpt. A splat run's splat count, record and bytes per image come from the fit summary
+beside its eval shards (data.gs.val), or its training shards' when that has none.
+
+Equal bytes, when an RGB run (the teacher) with a best checkpoint is among the runs: for every splat eval
+set of the splat runs (data.gs.val, and data.gs.val_quantized where set), the teacher is evaluated on its own
+eval images (data.rgb.val) re-encoded with JPEG and with WebP, each image at the bytes of its own splat
+record (data/pixel_codecs.py: the closest quality; the bytes actually used are reported, and how many images
+could not get near their budget); and every splat run with data.gs.val_quantized is evaluated on it too.
+Those evaluations are cached in out/equal_bytes/, keyed by checkpoint and data, so a rerun is cheap.
+
+Edge-cloud report, per representation: bytes per image; the energy to upload a million images at the
+paper's 0.1-0.2 kWh/GB for a mobile uplink and 0.03 kWh/GB for fixed broadband (its section 2, "The
+Edge-Cloud Data Transfer Challenge", citing the EU ICT impact study [1]); and the time to encode one image
+on this machine's CPU, measured (the fit's seconds per image for splats, batched as it ran; one Pillow
+encode at the chosen quality for JPEG and WebP, whose search for the quality is not counted).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from gs_lightning.splats import BYTES_PER_SPLAT
+
+PIXEL_BASELINES = ("jpeg", "webp")
+KWH_PER_GB = {"mobile": (0.1, 0.2), "fixed": 0.03}  # paper section 2, [1]
+UPLOADS = 1_000_000
 
 
 @dataclass
@@ -20,10 +42,16 @@ class Run:
     name: str
     mode: str
     queries: int | None
-    splats: float | None  # mean splats per training image (None for RGB)
-    compression: float  # uint8 pixels / float16 splats; 1.0 for RGB input
+    splats: float | None  # mean splats per eval image (None for RGB)
+    compression: float  # uint8 pixels / splat bytes as stored; 1.0 for RGB input
     trainable: float | None  # share of parameters trained
     epochs: dict[str, list[float]] = field(default_factory=dict)  # metric -> value per epoch
+    run_dir: Path | None = None
+    record: str | None = None  # the splat record of its eval set
+    bytes: float | None = None  # bytes per eval image as stored
+    image_size: int | None = None
+    encode_ms: float | None = None  # the fit's time per image
+    config: dict = field(default_factory=dict)
 
     def best(self) -> tuple[float, float]:
         """(top-1, top-5) at the epoch of the best top-1."""
@@ -34,9 +62,34 @@ class Run:
         return top1[i], self.epochs.get("val/top5", [float("nan")] * len(top1))[i]
 
 
-def _fit_summary(pattern: str) -> dict | None:
-    f = Path(pattern).parent / "summary.json"  # braces live in the shard file name
-    return json.loads(f.read_text()) if f.exists() else None
+@dataclass
+class Point:
+    """A result beside the training logs: a checkpoint evaluated on other inputs (Fig. 6's extra curves)."""
+
+    name: str
+    model: str  # the run evaluated
+    input: str  # "quantized splats", "jpeg", "webp"
+    bytes: float  # per image, as stored
+    top1: float
+    top5: float
+    encode_ms: float | None
+    matches: str  # the splat eval set whose bytes (jpeg, webp) or images (splats) it takes
+    note: str = ""
+
+
+def splat_set(pattern: str | None) -> dict | None:
+    """The fit summary beside a shard pattern (braces live in the shard file name), with bytes per image."""
+    if not pattern:
+        return None
+    f = Path(pattern).parent / "summary.json"
+    if not f.exists():
+        return None
+    s = json.loads(f.read_text())
+    s.setdefault("record", "fp16")
+    if s.get("bytes_per_image") is None and s.get("splats_mean") is not None:
+        s["bytes_per_image"] = BYTES_PER_SPLAT * s["splats_mean"]  # summaries before the quantized record: float16 only
+    s["encode_ms"] = 1000 * s["seconds"] / s["images_fitted"] if s.get("seconds") and s.get("images_fitted") else None
+    return s
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -47,13 +100,17 @@ def load_run(run_dir: str | Path) -> Run:
             raise FileNotFoundError(f"{run_dir} is not a finished train run: {f} is missing")
     cfg = yaml.safe_load(cfg_file.read_text())
     mode = cfg["model"]["mode"]
-    splats, compression = None, 1.0
+    run = Run(cfg["name"], mode, None, None, 1.0, None, run_dir=run_dir, config=cfg)
     if mode != "rgb":
-        summary = _fit_summary(cfg["data"]["gs"]["train"])
+        gs = cfg["data"]["gs"]
+        summary = splat_set(gs.get("val")) or splat_set(gs.get("train"))
         if summary and summary.get("compression_ratio"):
-            splats, compression = summary["splats_mean"], summary["compression_ratio"]
+            run.splats, run.compression = summary["splats_mean"], summary["compression_ratio"]
+            run.record, run.bytes, run.image_size = summary["record"], summary["bytes_per_image"], summary["image_size"]
+            run.encode_ms = summary["encode_ms"]
     hparams_file = run_dir / "csv" / "hparams.yaml"
     hparams = (yaml.safe_load(hparams_file.read_text()) or {}) if hparams_file.exists() else {}
+    run.queries, run.trainable = hparams.get("queries"), hparams.get("trainable_share")
     per_epoch: dict[str, dict[int, float]] = {}
     with open(metrics_file) as f:
         for row in csv.DictReader(f):
@@ -62,25 +119,143 @@ def load_run(run_dir: str | Path) -> Run:
             for key, value in row.items():
                 if value and key not in ("epoch", "step"):
                     per_epoch.setdefault(key, {})[int(row["epoch"])] = float(value)
-    epochs = {k: [v[e] for e in sorted(v)] for k, v in per_epoch.items()}
-    # trainable_share and queries are what the built model reported at fit start (ClipModule.on_fit_start)
-    return Run(cfg["name"], mode, hparams.get("queries"), splats, compression, hparams.get("trainable_share"), epochs)
+    run.epochs = {k: [v[e] for e in sorted(v)] for k, v in per_epoch.items()}
+    return run
 
 
-def table(runs: list[Run]) -> str:
-    head = "| model | mode | splats | compression | trainable | top-1 | top-5 |\n|---|---|---|---|---|---|---|"
+def _bytes(b: float | None) -> str:
+    return "-" if b is None else f"{b:,.0f}"
+
+
+def table(runs: list[Run], points: list[Point] = ()) -> str:
+    head = ("| model | mode | input | splats | bytes/image | compression | trainable | top-1 | top-5 |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in runs:
         top1, top5 = r.best()
+        given = "images" if r.mode == "rgb" else f"{r.record or 'fp16'} splats"
         lines.append(
-            f"| {r.name} | {r.mode}{f' ({r.queries} queries)' if r.queries else ''} | "
-            f"{'-' if r.splats is None else f'{r.splats:.0f}'} | {r.compression:.1f}x | "
+            f"| {r.name} | {r.mode}{f' ({r.queries} queries)' if r.queries else ''} | {given} | "
+            f"{'-' if r.splats is None else f'{r.splats:.0f}'} | {_bytes(r.bytes)} | {r.compression:.1f}x | "
             f"{'-' if r.trainable is None else f'{100 * r.trainable:.1f}%'} | {100 * top1:.1f}% | {100 * top5:.1f}% |"
         )
+    for p in points:
+        what = f"{p.input} at the bytes of {p.matches}" if p.input in PIXEL_BASELINES else p.input
+        lines.append(f"| {p.name} | {p.model}'s best, evaluated | {what}{f' ({p.note})' if p.note else ''} | - | "
+                     f"{_bytes(p.bytes)} | - | - | {100 * p.top1:.1f}% | {100 * p.top5:.1f}% |")
     return "\n".join(lines)
 
 
-def plot(runs: list[Run], out: Path) -> list[Path]:
+# ---- equal bytes ------------------------------------------------------------------------------------------
+
+
+def _signature(*paths: str | Path) -> str:
+    """What a cached evaluation depends on: the files (names, sizes, times) behind checkpoints and patterns."""
+    from gs_lightning.data.shards import expand_urls
+
+    parts = []
+    for p in map(str, paths):
+        files = [Path(p)] if Path(p).is_file() else [Path(u) for u in expand_urls(p)] + [Path(p).parent / "summary.json"]
+        parts += [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _cached(folder: Path, signature: str, compute) -> dict:
+    f = folder / "result.json"
+    if f.exists():
+        cached = json.loads(f.read_text())
+        if cached.get("signature") == signature:
+            return cached["result"]
+    result = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps({"signature": signature, "result": result}, indent=1))
+    return result
+
+
+def _slug(pattern: str) -> str:
+    parent = Path(pattern).parent
+    return f"{parent.parent.name}-{parent.name}"
+
+
+def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
+    """The teacher on JPEG/WebP at each splat eval set's per-image bytes; splat runs on their quantized sets."""
+    from gs_lightning.data.pixel_codecs import reencode_eval_set
+    from gs_lightning.data.shards import splat_bytes
+    from gs_lightning.evaluate import evaluate
+
+    teacher = next((r for r in runs if r.mode == "rgb" and (r.run_dir / "checkpoints" / "best.ckpt").exists()), None)
+    points, sets = [], {}  # sets: splat eval pattern -> label
+    for r in runs:
+        if r.mode == "rgb":
+            continue
+        gs = r.config["data"]["gs"]
+        if gs.get("val") and splat_set(gs["val"]):
+            sets.setdefault(gs["val"], f"{r.splats:.0f} {r.record} splats")
+        quantized = gs.get("val_quantized")
+        best = r.run_dir / "checkpoints" / "best.ckpt"
+        if quantized and best.exists() and (s := splat_set(quantized)):
+            label = f"{s['splats_mean']:.0f} {s['record']} splats"
+            sets.setdefault(quantized, label)
+            acc = _cached(out / "equal_bytes" / f"{r.name}-on-{_slug(quantized)}", _signature(best, quantized),
+                          lambda: evaluate(r.run_dir, quantized))
+            points.append(Point(f"{r.name} on {label}", r.name, f"{s['record']} splats", s["bytes_per_image"],
+                                acc["top1"], acc["top5"], s["encode_ms"], label))
+    if teacher is None:
+        return points
+    images = teacher.config["data"]["rgb"]["val"]
+    best = teacher.run_dir / "checkpoints" / "best.ckpt"
+    for pattern, label in sets.items():
+        size = splat_set(pattern)["image_size"]
+        for codec in PIXEL_BASELINES:
+            folder = out / "equal_bytes" / f"{teacher.name}-{codec}-at-{_slug(pattern)}"
+
+            def compute(folder=folder, codec=codec, pattern=pattern, size=size):
+                account = reencode_eval_set(images, splat_bytes(pattern), size, codec, folder / "shards")
+                return {**evaluate(teacher.run_dir, str(folder / "shards" / "*.tar")),
+                        **{k: v for k, v in account.items() if k != "per_image"}}
+
+            res = _cached(folder, _signature(best, images, pattern), compute)
+            missed = {k: v for k, v in res["status"].items() if k != "on" and v}
+            note = f"{res['bytes_mean'] / res['budget_mean']:.2f}x the budget" + (
+                "; " + ", ".join(f"{v} of {res['images']} {k}" for k, v in missed.items()) if missed else "")
+            points.append(Point(f"{teacher.name} on {codec}", teacher.name, codec, res["bytes_mean"], res["top1"],
+                                res["top5"], res["encode_ms_mean"], label, note))
+    return points
+
+
+# ---- the edge-cloud report ------------------------------------------------------------------------------
+
+
+def edge_cloud(runs: list[Run], points: list[Point]) -> str:
+    rows: dict[tuple, tuple] = {}  # (input, bytes) -> (label, bytes, encode ms, how it was timed)
+    sizes = {r.image_size for r in runs if r.image_size}
+    for size in sorted(sizes):
+        rows[("pixels", size)] = (f"uint8 pixels {size}x{size}", 3 * size * size, None, "-")
+    for r in runs:
+        if r.bytes is not None:
+            rows.setdefault((r.record, round(r.bytes)), (f"{r.splats:.0f} splats, {r.record}", r.bytes, r.encode_ms, "fit"))
+    for p in points:
+        if p.input in PIXEL_BASELINES:
+            rows.setdefault((p.input, round(p.bytes)), (f"{p.input} at {p.matches}' bytes", p.bytes, p.encode_ms,
+                                                        "one encode"))
+        else:
+            rows.setdefault((p.input, round(p.bytes)), (p.matches, p.bytes, p.encode_ms, "fit"))
+    lo, hi = KWH_PER_GB["mobile"]
+    lines = [f"Uploading {UPLOADS:,} images (paper section 2: {lo}-{hi} kWh/GB mobile uplink, "
+             f"{KWH_PER_GB['fixed']} kWh/GB fixed broadband; 1 GB = 1e9 bytes); encode time per image on this CPU.",
+             "", "| representation | bytes/image | mobile uplink (kWh) | fixed broadband (kWh) | encode ms/image |",
+             "|---|---|---|---|---|"]
+    for label, b, ms, how in sorted(rows.values(), key=lambda v: v[1]):
+        gb = b * UPLOADS / 1e9
+        lines.append(f"| {label} | {b:,.0f} | {gb * lo:.3g}-{gb * hi:.3g} | {gb * KWH_PER_GB['fixed']:.3g} | "
+                     f"{'-' if ms is None else f'{ms:.2f} ({how})'} |")
+    return "\n".join(lines)
+
+
+# ---- plots -----------------------------------------------------------------------------------------------
+
+
+def plot(runs: list[Run], out: Path, points: list[Point] = ()) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,22 +263,31 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    # Fig. 6: zero-shot accuracy vs compression, the RGB teacher as the reference line.
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    colour = {r.name: f"C{i}" for i, r in enumerate(runs)}
+    # Fig. 6: zero-shot accuracy vs bytes per image; splat runs of one kind (mode, queries) form a curve.
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, k, label in ((axes[0], 0, "top-1"), (axes[1], 1, "top-5")):
-        for i, r in enumerate(runs):
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for r in runs:
             acc = 100 * r.best()[k]
             if r.mode == "rgb":
-                ax.axhline(acc, color=f"C{i}", ls="--", label=f"{r.name} (RGB teacher)")
-            else:
-                ax.plot(r.compression, acc, "o" if r.mode == "transfer" else "s", color=f"C{i}", ms=8, label=r.name)
-        ax.set_xlabel("compression ratio vs uint8 pixels")
+                ax.axhline(acc, color=colour[r.name], ls="--", label=f"{r.name} (RGB teacher, original images)")
+            elif r.bytes is not None:
+                curves.setdefault(f"{r.mode}, {r.queries} queries, {r.record}", []).append((r.bytes, acc))
+        for p in points:
+            curves.setdefault(f"{p.model} on {p.input}", []).append((p.bytes, 100 * (p.top1, p.top5)[k]))
+        for i, (name, xy) in enumerate(curves.items()):
+            xs, ys = zip(*sorted(xy))
+            style = "s--" if any(c in name for c in PIXEL_BASELINES) else "o-"
+            ax.plot(xs, ys, style, color=f"C{(i + len(runs)) % 10}", ms=6, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per image, as stored")
         ax.set_ylabel(f"zero-shot {label} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Zero-shot accuracy vs compression (paper Fig. 6)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Zero-shot accuracy vs bytes per image (paper Fig. 6, with JPEG and WebP at equal bytes)")
     fig.tight_layout()
-    paths.append(out / "accuracy_vs_compression.png")
+    paths.append(out / "accuracy_vs_bytes.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     # Fig. 7: top-1, top-5, loss and logit scale per epoch.
@@ -111,10 +295,11 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     panels = (("val/top1", "zero-shot top-1"), ("val/top5", "zero-shot top-5"),
               ("train/loss_epoch", "contrastive loss"), ("train/logit_scale_epoch", "logit scale"))
     for ax, (key, title) in zip(axes.flat, panels):
-        for i, r in enumerate(runs):  # one colour per run, as in the figure above
+        for r in runs:  # one colour per run, as in the figure above
             ys = r.epochs.get(key)
             if ys:
-                ax.plot(range(1, len(ys) + 1), ys, "o-" if r.mode != "scratch" else "s--", color=f"C{i}", label=r.name)
+                ax.plot(range(1, len(ys) + 1), ys, "o-" if r.mode != "scratch" else "s--", color=colour[r.name],
+                        label=r.name)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -127,11 +312,13 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     return paths
 
 
-def compare(run_dirs: list[str], out: str | Path) -> str:
+def compare(run_dirs: list[str], out: str | Path, with_equal_bytes: bool = True) -> str:
     runs = [load_run(d) for d in run_dirs]
     out = Path(out)
-    text = table(runs)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(text + "\n")
-    paths = plot(runs, out)
+    points = equal_bytes(runs, out) if with_equal_bytes else []
+    text = table(runs, points) + "\n\n" + edge_cloud(runs, points)
+    (out / "results.md").write_text(table(runs, points) + "\n")
+    (out / "edge_cloud.md").write_text(edge_cloud(runs, points) + "\n")
+    paths = plot(runs, out, points)
     return text + "\n\n" + "\n".join(f"plot: {p}" for p in paths)

@@ -92,6 +92,9 @@ class FitConfig:
     # Each image stops once its PSNR (dB) reaches this; fit.iterations stays the cap. null: every image runs
     # fit.iterations.
     target_psnr: Optional[float] = spec(None, gt=0)
+    record: str = spec(choices="gs_lightning.codec:RECORDS")  # how a splat set is stored (gs_lightning/codec.py)
+    refine_iterations: int = spec(ge=0)  # quantized record: quantization-aware steps after the fit
+    refine_lr: float = spec(gt=0)  # their Adam lr, in quantization steps (codes) per step
 
 
 @dataclass
@@ -149,9 +152,15 @@ class ShardPaths:
 
 
 @dataclass
+class SplatShardPaths(ShardPaths):
+    # The val images fitted with fit.record=quantized: `compare` evaluates the best checkpoint on them too.
+    val_quantized: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
     rgb: ShardPaths = field(default_factory=ShardPaths)
-    gs: ShardPaths = field(default_factory=ShardPaths)
+    gs: SplatShardPaths = field(default_factory=SplatShardPaths)
     eval_set: str = spec(choices="gs_lightning.eval_sets:EVAL_SETS")  # zero-shot class names + templates
     num_samples: Optional[int] = spec(None, ge=1)
     batch_size: int = spec(ge=1)
@@ -324,6 +333,8 @@ def validate(cfg: DictConfig, schema: type) -> None:
         kind = "rgb" if cfg.model.mode == "rgb" else "gs"
         for split in ("train", "val"):
             existing_sources(cfg.data[kind][split], f"data.{kind}.{split}", DEMO_HINT)
+        if kind == "gs" and cfg.data.gs.val_quantized is not None:
+            existing_sources(cfg.data.gs.val_quantized, "data.gs.val_quantized", DEMO_HINT)
 
 
 def _validate_model(m: DictConfig) -> None:

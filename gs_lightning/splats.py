@@ -2,8 +2,9 @@
 
 A batch of splat sets, padded to a common N with a boolean mask. All fields
 are in pixels of the image they were fitted to; on disk a set is stored per
-image in the unit square (resolution-free) as float16 [n, 8] =
-(x/W, y/H, l11/W, l21/H, l22/H, r, g, b): 16 bytes a splat.
+image in the unit square (resolution-free) as rows [n, 8] =
+(x/W, y/H, l11/W, l21/H, l22/H, r, g, b), in one of gs_lightning/codec.py's
+records: float16 (16 bytes a splat, the paper's accounting) or quantized.
 """
 from __future__ import annotations
 
@@ -76,13 +77,23 @@ class Splats:
                 value = self.chol[b, n, k].item()
                 raise ValueError(f"{name}.chol {label} must be > 0, got {value} at image {b}, splat {n}")
 
-    # ---- the on-disk record: float16 [n, 8] in the unit square -------------------
+    # ---- the on-disk record: [n, 8] rows in the unit square (gs_lightning/codec.py stores them) ------------
+
+    def unit_rows(self, height: int, width: int) -> Tensor:  # [B, N, 8], differentiable
+        """(x/W, y/H, l11/W, l21/H, l22/H, r, g, b) per splat: resolution-free."""
+        return torch.cat([self.xy, self.chol, self.rgb], dim=-1) / _unit_scale(height, width, self.xy.device)
+
+    @classmethod
+    def from_unit_rows(cls, rows: Tensor, mask: Tensor, height: int, width: int) -> "Splats":  # rows [B, N, 8]
+        rows = rows * _unit_scale(height, width, rows.device)
+        # Padding rows get a harmless unit covariance so nothing downstream divides by zero.
+        chol = torch.where(mask[..., None], rows[..., 2:5], rows.new_tensor([1.0, 0.0, 1.0]))
+        return cls(rows[..., 0:2].contiguous(), chol.contiguous(), rows[..., 5:8].contiguous(), mask)
 
     def to_records(self, height: int, width: int) -> list[np.ndarray]:
-        """One float16 [n_b, 8] array per image, real rows only."""
-        scale = torch.tensor([width, height, width, height, height, 1.0, 1.0, 1.0], device=self.xy.device)
-        rows = torch.cat([self.xy, self.chol, self.rgb], dim=-1) / scale  # [B, N, 8]
-        return [rows[b][self.mask[b]].to(torch.float16).cpu().numpy() for b in range(self.batch_size)]
+        """One float32 [n_b, 8] array of unit-square rows per image, real rows only (a codec stores them)."""
+        rows = self.unit_rows(height, width).detach()
+        return [rows[b][self.mask[b]].cpu().numpy() for b in range(self.batch_size)]
 
     @classmethod
     def from_records(cls, records: list[np.ndarray], height: int, width: int) -> "Splats":
@@ -96,12 +107,14 @@ class Splats:
         for b, r in enumerate(records):
             rows[b, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))
             mask[b, : len(r)] = True
-        rows = rows * torch.tensor([width, height, width, height, height, 1.0, 1.0, 1.0])
-        # Padding rows get a harmless unit covariance so nothing downstream divides by zero.
-        chol = torch.where(mask[..., None], rows[..., 2:5], torch.tensor([1.0, 0.0, 1.0]))
-        return cls(rows[..., 0:2].contiguous(), chol.contiguous(), rows[..., 5:8].contiguous(), mask)
+        return cls.from_unit_rows(rows, mask, height, width)
 
 
-def compression_ratio(height: int, width: int, num_splats: float) -> float:
-    """uint8 pixel bytes over float16 splat bytes (paper section 5.2)."""
-    return height * width * 3 / (num_splats * BYTES_PER_SPLAT)
+def _unit_scale(height: int, width: int, device) -> Tensor:  # [8]: pixels per unit of each row column
+    return torch.tensor([width, height, width, height, height, 1.0, 1.0, 1.0], device=device)
+
+
+def compression_ratio(height: int, width: int, num_splats: float, bytes_per_splat: float = BYTES_PER_SPLAT) -> float:
+    """uint8 pixel bytes over splat bytes (paper section 5.2: float16, BYTES_PER_SPLAT; a quantized record:
+    its bytes as stored over its splats)."""
+    return height * width * 3 / (num_splats * bytes_per_splat)

@@ -74,8 +74,8 @@ def datacomp_shards(root, counts: list[int], *, size: int = 24, labelled: bool =
     return str(root / f"{{00000..{len(counts) - 1:05d}}}.tar")
 
 
-def fitted_shards(root, counts: list[int], *, n_splats=(3, 9), labelled: bool = True) -> str:
-    """Fitted splat shards with random valid records (varying N) and sizes.json; the pattern."""
+def fitted_shards(root, counts: list[int], *, n_splats=(3, 9), labelled: bool = True, record: str = "fp16") -> str:
+    """Fitted splat shards with random valid sets (varying N) in `record`, and sizes.json; the pattern."""
     from pathlib import Path
 
     import numpy as np
@@ -85,7 +85,7 @@ def fitted_shards(root, counts: list[int], *, n_splats=(3, 9), labelled: bool = 
     rng = np.random.default_rng(0)
     root = Path(root)
     for k, n in enumerate(counts):
-        w = FittedShardWriter(root / f"{k:05d}.tar")
+        w = FittedShardWriter(root / f"{k:05d}.tar", record)
         for i in range(n):
             m = int(rng.integers(*n_splats))
             rec = np.concatenate([rng.random((m, 2)), 0.05 + 0.1 * rng.random((m, 1)), 0.02 * rng.standard_normal((m, 1)),

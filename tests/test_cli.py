@@ -35,7 +35,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
                d / "payload.ckpt")
     gs = fitted_shards(d / "gs", [4])
     return {"file": d / "a_file", "random": d / "random.ckpt", "payload": d / "payload.ckpt",
-            "marker": d / "PAYLOAD_RAN", "dir": d, "gs": f"data.gs.train={gs} data.gs.val={gs}"}
+            "marker": d / "PAYLOAD_RAN", "dir": d,
+            "gs": f"data.gs.train={gs} data.gs.val={gs} data.gs.val_quantized={gs}"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -83,6 +84,13 @@ CASES = {
     "train_data_missing": ("train gs196_scratch demo data.gs.train={dir}/nowhere/{{0..3}}.tar", "data.gs.train"),
     "experiment_unknown": ("train gs197", "gs197"),
     "output_dir_is_a_file": ("train rgb demo output_dir={file}", "output_dir"),
+    # the splat record (issue 15)
+    "record_unknown": ("fit fit.record=zip", "fit.record"),
+    "refine_iterations_negative": ("fit fit.refine_iterations=-1", "fit.refine_iterations"),
+    "refine_iterations_text": ("fit fit.refine_iterations=many", "fit.refine_iterations"),
+    "refine_lr_zero": ("fit fit.refine_lr=0", "fit.refine_lr"),
+    "val_quantized_missing": ("train gs196_scratch demo {gs} data.gs.val_quantized={dir}/nowhere/{{0..3}}.tar",
+                              "data.gs.val_quantized"),
 }
 
 

@@ -118,3 +118,28 @@ def test_gaussianimage_overlay_writes_to_its_own_default_output():
     assert theirs.output == "outputs/fit/photos-400-gaussianimage-random" != ours
     assert theirs.parameterization == "gaussianimage" and theirs.lr.decay_to == 1.0
     assert {theirs.lr.xy, theirs.lr.diagonal, theirs.lr.shear, theirs.lr.rgb} == {0.001}
+
+
+def test_the_quantized_record_is_what_fit_writes_and_reports(tmp_path):
+    """fit.record=quantized: every sample is a .splats.gsq member, its json states the record and its bytes, and
+    the record decodes to splats that re-render to the PSNR it states (the refinement's own, of what is stored);
+    summary.json's bytes and compression are the records' bytes."""
+    from gs_lightning.codec import RECORDS
+
+    pattern = shards(tmp_path / "in", [3])
+    fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.iterations=40", "fit.record=quantized",
+        "fit.refine_iterations=5")
+    size = load_fit_config(["fit"], TINY_FIT).image_size
+    source = members(tmp_path / "in" / "00000.tar")
+    total = 0
+    for key, m in members(tmp_path / "out" / "00000.tar").items():
+        assert sorted(m) == ["json", "splats.gsq", "txt"], sorted(m)
+        meta = json.loads(m["json"])
+        assert meta["record"] == "quantized" and meta["bytes"] == len(m["splats.gsq"])
+        splats = Splats.from_records([RECORDS["quantized"].decode(m["splats.gsq"])], height=size, width=size)
+        image = resize_center_crop(decode_image(source[key]["png"]), size)[None]
+        assert psnr_per_image(rasterize(splats, size, size), image).item() == pytest.approx(meta["psnr"], abs=0.01)
+        total += meta["bytes"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["record"] == "quantized" and summary["bytes_splats"] == total
+    assert summary["compression_ratio"] == pytest.approx(3 * size * size / (total / 3), rel=1e-6)

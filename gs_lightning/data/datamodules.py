@@ -126,9 +126,9 @@ def _label(raw: RawSample) -> int:
 
 def _splats(raw: RawSample, max_splats: int | None, rng: random.Random | None) -> np.ndarray:
     if raw.splats is None:
-        raise BadSample("no splat record (.splats.npy)")
+        raise BadSample("no splat record (.splats.npy or .splats.gsq)")
     nrng = np.random.default_rng(rng.getrandbits(32)) if rng is not None else None
-    return decode_splats(raw.splats, max_splats, nrng)
+    return decode_splats(raw.splats, max_splats, nrng, raw.record)
 
 
 def _image(raw: RawSample, preprocess: Callable) -> torch.Tensor:

@@ -5,8 +5,9 @@ Input shard (webdataset tar): {key}.jpg|jpeg|png|webp, {key}.txt (caption),
 folder (ImageNet val as val/<wnid>/*.JPEG) reads as shards of `shard_size`
 files, labelled by sorted folder name.
 
-Fitted shard (mirrors its input shard one to one, same name and keys):
-{key}.splats.npy float16 [N, 8] = (x/W, y/H, l11/W, l21/H, l22/H, r, g, b),
+Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
+(x/W, y/H, l11/W, l21/H, l22/H, r, g, b) in one of gs_lightning/codec.py's records, whose member name says
+which: {key}.splats.npy (float16, the paper's; every older shard) or {key}.splats.gsq (quantized);
 {key}.txt and {key}.cls passed through, {key}.json with the fit's record.
 It is written to `<name>.tmp` and renamed when complete, so a shard under its
 final name is always whole.
@@ -35,6 +36,7 @@ import webdataset as wds
 from PIL import Image
 
 from gs_lightning.atomic import AtomicFile, write_text_atomic
+from gs_lightning.codec import MEMBERS, RECORDS, RecordError
 from gs_lightning.config import UserError
 from gs_lightning.splats import RECORD_DIM
 
@@ -76,22 +78,25 @@ def decode_image(data: bytes) -> torch.Tensor:  # -> [3, H, W] float32 in [0, 1]
     return torch.from_numpy(np.ascontiguousarray(decode_array(data))).permute(2, 0, 1)
 
 
+def to_uint8(a: np.ndarray) -> np.ndarray:  # [H, W, 3] float in [0, 1] -> uint8
+    return (a * 255).round().astype(np.uint8)
+
+
 def decode_pil(data: bytes) -> Image.Image:
     """8-bit RGB PIL image, for open_clip's (PIL) preprocessing."""
-    return Image.fromarray((decode_array(data) * 255).round().astype(np.uint8))
+    return Image.fromarray(to_uint8(decode_array(data)))
 
 
-def decode_splats(data: bytes, max_splats: int | None = None, rng=None) -> np.ndarray:  # -> float16 [n, 8]
-    """A fitted splat record; wrong shape or non-finite values raise BadSample.
+def decode_splats(data: bytes, max_splats: int | None = None, rng=None, record: str = "fp16") -> np.ndarray:
+    """A fitted splat record (codec.RECORDS[record]) as rows [n, 8] (float16 or float32); wrong shape or
+    non-finite values raise BadSample.
 
     With max_splats, larger sets are subsampled (rng given: a random subset, kept in order) or truncated.
     """
     try:
-        a = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as e:
-        raise BadSample(f"cannot read splats.npy: {type(e).__name__}: {e}") from None
-    if a.ndim != 2 or a.shape[1] != RECORD_DIM:
-        raise BadSample(f"splat record must be [N, {RECORD_DIM}], got {a.shape}")
+        a = RECORDS[record].decode(data)
+    except RecordError as e:
+        raise BadSample(str(e)) from None
     if not np.isfinite(a).all():
         raise BadSample("splat record holds NaN or inf")
     if not ((a[:, 2] > 0) & (a[:, 4] > 0)).all():
@@ -156,9 +161,10 @@ class RawSample:
     key: str
     image: bytes | None  # None when the sample has no image member
     caption: str | None = None
-    splats: bytes | None = None  # {key}.splats.npy of a fitted shard
+    splats: bytes | None = None  # the splat record of a fitted shard ({key}.splats.npy or .gsq)
     cls: int | None = None
     meta: dict = field(default_factory=dict)
+    record: str = "fp16"  # which codec record `splats` is, from its member name
 
 
 @dataclass
@@ -245,7 +251,8 @@ def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]
             except ValueError:
                 cls = None
         caption = s["txt"].decode("utf-8", errors="replace") if "txt" in s else None
-        yield RawSample(key, image, caption, s.get("splats.npy"), cls, meta)
+        member = next((m for m in MEMBERS if m in s), None)
+        yield RawSample(key, image, caption, s.get(member), cls, meta, MEMBERS[member].name if member else "fp16")
 
 
 def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
@@ -294,26 +301,45 @@ def existing_sources(pattern: str, key: str, hint: str, shard_size: int = 1000) 
 # ---- fitted shards ----------------------------------------------------------------
 
 
-class FittedShardWriter:
-    """Writes one fitted shard to `<final>.tmp`, renamed to its final name by `commit()`."""
+def splat_bytes(pattern: str) -> dict[str, int]:
+    """{shard/key: bytes of its splat record, as codec.py counts them} over fitted shards."""
+    out = {}
+    for source in list_sources(pattern):
+        for raw in source.samples([]):
+            if raw.splats is not None:
+                try:
+                    out[f"{source.name}/{raw.key}"] = RECORDS[raw.record].nbytes(raw.splats)
+                except RecordError:
+                    continue
+    return out
 
-    def __init__(self, final_path: str | os.PathLike):
+
+class FittedShardWriter:
+    """Writes one fitted shard to `<final>.tmp`, renamed to its final name by `commit()`; splat sets are
+    stored in the codec record `record` (codec.RECORDS)."""
+
+    def __init__(self, final_path: str | os.PathLike, record: str = "fp16"):
         self.file = AtomicFile(final_path)  # one rank writes a shard: a fixed temporary name
         self._tar = wds.TarWriter(open(self.file.tmp, "wb"))
+        self.record = RECORDS[record]
         self.bytes_splats = 0
         self.count = 0
 
-    def write(self, key: str, splats: np.ndarray, record: dict, caption: str | None, cls: int | None) -> None:
-        if splats.dtype != np.float16 or splats.ndim != 2 or splats.shape[1] != RECORD_DIM:
-            raise ValueError(f"{key}: splats must be float16 [N, {RECORD_DIM}], got {splats.dtype} {splats.shape}")
-        sample = {"__key__": key, "splats.npy": splats, "json": record}
+    def write(self, key: str, splats: np.ndarray, record: dict, caption: str | None, cls: int | None) -> int:
+        """Store one splat set (unit-square rows [N, 8]); returns its bytes as counted (codec's nbytes)."""
+        if splats.ndim != 2 or splats.shape[1] != RECORD_DIM or not np.issubdtype(splats.dtype, np.floating):
+            raise ValueError(f"{key}: splats must be float [N, {RECORD_DIM}], got {splats.dtype} {splats.shape}")
+        data = self.record.encode(splats)
+        sample = {"__key__": key, self.record.member: data,
+                  "json": {**record, "record": self.record.name, "bytes": self.record.nbytes(data)}}
         if caption is not None:
             sample["txt"] = caption
         if cls is not None:
             sample["cls"] = cls
         self._tar.write(sample)
-        self.bytes_splats += splats.nbytes
+        self.bytes_splats += sample["json"]["bytes"]
         self.count += 1
+        return sample["json"]["bytes"]
 
     def commit(self) -> None:
         self._tar.close()  # also closes the stream

@@ -18,14 +18,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from gs_lightning.config import FitConfig
 from gs_lightning.data.image_batches import ImageBatch
 from gs_lightning.data.shards import FittedShardWriter, warn_skipped
-from gs_lightning.fit.fitter import fit_batch
+from gs_lightning.fit.quantize import fit_for_record
 from gs_lightning.fit.summary import Tally
 
 
 @dataclass
 class FittedBatch:
     batch: ImageBatch
-    records: list[np.ndarray]  # per image: float16 [n, 8] in the unit square
+    records: list[np.ndarray]  # per image: float32 [n, 8] in the unit square (the writer encodes them)
     psnr: list[float]
     n_init: list[int]
     n_final: list[int]
@@ -47,7 +47,7 @@ class SplatFitModule(L.LightningModule):
         report = (lambda step, psnr: bar.fit_step(step, self.cfg.iterations, psnr)) if isinstance(
             bar, FitProgressBar) else None
         with torch.enable_grad():  # the predict loop runs under no_grad
-            splats, stats = fit_batch(batch.images, self.cfg, callback=report, callback_every=10)
+            splats, stats = fit_for_record(batch.images, self.cfg, callback=report, callback_every=10)
         size = batch.images.shape[-1]
         return FittedBatch(batch, splats.to_records(size, size), stats.psnr.tolist(), stats.n_init.tolist(),
                            stats.n_final.tolist(), stats.iterations.tolist())
@@ -69,7 +69,8 @@ class SplatShardWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction: FittedBatch, batch_indices, batch, batch_idx,
                            dataloader_idx=0):
         b = prediction.batch
-        writer = self.open.get(b.shard) or self.open.setdefault(b.shard, FittedShardWriter(self.output / b.shard))
+        writer = self.open.get(b.shard) or self.open.setdefault(b.shard, FittedShardWriter(self.output / b.shard,
+                                                                                          self.cfg.record))
         for key, reason in b.skipped:
             warn_skipped(b.shard, key, reason)
             self.tally.skipped.append(f"{b.shard}/{key}: {reason}")

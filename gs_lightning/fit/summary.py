@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from gs_lightning.atomic import write_text_atomic
 from gs_lightning.config import UserError
 from gs_lightning.data.shards import update_sizes
-from gs_lightning.splats import BYTES_PER_SPLAT, compression_ratio
+from gs_lightning.splats import compression_ratio
 
 # Keys a rerun into the same output may change: which images (to fit more shards into a folder), and
 # how fast. The rest decide what a splat set is, and one folder holds one kind.
@@ -66,7 +66,8 @@ def stats_path(output: str | Path, rank: int) -> Path:
     return Path(output) / "_stats" / f"rank{rank:04d}.json"
 
 
-def summarise(output: str | Path, image_size: int, iterations: int, world_size: int = 1) -> dict:
+def summarise(output: str | Path, image_size: int, iterations: int, world_size: int = 1,
+              record: str = "fp16") -> dict:
     """Merge this run's tallies of ranks 0..world_size-1 into summary.json and return it.
     iterations: fit.iterations, the cap (an image below it stopped at fit.target_psnr)."""
     paths = [stats_path(output, r) for r in range(world_size)]
@@ -93,9 +94,11 @@ def summarise(output: str | Path, image_size: int, iterations: int, world_size: 
         "iterations_max": max(steps) if steps else None,
         "images_at_cap": sum(s >= iterations for s in steps),  # did not reach fit.target_psnr (if set)
         "image_size": image_size,
-        "bytes_splats": bytes_splats,
-        # bytes_splats / images is the mean splat count times BYTES_PER_SPLAT
-        "compression_ratio": compression_ratio(image_size, image_size, mean_n) if bytes_splats else None,
+        "record": record,
+        "bytes_splats": bytes_splats,  # as codec.py counts them (fp16: N * 16; quantized: the whole record)
+        "bytes_per_image": bytes_splats / images if images else None,
+        "compression_ratio": (compression_ratio(image_size, image_size, mean_n, bytes_splats / sum(n_final))
+                              if bytes_splats and sum(n_final) else None),
         "seconds": seconds,
         "images_per_second": images / seconds if seconds else None,
     }
@@ -114,7 +117,8 @@ def format_summary(s: dict) -> str:
         f"splats per image  {s['splats_mean']:.1f}  (pruned {100 * s['pruned_fraction']:.1f}%)",
         f"iterations        mean {f(s['iterations_mean'], '.0f')}, max {f(s['iterations_max'], 'd')}  "
         f"({s['images_at_cap']} images ran to the cap)",
-        f"bytes written     {s['bytes_splats']:,} of splats ({BYTES_PER_SPLAT} B per splat)",
+        f"bytes written     {s['bytes_splats']:,} of splats, {s['record']} record "
+        f"({f(s['bytes_per_image'], '.0f')} B per image; fp16 is 16 B per splat)",
         f"compression       {f(s['compression_ratio'], '.1f')}x vs uint8 pixels",
         f"throughput        {f(s['images_per_second'], '.2f')} images/s",
     ]

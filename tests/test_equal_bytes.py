@@ -1,0 +1,111 @@
+"""`compare` at equal bytes, end to end on tiny runs: the teacher's eval images re-encoded at each image's own
+splat bytes (Pillow's bytes at the recorded quality, within 5% where the codec can get there), the teacher's
+accuracy on them against a hand-computed zero-shot top-1, a splat run evaluated on its quantized set, and the
+table, Fig. 6 and the edge-cloud report that carry them."""
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import yaml
+from conftest import shipped_model_kwargs
+from helpers import datacomp_shards, fitted_shards
+from PIL import Image
+
+from gs_lightning.compare import compare
+from gs_lightning.data.pixel_codecs import MATCH_TOLERANCE, encode, fit_pixels
+from gs_lightning.data.shards import decode_image, list_sources, splat_bytes
+from gs_lightning.eval_sets import eval_set
+from gs_lightning.models.clip_module import ClipModule
+from gs_lightning.models.zeroshot import zero_shot_classifier
+
+SIZE = 16  # ViT-Tiny-16's input; the eval images are written at it, so they are used as given
+
+
+def fake_finished_run(run_dir: Path, mode: str, data: dict, seed: int) -> ClipModule:
+    """A run as `train` leaves it: config.yaml, csv logs and a best.ckpt of a (randomly initialised) model."""
+    torch.manual_seed(seed)
+    kwargs = shipped_model_kwargs(mode="rgb" if mode == "rgb" else "scratch")
+    module = ClipModule(**kwargs, eval_set="fashion-mnist")
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()}},
+               run_dir / "checkpoints" / "best.ckpt")
+    cfg = {"name": run_dir.name, "model": {**kwargs, "mode": mode},
+           "data": {"eval_set": "fashion-mnist", "val_batch_size": 4, "max_splats": None, **data}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run_dir / "csv").mkdir()
+    (run_dir / "csv" / "metrics.csv").write_text("epoch,step,val/top1,val/top5\n0,9,0.5,0.9\n")
+    (run_dir / "csv" / "hparams.yaml").write_text("trainable_share: 1.0\nqueries: 5\n")
+    return module
+
+
+def top1_by_hand(module: ClipModule, pattern: str) -> float:
+    classnames, templates = eval_set("fashion-mnist")
+    model = module.model.eval()
+    classifier = zero_shot_classifier(model, module.tokenizer, classnames, templates, torch.device("cpu"))
+    preprocess = open_clip.image_transform(SIZE, is_train=False)
+    right = total = 0
+    for source in list_sources(pattern):
+        for raw in source.samples([]):
+            image = preprocess(Image.open(io.BytesIO(raw.image)).convert("RGB"))[None]
+            with torch.no_grad():
+                scores = model.encode_image(image, normalize=True) @ classifier
+            right += int(scores.argmax().item() == raw.cls)
+            total += 1
+    return right / total
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eb")
+    images = datacomp_shards(root / "images", [6, 5], size=SIZE, labelled=True)
+    fp16 = fitted_shards(root / "fit", [6, 5], n_splats=(30, 60))
+    quantized = fitted_shards(root / "fit-q", [6, 5], n_splats=(30, 60), record="quantized")
+    for folder, record in (("fit", "fp16"), ("fit-q", "quantized")):
+        b = splat_bytes(str(root / folder / "{00000..00001}.tar"))
+        (root / folder / "summary.json").write_text(json.dumps({
+            "splats_mean": 45, "record": record, "image_size": SIZE, "bytes_per_image": sum(b.values()) / len(b),
+            "compression_ratio": 3 * SIZE * SIZE / (sum(b.values()) / len(b)), "seconds": 1.1, "images_fitted": 11}))
+    teacher = fake_finished_run(root / "runs" / "rgb", "rgb", {"rgb": {"val": images}}, seed=1)
+    student = fake_finished_run(root / "runs" / "gs", "transfer",
+                                {"gs": {"val": fp16, "val_quantized": quantized}}, seed=2)
+    text = compare([str(root / "runs" / "rgb"), str(root / "runs" / "gs")], root / "results")
+    return {"root": root, "images": images, "fp16": fp16, "quantized": quantized, "teacher": teacher,
+            "student": student, "text": text}
+
+
+def test_reencoded_images_are_pillows_at_each_images_own_budget(runs):
+    root = runs["root"]
+    for codec in ("jpeg", "webp"):
+        for pattern in ("fp16", "quantized"):
+            slug = f"{root.name}-{Path(runs[pattern]).parent.name}"  # the splat set's folder
+            folder = root / "results" / "equal_bytes" / f"rgb-{codec}-at-{slug}" / "shards"
+            account = json.loads((folder / "reencoded.json").read_text())
+            budgets = splat_bytes(runs[pattern])
+            assert sorted(r["key"] for r in account["per_image"]) == sorted(budgets)
+            originals = {f"{s.name}/{r.key}": r.image for s in list_sources(runs["images"]) for r in s.samples([])}
+            stored = {f"{s.name}/{r.key}": r.image for s in list_sources(str(folder / "*.tar")) for r in s.samples([])}
+            for row in account["per_image"]:
+                assert row["budget"] == budgets[row["key"]]
+                again = encode(fit_pixels(decode_image(originals[row["key"]]), SIZE), codec, row["quality"])
+                assert stored[row["key"]] == again and row["bytes"] == len(again)
+                if row["status"] == "on":
+                    assert abs(row["bytes"] - row["budget"]) <= MATCH_TOLERANCE * row["budget"]
+            assert account["bytes_mean"] == pytest.approx(np.mean([r["bytes"] for r in account["per_image"]]))
+
+
+def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
+    root = runs["root"]
+    result = json.loads((root / "results" / "equal_bytes" / f"rgb-webp-at-{root.name}-fit" / "result.json")
+                        .read_text())["result"]
+    shards = str(root / "results" / "equal_bytes" / f"rgb-webp-at-{root.name}-fit" / "shards" / "*.tar")
+    assert result["top1"] == pytest.approx(top1_by_hand(runs["teacher"], shards), abs=1e-6)
+    table = (root / "results" / "results.md").read_text()
+    assert "| rgb on jpeg | rgb's best, evaluated | jpeg at the bytes of 45 fp16 splats" in table
+    assert "| gs on 45 quantized splats | gs's best, evaluated | quantized splats |" in table
+    assert (root / "results" / "accuracy_vs_bytes.png").exists()
+    report = (root / "results" / "edge_cloud.md").read_text()
+    assert "0.1-0.2 kWh/GB" in report and "uint8 pixels 16x16 | 768 |" in report
