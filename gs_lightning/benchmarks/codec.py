@@ -33,10 +33,11 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from gs_lightning.benchmarks.common import print_table
+from gs_lightning.benchmarks.fit import named_photos
 from gs_lightning.codec import RECORDS
 from gs_lightning.config import load_fit_config
 from gs_lightning.data import pixel_codecs
-from gs_lightning.data.shards import decode_image, list_sources
+from gs_lightning.data.shards import decode_image
 from gs_lightning.fit.fitter import fit_batch
 from gs_lightning.fit.quantize import refine_quantized
 from gs_lightning.render import rasterize
@@ -46,22 +47,6 @@ COUNTS = (100, 400, 1024, 3136)
 BUDGET_COUNTS = (400, 1024, 3136)
 QUALITIES = tuple(range(5, 96, 5))
 TARGET = {"count": 400, "ratio": 2.0, "loss_db": 0.5}  # issue 15
-
-
-def load_images(input_: str | None, size: int) -> tuple[list[str], torch.Tensor]:  # names, [B, 3, size, size]
-    if input_ is None:
-        from gs_lightning.benchmarks.fit import photos
-        from gs_lightning.data.demo import PHOTOS
-
-        assert size == 224, "the embedded photos are read at 224 (benchmarks.fit.photos)"
-        return [name for name, _ in PHOTOS], photos(len(PHOTOS))
-    names, images = [], []
-    for source in list_sources(input_):
-        for raw in source.samples([]):
-            if raw.image is not None:
-                names.append(raw.key)
-                images.append(pixel_codecs.fit_image(decode_image(raw.image), size))
-    return names, torch.stack(images)
 
 
 def quality(decoded: torch.Tensor, images: torch.Tensor) -> tuple[list[float], list[float]]:  # [B, 3, H, W] x2
@@ -203,7 +188,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     counts = [int(c) for c in a.counts.split(",")]
     size = load_fit_config().image_size
-    names, images = load_images(a.input, size)
+    names, images = named_photos(None, a.input, size)  # the embedded photos, or every image of --input
     codecs = pixel_codecs.available()
     print(f"== {len(images)} images at {size}x{size}; splats: {counts}; {', '.join(codecs)} at qualities "
           f"{QUALITIES[0]}-{QUALITIES[-1]}")

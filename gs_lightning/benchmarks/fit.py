@@ -51,28 +51,34 @@ RECIPE_NOTES = {
 LINES = [("random", "paper", "random"), ("structured (paper)", "paper", None), ("default", "default", None)]
 
 
-def photos(count: int, source: str | None = None) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
-    """The embedded photos, or the first `count` images of a shard pattern or image folder, resized and
-    centre-cropped as `fit` does."""
-    out = []
+def named_photos(count: int | None, source: str | None = None, size: int = SIZE) -> tuple[list[str], torch.Tensor]:
+    """(names, [n, 3, size, size]): the embedded photos, or the first `count` images (None: all) of a shard
+    pattern or image folder, resized and centre-cropped as `fit` does (an image of that size stays as it is)."""
+    names, out = [], []
     if source is None:
         for name, _ in PHOTOS[:count]:
             a = torch.from_numpy(photo_array(name)).float() / 255
             a = a[None].expand(3, *a.shape) if a.dim() == 2 else a.permute(2, 0, 1)
-            out.append(resize_center_crop(a.contiguous(), SIZE))
-        return torch.stack(out)
+            names.append(name)
+            out.append(resize_center_crop(a.contiguous(), size))
+        return names, torch.stack(out)
     errors: list = []
     for s in existing_sources(source, "--input", "Give a shard pattern or a folder of images."):
         for sample in s.samples(errors):
             try:
-                out.append(resize_center_crop(decode_image(sample.image), SIZE))
+                out.append(resize_center_crop(decode_image(sample.image), size))
+                names.append(sample.key)
             except BadSample:  # no image member, or one that does not decode
                 errors.append((sample.key, "not a readable image"))
             if len(out) == count:
-                return torch.stack(out)
+                return names, torch.stack(out)
     if not out:
         raise SystemExit(f"--input {source}: no readable images ({errors[:3]})")
-    return torch.stack(out)
+    return names, torch.stack(out)
+
+
+def photos(count: int, source: str | None = None) -> torch.Tensor:  # [count, 3, SIZE, SIZE]
+    return named_photos(count, source)[1]
 
 
 def recipe_config(recipe: str, **changes) -> FitConfig:

@@ -183,6 +183,14 @@ def _keep_rows(opt: torch.optim.Optimizer, keep: Tensor) -> list[Tensor]:
     return out
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, iterations: int, end: float = 0.0):
+    """Every lr from its value down to `end` times it on a half cosine over `iterations` steps, then held."""
+    total = max(iterations, 1)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+    )
+
+
 def budget_scale(cfg: FitConfig) -> float:
     """Every learning rate's factor for this iteration budget: (lr.budget / fit.iterations) ** lr.budget_power.
     A short fit needs larger steps to go as far (power 1 would keep the distance travelled), a long one smaller."""
@@ -221,10 +229,7 @@ def fit_batch(
             {"params": [rgb], "lr": cfg.lr.rgb * scale},
         ]
     )
-    total, end = max(cfg.iterations, 1), cfg.lr.decay_to
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
-    )
+    sched = cosine_schedule(opt, cfg.iterations, end=cfg.lr.decay_to)
     prune_steps = {round(a * cfg.iterations) for a in cfg.prune.at}
 
     def current() -> Splats:

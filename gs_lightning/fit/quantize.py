@@ -8,7 +8,6 @@ record's quantization domain in units of its quantization step (codes), so one l
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,7 @@ from torch import Tensor
 
 from gs_lightning.codec import bounds, column_bits, from_domain, quantize, steps, to_domain
 from gs_lightning.config import FitConfig
-from gs_lightning.fit.fitter import FitStats, fit_batch, psnr_per_image
+from gs_lightning.fit.fitter import FitStats, cosine_schedule, fit_batch, psnr_per_image
 from gs_lightning.render import rasterize
 from gs_lightning.splats import Splats
 
@@ -44,19 +43,19 @@ def refine_quantized(
     step = steps(lo, hi, column_bits().to(q0.device))[:, None]  # [B, 1, 8]
     codes = ((q0 - lo[:, None]) / step).requires_grad_(True)  # continuous; rounded inside `quantize`
     opt = torch.optim.Adam([codes], lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / max(iterations, 1))))
+    sched = cosine_schedule(opt, iterations)
     best, best_mse = codes.detach().clone(), torch.full((B,), float("inf"), device=codes.device)
 
     def current(c: Tensor) -> Splats:
         return Splats.from_unit_rows(from_domain(lo[:, None] + c * step), mask, H, W)
 
-    for _ in range(iterations + 1):  # the last pass only scores the final step
+    for t in range(iterations + 1):  # the last pass only scores the final step
         render = quantized_render(current(codes), H, W, backend)
         with torch.no_grad():  # what psnr_per_image scores: the clamped render of what is stored
             mse = (render.clamp(0, 1) - images).square().mean(dim=(1, 2, 3))
             better = mse < best_mse
             best[better], best_mse[better] = codes.detach()[better], mse[better]
-        if _ == iterations:
+        if t == iterations:
             break
         loss = F.mse_loss(render, images, reduction="none").mean(dim=(1, 2, 3)).sum()
         opt.zero_grad(set_to_none=True)
