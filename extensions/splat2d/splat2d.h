@@ -163,33 +163,58 @@ SPLAT_HD F gaussian_weight_in_range(F s2) {
 // a subnormal, far below any tolerance.
 SPLAT_HD float gaussian_weight(float s2) { return gaussian_weight_in_range(s2 < kMaxWeightS2 ? s2 : kMaxWeightS2); }
 
-// The gradient of one pixel-Gaussian pair, given dL/dI at that pixel (gr, gg, gb),
-// the weight w and the substitution's (u, v): its terms of (x, y, l11, l21, l22,
-// r, g, b), written to d[kGradDim]. With e = -2 dL/ds2 = w (g . c):
+// The backward, in moments. A pixel-Gaussian pair with weight w, substitution (u, v)
+// and dL/dI = (gr, gg, gb) at its pixel has, with e = -2 dL/ds2 = w (g . c):
 //   -dL/dv = e v,   -dL/du = e u - (-dL/dv) l21 / l22   (u also moves v)
 //   mu:  dL/dmx = -dL/du / l11,      dL/dmy = -dL/dv / l22
 //   L:   dL/dl11 = dL/dmx * u,       dL/dl21 = dL/dmy * u,     dL/dl22 = dL/dmy * v
+//   c:   dL/dc = g w
+// Summed over the pairs of a Gaussian, every term is its constants times a sum of
+// the pairs' moments M = (eu, ev, euu, euv, evv, gr w, gg w, gb w):
+//   x: (M_eu - s M_ev) / l11,   l11: (M_euu - s M_euv) / l11,   s = l21 / l22
+//   y: M_ev / l22,              l21: M_euv / l22,               l22: M_evv / l22
+// so kernels sum moments and apply the constants once per sum (moments_grad), not
+// once per pair. And u depends on a pixel's column only: down a column, a kernel
+// sums the five row moments (ev, evv, gr w, gg w, gb w) of each pair (row_moments)
+// and takes the u-weighted ones from those sums once (column_moments), using
+// sum e = r sum gr w + g sum gg w + b sum gb w.
+constexpr int kRowMoments = 5;
+
 template <class F>
-SPLAT_HD void pair_grad(const Gaussian& G, F gr, F gg, F gb, F w, F u, F v, F* d) {
-  const F e = w * (gr * G.r + gg * G.g + gb * G.b);
-  const F ev = e * v;
-  const F eu = e * u - ev * (G.l21 * G.inv22);
-  d[0] = eu * G.inv11;
-  d[1] = ev * G.inv22;
-  d[2] = d[0] * u;
-  d[3] = d[1] * u;
-  d[4] = d[1] * v;
-  d[5] = gr * w;
-  d[6] = gg * w;
-  d[7] = gb * w;
+SPLAT_HD void row_moments(const Gaussian& G, F gr, F gg, F gb, F w, F v, F* m) {
+  const F ev = w * ((gr * G.r + gg * G.g) + gb * G.b) * v;
+  m[0] = ev;
+  m[1] = ev * v;
+  m[2] = gr * w;
+  m[3] = gg * w;
+  m[4] = gb * w;
 }
 
-// pair_grad added into out[kGradDim].
-SPLAT_HD void accumulate_pair_grad(const Gaussian& G, float gr, float gg, float gb, float w, float u, float v,
-                                   float* out) {
-  float d[kGradDim];
-  pair_grad(G, gr, gg, gb, w, u, v, d);
-  for (int k = 0; k < kGradDim; ++k) out[k] += d[k];
+// The kGradDim moments M of pairs in one column (u) from the sums m of their row moments.
+template <class F>
+SPLAT_HD void column_moments(const Gaussian& G, F u, const F* m, F* M) {
+  const F eu = ((G.r * m[2] + G.g * m[3]) + G.b * m[4]) * u;
+  M[0] = eu;
+  M[1] = m[0];
+  M[2] = eu * u;
+  M[3] = m[0] * u;
+  M[4] = m[1];
+  M[5] = m[2];
+  M[6] = m[3];
+  M[7] = m[4];
+}
+
+// The gradient terms (x, y, l11, l21, l22, r, g, b) of a Gaussian from its pairs' summed moments M.
+SPLAT_HD void moments_grad(const Gaussian& G, const float* M, float* d) {
+  const float shear = G.l21 * G.inv22;
+  d[0] = (M[0] - shear * M[1]) * G.inv11;
+  d[1] = M[1] * G.inv22;
+  d[2] = (M[2] - shear * M[3]) * G.inv11;
+  d[3] = M[3] * G.inv22;
+  d[4] = M[4] * G.inv22;
+  d[5] = M[5];
+  d[6] = M[6];
+  d[7] = M[7];
 }
 
 }  // namespace splat2d

@@ -28,6 +28,17 @@ MUTANTS = [
     {"name": "lane-tree-pairs-neighbours", "path": SIMD, "old": "half[c] = chunks[c] + chunks[c + C / 2];",
      "new": "half[c] = chunks[2 * c] + chunks[2 * c + 1];", "tests": TESTS,
      "why": "the scalar and portable paths sum their lanes in another order than the wide paths: other bits"},
+    {"name": "moments-shear-dropped", "path": SPLAT, "old": "d[0] = (M[0] - shear * M[1]) * G.inv11;",
+     "new": "d[0] = M[0] * G.inv11;", "tests": TESTS,
+     "why": "x's gradient forgets that moving u also moves v: wrong wherever a Gaussian is sheared"},
+    {"name": "column-moment-u-squared-dropped", "path": SPLAT, "old": "M[2] = eu * u;", "new": "M[2] = eu;",
+     "tests": TESTS, "why": "l11's gradient sums e u where it needs e u^2"},
+    {"name": "packed-trees-other-order", "path": SIMD,
+     "old": "SPLAT_SHUFFLE(z[0], z[1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +\n"
+            "                    SPLAT_SHUFFLE(z[0], z[1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);",
+     "new": "SPLAT_SHUFFLE(z[0], z[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +\n"
+            "                    SPLAT_SHUFFLE(z[0], z[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);",
+     "tests": TESTS, "why": "avx512's eight packed trees add each sum's last four lanes in another order: other bits"},
     {"name": "simd-env-ignored", "path": CPU, "old": "const char* want = std::getenv(kSimdEnv);",
      "new": "const char* want = nullptr;", "tests": TESTS,
      "why": "GS_LIGHTNING_SIMD is not read: the tests of every path test the fastest one only"},

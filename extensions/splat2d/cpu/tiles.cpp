@@ -13,9 +13,9 @@
 //
 // Every path gives the same bits: the per-pair maths is splat2d.h's, lane by
 // lane in the same float operations; a pixel sums its Gaussians in index order;
-// and the backward keeps one partial sum per gradient term and logical lane
-// (lane j sums column j over the box's rows, top to bottom) and adds the 16 lanes
-// by one fixed tree (tree_sum). A chunk the box does not touch, or a lane past
+// and the backward keeps one partial sum per moment (splat2d.h) and logical lane
+// (lane j sums column j over the box's rows, even and odd rows apart) and adds the
+// 16 lanes by one fixed tree (tree_sum). A chunk the box does not touch, or a lane past
 // the cut-off, adds exactly +-0 to every sum, which leaves it as it is.
 #include "simd.h"  // first: its pragma covers splat2d.h
 #include "tiles.h"
@@ -133,15 +133,10 @@ struct TwoRows {
 template <int S>
 struct Packed {
   using F = Vec<2 * S>;
-  static SPLAT_INLINE F join(Vec<S> lo, Vec<S> hi) {
-    F x;
-    memcpy(&x, &lo, sizeof lo);
-    memcpy(reinterpret_cast<char*>(&x) + sizeof lo, &hi, sizeof hi);
-    return x;
-  }
+  static SPLAT_INLINE F join(Vec<S> lo, Vec<S> hi) { return concat<S>(lo, hi); }
   static SPLAT_INLINE void even_odd(F x, Vec<S>& lo, Vec<S>& hi) {
-    memcpy(&lo, &x, sizeof lo);
-    memcpy(&hi, reinterpret_cast<const char*>(&x) + sizeof lo, sizeof hi);
+    lo = half<S, 0>(x);
+    hi = half<S, S>(x);
   }
   static SPLAT_INLINE F px(Vec<S> x) { return join(x, x); }
   static SPLAT_INLINE F py(int i) { return join(broadcast<S>(float(i) + 0.5f), broadcast<S>(float(i + 1) + 0.5f)); }
@@ -197,23 +192,36 @@ struct RenderSpan {
   }
 };
 
-// Sums entry e's gradient terms over its rows into lanes[q][c]: one partial sum
-// per term q and lane (column of the tile), even rows and odd rows (counted from
-// the box's first) summed apart and then added. Lanes the box misses stay 0.
+// A chunk of W lanes holding x (S lanes) at lanes [Off, Off + S), 0 elsewhere.
+template <int S, int Off, int W>
+SPLAT_INLINE Vec<W> in_chunk_of(Vec<S> x) {
+  if constexpr (S == W) {
+    return x;
+  } else {
+    static_assert(2 * S == W, "a span is a chunk or half of one");
+    return Off == 0 ? concat<S>(x, Vec<S>{}) : concat<S>(Vec<S>{}, x);
+  }
+}
+
+// Sums entry e's moments (splat2d.h) into lanes[q][c]: one partial sum per moment q
+// and lane (column of the tile). Down a span's columns it sums the row moments,
+// even rows and odd rows (counted from the box's first) apart and then added; the
+// column's u then turns them into the kGradDim moments. Lanes the box misses stay 0.
 template <int W>
 struct GradSpan {
   static constexpr int C = kTile / W;
+  static_assert(kGradDim == 8, "tree_sums8 sums eight moments");
   const Entry& e;
   const PixelBox& tile;
   float cutoff;
   const float* dimg;
   Vec<W> lanes[kGradDim][C];
 
-  // A span's sums per term: of its row pairs, and of its last row.
+  // A span's sums per row moment: of its row pairs, and of its last row.
   template <int S>
   struct Sums {
-    typename RowPairs<S, W>::F pairs[kGradDim] = {};
-    Vec<S> last[kGradDim] = {};
+    typename RowPairs<S, W>::F pairs[kRowMoments] = {};
+    Vec<S> last[kRowMoments] = {};
     SPLAT_INLINE auto& of(OneRow<S>*) { return last; }
     SPLAT_INLINE auto& of(RowPairs<S, W>*) { return pairs; }
   };
@@ -221,16 +229,21 @@ struct GradSpan {
   template <int S, int Off>
   SPLAT_INLINE void run(int c) {
     Sums<S> sums;
-    for_each_row<S, W>(*this, e.box, tile, c * W + Off, sums);
+    const int first = c * W + Off;
+    for_each_row<S, W>(*this, e.box, tile, first, sums);
+    Vec<S> m[kRowMoments];
+    for (int q = 0; q < kRowMoments; ++q) {
+      Vec<S> even, odd;
+      RowPairs<S, W>::even_odd(sums.pairs[q], even, odd);
+      m[q] = (even + sums.last[q]) + odd;
+    }
+    const Vec<S> u = (centres<S>(tile.x0 + first) - e.G.mx) * e.G.inv11;  // mahalanobis2's u of these columns
+    Vec<S> M[kGradDim];
+    column_moments(e.G, u, m, M);
     // Chunk c is visited once per entry: its other lanes are still 0. (C == 1 keeps
     // lanes in registers: a constant index.)
     for (int q = 0; q < kGradDim; ++q) {
-      Vec<S> even, odd;
-      RowPairs<S, W>::even_odd(sums.pairs[q], even, odd);
-      const Vec<S> sum = (even + sums.last[q]) + odd;
-      Vec<W> chunk = {};
-      memcpy(reinterpret_cast<float*>(&chunk) + Off, &sum, sizeof sum);
-      lanes[q][C == 1 ? 0 : c] = chunk;
+      lanes[q][C == 1 ? 0 : c] = in_chunk_of<S, Off, W>(M[q]);
     }
   }
 
@@ -240,14 +253,14 @@ struct GradSpan {
     const Gaussian& G = e.G;
     F u, v;
     const F s2 = mahalanobis2(G, px, R::py(i), u, v);
-    // Beyond the cut-off w = 0 makes every term of the pair +-0 (u, v and the
+    // Beyond the cut-off w = 0 makes every moment of the pair +-0 (v and the
     // reciprocals are finite unless l11 or l22 is below ~1e-36).
     const F w = where_le(s2, cutoff, gaussian_weight_in_range(s2));
     const float* g = dimg + (i - tile.y0) * kTile + first;
-    F d[kGradDim];
-    pair_grad(G, R::load_rows(g), R::load_rows(g + kTilePlane), R::load_rows(g + 2 * kTilePlane), w, u, v, d);
-    F(&sum)[kGradDim] = sums.of(static_cast<R*>(nullptr));
-    for (int q = 0; q < kGradDim; ++q) sum[q] = sum[q] + d[q];
+    F m[kRowMoments];
+    row_moments(G, R::load_rows(g), R::load_rows(g + kTilePlane), R::load_rows(g + 2 * kTilePlane), w, v, m);
+    F(&sum)[kRowMoments] = sums.of(static_cast<R*>(nullptr));
+    for (int q = 0; q < kRowMoments; ++q) sum[q] = sum[q] + m[q];
   }
 };
 
@@ -271,7 +284,9 @@ SPLAT_INLINE void grad_tile(const TileJob& job, int64_t b, int t, const float* d
     const Entry e = entry(job, b, k, tile);
     GradSpan<W> span{e, tile, job.cutoff, dimg, {}};
     for_each_span<W, Halve>(e.box, tile, span);
-    for (int q = 0; q < kGradDim; ++q) slots[int64_t(k) * kGradDim + q] = tree_sum<W, GradSpan<W>::C>(span.lanes[q]);
+    float M[kGradDim];
+    tree_sums8<W, GradSpan<W>::C>(span.lanes, M);
+    moments_grad(e.G, M, slots + int64_t(k) * kGradDim);
   }
 }
 

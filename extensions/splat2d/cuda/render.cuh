@@ -127,21 +127,25 @@ __global__ void backward_kernel(SplatBatch s, Frame f, TileBins bins, const floa
     const int count = stage_chunk(s, t.image, bins.ids, base, end, s_gauss, s_ids);
     for (int k = 0; k < count; ++k) {
       const Gaussian& G = s_gauss[k];
-      float grad[kGradDim] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      float moments[kGradDim] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
       bool touches = false;
       if (t.inside) {
         float u, v;
         const float s2 = mahalanobis2(G, px, py, u, v);
         if (s2 <= f.cutoff) {
-          accumulate_pair_grad(G, gr, gg, gb, gaussian_weight(s2), u, v, grad);
+          float m[kRowMoments];
+          row_moments(G, gr, gg, gb, gaussian_weight(s2), v, m);
+          column_moments(G, u, m, moments);
           touches = true;
         }
       }
       if (!__any_sync(kFullMask, touches)) continue;
 #pragma unroll
-      for (int d = 0; d < kGradDim; ++d) grad[d] = warp_sum(grad[d]);
+      for (int d = 0; d < kGradDim; ++d) moments[d] = warp_sum(moments[d]);
       if (lane == 0) {
         const int64_t row = t.image * s.n + s_ids[k];
+        float grad[kGradDim];
+        moments_grad(G, moments, grad);
         atomicAdd(grads.xy + 2 * row + 0, grad[0]);
         atomicAdd(grads.xy + 2 * row + 1, grad[1]);
         atomicAdd(grads.chol + 3 * row + 0, grad[2]);
