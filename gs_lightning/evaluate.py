@@ -7,9 +7,35 @@ as the scratch model of the same shape (every weight comes from its checkpoint, 
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import yaml
+
+# What an evaluation would print that is noise in it: Lightning's device banner ("GPU available: ..."), news once
+# per run but repeated for every evaluation compare makes (one per budget and codec), and open_clip's "No
+# pretrained weights loaded", untrue here: the weights come from the run's checkpoint.
+BANNER_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+RANDOM_INIT_WARNING = "No pretrained weights loaded"
+
+
+@contextlib.contextmanager
+def quiet_evaluation():
+    loggers = [logging.getLogger(name) for name in BANNER_LOGGERS]
+    levels = [log.level for log in loggers]
+    root = logging.getLogger()
+    drop = logging.Filter()
+    drop.filter = lambda record: RANDOM_INIT_WARNING not in record.getMessage()
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def evaluate(run_dir: str | Path, path: str, batch_size: int | None = None) -> dict[str, float]:
@@ -28,14 +54,15 @@ def evaluate(run_dir: str | Path, path: str, batch_size: int | None = None) -> d
     kind = "rgb" if model["mode"] == "rgb" else "gs"
     if kind == "gs":
         model.update(mode="scratch", rgb_checkpoint=None)
-    module = ClipModule(**model, eval_set=data["eval_set"])
     checkpoint = run_dir / "checkpoints" / "best.ckpt"
-    load_matching(module.model, read_state_dict(checkpoint, str(checkpoint)), str(checkpoint), str(checkpoint))
     size = open_clip.get_model_config(model["name"])["vision_cfg"]["image_size"]
     dm = ZeroShotDataModule(kind=kind, path=path, batch_size=batch_size or data["val_batch_size"], num_workers=0,
                             preprocess=open_clip.image_transform(size, is_train=False) if kind == "rgb" else None,
                             max_splats=data.get("max_splats"), key=path)
-    trainer = L.Trainer(accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=1, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-    out = trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]
+    with quiet_evaluation():
+        module = ClipModule(**model, eval_set=data["eval_set"])
+        load_matching(module.model, read_state_dict(checkpoint, str(checkpoint)), str(checkpoint), str(checkpoint))
+        trainer = L.Trainer(accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=1, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+        out = trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]
     return {"top1": float(out["val/top1"]), "top5": float(out["val/top5"])}

@@ -4,6 +4,7 @@ accuracy on them against a hand-computed zero-shot top-1, a splat run evaluated 
 table, Fig. 6 and the edge-cloud report that carry them."""
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from gs_lightning.compare import compare
 from gs_lightning.data.pixel_codecs import MATCH_TOLERANCE, encode, fit_pixels
 from gs_lightning.data.shards import decode_image, list_sources, splat_bytes
 from gs_lightning.eval_sets import eval_set
+from gs_lightning.evaluate import BANNER_LOGGERS, RANDOM_INIT_WARNING, evaluate
 from gs_lightning.models.clip_module import ClipModule
 from gs_lightning.models.zeroshot import zero_shot_classifier
 
@@ -109,3 +111,33 @@ def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
     assert (root / "results" / "accuracy_vs_bytes.png").exists()
     report = (root / "results" / "edge_cloud.md").read_text()
     assert "0.1-0.2 kWh/GB" in report and "uint8 pixels 16x16 | 768 |" in report
+
+
+def test_an_evaluation_prints_neither_lightnings_banner_nor_open_clips_random_init_warning(runs):
+    """compare runs one evaluation per budget and codec: Lightning's "GPU available" banner must not repeat for
+    each, nor open_clip's "No pretrained weights loaded" (the weights come from the checkpoint). The controls,
+    a plain Trainer and a plain create_model, show that the handlers do see both when they are printed."""
+    import lightning as L
+
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    loggers = [logging.getLogger(name) for name in (*BANNER_LOGGERS, "")]
+    saved = [(log.level, log.disabled) for log in loggers]
+    for log in loggers:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.disabled = False
+    try:
+        result = evaluate(runs["root"] / "runs" / "rgb", runs["images"])
+        assert 0 <= result["top1"] <= result["top5"] <= 1
+        assert not [m for m in messages if "GPU available" in m or RANDOM_INIT_WARNING in m]
+        assert all(log.level == logging.INFO for log in loggers) and not logging.getLogger().filters  # put back
+        L.Trainer(accelerator="cpu", devices=1, logger=False)
+        open_clip.create_model("ViT-Tiny-16")
+        assert [m for m in messages if "GPU available" in m] and [m for m in messages if RANDOM_INIT_WARNING in m]
+    finally:
+        for log, (level, disabled) in zip(loggers, saved):
+            log.removeHandler(handler)
+            log.setLevel(level)
+            log.disabled = disabled
