@@ -80,7 +80,7 @@ fit: build ## Fit images to splat shards (default: the embedded photos). ARGS="f
 train: build ## Train CLIP: make train EXP=gs196 [DATA=demo] [ARGS="key=value ..."]
 	$(PY) -m gs_lightning train $(EXP) $(DATA) $(ARGS)
 
-demo: build ## The whole pipeline on the embedded data, CPU, ~20 min: fit, RGB teacher, gs196, gs98, scratch, compare
+demo: build ## The whole pipeline on the embedded data, CPU, ~19 min: fit, RGB teacher, gs196, gs98, scratch, compare
 	$(PY) -m gs_lightning demo $(ARGS)
 
 compare: build ## Results table and plots from runs' CSV logs: make compare RUNS="outputs/runs/rgb outputs/runs/gs196"
