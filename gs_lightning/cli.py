@@ -180,7 +180,8 @@ def train(args: list[str]) -> None:
     trainer = _trainer(L, **cfg.trainer, logger=loggers or False, callbacks=callbacks, use_distributed_sampler=False,
                        default_root_dir=str(run_dir), enable_model_summary=False)
     # Every rank says what it was given: sweep agents pass their parameters as these overrides.
-    given = ", ".join(f"{k}={OmegaConf.select(cfg, k.split('=')[0].lstrip('+'))}" for k in overrides)
+    keys = [k.split("=")[0].lstrip("+") for k in overrides]
+    given = ", ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in keys)
     print(f"[rank {trainer.global_rank}] {cfg.name}: {given or 'no overrides'}", flush=True)
     if trainer.global_rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,7 @@ class LearningRates:
     # (budget / T) ** budget_power, so a short fit takes larger steps (0: the rates do not follow T).
     budget: int = spec(3000, ge=1)
     budget_power: float = spec(0.0, ge=0, le=2)
+    beta2: float = spec(0.999, gt=0, le=0.9999)  # Adam's second-moment decay (beta1 stays 0.9)
 
 
 @dataclass

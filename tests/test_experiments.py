@@ -81,7 +81,8 @@ def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     for rank in (0, 1):
         line = next(l for l in out.stdout.splitlines() if l.startswith(f"[rank {rank}]"))
-        assert "model.lr=0.003" in line and "model.unfrozen_blocks=4" in line, line
+        given = line.split(": ", 1)[1].split(", ")  # each override as key=value, the value as the run sees it
+        assert "model.lr=0.003" in given and "model.unfrozen_blocks=4" in given, line
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):

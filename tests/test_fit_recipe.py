@@ -87,6 +87,28 @@ def test_pruning_looks_at_the_colours_of_its_step_and_keeps_dark_negative_ones()
     assert stats.n_final.item() == end.mask.sum().item() and stats.n_init.item() == 8
 
 
+def test_adams_second_moment_decay_is_fit_lr_beta2():
+    """After a prune the survivors' L1 gradient grows (it is averaged over fewer real splats), and Adam's steps
+    lr * m_hat / sqrt(v_hat) then depend on beta2. A watched probe's colour must follow Adam's update written out
+    by hand with the configured beta2, for the default's and for Adam's own."""
+    T, P, threshold, l1 = 41, 20, 0.2, 0.5  # the 4 Gaussians on the image keep colours near 0.57: never pruned
+    victim, watched = threshold + (P - 0.5) * LR_RGB, 2.0  # the victim is under the threshold at step P: pruned
+    image, start = with_probes([victim, watched])
+    ends = {}
+    for beta2 in (0.95, 0.999):
+        cfg = recipe(T, PruneConfig(l1_weight=l1, threshold=threshold, at=[P / T]), decay_to=1.0, beta2=beta2)
+        end, stats = fit_batch(image, cfg, init=start)
+        assert stats.n_final.item() == 5  # the victim alone was pruned
+        c, m, v = watched, 0.0, 0.0
+        for t in range(1, T + 1):  # step t sees 4 + 2 real splats before the prune, 5 from step P + 1 on
+            g = l1 / (6 if t <= P else 5)
+            m, v = 0.9 * m + 0.1 * g, beta2 * v + (1 - beta2) * g * g
+            c -= LR_RGB * (m / (1 - 0.9**t)) / (math.sqrt(v / (1 - beta2**t)) + 1e-8)
+        torch.testing.assert_close(end.rgb[0, 5], torch.full((3,), c), atol=1e-5, rtol=0)
+        ends[beta2] = end.rgb[0, 5, 0].item()
+    assert abs(ends[0.95] - ends[0.999]) > 1e-3  # the oracle tells the two apart
+
+
 def test_a_rotated_ellipse_is_fitted_with_its_shear():
     """One Gaussian with l21 != 0, fitted from an isotropic start: only a learned shear can match it."""
     truth = Splats(torch.tensor([[[16.0, 16.0]]]), torch.tensor([[[3.0, 2.5, 2.0]]]), torch.tensor([[[0.9, 0.6, 0.3]]]),

@@ -227,7 +227,8 @@ def fit_batch(
             {"params": [diagonal], "lr": cfg.lr.diagonal * scale},
             {"params": [shear], "lr": cfg.lr.shear * scale},
             {"params": [rgb], "lr": cfg.lr.rgb * scale},
-        ]
+        ],
+        betas=(0.9, cfg.lr.beta2),
     )
     sched = cosine_schedule(opt, cfg.iterations, end=cfg.lr.decay_to)
     prune_steps = {round(a * cfg.iterations) for a in cfg.prune.at}

@@ -1,6 +1,9 @@
 """Mutants of fitting: the recipe (pruning, L1, shear, schedule), the init, and the fit command's output."""
 
 MUTANTS = [
+    {"name": "adam-beta2-ignored", "path": "gs_lightning/fit/fitter.py", "old": "        betas=(0.9, cfg.lr.beta2),\n",
+     "new": "", "tests": ["tests/test_fit_recipe.py"],
+     "why": "fit.lr.beta2 never reaches Adam: the fit runs at Adam's 0.999 whatever the config says"},
     {"name": "luminance-without-abs", "path": "gs_lightning/fit/fitter.py",
      "old": "return rgb.abs() @ rgb.new_tensor(LUMA)", "new": "return rgb @ rgb.new_tensor(LUMA)",
      "tests": ["tests/test_fit_recipe.py"], "why": "a Gaussian of dark negative colour counts as faint and is pruned"},
