@@ -120,7 +120,11 @@ def rasterize(
     backend: "auto" (the device's compiled backend) | "cpu" | "cuda" | "torch" (the dense reference,
     which then applies the same cut-off).
     """
-    backend = _check_call(splats, height, width, backend, cutoff)
+    return _render(splats, height, width, _check_call(splats, height, width, backend, cutoff), cutoff)
+
+
+def _render(splats: Splats, height: int, width: int, backend: str, cutoff: float) -> Tensor:  # [B, 3, H, W]
+    """rasterize once its checks have passed (backend: the resolved one)."""
     # Always float32: an autocast around the caller (bf16-mixed training) must not reach the render.
     with torch.autocast(splats.xy.device.type, enabled=False):
         if backend == "torch":
@@ -170,8 +174,9 @@ def l2_loss(
     if target.dtype != torch.float32 or target.device != splats.xy.device:
         raise ValueError(f"l2_loss: target must be float32 on {splats.xy.device}, got {target.dtype} on {target.device}")
     height, width = target.shape[2:]
-    if _check_call(splats, height, width, backend, cutoff) != "cpu":
-        render = rasterize(splats, height, width, backend=backend, cutoff=cutoff)
+    backend = _check_call(splats, height, width, backend, cutoff)
+    if backend != "cpu":  # checked once: rasterize would check again
+        render = _render(splats, height, width, backend, cutoff)
         return (render - target).square().mean(dim=(1, 2, 3))
     with torch.autocast(splats.xy.device.type, enabled=False):
         return _L2Loss.apply(*_fields(splats), target.contiguous(), float(cutoff))

@@ -93,14 +93,19 @@ SPLAT_HD PixelBox tile_span(const PixelBox& box) {
   return PixelBox{box.x0 / kTile, box.x1 / kTile, box.y0 / kTile, box.y1 / kTile};
 }
 
+// The substitution's u = dx / l11 at pixel centre column px: it depends on the column only.
+template <class F>
+SPLAT_HD F substitution_u(const Gaussian& G, F px) {
+  return (px - G.mx) * G.inv11;
+}
+
 // Squared Mahalanobis distance of pixel centre (px, py), with the forward
 // substitution's intermediates (u, v) that the gradient reuses. F is float, or
 // pixels of a row (py a float) or of several rows (py an F).
 template <class F, class P>
 SPLAT_HD F mahalanobis2(const Gaussian& G, F px, P py, F& u, F& v) {
-  const F dx = px - G.mx;
   const P dy = py - G.my;
-  u = dx * G.inv11;
+  u = substitution_u(G, px);
   v = (dy - G.l21 * u) * G.inv22;
   return u * u + v * v;
 }

@@ -8,7 +8,6 @@ record's quantization domain in units of its quantization step (codes), so one l
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor

@@ -237,7 +237,7 @@ struct GradSpan {
       RowPairs<S, W>::even_odd(sums.pairs[q], even, odd);
       m[q] = (even + sums.last[q]) + odd;
     }
-    const Vec<S> u = (centres<S>(tile.x0 + first) - e.G.mx) * e.G.inv11;  // mahalanobis2's u of these columns
+    const Vec<S> u = substitution_u(e.G, centres<S>(tile.x0 + first));
     Vec<S> M[kGradDim];
     column_moments(e.G, u, m, M);
     // Chunk c is visited once per entry: its other lanes are still 0. (C == 1 keeps
