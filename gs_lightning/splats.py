@@ -44,6 +44,11 @@ class Splats:
         Only real rows (mask True) must be finite with l11, l22 > 0: padding may
         hold anything and is never read by a renderer.
         """
+        self.check_layout(name)
+        self.check_values(name)
+
+    def check_layout(self, name: str = "splats") -> None:
+        """check's shapes, dtypes and devices: a few Python comparisons, no tensor op."""
         for field, last in (("xy", 2), ("chol", 3), ("rgb", 3)):
             t = getattr(self, field)
             if not isinstance(t, Tensor):
@@ -64,6 +69,9 @@ class Splats:
         devices = {t.device for t in (self.xy, self.chol, self.rgb, self.mask)}
         if len(devices) > 1:
             raise ValueError(f"{name} fields are on several devices: {sorted(map(str, devices))}")
+
+    def check_values(self, name: str = "splats") -> None:
+        """check's values, once the layout holds: real rows finite, with l11, l22 > 0."""
         real = self.mask
         for field in ("xy", "chol", "rgb"):
             bad = ~torch.isfinite(getattr(self, field)).all(dim=-1) & real

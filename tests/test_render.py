@@ -283,10 +283,37 @@ def _bad(s: Splats, **fields) -> Splats:
         (lambda s: _bad(s, chol=s.chol * torch.tensor([1.0, 1.0, -1.0])), r"splats\.chol l22 must be > 0"),
     ],
 )
-def test_bad_splats_name_the_field(change, match):
+@pytest.mark.parametrize("call", ["rasterize", "l2_loss", "torch"])
+def test_bad_splats_name_the_field(change, match, call):
     s = random_splats(2, 5, 8, 8, requires_grad=False)
     with pytest.raises(ValueError, match=match):
-        rasterize(change(s), 8, 8)
+        if call == "l2_loss":  # the CPU backend's fused loss checks values in C++ too
+            l2_loss(change(s), torch.zeros(2, 3, 8, 8))
+        else:
+            rasterize(change(s), 8, 8, backend="cpu" if call == "rasterize" else "torch")
+
+
+@pytest.mark.parametrize("entry", ["forward", "backward", "l2_loss"])
+@pytest.mark.parametrize("field, column, value", [("xy", 1, float("nan")), ("chol", 0, 0.0), ("chol", 2, -1.0),
+                                                  ("chol", 1, float("inf")), ("rgb", 2, float("-inf"))])
+def test_extension_checks_values_of_real_rows_only(entry, field, column, value):
+    """The CPU backend checks the values itself (rasterize leaves it to the binning), naming the splat,
+    and reads no padding row."""
+    from gs_lightning import _C
+
+    s = random_splats(3, 6, 8, 8, keep=0.5, requires_grad=False)
+    image = torch.zeros(3, 3, 8, 8)
+    call = {"forward": lambda t: _C.forward(*t, 8, 8, CUTOFF), "backward": lambda t: _C.backward(*t, image, CUTOFF),
+            "l2_loss": lambda t: _C.l2_loss(*t, image, CUTOFF)}[entry]
+    b, real, padding = 2, int(s.mask[2].nonzero()[-1]), int((~s.mask[2]).nonzero()[0])
+    for row, fails in ((padding, False), (real, True)):
+        fields = {"xy": s.xy.clone(), "chol": s.chol.clone(), "rgb": s.rgb.clone(), "mask": s.mask}
+        fields[field][b, row, column] = value
+        if fails:
+            with pytest.raises(ValueError, match=rf"splat {row} of image {b} is real but holds NaN or inf"):
+                call(tuple(fields.values()))
+        else:
+            call(tuple(fields.values()))
 
 
 @pytest.mark.parametrize(

@@ -14,4 +14,13 @@ MUTANTS = [
      "new": "    if True:\n        if backend",
      "tests": ["tests/test_models.py::test_autocast_never_reaches_the_render_or_the_stem_features"],
      "why": "a bf16-mixed caller renders the dense reference in bf16"},
+    {"name": "extension-value-error-unexplained", "path": "gs_lightning/render.py",
+     "old": "    except ValueError:\n        splats.check_values(\"splats\")\n        raise",
+     "new": "    except ValueError:\n        raise",
+     "tests": ["tests/test_render.py::test_bad_splats_name_the_field"],
+     "why": "a NaN splat on the CPU backend is reported by index only, without the field or the value"},
+    {"name": "cuda-values-unchecked", "path": "gs_lightning/render.py", "old": "    if backend != \"cpu\":\n        splats.check_values",
+     "new": "    if False:\n        splats.check_values",
+     "tests": ["tests/test_render.py::test_bad_splats_name_the_field"],
+     "why": "the backends that do not check values themselves (torch, CUDA) render NaN splats silently"},
 ]

@@ -21,18 +21,33 @@
 #include "tiles.h"
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 namespace splat2d {
 
-void bin_image(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, const Grid& grid,
-               float cutoff, TileBins& bins, Gaussian* gaussians) {
+namespace {
+
+bool valid_splat(const float* xy, const float* chol, const float* rgb) {
+  bool finite = true;
+  for (int d = 0; d < 2; ++d) finite &= std::isfinite(xy[d]);
+  for (int d = 0; d < 3; ++d) finite &= std::isfinite(chol[d]) && std::isfinite(rgb[d]);
+  return finite && chol[0] > 0.0f && chol[2] > 0.0f;
+}
+
+}  // namespace
+
+int bin_image(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, const Grid& grid,
+              float cutoff, TileBins& bins, Gaussian* gaussians) {
   const int tiles = grid.tiles();
   bins.boxes.resize(n);
   bins.offsets.assign(tiles + 1, 0);
   for (int g = 0; g < n; ++g) {
     PixelBox box{0, -1, 0, -1};
-    if (mask[g]) box = pixel_box(xy + 2 * g, chol + 3 * g, cutoff, grid.height, grid.width);
+    if (mask[g]) {
+      if (!valid_splat(xy + 2 * g, chol + 3 * g, rgb + 3 * g)) return g;
+      box = pixel_box(xy + 2 * g, chol + 3 * g, cutoff, grid.height, grid.width);
+    }
     bins.boxes[g] = box;
     if (box.empty()) continue;
     gaussians[g] = make_gaussian(xy + 2 * g, chol + 3 * g, rgb + 3 * g);
@@ -50,6 +65,7 @@ void bin_image(const float* xy, const float* chol, const float* rgb, const bool*
     for (int ty = span.y0; ty <= span.y1; ++ty)
       for (int tx = span.x0; tx <= span.x1; ++tx) bins.ids[cursor[ty * grid.tiles_x + tx]++] = g;
   }
+  return -1;
 }
 
 namespace {

@@ -31,8 +31,11 @@ struct TileBins {
 
 // Bins one image's splats (xy [N, 2], chol [N, 3], rgb [N, 3], mask [N]) and
 // writes gaussians[g] = make_gaussian(...) for each real one: its reciprocals are
-// then computed once, not once per tile.
-void bin_image(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, const Grid& grid,
+// then computed once, not once per tile. Returns the first real splat that is not
+// finite or has l11 <= 0 or l22 <= 0 (Splats.check_values' rule), or -1: the CPU
+// backend checks the values here, where a batch-1 call's torch checks cost a
+// tenth of its render.
+int bin_image(const float* xy, const float* chol, const float* rgb, const bool* mask, int n, const Grid& grid,
                float cutoff, TileBins& bins, Gaussian* gaussians);
 
 // What every tile kernel reads: the batch's binned Gaussians.
