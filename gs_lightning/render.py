@@ -99,12 +99,17 @@ class _Rasterize(torch.autograd.Function):
     def forward(ctx, xy, chol, rgb, mask, height, width, cutoff):
         ctx.save_for_backward(xy, chol, rgb, mask)
         ctx.cutoff = cutoff
-        return _extension().forward(xy, chol, rgb, mask, height, width, cutoff)
+        # The CPU backend's binning of the splats, reused by backward (None on CUDA): saved tensors
+        # cannot change in place before backward without autograd raising, so it stays valid.
+        image, ctx.binning = _extension().forward(xy, chol, rgb, mask, height, width, cutoff)
+        return image
 
     @staticmethod
     def backward(ctx, grad_image):
         xy, chol, rgb, mask = ctx.saved_tensors
-        grad_xy, grad_chol, grad_rgb = _extension().backward(xy, chol, rgb, mask, grad_image.contiguous(), ctx.cutoff)
+        grad_xy, grad_chol, grad_rgb = _extension().backward(
+            xy, chol, rgb, mask, grad_image.contiguous(), ctx.cutoff, ctx.binning
+        )
         return grad_xy, grad_chol, grad_rgb, None, None, None, None
 
 

@@ -250,6 +250,40 @@ def test_thread_count_does_not_change_a_bit(simd):
         assert torch.equal(a, b)
 
 
+def test_backward_differentiates_the_splats_its_forward_binned():
+    """The CPU backward reuses its forward's binning: the same bits as binning again, and the gradient
+    is of the splats that were rendered even where their storage changed behind autograd's back."""
+    from gs_lightning import _C
+
+    s = random_splats(2, 60, 37, 53, keep=0.8, requires_grad=False)
+    fields, weight = (s.xy, s.chol, s.rgb, s.mask), torch.randn(2, 3, 37, 53)
+    image, binning = _C.forward(*fields, 37, 53, CUTOFF)
+    rebinned = _C.backward(*fields, weight, CUTOFF)
+    for got, want in zip(_C.backward(*fields, weight, CUTOFF, binning), rebinned):
+        assert torch.equal(got, want)
+    leaves = Splats(*(t.clone().requires_grad_(True) for t in fields[:3]), s.mask)
+    image = rasterize(leaves, 37, 53)
+    leaves.xy.data += 3.0  # unseen by autograd's version counter
+    image.backward(weight)
+    for got, want in zip((leaves.xy.grad, leaves.chol.grad, leaves.rgb.grad), rebinned):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("other", ["batch", "size", "cutoff"])
+def test_backward_rejects_the_binning_of_another_forward(other):
+    from gs_lightning import _C
+
+    s = random_splats(2, 10, 16, 16, requires_grad=False)
+    fields = (s.xy, s.chol, s.rgb, s.mask)
+    _, binning = _C.forward(*fields, 16, 16, CUTOFF)
+    one = tuple(t[:1].contiguous() for t in fields)
+    call = {"batch": lambda: _C.backward(*one, torch.zeros(1, 3, 16, 16), CUTOFF, binning),
+            "size": lambda: _C.backward(*fields, torch.zeros(2, 3, 16, 17), CUTOFF, binning),
+            "cutoff": lambda: _C.backward(*fields, torch.zeros(2, 3, 16, 16), 4.0, binning)}[other]
+    with pytest.raises(RuntimeError, match="binning passed to backward is of another forward"):
+        call()
+
+
 def test_padding_rows_are_never_read():
     """Garbage (NaN, zero covariance) in padded rows changes nothing."""
     s = random_splats(2, 30, 24, 24, keep=0.6, requires_grad=False)

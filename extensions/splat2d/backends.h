@@ -9,18 +9,31 @@
 
 #include <torch/types.h>
 
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace splat2d {
 
-torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
-                          const torch::Tensor& mask, int64_t height, int64_t width, double cutoff);
+// A CPU forward's binned splats (defined in cpu/splat2d_cpu.cpp), which its backward
+// reuses: binning the batch again cost a batch-1 backward a tenth of its time.
+struct CpuBinning;
+struct CpuBinningHandle {
+  std::shared_ptr<const CpuBinning> binning;
+};
 
-// Returns {grad_xy [B, N, 2], grad_chol [B, N, 3], grad_rgb [B, N, 3]}.
+// Returns the image [B, 3, H, W] and the call's binning.
+std::pair<torch::Tensor, CpuBinningHandle> forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
+                                                       const torch::Tensor& rgb, const torch::Tensor& mask,
+                                                       int64_t height, int64_t width, double cutoff);
+
+// Returns {grad_xy [B, N, 2], grad_chol [B, N, 3], grad_rgb [B, N, 3]}. forward: the forward's binning
+// of these splats, or null to bin them again.
 std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
                                         const torch::Tensor& rgb, const torch::Tensor& mask,
-                                        const torch::Tensor& grad_image, double cutoff);
+                                        const torch::Tensor& grad_image, double cutoff,
+                                        const CpuBinningHandle* forward);
 
 // Fitting's L2 loss on the CPU: per image the mean over (3, H, W) of (render - target)^2, target
 // [B, 3, H, W], and its gradients. Returns {loss [B], grad_xy, grad_chol, grad_rgb}.

@@ -3,7 +3,10 @@
 // loss (CPU), and the CPU backend's SIMD paths. gs_lightning/render.py
 // is its only caller and gives the friendly errors; the checks here keep a
 // direct call from reading out of bounds.
+#include <pybind11/stl.h>
 #include <torch/extension.h>
+
+#include <optional>
 
 #include "backends.h"
 #include "splat2d.h"
@@ -39,18 +42,20 @@ void check_sizes(const torch::Tensor& xy, int64_t height, int64_t width) {
               " is too large (at most ", kMaxSide, " a side)");
 }
 
-torch::Tensor forward(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
-                      const torch::Tensor& mask, int64_t height, int64_t width, double cutoff) {
+// (image, binning): binning, for backward, is the CPU backend's (None on CUDA).
+py::tuple forward(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
+                  const torch::Tensor& mask, int64_t height, int64_t width, double cutoff) {
   check_inputs(xy, chol, rgb, mask);
   check_sizes(xy, height, width);
   if (xy.is_cuda()) {
 #ifdef WITH_CUDA
-    return splat2d::forward_cuda(xy, chol, rgb, mask, height, width, cutoff);
+    return py::make_tuple(splat2d::forward_cuda(xy, chol, rgb, mask, height, width, cutoff), py::none());
 #else
     TORCH_CHECK(false, "splat2d: gs_lightning._C was built without CUDA; rebuild with a CUDA toolkit (FORCE_CUDA=1)");
 #endif
   }
-  return splat2d::forward_cpu(xy, chol, rgb, mask, height, width, cutoff);
+  auto [image, binning] = splat2d::forward_cpu(xy, chol, rgb, mask, height, width, cutoff);
+  return py::make_tuple(image, binning);
 }
 
 // An image-shaped argument (grad_image, target): [B, 3, H, W], contiguous float32, beside xy.
@@ -63,17 +68,19 @@ void check_image(const torch::Tensor& xy, const torch::Tensor& image, const char
 }
 
 std::vector<torch::Tensor> backward(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
-                                    const torch::Tensor& mask, const torch::Tensor& grad_image, double cutoff) {
+                                    const torch::Tensor& mask, const torch::Tensor& grad_image, double cutoff,
+                                    std::optional<splat2d::CpuBinningHandle> binning) {
   check_inputs(xy, chol, rgb, mask);
   check_image(xy, grad_image, "grad_image");
   if (xy.is_cuda()) {
+    TORCH_CHECK(!binning, "splat2d: a CPU binning was passed to the CUDA backward");
 #ifdef WITH_CUDA
     return splat2d::backward_cuda(xy, chol, rgb, mask, grad_image, cutoff);
 #else
     TORCH_CHECK(false, "splat2d: gs_lightning._C was built without CUDA; rebuild with a CUDA toolkit (FORCE_CUDA=1)");
 #endif
   }
-  return splat2d::backward_cpu(xy, chol, rgb, mask, grad_image, cutoff);
+  return splat2d::backward_cpu(xy, chol, rgb, mask, grad_image, cutoff, binning ? &*binning : nullptr);
 }
 
 std::vector<torch::Tensor> l2_loss(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
@@ -96,10 +103,13 @@ bool has_cuda() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Batched 2D Gaussian splat sum render (paper Eq. 1), CPU and CUDA backends";
-  m.def("forward", &forward, "Render [B, 3, H, W] from splats", py::arg("xy"), py::arg("chol"), py::arg("rgb"),
-        py::arg("mask"), py::arg("height"), py::arg("width"), py::arg("cutoff"));
-  m.def("backward", &backward, "Gradients (xy, chol, rgb) of a render", py::arg("xy"), py::arg("chol"),
-        py::arg("rgb"), py::arg("mask"), py::arg("grad_image"), py::arg("cutoff"));
+  py::class_<splat2d::CpuBinningHandle>(m, "CpuBinning", "A CPU forward's binned splats, for its backward");
+  m.def("forward", &forward, "Render [B, 3, H, W] from splats: (image, binning for backward, None on CUDA)",
+        py::arg("xy"), py::arg("chol"), py::arg("rgb"), py::arg("mask"), py::arg("height"), py::arg("width"),
+        py::arg("cutoff"));
+  m.def("backward", &backward, "Gradients (xy, chol, rgb) of a render; binning: its forward's, or None to bin again",
+        py::arg("xy"), py::arg("chol"), py::arg("rgb"), py::arg("mask"), py::arg("grad_image"), py::arg("cutoff"),
+        py::arg("binning") = py::none());
   m.def("l2_loss", &l2_loss, "Per-image mean squared error of the render against target, and its gradients",
         py::arg("xy"), py::arg("chol"), py::arg("rgb"), py::arg("mask"), py::arg("target"), py::arg("cutoff"));
   m.def("has_cuda", &has_cuda, "Whether this build carries the CUDA backend");

@@ -52,23 +52,22 @@ const SimdPath& active_path() {
                     " or auto (this CPU runs ", path_names(true), ")");
 }
 
-// What a forward or backward call shares: sizes, the binned Gaussians, the path.
-struct Call {
+}  // namespace
+
+// A batch's binned splats (tiles.h): made by a call from its tensors, then read only,
+// so a forward hands its binning to its backward.
+struct CpuBinning {
   TileJob job;
   int64_t batch;
-  int threads;
   std::vector<TileBins> bins;
   std::unique_ptr<Gaussian[]> gaussians;
-  const SimdPath& path;
 
-  Call(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb, const torch::Tensor& mask,
-       int64_t height, int64_t width, double cutoff)
+  CpuBinning(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb, const torch::Tensor& mask,
+             int64_t height, int64_t width, double cutoff, int threads)
       : job{Grid(height, width), int(xy.size(1)), std::min(float(cutoff), kMaxWeightS2), nullptr, nullptr},
         batch(xy.size(0)),
-        threads(at::get_num_threads()),
         bins(batch),
-        gaussians(new Gaussian[batch * xy.size(1)]),
-        path(active_path()) {
+        gaussians(new Gaussian[batch * xy.size(1)]) {
     const float *pxy = xy.data_ptr<float>(), *pchol = chol.data_ptr<float>(), *prgb = rgb.data_ptr<float>();
     const bool* pmask = mask.data_ptr<bool>();
     const int n = job.n;
@@ -83,6 +82,30 @@ struct Call {
     job.gaussians = gaussians.get();
     job.bins = bins.data();
   }
+};
+
+namespace {
+
+// What a forward or backward call shares: the binning, the threads, the path.
+struct Call {
+  std::shared_ptr<const CpuBinning> binning;
+  const TileJob& job;
+  const int64_t batch;
+  const std::vector<TileBins>& bins;
+  int threads;
+  const SimdPath& path;
+
+  explicit Call(std::shared_ptr<const CpuBinning> binned)
+      : binning(std::move(binned)),
+        job(binning->job),
+        batch(binning->batch),
+        bins(binning->bins),
+        threads(at::get_num_threads()),
+        path(active_path()) {}
+
+  Call(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb, const torch::Tensor& mask,
+       int64_t height, int64_t width, double cutoff)
+      : Call(std::make_shared<const CpuBinning>(xy, chol, rgb, mask, height, width, cutoff, at::get_num_threads())) {}
 
   int64_t items() const { return batch * job.grid.tiles(); }
 
@@ -170,8 +193,9 @@ void advise_huge_pages(void* data, size_t bytes) {
 
 }  // namespace
 
-torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb,
-                          const torch::Tensor& mask, int64_t height, int64_t width, double cutoff) {
+std::pair<torch::Tensor, CpuBinningHandle> forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
+                                                       const torch::Tensor& rgb, const torch::Tensor& mask,
+                                                       int64_t height, int64_t width, double cutoff) {
   const Call call(xy, chol, rgb, mask, height, width, cutoff);
   // Every (image, tile) item below writes all of its tile's pixels, so no zero fill.
   auto image = torch::empty({call.batch, 3, height, width}, xy.options());
@@ -182,13 +206,21 @@ torch::Tensor forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol, co
     call.path.render(call.job, b, t, acc);
     call.each_tile_row(b, t, [&](int64_t at, int from, int n) { copy_row(acc + from, out + at, n); });
   });
-  return image;
+  return {image, CpuBinningHandle{call.binning}};
 }
 
 std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
                                         const torch::Tensor& rgb, const torch::Tensor& mask,
-                                        const torch::Tensor& grad_image, double cutoff) {
-  Call call(xy, chol, rgb, mask, grad_image.size(2), grad_image.size(3), cutoff);
+                                        const torch::Tensor& grad_image, double cutoff,
+                                        const CpuBinningHandle* forward) {
+  const int64_t height = grad_image.size(2), width = grad_image.size(3);
+  if (forward) {
+    const CpuBinning& f = *forward->binning;
+    TORCH_CHECK(f.batch == xy.size(0) && f.job.n == xy.size(1) && f.job.grid.height == height &&
+                    f.job.grid.width == width && f.job.cutoff == std::min(float(cutoff), kMaxWeightS2),
+                "splat2d: the binning passed to backward is of another forward (batch, N, image size or cut-off)");
+  }
+  Call call = forward ? Call(forward->binning) : Call(xy, chol, rgb, mask, height, width, cutoff);
   const float* gimg = grad_image.data_ptr<float>();
   call.make_slots();
   call.for_each_item([&](int64_t b, int t) {
