@@ -5,7 +5,8 @@
 //
 // The backward writes one partial gradient per (tile, Gaussian) entry into its
 // own slot and sums the slots per Gaussian afterwards: no atomics, and the
-// result does not depend on the thread count or schedule (bit-identical).
+// result does not depend on the thread count or schedule (bit-identical). It
+// reuses its forward's binning (CpuBinning), which also checks the splats' values.
 #include <omp.h>
 
 #include <ATen/Parallel.h>
@@ -178,8 +179,9 @@ void copy_row(const float* from, float* to, int n) {
 // on every call and unmaps on free, so its first write faults on every 4 KiB page:
 // at batch 64 that cost the forward 0.1-0.15 ms per image, a tenth of it. Advising
 // transparent huge pages makes that one fault per 2 MiB where the kernel allows it
-// (THP "madvise" or "always"); elsewhere the advice is ignored. Only whole pages of
-// the buffer are advised.
+// (THP "madvise" or "always"; depending on THP "defrag", the kernel may compact
+// memory first or fall back to 4 KiB pages); elsewhere the advice is ignored. Only
+// whole pages of the buffer are advised.
 void advise_huge_pages(void* data, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr size_t kHugePage = size_t(2) << 20;
