@@ -99,16 +99,19 @@ class _Rasterize(torch.autograd.Function):
     def forward(ctx, xy, chol, rgb, mask, height, width, cutoff):
         ctx.save_for_backward(xy, chol, rgb, mask)
         ctx.cutoff = cutoff
-        # The CPU backend's binning of the splats, reused by backward (None on CUDA): saved tensors
-        # cannot change in place before backward without autograd raising, so it stays valid.
+        # The CPU backend's binning (None on CUDA), for backward to reuse: it holds its own copy of the
+        # Gaussians, so backward differentiates the splats that were rendered.
         image, ctx.binning = _extension().forward(xy, chol, rgb, mask, height, width, cutoff)
         return image
 
     @staticmethod
     def backward(ctx, grad_image):
         xy, chol, rgb, mask = ctx.saved_tensors
+        # Released here, not with the graph (a caller may keep the image); a second backward
+        # (retain_graph) bins again.
+        binning, ctx.binning = ctx.binning, None
         grad_xy, grad_chol, grad_rgb = _extension().backward(
-            xy, chol, rgb, mask, grad_image.contiguous(), ctx.cutoff, ctx.binning
+            xy, chol, rgb, mask, grad_image.contiguous(), ctx.cutoff, binning
         )
         return grad_xy, grad_chol, grad_rgb, None, None, None, None
 
@@ -159,7 +162,10 @@ def _values_checked_by_extension(splats: Splats):
     try:
         yield
     except ValueError:
-        splats.check_values("splats")
+        try:
+            splats.check_values("splats")
+        except ValueError as precise:
+            raise precise from None  # the extension's terser error is not its cause
         raise
 
 

@@ -25,8 +25,16 @@ def main(path: str) -> None:
         torch.randn(2, 30, 3, generator=g),
         torch.ones(2, 30, dtype=torch.bool),
     )
-    got = ext.forward(s.xy, s.chol, s.rgb, s.mask, 32, 32, CUTOFF)
+    fields = (s.xy, s.chol, s.rgb, s.mask)
+    got, binning = ext.forward(*fields, 32, 32, CUTOFF)
     torch.testing.assert_close(got, render_reference(s, 32, 32, cutoff=CUTOFF), rtol=1e-5, atol=1e-5)
+    weight = torch.randn(2, 3, 32, 32, generator=g)
+    for reused, again in zip(ext.backward(*fields, weight, CUTOFF, binning), ext.backward(*fields, weight, CUTOFF)):
+        assert torch.equal(reused, again), "the backward on the forward's binning differs from binning again"
+    if torch.cuda.is_available():
+        image, none = ext.forward(*(t.cuda() for t in fields), 32, 32, CUTOFF)
+        assert none is None, "the CUDA forward returned a CPU binning"
+        torch.testing.assert_close(image.cpu(), got, rtol=1e-5, atol=1e-5)
     print(f"CUDA build OK: {path} (has_cuda=True, CPU path matches the reference; GPU available: "
           f"{torch.cuda.is_available()})")
 

@@ -1,7 +1,7 @@
 // The CPU backend's tiles: binning, and the per-tile kernels of each SIMD path.
 // Torch-free; splat2d_cpu.cpp runs these over (image, tile) items with OpenMP.
 //
-// Each image is binned once per call: every Gaussian's cut-off box is listed
+// Each image is binned once per forward (its backward reuses the binning): every Gaussian's cut-off box is listed
 // under the 16x16 tiles it touches (CSR, ascending Gaussian index within a
 // tile). A tile kernel then walks only its tile's list, and inside it only the
 // 16-pixel row chunks of the Gaussian's box, so the cost follows the splats'
