@@ -53,6 +53,9 @@ const SimdPath& active_path() {
                     " or auto (this CPU runs ", path_names(true), ")");
 }
 
+// The cut-off the kernels apply (TileJob::cutoff).
+float kernel_cutoff(double cutoff) { return std::min(float(cutoff), kMaxWeightS2); }
+
 }  // namespace
 
 // A batch's binned splats (tiles.h): made by a call from its tensors, then read only,
@@ -65,7 +68,7 @@ struct CpuBinning {
 
   CpuBinning(const torch::Tensor& xy, const torch::Tensor& chol, const torch::Tensor& rgb, const torch::Tensor& mask,
              int64_t height, int64_t width, double cutoff, int threads)
-      : job{Grid(height, width), int(xy.size(1)), std::min(float(cutoff), kMaxWeightS2), nullptr, nullptr},
+      : job{Grid(height, width), int(xy.size(1)), kernel_cutoff(cutoff), nullptr, nullptr},
         batch(xy.size(0)),
         bins(batch),
         gaussians(new Gaussian[batch * xy.size(1)]) {
@@ -176,8 +179,9 @@ void copy_row(const float* from, float* to, int n) {
 }
 
 // A batch's image is tens of MB (38 MB at 64 x 224 x 224); above glibc's mmap
-// threshold (at most 32 MiB) it is mapped fresh on every call and unmapped on free, so its first write faults on every 4 KiB page:
-// at batch 64 that cost the forward 0.1-0.15 ms per image, a tenth of it. Advising
+// threshold (at most 32 MiB) it is mapped fresh on every call and unmapped on free,
+// so its first write faults on every 4 KiB page: at batch 64 that cost the forward
+// 0.1-0.15 ms per image, a tenth of it. Advising
 // transparent huge pages makes that one fault per 2 MiB where the kernel allows it
 // (THP "madvise" or "always"; depending on THP "defrag", the kernel may compact
 // memory first or fall back to 4 KiB pages); elsewhere the advice is ignored. Only
@@ -219,7 +223,7 @@ std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Te
   if (forward) {
     const CpuBinning& f = *forward->binning;
     TORCH_CHECK(f.batch == xy.size(0) && f.job.n == xy.size(1) && f.job.grid.height == height &&
-                    f.job.grid.width == width && f.job.cutoff == std::min(float(cutoff), kMaxWeightS2),
+                    f.job.grid.width == width && f.job.cutoff == kernel_cutoff(cutoff),
                 "splat2d: the binning passed to backward is of another forward (batch, N, image size or cut-off)");
   }
   Call call = forward ? Call(forward->binning) : Call(xy, chol, rgb, mask, height, width, cutoff);
