@@ -51,5 +51,6 @@ setup(
     package_data={"gs_lightning": ["models/configs/*.json"]},
     python_requires=">=3.10",
     ext_modules=[extension()],
+    entry_points={"console_scripts": ["gs-lightning = gs_lightning.cli:main"]},
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

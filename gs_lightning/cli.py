@@ -1,20 +1,20 @@
-"""python -m gs_lightning {fit,train,compare,demo,sweep}: config to Lightning objects; no maths here.
+"""python -m gs_lightning {fit,train,demo,compare,sweep} (or gs-lightning ...): config to Lightning objects.
 
 Every user error ends the same way: one line `error: <key or file>: <what to do>` and exit status 2,
 before any work starts where it can be known then. SIGTERM or Ctrl-C stops a fit at once, keeping every
 finished shard (a rerun does the rest); during training SIGTERM first saves last.ckpt (resume=true).
+`COMMAND --help` lists the command's configs and every key; `--cfg` prints the composed config and exits.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import warnings
 from pathlib import Path
-
-from gs_lightning.config import FitRun, TrainRun, UserError, compose, split_args, validate
 
 # Third-party messages that say nothing about the user's run (filtered at the entry point only).
 NOISE_WARNINGS = (
@@ -22,6 +22,8 @@ NOISE_WARNINGS = (
     r"Couldn't infer the batch indices",  # fit batches are ImageBatches, and the writer needs no indices
 )
 NOISE_LOGS = ("💡 Tip:",)  # Lightning's adverts for its cloud products
+DEMO_HINT = ("To run without downloads, `make demo` writes the embedded demo data and its fitted splats, which "
+             "`make train EXP=... DATA=demo` (python -m gs_lightning train EXP demo) then reads.")
 
 
 def quiet_third_party() -> None:
@@ -59,126 +61,151 @@ def stop_on_signals():
             signal.signal(s, h)
 
 
-def _input_pattern(cfg) -> str:
-    if cfg.fit.input == "embedded":
-        from gs_lightning.data.demo import write_photo_shard
+# ---- checks of paths, before any work ----------------------------------------------------------------------
 
-        return write_photo_shard(cfg.data_root)
-    return str(cfg.fit.input)
+
+def check_output_folder(path: str, key: str) -> None:
+    """An output must be a folder, or a path where one can be made."""
+    from gs_lightning.errors import UserError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(key, f"{path} exists and is not a folder; give a folder (it is created if missing)")
+    parent = next(q for q in (p, *p.parents) if q.exists())
+    if not parent.is_dir():
+        raise UserError(key, f"{path} cannot be made: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(key, f"{path} cannot be written: no write permission in {parent}")
+
+
+def check_file(path: str | None, key: str, what: str) -> None:
+    from gs_lightning.errors import UserError
+
+    if not path:
+        raise UserError(key, f"is not set; give {what}")
+    if not Path(path).is_file():
+        raise UserError(key, f"{path} does not exist or is not a file; give {what}")
+
+
+def check_train_paths(cfg) -> None:
+    from gs_lightning.data.shards import existing_sources
+    from gs_lightning.models.clip_module import input_kind
+
+    if cfg.model.mode == "transfer":
+        check_file(cfg.model.rgb_checkpoint, "model.rgb_checkpoint", "the RGB run's best checkpoint (make train EXP=rgb)")
+    check_output_folder(cfg.output_dir, "output_dir")
+    kind = input_kind(cfg.model.mode)
+    for split in ("train", "val", "val_quantized") if kind == "splats" else ("train", "val"):
+        if split == "val_quantized" and cfg.data[kind][split] is None:
+            continue
+        existing_sources(cfg.data[kind][split], f"data.{kind}.{split}", DEMO_HINT)
+
+
+# ---- commands ---------------------------------------------------------------------------------------------
+
+
+def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list[str]], schema, compose) -> bool:
+    """Print `--help` (the configs to name, then every key) or `--cfg` (the composed config); True if done."""
+    from omegaconf import OmegaConf
+
+    from gs_lightning.config import describe, split_args
+
+    if not {"-h", "--help", "--cfg"} & set(args):
+        return False
+    names, overrides = split_args([a for a in args if a not in ("-h", "--help", "--cfg")])
+    cfg = compose(names, overrides)
+    if "--cfg" in args:
+        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+        return True
+    print(f"usage: {usage}\n\n{about}\n")
+    for title, items in groups.items():
+        print(f"{title}: {', '.join(items)}")
+    print("\n--help: this text; --cfg: print the composed config (names and overrides applied) and exit\n")
+    print(f"keys, with their type, {'the value the names above give' if names else 'default'} and meaning:")
+    print(describe(schema, cfg))
+    return True
 
 
 def fit(args: list[str]) -> None:
-    names, overrides = split_args(args)
-    cfg = compose(FitRun, ["fit", *names], overrides)
-    validate(cfg, FitRun)  # before the heavy imports: a typo is answered at once
+    """Fit images to splat shards (paper section 4)."""
+    from gs_lightning.config import FitRun, compose_fit, group_names, split_args, validate
 
-    import lightning as L
+    if _help_or_cfg(args, "python -m gs_lightning fit [RECIPE_OR_OVERLAY ...] [key=value ...]",
+                    "Fit every image of fit.input to a splat set, written as shards under fit.output (one per "
+                    "input shard; a rerun resumes).", {"recipes and overlays (experiments/fit/)": group_names("fit")},
+                    FitRun, compose_fit):
+        return
+    names, overrides = split_args(args)
+    cfg = compose_fit(names, overrides)
+    validate(cfg, FitRun)  # before the heavy imports: a typo is answered at once
+    check_output_folder(cfg.fit.output, "fit.output")
+
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
+    from gs_lightning.build import quiet_lightning, trainer
     from gs_lightning.data.image_batches import ImageBatches, as_is
     from gs_lightning.data.shards import existing_sources
-    from gs_lightning.fit.module import FitProgressBar, SplatFitModule, SplatShardWriter
-    from gs_lightning.fit.summary import format_summary, record_fit_config, summarise
+    from gs_lightning.fit.module import FitProgressBar, FitWriter, SplatFitModule
+    from gs_lightning.fit.summary import format_summary, keep_fit_settings, summarise
 
-    f = cfg.fit
-    sources = existing_sources(_input_pattern(cfg), "fit.input", "Leave fit.input=embedded to fit the photos that "
-                               "ship with the project.", f.shard_size)
-    fit_cfg = OmegaConf.to_object(f)
-    record_fit_config(f.output, f)
+    f = OmegaConf.to_object(cfg.fit)
+    if f.input == "embedded":
+        from gs_lightning.data.demo import write_photo_shard
+
+        pattern, hint = write_photo_shard(cfg.data_root), ""
+    else:
+        pattern, hint = f.input, "Leave fit.input=embedded to fit the photos that ship with the project."
+    sources = existing_sources(pattern, "fit.input", hint, f.shard_size)
+    keep_fit_settings(f)
     dataset = ImageBatches(sources, f.output, f.image_size, f.batch_size)
     kept = len(sources) - len(dataset.shards_to_do())
-    trainer = _trainer(L, **cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
-                       use_distributed_sampler=False, callbacks=[SplatShardWriter(fit_cfg), FitProgressBar()])
-    loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
-    with stop_on_signals():
-        trainer.predict(SplatFitModule(fit_cfg), dataloaders=loader, return_predictions=False)
-    trainer.strategy.barrier()
-    if trainer.global_rank == 0:
-        summary = summarise(f.output, f.image_size, f.iterations, world_size=trainer.world_size,
-                            record=f.record)
+    with quiet_lightning():
+        run = trainer(**cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
+                      use_distributed_sampler=False, callbacks=[FitWriter(f), FitProgressBar()])
+        loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
+        with stop_on_signals():
+            run.predict(SplatFitModule(f), dataloaders=loader, return_predictions=False)
+    run.strategy.barrier()
+    if run.global_rank == 0:
+        summary = summarise(f, world_size=run.world_size)
         print(f"\nfit summary ({f.output}/summary.json); {kept} of {len(sources)} shards were already done and kept")
         print(format_summary(summary))
 
 
-def _trainer(L, **kwargs):
-    """L.Trainer, with Lightning's refusal of a trainer setting reported as the user error it is."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    try:
-        return L.Trainer(**kwargs)
-    except (MisconfigurationException, ValueError) as e:
-        raise UserError("trainer", str(e).splitlines()[0]) from None
-
-
-def _loggers(cfg, run_dir: Path, exp: str) -> list:
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
-    from omegaconf import OmegaConf
-
-    loggers = []
-    if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
-    if cfg.logger.wandb:
-        import wandb
-
-        # Online when W&B finds credentials (its own check, no prompt, no network), offline otherwise, so a node
-        # without `wandb login` still logs; WANDB_MODE, when set, decides.
-        offline = not wandb.login(prompt=False, verify=False)
-        loggers.append(WandbLogger(project=cfg.logger.project, name=cfg.name, group=cfg.group, save_dir=str(run_dir),
-                                   job_type=exp, offline=offline, config=OmegaConf.to_container(cfg, resolve=True)))
-    return loggers
-
-
 def train(args: list[str]) -> None:
+    """Train CLIP on images (the RGB teacher) or on splats (transfer, scratch)."""
+    from gs_lightning.config import TrainRun, compose_train, group_names, split_args, validate
+
+    if _help_or_cfg(args, "python -m gs_lightning train EXPERIMENT [OVERLAY ...] [key=value ...]",
+                    "Train CLIP, with zero-shot evaluation every epoch; the run lands in output_dir/name.",
+                    {"experiments (experiments/train/)": group_names("train"),
+                     "overlays (experiments/overlays/)": group_names("overlays")}, TrainRun,
+                    lambda names, overrides: compose_train(names or ["rgb"], overrides)):
+        return
     names, overrides = split_args(args)
-    if not names:
-        raise UserError("train", "needs an experiment name, e.g. `python -m gs_lightning train gs196 demo`")
-    cfg = compose(TrainRun, ["base", *names], overrides)
+    cfg = compose_train(names, overrides)
     validate(cfg, TrainRun)
+    check_train_paths(cfg)
 
     import lightning as L
-    import open_clip
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.utilities.exceptions import SIGTERMException
     from omegaconf import OmegaConf
 
-    from gs_lightning.checkpoint import AtomicCheckpoint, SaveOnSigterm
-    from gs_lightning.data.datamodules import DataCompDataModule, ZeroShotDataModule
-    from gs_lightning.models.clip_module import ClipModule
+    from gs_lightning import build
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.output_dir) / cfg.name
-    d = cfg.data
-    kind = "rgb" if cfg.model.mode == "rgb" else "gs"
-    module = ClipModule(**OmegaConf.to_container(cfg.model, resolve=True), eval_set=d.eval_set)
-    size = open_clip.get_model_config(cfg.model.name)["vision_cfg"]["image_size"]
-    paths = d[kind]
-    val = ZeroShotDataModule(
-        kind=kind, path=paths.val, batch_size=d.val_batch_size, num_workers=d.num_workers,
-        preprocess=open_clip.image_transform(size, is_train=False) if kind == "rgb" else None,
-        max_splats=d.max_splats, key=f"data.{kind}.val",
-    )
-    data = DataCompDataModule(
-        kind=kind, train=paths.train, tokenizer=module.tokenizer, batch_size=d.batch_size,
-        preprocess=open_clip.image_transform(size, is_train=True) if kind == "rgb" else None,
-        max_splats=d.max_splats, splat_sampling=d.splat_sampling, num_samples=d.num_samples,
-        num_workers=d.num_workers, seed=cfg.seed, key=f"data.{kind}.train", val=val,
-    )
-    checkpoints = run_dir / "checkpoints"
-    last = checkpoints / "last.ckpt"
-    callbacks = [
-        AtomicCheckpoint(dirpath=checkpoints, filename="best", monitor=cfg.checkpoint.monitor, mode="max",
-                         save_top_k=1, save_last=False),
-        AtomicCheckpoint(dirpath=checkpoints, filename="last", every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-                         save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
-        SaveOnSigterm(last),
-    ]
-    loggers = _loggers(cfg, run_dir, "+".join(names))
+    module = build.clip_module(cfg)
+    data = build.train_data(cfg, module.tokenizer)
+    callbacks = build.checkpoints(cfg, run_dir)
+    loggers = build.loggers(cfg, run_dir, "+".join(names))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     # No Lightning model summary: ClipModule prints what matters for transfer (what trains, at which lr).
-    trainer = _trainer(L, **cfg.trainer, logger=loggers or False, callbacks=callbacks, use_distributed_sampler=False,
-                       default_root_dir=str(run_dir), enable_model_summary=False)
+    trainer = build.trainer(**cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                            use_distributed_sampler=False, default_root_dir=str(run_dir), enable_model_summary=False)
     # Every rank says what it was given: sweep agents pass their parameters as these overrides.
     keys = [k.split("=")[0].lstrip("+") for k in overrides]
     given = ", ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in keys)
@@ -186,6 +213,7 @@ def train(args: list[str]) -> None:
     if trainer.global_rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
     if cfg.resume and not last.exists():
         print(f"resume=true but {last} does not exist: starting from scratch")
     try:
@@ -196,9 +224,10 @@ def train(args: list[str]) -> None:
 
 
 def compare(args: list[str]) -> None:
+    """Results table, plots and the edge-cloud report of finished runs."""
     from gs_lightning.compare import compare as compare_runs
 
-    parser = argparse.ArgumentParser(prog="python -m gs_lightning compare")
+    parser = argparse.ArgumentParser(prog="python -m gs_lightning compare", description=compare.__doc__)
     parser.add_argument("runs", nargs="+", help="run directories (output_dir/name)")
     parser.add_argument("--out", default="outputs/compare")
     parser.add_argument("--no-equal-bytes", action="store_true",
@@ -208,98 +237,83 @@ def compare(args: list[str]) -> None:
 
 
 def sweep(args: list[str]) -> None:
-    """Create a W&B sweep from experiments/sweeps/NAME.yaml and run an agent on it (`make sweep SWEEP=NAME`)."""
+    """Create a W&B sweep from experiments/sweeps/NAME.yaml and run an agent on it (make sweep SWEEP=NAME)."""
     import subprocess
 
-    import wandb
     import yaml
 
     from gs_lightning.config import EXPERIMENTS
+    from gs_lightning.errors import UserError
 
-    if len(args) != 1:
-        raise UserError("sweep", "takes one name: experiments/sweeps/NAME.yaml")
+    known = ", ".join(sorted(p.stem for p in (EXPERIMENTS / "sweeps").glob("*.yaml")))
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        if args and args[0] in ("-h", "--help"):
+            print(f"usage: python -m gs_lightning sweep NAME\n\n{sweep.__doc__}\nsweeps: {known}")
+            return
+        raise UserError("sweep", f"takes one name: experiments/sweeps/NAME.yaml; known: {known}")
     path = EXPERIMENTS / "sweeps" / f"{args[0]}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
         raise UserError(args[0], f"no sweep of that name ({path}); known: {known}")
+    import wandb
+
     spec = yaml.safe_load(path.read_text())
     sweep_id = wandb.sweep(spec, project=spec.get("project", "gs-lightning"))
     subprocess.run(["wandb", "agent", f"{wandb.api.viewer()['entity']}/{spec.get('project', 'gs-lightning')}/"
                     f"{sweep_id}"], check=True)
 
 
-# The demo's runs, as (experiment, settings): a teacher trained longer than the splat runs, and query counts for
-# its ViT's 7x7 = 49 tokens (gs196: as many as RGB, gs98: half). gs196 also runs at the other DEMO_COUNTS, so
-# that Fig. 6 (accuracy vs bytes) has a curve.
-DEMO_COUNTS = (8, 16, 32)  # splats per 28x28 image; fit_demo.yaml's own (16) and two more
-DEMO_RUNS = [
-    ("rgb", ["trainer.max_epochs=4"]),
-    ("gs196", ["model.gs.num_queries=49"]),
-    ("gs98", ["model.gs.num_queries=24"]),
-    ("gs196_scratch", ["model.gs.num_queries=49"]),
-]
-
-
-def _demo_splats(cfg, n: int, own: int) -> dict[str, str]:
-    """data.gs.{train,val,val_quantized} of the demo's fit of n splats: demo.yaml's folders for its own count,
-    sibling folders (outputs/demo/fit-n8/...) for the others; the eval images' quantized record beside their
-    fp16 one (test-q/)."""
-    val = Path(cfg.data.gs.val)
-    paths = {"train": cfg.data.gs.train, "val": str(val),
-             "val_quantized": str(val.parent.with_name(val.parent.name + "-q") / val.name)}
-    root = str(Path(cfg.data.gs.train).parents[1])
-    return {k: v if n == own else v.replace(root, f"{root}-n{n}", 1) for k, v in paths.items()}
-
-
 def demo(args: list[str]) -> None:
-    """Fit the demo images at DEMO_COUNTS (eval images also in the quantized record), train the RGB teacher,
-    transfer to gs196 (at every count) and gs98, gs196 from scratch; compare, at equal bytes too."""
+    """The whole pipeline on the embedded data (experiments/demo.yaml): its fits, its training runs, compare."""
     import resource
     import time
 
     from gs_lightning.compare import compare as compare_runs
+    from gs_lightning.config import EXPERIMENTS, DemoPlan, compose, compose_train, split_args
     from gs_lightning.data.demo import write_fashion_mnist
 
+    if {"-h", "--help"} & set(args):
+        print("usage: python -m gs_lightning demo [key=value ...]\n\n" + demo.__doc__ + "\nkey=value overrides "
+              "reach every training run.\n\n" + (EXPERIMENTS / "demo.yaml").read_text())
+        return
     t0 = time.perf_counter()
-    cfg = compose(TrainRun, ["base", "demo"], [a for a in args if "=" in a])
-    data = Path(cfg.data.rgb.train).parents[2]  # outputs/demo/data
-    write_fashion_mnist(data)
-    own = compose(FitRun, ["fit", "fit_demo"]).fit.num_splats
-    quantized = f"data.gs.val_quantized={_demo_splats(cfg, own, own)['val_quantized']}"
-    runs = [(exp, settings if exp == "rgb" else [*settings, quantized]) for exp, settings in DEMO_RUNS]
-    for n in DEMO_COUNTS:
-        paths = _demo_splats(cfg, n, own)
-        for source, target, record in ((cfg.data.rgb.train, paths["train"], "fp16"),
-                                       (cfg.data.rgb.val, paths["val"], "fp16"),
-                                       (cfg.data.rgb.val, paths["val_quantized"], "quantized")):
-            fit(["fit_demo", f"fit.input={source}", f"fit.output={Path(target).parent}", f"fit.num_splats={n}",
-                 f"fit.record={record}"])
-        if n != own:
-            runs.append(("gs196", [f"name=gs196_n{n}", "model.gs.num_queries=49",
-                                   *(f"data.gs.{k}={v}" for k, v in paths.items())]))
-    names = []
-    for exp, settings in runs:
-        train([exp, "demo", *settings, *args])
-        names.append(compose(TrainRun, ["base", exp, "demo"], [*settings, *args]).name)
-    results = Path(cfg.output_dir).parent / "results"
-    print(f"\n== demo results ({results})")
-    print(compare_runs([str(Path(cfg.output_dir) / n) for n in names], results))
+    plan = compose(DemoPlan, [EXPERIMENTS / "demo.yaml"])
+    write_fashion_mnist(plan.data_root)
+    for items in plan.fit:
+        fit(list(items))
+    runs = []
+    for items in plan.train:
+        train([*items, *args])
+        cfg = compose_train(*split_args([*items, *args]))
+        runs.append(str(Path(cfg.output_dir) / cfg.name))
+    print(f"\n== demo results ({plan.results})")
+    print(compare_runs(runs, plan.results))
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(f"\nmake demo: wall time {(time.perf_counter() - t0) / 60:.1f} min, peak memory {peak / 2**20:.2f} GiB "
           "(largest single process)")
 
 
-COMMANDS = {"fit": fit, "train": train, "compare": compare, "demo": demo, "sweep": sweep}
+COMMANDS = {"fit": fit, "train": train, "demo": demo, "compare": compare, "sweep": sweep}
+
+
+USAGE = "usage: python -m gs_lightning COMMAND [ARGS ...]   (or: gs-lightning COMMAND [ARGS ...])"
 
 
 def main(argv: list[str] | None = None) -> None:
     quiet_third_party()
-    parser = argparse.ArgumentParser(prog="python -m gs_lightning")
-    parser.add_argument("command", choices=sorted(COMMANDS))
-    parser.add_argument("args", nargs="*", help="experiment/overlay names and key=value overrides")
-    ns = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = "\n".join(f"  {name:<8} {fn.__doc__.splitlines()[0]}" for name, fn in COMMANDS.items())
+    about = f"{USAGE}\n\ncommands:\n{commands}\n\nCOMMAND --help lists what it takes."
+    if not argv or argv[0] in ("-h", "--help"):
+        print(about)
+        return
+    if argv[0] not in COMMANDS:
+        print(about, file=sys.stderr)
+        print(f"error: {argv[0]}: not a command; the commands are {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    from gs_lightning.errors import UserError
+
     try:
-        COMMANDS[ns.command](ns.args)
+        COMMANDS[argv[0]](argv[1:])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

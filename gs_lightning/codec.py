@@ -1,4 +1,4 @@
-"""Splat records on disk: today's float16 [N, 8], and a quantized record in GaussianImage's spirit.
+"""Splat records on disk: float16 [N, 8] (the paper's), and a quantized record in GaussianImage's spirit.
 
 Both hold one image's splat set in the unit square, rows (x/W, y/H, l11/W, l21/H, l22/H, r, g, b), and
 `RECORDS` names them (fit.record picks one); each has its own tar member, so a fitted shard says which it
@@ -23,15 +23,15 @@ quantized  (GaussianImage, arXiv 2403.08551, quantizes positions to float16, the
       bits of position, covariance and colour (3 bytes) | lo, hi per column (8 x 2 float16). Bytes per
       image are len(record): header, bounds and payload, everything stored.
 
-      Error bounds (the round trip, `quantize`): every column is within step / 2 of the value encoded, so
+      Error bounds (the round trip, `round_trip`): every column is within step / 2 of the value encoded, so
           |dx|, |dy|                <= (hi - lo) / (2^POS_BITS - 1) / 2       (unit square)
           l11, l22                  within a factor exp(step / 2) of the truth (step of their log column)
           |dt|                      <= step / 2
           |dr|, |dg|, |db|          <= (hi - lo) / (2^COLOUR_BITS - 1) / 2
       where (lo, hi) is the column's range over the record, widened to float16.
 
-`quantize` is the record's round trip as a torch function with a straight-through gradient, so a fit can
-refine its splats through exactly what will be stored (fit/quantize.py).
+`round_trip` is the quantized record's encode-decode as a torch function with a straight-through gradient,
+so a fit can refine its splats through exactly what will be stored (fit/refine.py).
 """
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def dequantize(c: Tensor, lo: Tensor, hi: Tensor, bits: Tensor) -> Tensor:  # co
     return lo[:, None] + c.float() * steps(lo, hi, bits)[:, None]
 
 
-def quantize(rows: Tensor, mask: Tensor) -> Tensor:  # [B, N, 8] unit-square rows -> the same, as stored
+def round_trip(rows: Tensor, mask: Tensor) -> Tensor:  # [B, N, 8] unit-square rows -> the same, as stored
     """What the quantized record decodes to, with a straight-through gradient (identity in the backward)."""
     q = to_domain(rows)
     bits = column_bits().to(rows.device)

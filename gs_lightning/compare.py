@@ -5,13 +5,13 @@ edge-cloud report.
 
 Each run directory is what `train` writes: config.yaml, csv/metrics.csv, csv/hparams.yaml and
 checkpoints/best.ckpt. A splat run's splat count, record and bytes per image come from the fit summary
-beside its eval shards (data.gs.val), or its training shards' when that has none.
+beside its eval shards (data.splats.val), or its training shards' when that has none.
 
 Equal bytes, when an RGB run (the teacher) with a best checkpoint is among the runs: for every splat eval
-set of the splat runs (data.gs.val, and data.gs.val_quantized where set), the teacher is evaluated on its own
+set of the splat runs (data.splats.val, and data.splats.val_quantized where set), the teacher is evaluated on its own
 eval images (data.rgb.val) re-encoded with JPEG and with WebP, each image at the bytes of its own splat
 record (data/pixel_codecs.py: the closest quality; the bytes actually used are reported, and how many images
-could not get near their budget); and every splat run with data.gs.val_quantized is evaluated on it too.
+could not get near their budget); and every splat run with data.splats.val_quantized is evaluated on it too.
 Those evaluations are cached in out/equal_bytes/, keyed by checkpoint and data, so a rerun is cheap.
 
 Edge-cloud report, per representation: bytes per image; the energy to upload a million images at the
@@ -53,6 +53,13 @@ class Run:
     encode_ms: float | None = None  # the fit's time per image
     config: dict = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """What the model reads: "rgb" (the teacher) or "splats"."""
+        from gs_lightning.models.clip_module import input_kind
+
+        return input_kind(self.mode)
+
     def best(self) -> tuple[float, float]:
         """(top-1, top-5) at the epoch of the best top-1."""
         top1 = self.epochs.get("val/top1", [])
@@ -85,9 +92,10 @@ def splat_set(pattern: str | None) -> dict | None:
     if not f.exists():
         return None
     s = json.loads(f.read_text())
+    # A summary that names no record and no bytes holds float16 splats, 16 B each.
     s.setdefault("record", "fp16")
     if s.get("bytes_per_image") is None and s.get("splats_mean") is not None:
-        s["bytes_per_image"] = BYTES_PER_SPLAT * s["splats_mean"]  # summaries before the quantized record: float16 only
+        s["bytes_per_image"] = BYTES_PER_SPLAT * s["splats_mean"]
     s["encode_ms"] = 1000 * s["seconds"] / s["images_fitted"] if s.get("seconds") and s.get("images_fitted") else None
     return s
 
@@ -101,9 +109,9 @@ def load_run(run_dir: str | Path) -> Run:
     cfg = yaml.safe_load(cfg_file.read_text())
     mode = cfg["model"]["mode"]
     run = Run(cfg["name"], mode, None, None, 1.0, None, run_dir=run_dir, config=cfg)
-    if mode != "rgb":
-        gs = cfg["data"]["gs"]
-        summary = splat_set(gs.get("val")) or splat_set(gs.get("train"))
+    if run.kind == "splats":
+        paths = cfg["data"]["splats"]
+        summary = splat_set(paths.get("val")) or splat_set(paths.get("train"))
         if summary and summary.get("compression_ratio"):
             run.splats, run.compression = summary["splats_mean"], summary["compression_ratio"]
             run.record, run.bytes, run.image_size = summary["record"], summary["bytes_per_image"], summary["image_size"]
@@ -133,7 +141,7 @@ def table(runs: list[Run], points: list[Point] = ()) -> str:
     lines = [head]
     for r in runs:
         top1, top5 = r.best()
-        given = "images" if r.mode == "rgb" else f"{r.record or 'fp16'} splats"
+        given = "images" if r.kind == "rgb" else f"{r.record} splats" if r.record else "splats"
         lines.append(
             f"| {r.name} | {r.mode}{f' ({r.queries} queries)' if r.queries else ''} | {given} | "
             f"{'-' if r.splats is None else f'{r.splats:.0f}'} | {_bytes(r.bytes)} | {r.compression:.1f}x | "
@@ -183,15 +191,15 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
     from gs_lightning.data.shards import splat_bytes
     from gs_lightning.evaluate import evaluate
 
-    teacher = next((r for r in runs if r.mode == "rgb" and (r.run_dir / "checkpoints" / "best.ckpt").exists()), None)
+    teacher = next((r for r in runs if r.kind == "rgb" and (r.run_dir / "checkpoints" / "best.ckpt").exists()), None)
     points, sets = [], {}  # sets: splat eval pattern -> label
     for r in runs:
-        if r.mode == "rgb":
+        if r.kind == "rgb":
             continue
-        gs = r.config["data"]["gs"]
-        if gs.get("val") and splat_set(gs["val"]):
-            sets.setdefault(gs["val"], f"{r.splats:.0f} {r.record} splats")
-        quantized = gs.get("val_quantized")
+        paths = r.config["data"]["splats"]
+        if paths.get("val") and splat_set(paths["val"]):
+            sets.setdefault(paths["val"], f"{r.splats:.0f} {r.record} splats")
+        quantized = paths.get("val_quantized")
         best = r.run_dir / "checkpoints" / "best.ckpt"
         if quantized and best.exists() and (s := splat_set(quantized)):
             label = f"{s['splats_mean']:.0f} {s['record']} splats"
@@ -271,13 +279,13 @@ def plot(runs: list[Run], out: Path, points: list[Point] = ()) -> list[Path]:
         curves: dict[str, list[tuple[float, float]]] = {}
         for r in runs:
             acc = 100 * r.best()[k]
-            if r.mode == "rgb":
+            if r.kind == "rgb":
                 ax.axhline(acc, color=colour[r.name], ls="--", label=f"{r.name} (RGB teacher, original images)")
             elif r.bytes is not None:
                 curves.setdefault(f"{r.mode}, {r.queries} queries, {r.record}", []).append((r.bytes, acc))
         for p in points:  # a splat run's other record joins the curve of its kind; pixel codecs are their own
             r = by_name.get(p.model)
-            name = f"{r.mode}, {r.queries} queries, {p.input.split()[0]}" if r and r.mode != "rgb" else \
+            name = f"{r.mode}, {r.queries} queries, {p.input.split()[0]}" if r and r.kind == "splats" else \
                 f"{p.model} on {p.input}"
             curves.setdefault(name, []).append((p.bytes, 100 * (p.top1, p.top5)[k]))
         for i, (name, xy) in enumerate(curves.items()):

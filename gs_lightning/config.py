@@ -1,234 +1,90 @@
-"""Typed configs: experiments/*.yaml + overlays + key=value overrides, checked before any work starts.
+"""Composition and checks: experiments/<group>/*.yaml + key=value overrides onto the typed configs.
 
-Every node is a dataclass, merged with omegaconf as a structured config, so a value of the wrong type and a
-key the config does not have are refused naming the key. The values live in the YAML files (base.yaml,
-fit.yaml); the dataclasses give their types, and their ranges and choices in field metadata, which
-`validate` checks in one pass. Choices name the registry the code itself dispatches on ("module:NAME"),
-so a name is declared once.
+The run schemas here (FitRun, TrainRun, DemoPlan) are made of the nodes their owners declare beside what they
+configure: FitConfig in fit/, ModelConfig in models/, the data, trainer, checkpoint and logger nodes in
+build.py. Those dataclasses hold every default; an experiment file holds only its differences, and may start
+with `defaults: [other, ...]` (files of its own group, composed first). omegaconf merges them as structured
+configs, so a value of the wrong type and a key the config does not have are refused naming the key; `validate`
+then checks every range and choice the fields declare (gs_lightning/schema.py), in one pass.
 
-A YAML file may start with `defaults: [other, ...]`: those are composed first and the file holds only its
-differences (experiments/gs98.yaml is gs196 with fewer queries). The key=value form is what W&B sweep
-agents pass (${args_no_hyphens}).
+Groups (experiments/):
+    fit/       fitting recipes and overlays        python -m gs_lightning fit [NAME ...] [key=value ...]
+    train/     training experiments                python -m gs_lightning train EXP [OVERLAY ...] [key=value ...]
+    overlays/  what a training run is laid over (the demo's data, a tiny model)
+    sweeps/    W&B sweeps; demo.yaml: the runs of `python -m gs_lightning demo`
 
-Every user error is a UserError: the CLI prints `error: <key or file>: <what is wrong and what to do>`
-and exits with status 2.
+The key=value form is what W&B sweep agents pass (${args_no_hyphens}).
 """
 from __future__ import annotations
 
-import importlib
-import os
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from gs_lightning.build import CheckpointConfig, DataConfig, DevicesConfig, LoggerConfig, TrainerConfig
+from gs_lightning.errors import UserError
+from gs_lightning.fit.config import FitConfig
+from gs_lightning.models.clip_module import ModelConfig, input_kind
+from gs_lightning.schema import setting
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-class UserError(Exception):
-    """Something the user can fix: `where` is the config key or file, `what` says what is wrong and what to do."""
-
-    def __init__(self, where: str, what: str = ""):
-        super().__init__(f"{where}: {what}" if what else where)
-        self.where, self.what = where, what
-
-
-def spec(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-         choices: str | tuple | None = None) -> Any:
-    """A field with a range (ge: >=, gt: >, le: <=) or choices ("module:REGISTRY" or a tuple)."""
-    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "choices": choices})
-
-
-# ---- fit: `python -m gs_lightning fit` (experiments/fit.yaml) -------------------------------------------
-
-
-@dataclass
-class LearningRates:
-    """Adam's per-parameter learning rates, in the units of fit.parameterization."""
-
-    xy: float = spec(gt=0)  # centres
-    diagonal: float = spec(gt=0)  # l11, l22 (their logs under log_scale)
-    shear: float = spec(gt=0)  # l21
-    rgb: float = spec(gt=0)
-    decay_to: float = spec(gt=0, le=1)  # every lr decays (cosine) to this fraction of itself
-    # The rates above are for fit.iterations = budget; a fit of T iterations scales every rate by
-    # (budget / T) ** budget_power, so a short fit takes larger steps (0: the rates do not follow T).
-    budget: int = spec(3000, ge=1)
-    budget_power: float = spec(0.0, ge=0, le=2)
-    beta2: float = spec(0.999, gt=0, le=0.9999)  # Adam's second-moment decay (beta1 stays 0.9)
-
-
-@dataclass
-class PruneConfig:
-    """Luminance pruning (paper 4.4); the defaults are no pruning."""
-
-    l1_weight: float = spec(0.0, ge=0)  # weight of the mean |rgb| per image in the loss
-    threshold: float = spec(0.0, ge=0)  # prune a Gaussian whose luminance is below this
-    at: list[float] = field(default_factory=list)  # when to prune, as fractions of fit.iterations
-
-
-@dataclass
-class FitConfig:
-    input: str = MISSING  # shard pattern, image folder, or "embedded"
-    output: str = MISSING  # folder of the fitted shards
-    num_splats: int = spec(ge=1)
-    iterations: int = spec(ge=1)
-    init: str = spec(choices="gs_lightning.fit.init:INITS")
-    image_size: int = spec(ge=1)
-    batch_size: int = spec(ge=1)
-    loss: str = spec(choices="gs_lightning.fit.fitter:LOSSES")
-    ssim_weight: float = spec(ge=0, le=1)
-    backend: str = spec(choices="gs_lightning.render:BACKENDS")
-    shard_size: int = spec(ge=1)
-    num_workers: int = spec(ge=0)
-    parameterization: str = spec(choices="gs_lightning.fit.fitter:PARAMETERIZATIONS")
-    lr: LearningRates = field(default_factory=LearningRates)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    # Colours by least squares for the init's geometry, and again after each pruning step.
-    solve_colours: bool = False
-    solve_steps: int = spec(20, ge=1)  # conjugate-gradient steps of a solve, each about one iteration's cost
-    # Each image stops once its PSNR (dB) reaches this; fit.iterations stays the cap. null: every image runs
-    # fit.iterations.
-    target_psnr: Optional[float] = spec(None, gt=0)
-    record: str = spec(choices="gs_lightning.codec:RECORDS")  # how a splat set is stored (gs_lightning/codec.py)
-    refine_iterations: int = spec(ge=0)  # quantized record: quantization-aware steps after the fit
-    refine_lr: float = spec(gt=0)  # their Adam lr, in quantization steps (codes) per step
-
-
-@dataclass
-class DevicesConfig:
-    """The Lightning Trainer's placement arguments, passed through as they are."""
-
-    accelerator: str = "auto"
-    devices: Union[int, str] = "auto"
-    num_nodes: int = spec(1, ge=1)
-    strategy: str = "auto"
+GROUPS = ("fit", "train", "overlays")
 
 
 @dataclass
 class FitRun:
-    fit: FitConfig = field(default_factory=FitConfig)
-    data_root: str = MISSING  # where `fit.input=embedded` writes the photos' shard
-    trainer: DevicesConfig = field(default_factory=DevicesConfig)
-
-
-# ---- train: `python -m gs_lightning train EXP` (experiments/base.yaml) ----------------------------------
-
-
-@dataclass
-class GSConfig:
-    """The splat encoder: GSStem -> PerceiverResampler -> the ViT's blocks."""
-
-    num_queries: int = spec(196, ge=1)  # 196 = ViT-B/16's token count; 98 halves it
-    # One cross-attention layer with a 1x MLP keeps the transfer's trainable share near the paper's ~7%
-    # (two unfrozen ViT-B blocks are already 5.8% of the model).
-    resampler_depth: int = spec(1, ge=1)
-    resampler_heads: int = spec(8, ge=1)
-    resampler_mlp_ratio: float = spec(1.0, gt=0)
-    stem_hidden: int = spec(256, ge=1)
-    num_freqs: int = spec(8, ge=0)
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING  # open_clip model config
-    mode: str = spec(choices="gs_lightning.models.gs_encoder:MODES")
-    rgb_checkpoint: Optional[str] = None
-    gs: GSConfig = field(default_factory=GSConfig)
-    lr: float = spec(gt=0)
-    weight_decay: float = spec(ge=0)
-    warmup_steps: int = spec(ge=0)
-    transfer_lr_ratio: float = spec(gt=0)  # lr of the unfrozen blocks, ln_post, proj over model.lr
-    unfrozen_blocks: int = spec(ge=0)
-    logit_scale_max: float = spec(gt=1)
-
-
-@dataclass
-class ShardPaths:
-    train: Optional[str] = None
-    val: Optional[str] = None
-
-
-@dataclass
-class SplatShardPaths(ShardPaths):
-    # The val images fitted with fit.record=quantized: `compare` evaluates the best checkpoint on them too.
-    val_quantized: Optional[str] = None
-
-
-@dataclass
-class DataConfig:
-    rgb: ShardPaths = field(default_factory=ShardPaths)
-    gs: SplatShardPaths = field(default_factory=SplatShardPaths)
-    eval_set: str = spec(choices="gs_lightning.eval_sets:EVAL_SETS")  # zero-shot class names + templates
-    num_samples: Optional[int] = spec(None, ge=1)
-    batch_size: int = spec(ge=1)
-    val_batch_size: int = spec(ge=1)
-    num_workers: int = spec(ge=0)
-    max_splats: Optional[int] = spec(None, ge=1)
-    splat_sampling: str = spec(choices=("random", "truncate"))
-
-
-@dataclass
-class TrainerConfig(DevicesConfig):
-    """Lightning Trainer arguments (passed through), with Lightning's defaults."""
-
-    precision: str = "32-true"
-    max_epochs: Optional[int] = spec(None, ge=1)
-    max_steps: int = spec(-1, ge=-1)
-    accumulate_grad_batches: int = spec(1, ge=1)
-    gradient_clip_val: Optional[float] = spec(None, ge=0)
-    log_every_n_steps: int = spec(50, ge=1)
-    check_val_every_n_epoch: Optional[int] = spec(1, ge=1)
-    num_sanity_val_steps: int = spec(2, ge=-1)
-    limit_train_batches: Optional[Union[int, float]] = spec(None, ge=0)
-    limit_val_batches: Optional[Union[int, float]] = spec(None, ge=0)
-    enable_progress_bar: bool = True
-
-
-@dataclass
-class CheckpointConfig:
-    monitor: str = MISSING
-    every_n_train_steps: int = spec(ge=1)
-
-
-@dataclass
-class LoggerConfig:
-    wandb: bool = MISSING
-    project: str = MISSING
-    csv: bool = MISSING
+    fit: FitConfig = setting(FitConfig)
+    data_root: str = setting("outputs/data", "where fit.input=embedded writes the photos' shard")
+    trainer: DevicesConfig = setting(lambda: DevicesConfig(devices=1))
 
 
 @dataclass
 class TrainRun:
-    name: str = MISSING
-    group: str = MISSING
-    output_dir: str = MISSING
-    seed: int = MISSING
-    resume: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str = setting("${model.mode}", "run name: the run lands in output_dir/name")
+    group: str = setting("default", "W&B group: the runs of one comparison share it")
+    output_dir: str = setting("outputs/runs", "folder of the runs")
+    seed: int = setting(0, "seeds the model's init, the shuffle and the splat subsampling")
+    resume: bool = setting(False, "go on from output_dir/name/checkpoints/last.ckpt")
+    model: ModelConfig = setting(ModelConfig)
+    data: DataConfig = setting(DataConfig)
+    trainer: TrainerConfig = setting(TrainerConfig)
+    checkpoint: CheckpointConfig = setting(CheckpointConfig)
+    logger: LoggerConfig = setting(LoggerConfig)
+
+
+@dataclass
+class DemoPlan:
+    """experiments/demo.yaml: what `python -m gs_lightning demo` runs, in order."""
+
+    data_root: str = setting("outputs/demo/data", "where the demo's Fashion-MNIST shards are written")
+    fit: list[list[str]] = setting(list, "fits, each the arguments of a `fit` command")
+    train: list[list[str]] = setting(list, "training runs, each the arguments of a `train` command")
+    results: str = setting("outputs/demo/results", "where `compare` writes the table and plots")
 
 
 # ---- composition ------------------------------------------------------------------------------------------
 
 
-def experiment_path(name: str) -> Path:
-    path = Path(name) if name.endswith(".yaml") else EXPERIMENTS / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
-        raise UserError(name, f"no experiment or overlay of that name ({path}); known: {', '.join(known)}")
+def group_names(group: str) -> list[str]:
+    return sorted(p.stem for p in (EXPERIMENTS / group).glob("*.yaml"))
+
+
+def find(name: str, group: str) -> Path:
+    """The file of `name` in `group` (or a path to a .yaml file)."""
+    path = Path(name) if name.endswith(".yaml") else EXPERIMENTS / group / f"{name}.yaml"
+    if not path.is_file():
+        what = {"fit": "fitting recipe or overlay", "train": "experiment", "overlays": "overlay"}[group]
+        raise UserError(name, f"no {what} of that name ({path}); known: {', '.join(group_names(group))}")
     return path
 
 
-def _load(name: str, seen: tuple[str, ...] = ()) -> list[tuple[str, DictConfig]]:
-    """The file's `defaults` (recursively), then the file itself, as (file, config) in merge order."""
-    path = experiment_path(name)
+def _load(path: Path, seen: tuple[str, ...] = ()) -> list[tuple[str, DictConfig]]:
+    """The file's `defaults` (recursively, from its own folder), then the file itself, in merge order."""
     if str(path) in seen:
         raise UserError(str(path), f"`defaults` form a cycle: {' -> '.join(seen + (str(path),))}")
     try:
@@ -236,7 +92,10 @@ def _load(name: str, seen: tuple[str, ...] = ()) -> list[tuple[str, DictConfig]]
     except Exception as e:  # yaml's own errors say where
         raise UserError(str(path), f"not valid YAML: {e}") from None
     defaults = cfg.pop("defaults", [])
-    out = [item for d in defaults for item in _load(d, seen + (str(path),))]
+    out = []
+    for d in defaults:
+        out += _load(path.parent / f"{d}.yaml" if (path.parent / f"{d}.yaml").is_file() else
+                     find(d, path.parent.name), seen + (str(path),))
     return out + [(str(path), cfg)]
 
 
@@ -249,10 +108,10 @@ def _merge(cfg: DictConfig, other: DictConfig, source: str) -> DictConfig:
         raise UserError(e.full_key or source, f"{e.msg.splitlines()[0]} (from {source})") from None
 
 
-def compose(schema: type, names: list[str], overrides: list[str] = ()) -> DictConfig:
-    """The schema's structured config, merged with each named file and then each key=value override."""
+def compose(schema: type, files: list[Path], overrides: list[str] = ()) -> DictConfig:
+    """The schema's defaults, merged with each file (its `defaults` first) and then each key=value override."""
     cfg = OmegaConf.structured(schema)
-    for source, node in (item for name in names for item in _load(name)):
+    for source, node in (item for f in files for item in _load(Path(f))):
         cfg = _merge(cfg, node, source)
     for item in overrides:
         if "=" not in item:
@@ -266,30 +125,43 @@ def compose(schema: type, names: list[str], overrides: list[str] = ()) -> DictCo
     return cfg
 
 
-def load_fit_config(names: list[str] = ("fit",), overrides: list[str] = ()) -> FitConfig:
-    """The typed `fit` node of composed experiment files, validated (benchmarks and tests use the shipped ones)."""
-    cfg = compose(FitRun, list(names), list(overrides))
-    validate(cfg, FitRun)
-    return OmegaConf.to_object(cfg.fit)
-
-
 def split_args(args: list[str]) -> tuple[list[str], list[str]]:
     """Positional names (experiments, overlays) and key=value overrides."""
     return [a for a in args if "=" not in a], [a for a in args if "=" in a]
 
 
+def compose_fit(names: list[str] = (), overrides: list[str] = ()) -> DictConfig:
+    """FitRun from fitting recipes and overlays (experiments/fit/) and overrides."""
+    return compose(FitRun, [find(n, "fit") for n in names], overrides)
+
+
+def compose_train(names: list[str], overrides: list[str] = ()) -> DictConfig:
+    """TrainRun from an experiment (experiments/train/), overlays (experiments/overlays/) and overrides."""
+    if not names:
+        raise UserError("train", "needs an experiment name, e.g. `python -m gs_lightning train gs196 demo`; "
+                                 f"experiments: {', '.join(group_names('train'))}")
+    return compose(TrainRun, [find(names[0], "train"), *(find(n, "overlays") for n in names[1:])], overrides)
+
+
+def load_fit_config(names: list[str] = (), overrides: list[str] = ()) -> FitConfig:
+    """The typed `fit` node of the shipped recipe and overlays, validated (benchmarks and tests use it)."""
+    cfg = compose_fit(list(names), list(overrides))
+    validate(cfg, FitRun)
+    return OmegaConf.to_object(cfg.fit)
+
+
 # ---- validation ---------------------------------------------------------------------------------------------
 
 
-def registry(choices: str | tuple) -> tuple:
-    if isinstance(choices, tuple):
-        return choices
-    module, name = choices.split(":")
-    return tuple(getattr(importlib.import_module(module), name))
+def _bounds(value: Any, m: dict, key: str) -> None:
+    for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        if m.get(bound) is not None and not ok(value, m[bound]):
+            raise UserError(key, f"must be {word} {m[bound]}, got {value!r}")
 
 
-def _check_node(node: DictConfig, schema: type, prefix: str, choices: list) -> None:
-    """Check every range of `node`; append (key, value, choices) for the caller to check after them."""
+def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
+    """Every range and choice of `node`, in field order."""
     hints = typing.get_type_hints(schema)
     for f in fields(schema):
         key = f"{prefix}{f.name}"
@@ -298,44 +170,22 @@ def _check_node(node: DictConfig, schema: type, prefix: str, choices: list) -> N
         except OmegaConfBaseException as e:  # missing values, broken interpolations
             raise UserError(key, e.msg.splitlines()[0] if hasattr(e, "msg") else str(e)) from None
         if is_dataclass(hints[f.name]):
-            _check_node(value, hints[f.name], f"{key}.", choices)
+            _check_node(value, hints[f.name], f"{key}.")
             continue
         m = f.metadata
         if value is None or not m:
             continue
-        if m["ge"] is not None and not value >= m["ge"]:
-            raise UserError(key, f"must be >= {m['ge']}, got {value!r}")
-        if m["gt"] is not None and not value > m["gt"]:
-            raise UserError(key, f"must be > {m['gt']}, got {value!r}")
-        if m["le"] is not None and not value <= m["le"]:
-            raise UserError(key, f"must be <= {m['le']}, got {value!r}")
-        if m["choices"] is not None:
-            choices.append((key, value, m["choices"]))
+        for i, v in enumerate(value) if isinstance(value, ListConfig) else [(None, value)]:
+            _bounds(v, m, key if i is None else f"{key}[{i}]")
+        if m["choices"] is not None and value not in m["choices"]:
+            raise UserError(key, f"must be one of {', '.join(map(str, m['choices']))}; got {value!r}")
 
 
 def validate(cfg: DictConfig, schema: type) -> None:
-    """Ranges and choices of every field, then the checks that span fields."""
-    choices: list[tuple[str, Any, str | tuple]] = []
-    _check_node(cfg, schema, "", choices)
-    for key, value, names in choices:  # after the ranges: a registry may be a heavy import
-        if value not in (known := registry(names)):
-            raise UserError(key, f"must be one of {', '.join(map(str, known))}; got {value!r}")
-    if schema is FitRun:
-        f = cfg.fit
-        if outside := [a for a in f.prune.at if not 0 <= a < 1]:
-            raise UserError("fit.prune.at", f"{outside}: prune at fractions of fit.iterations in [0, 1)")
-        check_output_folder(f.output, "fit.output")
+    """Every field's range and choices, then the checks that span fields or need the model's own config."""
+    _check_node(cfg, schema, "")
     if schema is TrainRun:
         _validate_model(cfg.model)
-        check_output_folder(cfg.output_dir, "output_dir")
-        from gs_lightning.data.datamodules import DEMO_HINT
-        from gs_lightning.data.shards import existing_sources
-
-        kind = "rgb" if cfg.model.mode == "rgb" else "gs"
-        for split in ("train", "val"):
-            existing_sources(cfg.data[kind][split], f"data.{kind}.{split}", DEMO_HINT)
-        if kind == "gs" and cfg.data.gs.val_quantized is not None:
-            existing_sources(cfg.data.gs.val_quantized, "data.gs.val_quantized", DEMO_HINT)
 
 
 def _validate_model(m: DictConfig) -> None:
@@ -347,29 +197,63 @@ def _validate_model(m: DictConfig) -> None:
         raise UserError("model.name", f"{m.name!r} is not an open_clip model config; the project's are "
                                       f"{', '.join(sorted(p.stem for p in gs_lightning.models.CONFIG_DIR.glob('*.json')))}")
     vision = open_clip.get_model_config(m.name)["vision_cfg"]
-    if m.mode != "rgb" and vision["width"] % m.gs.resampler_heads:
-        raise UserError("model.gs.resampler_heads", f"must divide the ViT width {vision['width']}, got "
-                                                    f"{m.gs.resampler_heads}")
+    heads = m.splat_encoder.resampler_heads
+    if input_kind(m.mode) == "splats" and vision["width"] % heads:
+        raise UserError("model.splat_encoder.resampler_heads", f"must divide the ViT width {vision['width']}, got "
+                                                               f"{heads}")
     if m.mode == "transfer" and m.unfrozen_blocks > vision["layers"]:
         raise UserError("model.unfrozen_blocks", f"{m.name} has {vision['layers']} blocks, got {m.unfrozen_blocks}")
-    if m.mode == "transfer":
-        check_file(m.rgb_checkpoint, "model.rgb_checkpoint", "the RGB run's best checkpoint (make train EXP=rgb)")
+    if len(m.betas) != 2 or not all(0 <= b < 1 for b in m.betas):
+        raise UserError("model.betas", f"must be two numbers in [0, 1), got {list(m.betas)}")
 
 
-def check_output_folder(path: str, key: str) -> None:
-    """An output must be a folder, or a path where one can be made."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(key, f"{path} exists and is not a folder; give a folder (it is created if missing)")
-    parent = next(q for q in (p, *p.parents) if q.exists())
-    if not parent.is_dir():
-        raise UserError(key, f"{path} cannot be made: {parent} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(key, f"{path} cannot be written: no write permission in {parent}")
+# ---- help ------------------------------------------------------------------------------------------------------
 
 
-def check_file(path: str | None, key: str, what: str) -> None:
-    if not path:
-        raise UserError(key, f"is not set; give {what}")
-    if not Path(path).is_file():
-        raise UserError(key, f"{path} does not exist or is not a file; give {what}")
+def _type_name(hint) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union:
+        return " | ".join(_type_name(a) for a in args) + (" | null" if type(None) in typing.get_args(hint) else "")
+    if typing.get_origin(hint) is list:
+        return f"list[{_type_name(args[0])}]"
+    return getattr(hint, "__name__", str(hint))
+
+
+def keys(schema: type, cfg: DictConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, value in cfg, meaning) of every leaf of the schema, in field order."""
+    hints = typing.get_type_hints(schema)
+    values = OmegaConf.to_container(cfg, resolve=False)
+    out = []
+    for f in fields(schema):
+        key, hint = f"{prefix}{f.name}", hints[f.name]
+        if is_dataclass(hint):
+            out += keys(hint, cfg[f.name], f"{key}.")
+            continue
+        value = values.get(f.name)
+        shown = "null" if value is None else str(value)
+        m = f.metadata
+        limits = [f"{word} {m[b]}" for b, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                  if m.get(b) is not None]
+        if m.get("choices") is not None and not all(str(c) in m["help"] for c in m["choices"]):
+            limits.append("one of " + " | ".join(map(str, m["choices"])))
+        meaning = m.get("help", "") + (f" ({', '.join(limits)})" if limits else "")
+        out.append((key, _type_name(hint), shown, meaning))
+    return out
+
+
+def describe(schema: type, cfg: DictConfig) -> str:
+    """Every key of `cfg` with its type, its value here (the default, or what the named files give) and its
+    meaning: what `fit --help` and `train --help` print."""
+    rows = keys(schema, cfg)
+    w = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"  {k:<{w[0]}}  {t:<{w[1]}}  {v}\n  {'':<{w[0]}}  {'':<{w[1]}}  {m}" if len(v) > 24 else
+                     f"  {k:<{w[0]}}  {t:<{w[1]}}  {v:<24}  {m}" for k, t, v, m in rows)
+
+
+def default_of(schema: type, key: str) -> Any:
+    """The dataclass default of a dotted key (a nested dataclass: its default instance)."""
+    head, _, rest = key.partition(".")
+    f = next(f for f in fields(schema) if f.name == head)
+    if rest:
+        return default_of(typing.get_type_hints(schema)[head], rest)
+    return f.default_factory() if f.default is NO_DEFAULT else f.default

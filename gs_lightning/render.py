@@ -146,6 +146,7 @@ def _check_call(splats: Splats, height, width, backend: str, cutoff) -> str:
     """The checks of rasterize and l2_loss; returns the backend that runs."""
     _check_size(height, width)
     splats.check_layout("splats")
+    splats.expect_units("pixels", "rasterize")
     if not (isinstance(cutoff, (int, float)) and cutoff > 0 and math.isfinite(cutoff)):
         raise ValueError(f"rasterize: cutoff must be a positive finite number, got {cutoff!r}")
     backend = _resolve_backend(backend, splats.xy.device)
@@ -219,6 +220,7 @@ def render_reference(splats: Splats, height: int, width: int, *, cutoff: float |
     s2 <= cutoff alike. cutoff=None evaluates every pair (exact Eq. 1).
     """
     _check_size(height, width)
+    splats.expect_units("pixels", "render_reference")
     xy, chol, rgb, mask = splats.xy, splats.chol, splats.rgb, splats.mask
     B = xy.shape[0]
     # Padding rows may hold anything (NaN included): replace them by a harmless

@@ -1,10 +1,13 @@
 """Splats: the one data type that crosses every boundary (fit, data, models).
 
-A batch of splat sets, padded to a common N with a boolean mask. All fields
-are in pixels of the image they were fitted to; on disk a set is stored per
-image in the unit square (resolution-free) as rows [n, 8] =
-(x/W, y/H, l11/W, l21/H, l22/H, r, g, b), in one of gs_lightning/codec.py's
-records: float16 (16 bytes a splat, the paper's accounting) or quantized.
+A batch of splat sets, padded to a common N with a boolean mask, in one of two units that the type
+carries (`units`):
+
+    pixels  of the image they were fitted to: what the rasterizer takes;
+    unit    the unit square, resolution-free: what the splat encoder takes (a fitted shard's rows).
+
+On disk a set is stored per image as unit-square rows [n, 8] = (x/W, y/H, l11/W, l21/H, l22/H, r, g, b), in
+one of gs_lightning/codec.py's records: float16 (16 bytes a splat, the paper's accounting) or quantized.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from torch import Tensor
 
 RECORD_DIM = 8
 BYTES_PER_SPLAT = RECORD_DIM * 2  # float16
+UNITS = ("pixels", "unit")
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Splats:
     chol: Tensor  # [B, N, 3] (l11, l21, l22), Sigma = L L^T, pixels; l11, l22 > 0
     rgb: Tensor  # [B, N, 3] colour weights, unclamped
     mask: Tensor  # [B, N] bool, which rows are real
+    units: str = "pixels"  # of xy and chol: "pixels" | "unit" (the unit square)
 
     @property
     def batch_size(self) -> int:
@@ -33,10 +38,10 @@ class Splats:
         return self.mask.sum(dim=1)
 
     def to(self, *args, **kwargs) -> "Splats":
-        return Splats(*(t.to(*args, **kwargs) for t in (self.xy, self.chol, self.rgb, self.mask)))
+        return Splats(*(t.to(*args, **kwargs) for t in (self.xy, self.chol, self.rgb, self.mask)), self.units)
 
     def detach(self) -> "Splats":
-        return Splats(self.xy.detach(), self.chol.detach(), self.rgb.detach(), self.mask)
+        return Splats(self.xy.detach(), self.chol.detach(), self.rgb.detach(), self.mask, self.units)
 
     def check(self, name: str = "splats") -> None:
         """Raise ValueError naming the field when shapes, dtypes or values are wrong.
@@ -69,6 +74,15 @@ class Splats:
         devices = {t.device for t in (self.xy, self.chol, self.rgb, self.mask)}
         if len(devices) > 1:
             raise ValueError(f"{name} fields are on several devices: {sorted(map(str, devices))}")
+        if self.units not in UNITS:
+            raise ValueError(f"{name}.units must be one of {UNITS}, got {self.units!r}")
+
+    def expect_units(self, units: str, who: str) -> None:
+        """Raise ValueError unless the splats are in `units`: `who` takes only those."""
+        if self.units != units:
+            how = ("Splats.from_unit_rows(rows, mask, height, width)" if units == "pixels" else
+                   "Splats.from_unit_rows(splats.unit_rows(height, width), splats.mask)")
+            raise ValueError(f"{who} takes splats in {units!r} units, got {self.units!r}; convert with {how}")
 
     def check_values(self, name: str = "splats") -> None:
         """check's values, once the layout holds: real rows finite, with l11, l22 > 0."""
@@ -85,37 +99,43 @@ class Splats:
                 value = self.chol[b, n, k].item()
                 raise ValueError(f"{name}.chol {label} must be > 0, got {value} at image {b}, splat {n}")
 
-    # ---- the on-disk record: [n, 8] rows in the unit square (gs_lightning/codec.py stores them) ------------
+    # ---- rows: [n, 8] in the unit square, what a record (gs_lightning/codec.py) stores -------------------
 
     def unit_rows(self, height: int, width: int) -> Tensor:  # [B, N, 8], differentiable
-        """(x/W, y/H, l11/W, l21/H, l22/H, r, g, b) per splat: resolution-free."""
+        """(x/W, y/H, l11/W, l21/H, l22/H, r, g, b) per splat of these pixel splats: resolution-free."""
+        self.expect_units("pixels", "unit_rows")
         return torch.cat([self.xy, self.chol, self.rgb], dim=-1) / _unit_scale(height, width, self.xy.device)
 
     @classmethod
-    def from_unit_rows(cls, rows: Tensor, mask: Tensor, height: int, width: int) -> "Splats":  # rows [B, N, 8]
-        rows = rows * _unit_scale(height, width, rows.device)
+    def from_unit_rows(cls, rows: Tensor, mask: Tensor, height: int | None = None,
+                       width: int | None = None) -> "Splats":  # rows [B, N, 8], mask [B, N]
+        """Splats in pixels of a height x width image, or in the unit square when no size is given."""
+        units = "unit" if height is None and width is None else "pixels"
+        if units == "pixels":
+            rows = rows * _unit_scale(height, width, rows.device)
         # Padding rows get a harmless unit covariance so nothing downstream divides by zero.
         chol = torch.where(mask[..., None], rows[..., 2:5], rows.new_tensor([1.0, 0.0, 1.0]))
-        return cls(rows[..., 0:2].contiguous(), chol.contiguous(), rows[..., 5:8].contiguous(), mask)
+        return cls(rows[..., 0:2].contiguous(), chol.contiguous(), rows[..., 5:8].contiguous(), mask, units)
 
-    def to_records(self, height: int, width: int) -> list[np.ndarray]:
-        """One float32 [n_b, 8] array of unit-square rows per image, real rows only (a codec stores them)."""
+    def to_rows(self, height: int, width: int) -> list[np.ndarray]:
+        """One float32 [n_b, 8] array of unit-square rows per image, real rows only (a record stores them)."""
         rows = self.unit_rows(height, width).detach()
         return [rows[b][self.mask[b]].cpu().numpy() for b in range(self.batch_size)]
 
     @classmethod
-    def from_records(cls, records: list[np.ndarray], height: int, width: int) -> "Splats":
-        """Pad per-image [n_b, 8] records into one batch, in pixels of a height x width image."""
-        for i, r in enumerate(records):
+    def from_rows(cls, rows: list[np.ndarray], height: int | None = None, width: int | None = None) -> "Splats":
+        """Pad per-image [n_b, 8] unit-square rows into one batch: in pixels of a height x width image, or in
+        the unit square when no size is given."""
+        for i, r in enumerate(rows):
             if r.ndim != 2 or r.shape[1] != RECORD_DIM:
-                raise ValueError(f"splat record {i} must have shape [n, {RECORD_DIM}], got {r.shape}")
-        B, N = len(records), max((len(r) for r in records), default=0)
-        rows = torch.zeros(B, N, RECORD_DIM)
+                raise ValueError(f"splat rows {i} must have shape [n, {RECORD_DIM}], got {r.shape}")
+        B, N = len(rows), max((len(r) for r in rows), default=0)
+        padded = torch.zeros(B, N, RECORD_DIM)
         mask = torch.zeros(B, N, dtype=torch.bool)
-        for b, r in enumerate(records):
-            rows[b, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))
+        for b, r in enumerate(rows):
+            padded[b, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))
             mask[b, : len(r)] = True
-        return cls.from_unit_rows(rows, mask, height, width)
+        return cls.from_unit_rows(padded, mask, height, width)
 
 
 def _unit_scale(height: int, width: int, device) -> Tensor:  # [8]: pixels per unit of each row column

@@ -80,12 +80,12 @@ def fitted_shards(root, counts: list[int], *, n_splats=(3, 9), labelled: bool = 
 
     import numpy as np
 
-    from gs_lightning.data.shards import FittedShardWriter, update_sizes
+    from gs_lightning.data.shards import FittedShard, update_sizes
 
     rng = np.random.default_rng(0)
     root = Path(root)
     for k, n in enumerate(counts):
-        w = FittedShardWriter(root / f"{k:05d}.tar", record)
+        w = FittedShard(root / f"{k:05d}.tar", record)
         for i in range(n):
             m = int(rng.integers(*n_splats))
             rec = np.concatenate([rng.random((m, 2)), 0.05 + 0.1 * rng.random((m, 1)), 0.02 * rng.standard_normal((m, 1)),
@@ -105,9 +105,9 @@ def fake_run(run_dir, name: str, mode: str, top1: list[float], top5: list[float]
 
     run_dir = Path(run_dir)
     (run_dir / "csv").mkdir(parents=True, exist_ok=True)
-    cfg = {"name": name, "model": {"mode": mode}, "data": {"gs": {"train": ""}}}
+    cfg = {"name": name, "model": {"mode": mode}, "data": {"splats": {"train": ""}}}
     if fit_dir is not None:
-        cfg["data"]["gs"]["train"] = str(Path(fit_dir) / "{00000..00001}.tar")
+        cfg["data"]["splats"]["train"] = str(Path(fit_dir) / "{00000..00001}.tar")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     queries = None if mode == "rgb" else 196
     (run_dir / "csv" / "hparams.yaml").write_text(f"trainable_share: {trainable}\nqueries: {'null' if queries is None else queries}\n")

@@ -1,6 +1,6 @@
 """Every user error, through the real command: one line `error: <key or file>: ...`, exit status 2, no traceback.
 
-The cases are the ones a new user hits (issue 11's table) and every range the configs declare. Hostile
+The cases are the ones a new user hits and every range the configs declare. Hostile
 input too: a checkpoint carrying a pickled payload must be refused without the payload running.
 """
 import os
@@ -36,7 +36,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     gs = fitted_shards(d / "gs", [4])
     return {"file": d / "a_file", "random": d / "random.ckpt", "payload": d / "payload.ckpt",
             "marker": d / "PAYLOAD_RAN", "dir": d,
-            "gs": f"data.gs.train={gs} data.gs.val={gs} data.gs.val_quantized={gs}"}
+            "gs": f"data.splats.train={gs} data.splats.val={gs} data.splats.val_quantized={gs}"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -47,7 +47,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 # (command line, with {file}, {random}, {payload}, {dir} and {gs} (existing splat shards) filled from the
 # fixture; what the error must name)
 CASES = {
-    # issue 11's table
+    # what a new user hits first
     "num_splats_zero": ("fit fit.num_splats=0", "fit.num_splats"),
     "num_splats_text": ("fit fit.num_splats=abc", "fit.num_splats"),
     "image_size_zero": ("fit fit.image_size=0", "fit.image_size"),
@@ -62,15 +62,19 @@ CASES = {
     "fit_lr_zero": ("fit fit.lr.xy=0", "fit.lr.xy"),
     "fit_lr_negative": ("fit fit.lr.rgb=-0.1", "fit.lr.rgb"),
     "prune_threshold_negative": ("fit fit.prune.threshold=-0.01", "fit.prune.threshold"),
-    "prune_outside_the_run": ("fit fit.prune.at=[0.5,1.5]", "fit.prune.at"),
+    "prune_outside_the_run": ("fit fit.prune.at=[0.5,1.5]", "fit.prune.at[1]"),
     "prune_points_text": ("fit fit.prune.at=[soon]", "fit.prune.at[0]"),
     "init_unknown": ("fit fit.init=grid", "fit.init"),
     "solve_colours_text": ("fit fit.solve_colours=maybe", "fit.solve_colours"),
     "solve_steps_zero": ("fit fit.solve_steps=0", "fit.solve_steps"),
     "target_psnr_negative": ("fit fit.target_psnr=-3", "fit.target_psnr"),
     "target_psnr_text": ("fit fit.target_psnr=high", "fit.target_psnr"),
-    "lr_budget_zero": ("fit fit.lr.budget=0", "fit.lr.budget"),
-    "lr_budget_power_negative": ("fit fit.lr.budget_power=-0.5", "fit.lr.budget_power"),
+    "beta2_one": ("fit fit.lr.beta2=1", "fit.lr.beta2"),
+    "decay_above_one": ("fit fit.lr.decay_to=1.5", "fit.lr.decay_to"),
+    "adaptive_floor_above_one": ("fit fit.adaptive_floor=1.2", "fit.adaptive_floor"),
+    "model_beta_one": ("train gs196 demo model.betas=[0.9,1.0]", "model.betas"),
+    "heads_do_not_divide_width": ("train gs196_scratch demo model.splat_encoder.resampler_heads=7",
+                                  "model.splat_encoder.resampler_heads"),
     "input_missing": ("fit fit.input={dir}/nowhere/{{00000..00003}}.tar", "fit.input"),
     "output_under_a_file": ("fit fit.output={file}/out", "fit.output"),
     "key_unknown": ("fit fit.num_splat=3", "fit.num_splat"),
@@ -79,18 +83,17 @@ CASES = {
     "weight_decay_negative": ("train rgb demo model.weight_decay=-1", "model.weight_decay"),
     "mode_unknown": ("train gs196 demo model.mode=distill", "model.mode"),
     "model_unknown": ("train rgb demo model.name=ViT-Huge-99", "model.name"),
-    "heads_do_not_divide_width": ("train gs196_scratch demo model.gs.resampler_heads=7", "model.gs.resampler_heads"),
     "checkpoint_missing": ("train gs196 demo model.rgb_checkpoint={dir}/none.ckpt", "model.rgb_checkpoint"),
-    "train_data_missing": ("train gs196_scratch demo data.gs.train={dir}/nowhere/{{0..3}}.tar", "data.gs.train"),
+    "train_data_missing": ("train gs196_scratch demo data.splats.train={dir}/nowhere/{{0..3}}.tar", "data.splats.train"),
     "experiment_unknown": ("train gs197", "gs197"),
     "output_dir_is_a_file": ("train rgb demo output_dir={file}", "output_dir"),
-    # the splat record (issue 15)
+    # the splat record
     "record_unknown": ("fit fit.record=zip", "fit.record"),
     "refine_iterations_negative": ("fit fit.refine_iterations=-1", "fit.refine_iterations"),
     "refine_iterations_text": ("fit fit.refine_iterations=many", "fit.refine_iterations"),
     "refine_lr_zero": ("fit fit.refine_lr=0", "fit.refine_lr"),
-    "val_quantized_missing": ("train gs196_scratch demo {gs} data.gs.val_quantized={dir}/nowhere/{{0..3}}.tar",
-                              "data.gs.val_quantized"),
+    "val_quantized_missing": ("train gs196_scratch demo {gs} data.splats.val_quantized={dir}/nowhere/{{0..3}}.tar",
+                              "data.splats.val_quantized"),
 }
 
 
@@ -112,6 +115,51 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
     assert last.startswith(f"error: {key}: "), last
     if case == "output_is_a_file":  # says what to give, not only that the path cannot be made
         assert "exists and is not a folder; give a folder" in last, last
+    if case == "train_data_missing":  # says how to get data without a download
+        assert "DATA=demo" in last, last
     if case == "checkpoint_pickled_payload":
         assert not files["marker"].exists(), "the pickled payload ran"
         assert "posix.system" in last  # says what it found
+
+
+# ---- the CLI explains itself ------------------------------------------------------------------------------
+
+
+def test_fit_help_lists_recipes_and_every_key_with_type_default_and_meaning():
+    out = run_cli("fit", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "recipes and overlays (experiments/fit/): demo, demo_test, demo_test_quantized, gaussianimage, paper" in out.stdout
+    line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.num_splats"])
+    assert line.split()[1:3] == ["int", "400"] and "Gaussians per image (>= 1)" in line
+    line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.init"])
+    assert "adaptive" in line and "structured" in line and "random" in line
+    paper = run_cli("fit", "paper", "--help")  # the values the named recipe gives
+    line = next(l for l in paper.stdout.splitlines() if l.split()[:1] == ["fit.iterations"])
+    assert line.split()[1:3] == ["int", "3000"]
+
+
+def test_train_help_lists_experiments_overlays_and_keys():
+    out = run_cli("train", "gs98", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "experiments (experiments/train/): gs196, " in out.stdout and "overlays (experiments/overlays/): demo" in out.stdout
+    line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["model.splat_encoder.num_queries"])
+    assert line.split()[1:3] == ["int", "98"] and "resampler queries" in line
+
+
+def test_cfg_prints_the_composed_config_and_runs_nothing(tmp_path):
+    import yaml
+
+    out = run_cli("train", "gs98", "demo", "model.lr=0.0042", f"output_dir={tmp_path}/runs", "--cfg")
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["name"] == "gs98" and cfg["model"]["lr"] == 0.0042 and cfg["model"]["splat_encoder"]["num_queries"] == 49
+    assert cfg["model"]["rgb_checkpoint"] == f"{tmp_path}/runs/rgb/checkpoints/best.ckpt"  # resolved
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_console_script_is_the_cli():
+    script = Path(sys.executable).parent / "gs-lightning"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "commands:" in out.stdout and "fit " in out.stdout, out.stderr
+    out = subprocess.run([str(script), "fitt"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: fitt: not a command")

@@ -11,10 +11,10 @@ import torch
 import webdataset as wds
 from helpers import image_bytes, smooth_photo
 
-from gs_lightning.codec import MAGIC, RECORDS, RecordError, quantize
-from gs_lightning.data.datamodules import ZeroShotDataModule
+from gs_lightning.codec import MAGIC, RECORDS, RecordError, round_trip
+from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 from gs_lightning.data.pixel_codecs import MATCH_TOLERANCE, QUALITIES, encode, fit_pixels, match_budget
-from gs_lightning.data.shards import FittedShardWriter, decode_image, splat_bytes, update_sizes
+from gs_lightning.data.shards import FittedShard, decode_image, splat_bytes, update_sizes
 
 Q = RECORDS["quantized"]
 BITS = {"pos": 12, "cov": 6, "colour": 7}  # the record's stated widths (codec.py's docstring)
@@ -68,14 +68,14 @@ def test_quantized_round_trip_within_the_stated_bounds(n):
 def test_quantize_is_what_the_record_stores_with_a_straight_through_gradient():
     rows = torch.from_numpy(rows_of(50)).requires_grad_(True)
     mask = torch.ones(1, 50, dtype=torch.bool)
-    fake = quantize(rows[None], mask)[0]
+    fake = round_trip(rows[None], mask)[0]
     stored = by_y(Q.decode(Q.encode(rows.detach().numpy())))
     np.testing.assert_allclose(by_y(fake.detach().numpy()), stored, rtol=1e-6, atol=1e-7)
     (fake * torch.arange(8.0)).sum().backward()
     torch.testing.assert_close(rows.grad, torch.arange(8.0).expand(50, 8))
     # padding rows are neither quantized nor counted in the ranges
     padded = torch.cat([rows.detach(), torch.full((3, 8), 9.0)])[None]
-    out = quantize(padded, torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], 1))[0]
+    out = round_trip(padded, torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], 1))[0]
     torch.testing.assert_close(out[:50], fake.detach())
     assert (out[50:] == 9.0).all()
 
@@ -137,7 +137,7 @@ def test_refinement_through_the_record_improves_what_is_stored(fit_cfg):
     Textured crops of the embedded photos, where quantizing costs a fit something to win back."""
     from gs_lightning.benchmarks.fit import photos
     from gs_lightning.fit.fitter import fit_batch, psnr_per_image
-    from gs_lightning.fit.quantize import quantized_render, refine_quantized
+    from gs_lightning.fit.refine import quantized_render, refine_quantized
     from gs_lightning.render import rasterize
     from gs_lightning.splats import Splats
 
@@ -147,7 +147,7 @@ def test_refinement_through_the_record_improves_what_is_stored(fit_cfg):
     with torch.no_grad():
         before = psnr_per_image(quantized_render(splats, 48, 48), images)
         after = psnr_per_image(quantized_render(refined, 48, 48), images)
-        stored = Splats.from_records([Q.decode(Q.encode(r)) for r in refined.to_records(48, 48)], 48, 48)
+        stored = Splats.from_rows([Q.decode(Q.encode(r)) for r in refined.to_rows(48, 48)], 48, 48)
         torch.testing.assert_close(rasterize(stored, 48, 48), quantized_render(refined, 48, 48), atol=1e-5, rtol=0)
     assert (after >= before - 1e-4).all(), (before, after)  # each image keeps its best step: never worse
     assert (after - before).mean() > 0.05, (before, after)
@@ -172,13 +172,13 @@ def test_old_fp16_shards_and_quantized_shards_both_load(tmp_path):
         for i, r in enumerate(sets):
             tar.write({"__key__": f"k{i}", "splats.npy": r.astype(np.float16), "json": {"psnr": 30.0}, "cls": i})
     update_sizes(tmp_path / "old", {"00000.tar": 3})
-    w = FittedShardWriter(tmp_path / "new" / "00000.tar", record="quantized")
+    w = FittedShard(tmp_path / "new" / "00000.tar", "quantized")
     for i, r in enumerate(sets):
         w.write(f"k{i}", r, {"psnr": 30.0}, None, i)
     w.commit()
     for folder, expect in (("old", [r.astype(np.float16).astype(np.float32) for r in sets]),
                            ("new", [Q.decode(Q.encode(r)) for r in sets])):
-        dm = ZeroShotDataModule(kind="gs", path=str(tmp_path / folder / "00000.tar"), batch_size=3, num_workers=0)
+        dm = ZeroShotDataModule(kind="splats", path=str(tmp_path / folder / "00000.tar"), batch_size=3, num_workers=0)
         (batch,) = list(dm.val_dataloader())
         assert batch["label"].tolist() == [0, 1, 2]
         for b, want in enumerate(expect):

@@ -12,8 +12,9 @@ import pytest
 import torch
 from helpers import datacomp_shards, fitted_shards, image_bytes, smooth_photo
 
-from gs_lightning.data.datamodules import DataCompDataModule, DataPathError, ZeroShotDataModule
-from gs_lightning.data.shards import FittedShardWriter, decode_image, update_sizes, write_image_shard
+from gs_lightning.data.datamodules import DataCompDataModule, DataPathError
+from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
+from gs_lightning.data.shards import FittedShard, decode_image, update_sizes, write_image_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = open_clip.get_tokenizer("ViT-B-16")
@@ -27,17 +28,17 @@ def test_rgb_and_splat_training_batches(tmp_path):
     assert len(batches) == 9 // 3  # the epoch's whole batches, from sizes.json
     b = batches[0]
     assert b["image"].shape == (3, 3, 16, 16) and b["text"].shape == (3, 77) and b["text"].dtype == torch.long
-    gs = DataCompDataModule(kind="gs", train=fitted_shards(tmp_path / "gs", [5, 4]), tokenizer=TOKENIZER,
+    gs = DataCompDataModule(kind="splats", train=fitted_shards(tmp_path / "gs", [5, 4]), tokenizer=TOKENIZER,
                             batch_size=4, num_workers=0, max_splats=5)
     b = next(iter(gs.train_dataloader()))
     s = b["splats"]
     assert s.xy.shape[0] == 4 and s.xy.shape[1] <= 5 and s.mask.dtype == torch.bool
-    assert (s.counts() >= 3).all() and (s.xy[s.mask] <= 1).all()  # unit square
+    assert (s.counts() >= 3).all() and (s.xy[s.mask] <= 1).all() and s.units == "unit"  # the unit square
     s.check()
 
 
 def test_zero_shot_batches_visit_every_sample_once(tmp_path):
-    zs = ZeroShotDataModule(kind="gs", path=fitted_shards(tmp_path, [4, 3, 2]), batch_size=4, num_workers=2)
+    zs = ZeroShotDataModule(kind="splats", path=fitted_shards(tmp_path, [4, 3, 2]), batch_size=4, num_workers=2)
     keys = [k for b in zs.val_dataloader() for k in b["keys"]]
     assert sorted(keys) == sorted(f"{k:05d}.tar/s{k}_{i:03d}" for k, n in enumerate([4, 3, 2]) for i in range(n))
 
@@ -65,20 +66,21 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     long = next(b for b in batches if b["keys"] == ["00000.tar/long"])
     assert long["text"].shape == (1, 77) and long["text"][0, -1] != 0  # truncated, ends in EOT
 
-    w = FittedShardWriter(tmp_path / "gs" / "00000.tar")
+    w = FittedShard(tmp_path / "gs" / "00000.tar", "fp16")
     w.write("ok", np.full((4, 8), 0.5, np.float16), {}, "fine", 1)
     w.write("nan", np.full((4, 8), np.nan, np.float16), {}, "x", 1)
     w._tar.write({"__key__": "shape", "splats.npy": np.zeros((4, 7), np.float16), "txt": "x", "cls": 1})
     w.commit()
-    zs = ZeroShotDataModule(kind="gs", path=str(tmp_path / "gs" / "00000.tar"), batch_size=8, num_workers=0)
+    zs = ZeroShotDataModule(kind="splats", path=str(tmp_path / "gs" / "00000.tar"), batch_size=8, num_workers=0)
     with pytest.warns(UserWarning, match="00000.tar/(nan|shape)"):
         (b,) = list(zs.val_dataloader())
     assert b["keys"] == ["00000.tar/ok"] and b["skipped"] == 2
 
 
-def test_missing_data_path_names_the_key_and_the_demo(tmp_path):
-    with pytest.raises(DataPathError, match=r"^data\.train: .*nowhere.*DATA=demo"):
-        DataCompDataModule(kind="gs", train=str(tmp_path / "nowhere" / "{00000..00003}.tar"), tokenizer=TOKENIZER,
+def test_missing_data_path_names_the_key_and_the_path(tmp_path):
+    with pytest.raises(DataPathError, match=r"^data\.train: no shards or images found at .*nowhere.* \(missing .*"
+                                            r"nowhere/00000\.tar and others\)$"):
+        DataCompDataModule(kind="splats", train=str(tmp_path / "nowhere" / "{00000..00003}.tar"), tokenizer=TOKENIZER,
                            batch_size=2)
 
 
@@ -101,7 +103,7 @@ DDP_SCRIPT = textwrap.dedent('''
             with open(f"{sys.argv[2]}/rank{self.global_rank}.json", "w") as f:
                 json.dump(self.seen, f)
 
-    dm = DataCompDataModule(kind="gs", train=sys.argv[1], tokenizer=open_clip.get_tokenizer("ViT-B-16"),
+    dm = DataCompDataModule(kind="splats", train=sys.argv[1], tokenizer=open_clip.get_tokenizer("ViT-B-16"),
                             batch_size=2, num_workers=2)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, use_distributed_sampler=False)
@@ -139,7 +141,7 @@ COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 def test_every_caption_stays_with_its_image_through_shuffled_batches(tmp_path):
     """Captions name their image's colour, so a batch can be checked pair by pair: RGB images and splat sets."""
     names = list(COLOURS)
-    rgb_samples, gs = [], FittedShardWriter(tmp_path / "gs" / "00000.tar")
+    rgb_samples, gs = [], FittedShard(tmp_path / "gs" / "00000.tar", "fp16")
     for i in range(24):
         name = names[(i * 7) % 3]
         square = np.zeros((16, 16, 3), np.uint8) + np.array(COLOURS[name], np.uint8)
@@ -151,7 +153,7 @@ def test_every_caption_stays_with_its_image_through_shuffled_batches(tmp_path):
     gs.commit()
     write_image_shard(tmp_path / "rgb" / "00000.tar", rgb_samples)
     want = {name: TOKENIZER([f"a {name} square"])[0] for name in names}
-    for kind, path in (("rgb", tmp_path / "rgb" / "00000.tar"), ("gs", tmp_path / "gs" / "00000.tar")):
+    for kind, path in (("rgb", tmp_path / "rgb" / "00000.tar"), ("splats", tmp_path / "gs" / "00000.tar")):
         dm = DataCompDataModule(kind=kind, train=str(path), tokenizer=TOKENIZER, batch_size=8, num_workers=2,
                                 num_samples=24, shuffle_buffer=24,
                                 preprocess=open_clip.image_transform(16, is_train=False) if kind == "rgb" else None)
@@ -176,7 +178,7 @@ def write_idx(path, array: np.ndarray) -> None:
 def test_the_demo_writes_fashion_mnist_as_shards(tmp_path):
     """make demo's data path: Debian's idx files in, DataComp-style train shards and labelled test shards out."""
     from gs_lightning.data.demo import read_idx, write_fashion_mnist
-    from gs_lightning.eval_sets import FASHION_CLASSNAMES
+    from gs_lightning.data.demo import FASHION_CLASSNAMES
 
     rng = np.random.default_rng(0)
     split = {"train": (rng.integers(0, 256, (7, 28, 28)), np.array([0, 1, 2, 3, 9, 9, 5])),

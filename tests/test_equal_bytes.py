@@ -19,10 +19,11 @@ from PIL import Image
 from gs_lightning.compare import compare
 from gs_lightning.data.pixel_codecs import MATCH_TOLERANCE, encode, fit_pixels
 from gs_lightning.data.shards import decode_image, list_sources, splat_bytes
-from gs_lightning.eval_sets import eval_set
-from gs_lightning.evaluate import BANNER_LOGGERS, RANDOM_INIT_WARNING, evaluate
+from gs_lightning.zeroshot.tasks import eval_set
+from gs_lightning.build import BANNER_LOGGERS, RANDOM_INIT_WARNING
+from gs_lightning.evaluate import evaluate
 from gs_lightning.models.clip_module import ClipModule
-from gs_lightning.models.zeroshot import zero_shot_classifier
+from gs_lightning.zeroshot.classifier import zero_shot_classifier
 
 SIZE = 16  # ViT-Tiny-16's input; the eval images are written at it, so they are used as given
 
@@ -73,7 +74,7 @@ def runs(tmp_path_factory):
             "compression_ratio": 3 * SIZE * SIZE / (sum(b.values()) / len(b)), "seconds": 1.1, "images_fitted": 11}))
     teacher = fake_finished_run(root / "runs" / "rgb", "rgb", {"rgb": {"val": images}}, seed=1)
     student = fake_finished_run(root / "runs" / "gs", "transfer",
-                                {"gs": {"val": fp16, "val_quantized": quantized}}, seed=2)
+                                {"splats": {"val": fp16, "val_quantized": quantized}}, seed=2)
     text = compare([str(root / "runs" / "rgb"), str(root / "runs" / "gs")], root / "results")
     return {"root": root, "images": images, "fp16": fp16, "quantized": quantized, "teacher": teacher,
             "student": student, "text": text}

@@ -14,18 +14,20 @@ from conftest import TINY_TRAIN
 from helpers import fake_run, fitted_shards
 
 from gs_lightning.compare import load_run, table
-from gs_lightning.config import EXPERIMENTS, FitRun, TrainRun, UserError, compose, load_fit_config
+from gs_lightning.config import EXPERIMENTS, compose_fit, compose_train, group_names, load_fit_config
+from gs_lightning.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("exp", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")
-                                       if p.stem not in ("base", "demo") and not p.stem.startswith("fit")))
+@pytest.mark.parametrize("exp", group_names("train"))
 @pytest.mark.parametrize("overlay", [[], ["demo"]])
 def test_every_experiment_composes(exp, overlay):
-    cfg = compose(TrainRun, ["base", exp, *overlay])
+    from gs_lightning.models.clip_module import input_kind
+
+    cfg = compose_train([exp, *overlay])
     assert cfg.model.mode in ("rgb", "transfer", "scratch") and cfg.name == exp
-    kind = "rgb" if cfg.model.mode == "rgb" else "gs"
+    kind = input_kind(cfg.model.mode)
     assert cfg.data[kind].train and cfg.data[kind].val
     if cfg.model.mode == "transfer":
         assert cfg.model.rgb_checkpoint.endswith("rgb/checkpoints/best.ckpt")
@@ -33,21 +35,49 @@ def test_every_experiment_composes(exp, overlay):
         assert cfg.trainer.accelerator == "cpu" and int(cfg.trainer.max_epochs) > 0
 
 
-@pytest.mark.parametrize("overlay", sorted(p.stem for p in EXPERIMENTS.glob("fit_*.yaml")))
+@pytest.mark.parametrize("overlay", group_names("fit"))
 def test_every_fit_overlay_composes(overlay):
-    from gs_lightning.fit.fitter import PARAMETERIZATIONS
+    from gs_lightning.fit.parameterization import PARAMETERIZATIONS
 
-    cfg = load_fit_config(["fit", overlay])
+    cfg = load_fit_config([overlay])
     assert cfg.parameterization in PARAMETERIZATIONS and cfg.iterations > 0
+
+
+def _leaves(node, prefix=""):  # {"fit.lr.xy": 0.02, ...} of a YAML mapping
+    out = {}
+    for k, v in node.items():
+        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("group", ["fit", "train", "overlays"])
+def test_an_experiment_file_holds_only_its_differences(group):
+    """The typed configs hold every default (one home each): a file sets a key only to change it, from the
+    defaults it composes on, or (an overlay) from what some experiment gives."""
+    from omegaconf import OmegaConf
+
+    from gs_lightning.config import FitRun, TrainRun, compose
+
+    schema = FitRun if group == "fit" else TrainRun
+    experiments = [compose_train([name]) for name in group_names("train")] if group == "overlays" else []
+    for name in group_names(group):
+        path = EXPERIMENTS / group / f"{name}.yaml"
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+        base = compose(schema, [EXPERIMENTS / group / f"{d}.yaml" for d in raw.pop("defaults", [])])
+        for key, value in _leaves(raw).items():
+            before = [OmegaConf.select(c, key) for c in [base, *experiments]]
+            assert any(b != value for b in before), f"{path}: {key}: {value!r} is what it already is"
 
 
 def test_unknown_keys_and_experiments_are_named():
     with pytest.raises(UserError, match=r"^trainer\.devicez: unknown config key"):
-        compose(TrainRun, ["base", "gs196"], ["trainer.devicez=2"])
-    with pytest.raises(UserError, match=r"^gs197: no experiment or overlay.*known: .*gs196"):
-        compose(TrainRun, ["base", "gs197"])
+        compose_train(["gs196"], ["trainer.devicez=2"])
+    with pytest.raises(UserError, match=r"^gs197: no experiment of that name.*known: .*gs196"):
+        compose_train(["gs197"])
+    with pytest.raises(UserError, match=r"^demo2: no overlay of that name.*known: .*demo"):
+        compose_train(["gs196", "demo2"])
     with pytest.raises(UserError, match=r"^fit\.num_splats: Value 'abc' of type 'str' could not be converted"):
-        compose(FitRun, ["fit"], ["fit.num_splats=abc"])
+        compose_fit([], ["fit.num_splats=abc"])
 
 
 def agent_command(spec: dict, params: dict) -> list[str]:
@@ -71,8 +101,8 @@ def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
     pattern = fitted_shards(tmp_path / "gs", [4, 4])
     # One draw of the sweep's parameters, plus fixed values a user would pin with `value:` entries.
     params = {k: v["values"][-1] for k, v in spec["parameters"].items()}
-    params.update({"model.mode": "scratch", "output_dir": str(tmp_path / "runs"), "data.gs.train": pattern,
-                   "data.gs.val": pattern, "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.max_epochs": 1,
+    params.update({"model.mode": "scratch", "output_dir": str(tmp_path / "runs"), "data.splats.train": pattern,
+                   "data.splats.val": pattern, "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.max_epochs": 1,
                    "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1, "data.batch_size": 2,
                    "data.val_batch_size": 2})
     params.update(dict(a.split("=", 1) for a in TINY_TRAIN))
@@ -89,7 +119,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     pattern = fitted_shards(tmp_path / "gs", [60, 60])
     run = tmp_path / "runs" / "gs196_scratch"
     args = [sys.executable, "-m", "gs_lightning", "train", "gs196_scratch", "demo", f"output_dir={tmp_path}/runs",
-            f"data.gs.train={pattern}", f"data.gs.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
+            f"data.splats.train={pattern}", f"data.splats.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
             "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=5", *TINY_TRAIN]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     last = run / "checkpoints" / "last.ckpt"
@@ -117,7 +147,7 @@ def test_sigterm_saves_last_checkpoint_and_resume_goes_on_from_it(tmp_path):
     pattern = fitted_shards(tmp_path / "gs", [300, 300])
     run = tmp_path / "runs" / "gs196_scratch"
     args = [sys.executable, "-m", "gs_lightning", "train", "gs196_scratch", "demo", f"output_dir={tmp_path}/runs",
-            f"data.gs.train={pattern}", f"data.gs.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
+            f"data.splats.train={pattern}", f"data.splats.val={pattern}", "data.batch_size=2", "trainer.max_epochs=1",
             "trainer.limit_val_batches=1", "checkpoint.every_n_train_steps=100000", "trainer.log_every_n_steps=1",
             *TINY_TRAIN]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -145,7 +175,7 @@ def test_a_checkpoint_killed_mid_write_is_never_torn(tmp_path):
     checkpoint from a local /tmp onto a shared filesystem (tests/stop_at.py): last.ckpt stays the first save."""
     pattern = fitted_shards(tmp_path / "gs", [40, 40])
     args = [sys.executable, "tests/stop_at.py", "interrupted-move", "last.ckpt", "2", "--", "train", "gs196_scratch",
-            "demo", f"output_dir={tmp_path}/runs", f"data.gs.train={pattern}", f"data.gs.val={pattern}",
+            "demo", f"output_dir={tmp_path}/runs", f"data.splats.train={pattern}", f"data.splats.val={pattern}",
             "data.batch_size=2", "trainer.max_epochs=1", "trainer.limit_val_batches=1",
             "checkpoint.every_n_train_steps=3", *TINY_TRAIN]
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -14,10 +14,12 @@ import torch
 from conftest import TINY_FIT
 from helpers import image_bytes, random_splats, smooth_photo
 
-from gs_lightning.config import PruneConfig, UserError
+from gs_lightning.errors import UserError
+from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.data.shards import resize_center_crop, write_image_shard
-from gs_lightning.fit.fitter import RIDGE, _to_geometry, _to_params, fit_batch, solve_colours
+from gs_lightning.fit.fitter import fit_batch, solve_colours
 from gs_lightning.fit.init import adaptive_init, grid_rows, random_init, structured_init
+from gs_lightning.fit.parameterization import PARAMETERIZATIONS
 from gs_lightning.render import CUTOFF, rasterize, render_reference
 from gs_lightning.splats import Splats
 
@@ -66,7 +68,7 @@ def photo(h: int, w: int, seed: int = 0) -> torch.Tensor:  # [1, 3, h, w] in [0,
 def test_adaptive_init_on_a_flat_image_is_the_structured_grid(n, h, w):
     """With no detail anywhere the density is uniform, so the cells are the structured grid's."""
     img = torch.full((1, 3, h, w), 0.4)
-    a, s = adaptive_init(img, n), structured_init(img, n)
+    a, s = adaptive_init(img, n, floor=0.3, scale=1.0), structured_init(img, n)
     torch.testing.assert_close(a.xy, s.xy, atol=1e-3, rtol=0)
     assert a.mask.all() and a.xy.shape == (1, n, 2)
     cell = torch.minimum(a.chol[..., 0], a.chol[..., 2])  # anisotropic: the half sides; structured: the shorter
@@ -79,7 +81,7 @@ def test_adaptive_init_puts_gaussians_where_the_detail_is(axis):
     img = photo(48, 96) if axis == "x" else photo(96, 48)
     flat = (..., slice(None), slice(0, 48)) if axis == "x" else (..., slice(0, 48), slice(None))
     img[flat] = img[flat].mean(dim=(2, 3), keepdim=True)
-    s = adaptive_init(img, 200)
+    s = adaptive_init(img, 200, floor=0.3, scale=1.0)
     textured = (s.xy[0, :, 0 if axis == "x" else 1] >= 48).sum().item()
     assert textured > 0.65 * 200, textured  # the uniform grid would put half there
     assert ((s.xy >= 0) & (s.xy <= torch.tensor([img.shape[3], img.shape[2]], dtype=torch.float32))).all()
@@ -88,7 +90,7 @@ def test_adaptive_init_puts_gaussians_where_the_detail_is(axis):
 
 def test_adaptive_init_is_deterministic_and_each_image_its_own():
     imgs = torch.cat([photo(40, 56, seed=i) for i in range(3)])
-    one, two, alone = adaptive_init(imgs, 50), adaptive_init(imgs, 50), adaptive_init(imgs[1:2], 50)
+    one, two, alone = (adaptive_init(x, 50, floor=0.3, scale=1.0) for x in (imgs, imgs, imgs[1:2]))
     for name in ("xy", "chol", "rgb"):
         assert torch.equal(getattr(one, name), getattr(two, name))
         torch.testing.assert_close(getattr(one, name)[1:2], getattr(alone, name))
@@ -101,13 +103,14 @@ def test_least_squares_colours_equal_a_dense_solve():
     B, N, H, W = 2, 12, 14, 18
     splats = random_splats(B, N, H, W, scale=(1.0, 4.0), requires_grad=False, seed=3)
     images = torch.rand(B, 3, H, W)
-    got = solve_colours(splats, images, steps=60)
+    ridge = 0.01
+    got = solve_colours(splats, images, steps=60, ridge=ridge)
     for b in range(B):
         one = Splats(splats.xy[b:b + 1].expand(N, N, 2), splats.chol[b:b + 1].expand(N, N, 3),
                      torch.eye(N)[..., None].expand(N, N, 3), torch.ones(N, N, dtype=torch.bool))
         A = render_reference(one, H, W, cutoff=CUTOFF)[:, 0].reshape(N, H * W).T.double()  # [HW, N]
         # the ridge as extra rows: |A c - y|^2 + ridge * sum_i pi l11 l22 c_i^2
-        d = (RIDGE * torch.pi * splats.chol[b, :, 0] * splats.chol[b, :, 2]).sqrt().double()
+        d = (ridge * torch.pi * splats.chol[b, :, 0] * splats.chol[b, :, 2]).sqrt().double()
         y = images[b].reshape(3, H * W).T.double()  # [HW, 3]
         want = torch.linalg.lstsq(torch.cat([A, torch.diag(d)]), torch.cat([y, torch.zeros(N, 3).double()])).solution
         torch.testing.assert_close(got[b].double(), want, atol=2e-4, rtol=1e-3)
@@ -117,7 +120,7 @@ def test_least_squares_colours_beat_the_init_and_leave_padding_alone():
     img = photo(32, 32)
     s = structured_init(img, 36)
     s.mask[0, :4] = False
-    c = solve_colours(s, img, steps=20)
+    c = solve_colours(s, img, steps=20, ridge=FitConfig().solve_ridge)
     assert (c[0, :4] == 0).all()
     err = lambda rgb: (rasterize(Splats(s.xy, s.chol, rgb, s.mask), 32, 32) - img).square().mean()  # noqa: E731
     assert err(c) < 0.8 * err(s.rgb)
@@ -182,7 +185,8 @@ def test_parameterizations_start_from_the_init_they_are_given(how):
     img = torch.rand(2, 3, 30, 50)
     size = torch.tensor([50.0, 30.0])
     for start in (structured_init(img, 40), random_init(img, 40, generator=torch.Generator().manual_seed(1))):
-        xy, chol = _to_geometry(*_to_params(start, how, size), how, size)
+        p = PARAMETERIZATIONS[how]
+        xy, chol = p.to_geometry(*p.to_params(start, size), size)
         torch.testing.assert_close(xy, start.xy, atol=1e-3, rtol=0)
         torch.testing.assert_close(chol, start.chol)
 
@@ -190,7 +194,8 @@ def test_parameterizations_start_from_the_init_they_are_given(how):
 def test_gaussianimage_factors_through_zero_keep_the_covariance():
     """Raw factors may step through zero: the folded, positive-diagonal L has the same Sigma = L L^T."""
     raw = torch.tensor([[[-2.0, 0.7, 1.5], [3.0, -1.0, -0.5], [-1.0, 2.0, -4.0], [0.0, 1.0, 2.0]]])  # l11, l21, l22
-    _, chol = _to_geometry(torch.zeros(1, 4, 2), raw[..., [0, 2]], raw[..., 1:2], "gaussianimage", torch.tensor([8.0, 8.0]))
+    _, chol = PARAMETERIZATIONS["gaussianimage"].to_geometry(torch.zeros(1, 4, 2), raw[..., [0, 2]], raw[..., 1:2],
+                                                             torch.tensor([8.0, 8.0]))
 
     def sigma(c):  # [..., 3] -> [..., 2, 2]
         L = torch.stack([torch.stack([c[..., 0], torch.zeros_like(c[..., 0])], -1), c[..., 1:3]], -2)
@@ -207,7 +212,7 @@ def test_under_gaussianimage_random_gaussians_keep_their_size_and_under_ours_the
     img = torch.from_numpy(smooth_photo(64, 64)).permute(2, 0, 1).float()[None] / 255
     start = random_init(img, 16, generator=torch.Generator().manual_seed(0))  # 0.5-1.5 pixel Gaussians
     growth = {}
-    for names in (["fit"], ["fit", "fit_gaussianimage"]):  # the shipped configs
+    for names in ([], ["gaussianimage"]):  # the shipped configs
         cfg = fit_cfg(names, num_splats=16, iterations=150)
         end, _ = fit_batch(img, cfg, init=start)
         growth[cfg.parameterization] = (end.chol[..., [0, 2]] / start.chol[..., [0, 2]]).median().item()

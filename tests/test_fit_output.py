@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY_FIT
 from helpers import image_bytes, smooth_photo
 
-from gs_lightning.config import FitRun, compose, load_fit_config
+from gs_lightning.config import compose_fit, load_fit_config
 from gs_lightning.data.shards import decode_image, resize_center_crop, write_image_shard
 from gs_lightning.fit.fitter import psnr_per_image
 from gs_lightning.render import rasterize
@@ -45,6 +45,7 @@ def fit(*args: str) -> subprocess.CompletedProcess:
     out = subprocess.run([sys.executable, "-m", "gs_lightning", "fit", *TINY_FIT, *args], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "GPU available" not in out.stdout + out.stderr  # no Lightning device banner in a fit
     return out
 
 
@@ -53,12 +54,12 @@ def test_records_are_unit_square_and_render_back_to_the_psnr_they_report(tmp_pat
     source image is the one the record's json states (up to float16 rounding of the record)."""
     pattern = shards(tmp_path / "in", [3])
     fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.iterations=40")
-    size = load_fit_config(["fit"], TINY_FIT).image_size
+    size = load_fit_config([], TINY_FIT).image_size
     source = members(tmp_path / "in" / "00000.tar")
     for key, m in members(tmp_path / "out" / "00000.tar").items():
         record = np.load(io.BytesIO(m["splats.npy"]))
         assert record.dtype == np.float16 and ((record[:, :2] >= -0.5) & (record[:, :2] <= 1.5)).all()
-        splats = Splats.from_records([record], height=size, width=size)
+        splats = Splats.from_rows([record], height=size, width=size)
         image = resize_center_crop(decode_image(source[key]["png"]), size)[None]
         psnr = psnr_per_image(rasterize(splats, size, size), image).item()
         assert psnr == pytest.approx(json.loads(m["json"])["psnr"], abs=0.1), key
@@ -113,8 +114,8 @@ def test_fit_an_image_folder_in_shards_of_shard_size(tmp_path):
 
 
 def test_gaussianimage_overlay_writes_to_its_own_default_output():
-    ours = compose(FitRun, ["fit"]).fit.output
-    theirs = compose(FitRun, ["fit", "fit_gaussianimage"], ["fit.init=random"]).fit
+    ours = compose_fit().fit.output
+    theirs = compose_fit(["gaussianimage"], ["fit.init=random"]).fit
     assert theirs.output == "outputs/fit/photos-400-gaussianimage-random" != ours
     assert theirs.parameterization == "gaussianimage" and theirs.lr.decay_to == 1.0
     assert {theirs.lr.xy, theirs.lr.diagonal, theirs.lr.shear, theirs.lr.rgb} == {0.001}
@@ -129,14 +130,14 @@ def test_the_quantized_record_is_what_fit_writes_and_reports(tmp_path):
     pattern = shards(tmp_path / "in", [3])
     fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.iterations=40", "fit.record=quantized",
         "fit.refine_iterations=5")
-    size = load_fit_config(["fit"], TINY_FIT).image_size
+    size = load_fit_config([], TINY_FIT).image_size
     source = members(tmp_path / "in" / "00000.tar")
     total = 0
     for key, m in members(tmp_path / "out" / "00000.tar").items():
         assert sorted(m) == ["json", "splats.gsq", "txt"], sorted(m)
         meta = json.loads(m["json"])
         assert meta["record"] == "quantized" and meta["bytes"] == len(m["splats.gsq"])
-        splats = Splats.from_records([RECORDS["quantized"].decode(m["splats.gsq"])], height=size, width=size)
+        splats = Splats.from_rows([RECORDS["quantized"].decode(m["splats.gsq"])], height=size, width=size)
         image = resize_center_crop(decode_image(source[key]["png"]), size)[None]
         assert psnr_per_image(rasterize(splats, size, size), image).item() == pytest.approx(meta["psnr"], abs=0.01)
         total += meta["bytes"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import shipped_fit_config
 
-from gs_lightning.config import PruneConfig
+from gs_lightning.fit.config import PruneConfig
 from gs_lightning.fit.fitter import fit_batch
 from gs_lightning.fit.init import random_init, structured_init
 from gs_lightning.render import rasterize
@@ -51,18 +51,13 @@ def recipe(iterations: int, prune: PruneConfig, **lr):
     return replace(cfg, lr=replace(cfg.lr, rgb=LR_RGB, **lr))
 
 
-def rate_scale(cfg) -> float:
-    """The rates are given for lr.budget iterations and scaled by (budget / T) ** budget_power for T."""
-    return (cfg.lr.budget / cfg.iterations) ** cfg.lr.budget_power
-
-
 def test_l1_penalty_and_schedule_move_a_probe_by_lr_times_the_schedule():
     colours = [0.8, -0.7]
     image, start = with_probes(colours)
     T = 41
     cfg = recipe(T, PruneConfig(l1_weight=0.5))
     end, _ = fit_batch(image, cfg, init=start)
-    moved = LR_RGB * rate_scale(cfg) * sum(schedule(t, T, cfg.lr.decay_to) for t in range(T))
+    moved = LR_RGB * sum(schedule(t, T, cfg.lr.decay_to) for t in range(T))
     want = torch.tensor([c - math.copysign(moved, c) for c in colours])[:, None].expand(2, 3)
     torch.testing.assert_close(end.rgb[0, 4:], want, atol=1e-5, rtol=0)
     # Without the penalty the probes see no gradient at all, so they stay where they were.
@@ -87,26 +82,28 @@ def test_pruning_looks_at_the_colours_of_its_step_and_keeps_dark_negative_ones()
     assert stats.n_final.item() == end.mask.sum().item() and stats.n_init.item() == 8
 
 
-def test_adams_second_moment_decay_is_fit_lr_beta2():
+def test_adams_moment_decays_are_fit_lr_beta1_and_beta2():
     """After a prune the survivors' L1 gradient grows (it is averaged over fewer real splats), and Adam's steps
-    lr * m_hat / sqrt(v_hat) then depend on beta2. A watched probe's colour must follow Adam's update written out
-    by hand with the configured beta2, for the default's and for Adam's own."""
+    lr * m_hat / sqrt(v_hat) then depend on beta1 and beta2. A watched probe's colour must follow Adam's update
+    written out by hand with the configured decays: the default's, and others for each."""
     T, P, threshold, l1 = 41, 20, 0.2, 0.5  # the 4 Gaussians on the image keep colours near 0.57: never pruned
     victim, watched = threshold + (P - 0.5) * LR_RGB, 2.0  # the victim is under the threshold at step P: pruned
     image, start = with_probes([victim, watched])
     ends = {}
-    for beta2 in (0.95, 0.999):
-        cfg = recipe(T, PruneConfig(l1_weight=l1, threshold=threshold, at=[P / T]), decay_to=1.0, beta2=beta2)
+    for beta1, beta2 in ((0.9, 0.95), (0.9, 0.999), (0.7, 0.95)):
+        cfg = recipe(T, PruneConfig(l1_weight=l1, threshold=threshold, at=[P / T]), decay_to=1.0, beta1=beta1,
+                     beta2=beta2)
         end, stats = fit_batch(image, cfg, init=start)
         assert stats.n_final.item() == 5  # the victim alone was pruned
         c, m, v = watched, 0.0, 0.0
         for t in range(1, T + 1):  # step t sees 4 + 2 real splats before the prune, 5 from step P + 1 on
             g = l1 / (6 if t <= P else 5)
-            m, v = 0.9 * m + 0.1 * g, beta2 * v + (1 - beta2) * g * g
-            c -= LR_RGB * (m / (1 - 0.9**t)) / (math.sqrt(v / (1 - beta2**t)) + 1e-8)
+            m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+            c -= LR_RGB * (m / (1 - beta1**t)) / (math.sqrt(v / (1 - beta2**t)) + 1e-8)
         torch.testing.assert_close(end.rgb[0, 5], torch.full((3,), c), atol=1e-5, rtol=0)
-        ends[beta2] = end.rgb[0, 5, 0].item()
-    assert abs(ends[0.95] - ends[0.999]) > 1e-3  # the oracle tells the two apart
+        ends[beta1, beta2] = end.rgb[0, 5, 0].item()
+    # the oracle tells them apart
+    assert abs(ends[0.9, 0.95] - ends[0.9, 0.999]) > 1e-3 and abs(ends[0.9, 0.95] - ends[0.7, 0.95]) > 1e-3
 
 
 def test_a_rotated_ellipse_is_fitted_with_its_shear():

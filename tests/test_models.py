@@ -14,9 +14,10 @@ from conftest import TINY_TRAIN, shipped_model_kwargs
 from helpers import datacomp_shards, fitted_shards
 
 from gs_lightning.compare import load_run
-from gs_lightning.config import UserError
+from gs_lightning.errors import UserError
 from gs_lightning.models.clip_module import ClipModule
-from gs_lightning.models.gs_encoder import PerceiverResampler, load_matching, read_state_dict
+from gs_lightning.checkpoint import load_matching, read_state_dict
+from gs_lightning.models.resampler import PerceiverResampler
 from gs_lightning.splats import Splats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def unit_splats(batch: int, n: int, seed: int = 0) -> Splats:
     chol = torch.stack([0.02 + 0.05 * torch.rand(batch, n, generator=g), 0.01 * torch.randn(batch, n, generator=g),
                         0.02 + 0.05 * torch.rand(batch, n, generator=g)], -1)
     return Splats(torch.rand(batch, n, 2, generator=g), chol, torch.rand(batch, n, 3, generator=g),
-                  torch.ones(batch, n, dtype=torch.bool))
+                  torch.ones(batch, n, dtype=torch.bool), units="unit")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,8 @@ def test_logit_scale_is_clamped_after_the_step():
 
 def test_transfer_reproduces_the_rgb_text_features_exactly(rgb_checkpoint):
     rgb = ClipModule(**shipped_model_kwargs(mode="rgb"))
-    load_matching(rgb.model, read_state_dict(rgb_checkpoint), rgb_checkpoint)
+    load_matching(rgb.model, read_state_dict(rgb_checkpoint, "model.rgb_checkpoint"), rgb_checkpoint,
+                  "model.rgb_checkpoint")
     gs = transfer(rgb_checkpoint)
     text = rgb.tokenizer(["a photo of a cat.", "a sneaker", "an ankle boot, black"])
     # Same kernels on both sides: torch's attention picks its fused path by whether parameters require grad
@@ -120,7 +122,7 @@ def test_transfer_reproduces_the_rgb_text_features_exactly(rgb_checkpoint):
 
 def test_resampler_ignores_extra_padding():
     torch.manual_seed(0)
-    r = PerceiverResampler(dim=16, num_queries=4, depth=2, heads=2).eval()
+    r = PerceiverResampler(dim=16, num_queries=4, depth=2, heads=2, mlp_ratio=1.0).eval()
     media = torch.randn(2, 7, 16)
     mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
     padded = torch.cat([media, torch.randn(2, 5, 16) * 100], 1)  # garbage in the padding
@@ -132,7 +134,7 @@ def test_encoder_ignores_extra_padding(rgb_checkpoint):
     enc = transfer(rgb_checkpoint).model.visual.eval()
     s = unit_splats(2, 9)
     pad = Splats(*(torch.cat([t, torch.full((2, 4, t.shape[-1]), float("nan"))], 1) for t in (s.xy, s.chol, s.rgb)),
-                 torch.cat([s.mask, torch.zeros(2, 4, dtype=torch.bool)], 1))
+                 torch.cat([s.mask, torch.zeros(2, 4, dtype=torch.bool)], 1), units="unit")
     torch.testing.assert_close(enc(pad), enc(s), rtol=1e-5, atol=1e-5)
 
 
@@ -155,7 +157,7 @@ def test_wrong_architecture_checkpoint_names_the_weights(tmp_path, rgb_checkpoin
                                         r"shape: ln_final\.bias: checkpoint \(128,\) vs model \(32,\).*not in the model: "
                                         r"transformer\."):
         transfer(str(path))
-    state = read_state_dict(rgb_checkpoint)
+    state = read_state_dict(rgb_checkpoint, "teacher")
     del state["visual.proj"]
     torch.save(state, path)
     with pytest.raises(UserError, match=r"1 missing from the checkpoint: visual\.proj"):
@@ -188,7 +190,7 @@ def test_rgb_then_the_configured_transfer_over_two_ddp_processes(tmp_path):
     gs = fitted_shards(tmp_path / "gs", [6, 6])
     common = [f"output_dir={tmp_path}/runs", *TINY_TRAIN, "trainer.devices=2", "trainer.strategy=ddp",
               "trainer.limit_train_batches=1", "trainer.max_epochs=1", "data.batch_size=3", "data.val_batch_size=4",
-              f"data.rgb.train={rgb}", f"data.rgb.val={rgb}", f"data.gs.train={gs}", f"data.gs.val={gs}"]
+              f"data.rgb.train={rgb}", f"data.rgb.val={rgb}", f"data.splats.train={gs}", f"data.splats.val={gs}"]
     for exp, extra in (("rgb", []), ("gs196", ["model.unfrozen_blocks=1", "model.transfer_lr_ratio=0.37"])):
         out = subprocess.run([sys.executable, "-m", "gs_lightning", "train", exp, "demo", *common, *extra], cwd=ROOT,
                              capture_output=True, text=True, timeout=600)
@@ -196,7 +198,7 @@ def test_rgb_then_the_configured_transfer_over_two_ddp_processes(tmp_path):
         metrics = (tmp_path / "runs" / exp / "csv" / "metrics.csv").read_text()
         assert "val/top1" in metrics and "train/loss" in metrics
     assert "trainable:" in out.stdout + out.stderr
-    teacher = read_state_dict(tmp_path / "runs" / "rgb" / "checkpoints" / "best.ckpt")
+    teacher = read_state_dict(tmp_path / "runs" / "rgb" / "checkpoints" / "best.ckpt", "teacher")
     ckpt = torch.load(tmp_path / "runs" / "gs196" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     student = {k[len("model."):]: v for k, v in ckpt["state_dict"].items()}
     blocks = sorted({k.split(".")[3] for k in student if k.startswith("visual.transformer.resblocks.")})
@@ -215,12 +217,12 @@ def test_rgb_then_the_configured_transfer_over_two_ddp_processes(tmp_path):
 
 
 def test_scratch_starts_from_random_weights_not_the_teachers(rgb_checkpoint):
-    from gs_lightning.config import TrainRun, compose
+    from gs_lightning.config import compose_train
 
-    assert compose(TrainRun, ["base", "gs196_scratch"]).model.rgb_checkpoint is None
+    assert compose_train(["gs196_scratch"]).model.rgb_checkpoint is None
     torch.manual_seed(1)
     scratch = ClipModule(**shipped_model_kwargs(mode="scratch", rgb_checkpoint=rgb_checkpoint))
-    teacher = read_state_dict(rgb_checkpoint)
+    teacher = read_state_dict(rgb_checkpoint, "teacher")
     for k, v in scratch.model.state_dict().items():
         if k.startswith(("visual.transformer.", "transformer.")) and k.endswith("weight") and v.ndim == 2:
             assert not torch.equal(v, teacher[k]), f"scratch {k} holds the teacher's weights"
@@ -234,10 +236,10 @@ RANKS = [0, 1, 3, 0, 7, 4, 9]  # where each sample's true class ranks among the 
 
 def known_answer_shards(root) -> str:
     """7 labelled splat sets; record row 0 carries (label / 10, rank / 10) in r and g, for the stub encoder."""
-    from gs_lightning.data.shards import FittedShardWriter, update_sizes
+    from gs_lightning.data.shards import FittedShard, update_sizes
 
     for shard, samples in enumerate(([0, 1, 2, 3], [4, 5, 6])):
-        w = FittedShardWriter(root / f"{shard:05d}.tar")
+        w = FittedShard(root / f"{shard:05d}.tar", "fp16")
         for i in samples:
             record = np.full((2, 8), 0.1, np.float16)
             record[0, 5], record[0, 6] = (i * 3 % NUM_CLASSES) / 10, RANKS[i] / 10
@@ -269,11 +271,11 @@ def expected_accuracy() -> tuple[float, float]:
 
 
 def test_zero_shot_accuracy_has_the_known_answer(tmp_path):
-    from gs_lightning.data.datamodules import ZeroShotDataModule
+    from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 
     module = ClipModule(**shipped_model_kwargs(mode="scratch"), eval_set="fashion-mnist")
     stub_encoder(module)
-    val = ZeroShotDataModule(kind="gs", path=known_answer_shards(tmp_path), batch_size=3, num_workers=0)
+    val = ZeroShotDataModule(kind="splats", path=known_answer_shards(tmp_path), batch_size=3, num_workers=0)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     (metrics,) = trainer.validate(module, dataloaders=val.val_dataloader(), verbose=False)
     top1, top5 = expected_accuracy()
@@ -286,11 +288,11 @@ import lightning as L
 sys.path.insert(0, "tests")
 from conftest import shipped_model_kwargs
 from test_models import ClipModule, stub_encoder
-from gs_lightning.data.datamodules import ZeroShotDataModule
+from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 
 module = ClipModule(**shipped_model_kwargs(mode="scratch"), eval_set="fashion-mnist")
 stub_encoder(module)
-val = ZeroShotDataModule(kind="gs", path=sys.argv[1], batch_size=2, num_workers=1)
+val = ZeroShotDataModule(kind="splats", path=sys.argv[1], batch_size=2, num_workers=1)
 trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
                     enable_model_summary=False, use_distributed_sampler=False)
 (metrics,) = trainer.validate(module, dataloaders=val.val_dataloader(), verbose=False)
@@ -349,7 +351,7 @@ def run_steps(module: ClipModule, batch: dict, precision: str, steps: int) -> Wa
 def test_bf16_mixed_trains_with_finite_values_and_the_fp32_first_loss(mode, rgb_checkpoint, tmp_path):
     """rgb, gs196, gs98 and gs196_scratch run bf16-mixed (experiments/*.yaml): a few steps on CPU under it stay
     finite, start from fp32's loss within bf16's precision, and evaluate zero-shot."""
-    from gs_lightning.data.datamodules import ZeroShotDataModule
+    from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 
     def build():
         torch.manual_seed(0)
@@ -369,7 +371,7 @@ def test_bf16_mixed_trains_with_finite_values_and_the_fp32_first_loss(mode, rgb_
     bf16 = run_steps(module, batch, "bf16-mixed", 4).losses
     assert all(math.isfinite(x) for x in bf16)
     assert bf16[0] == pytest.approx(fp32, rel=2e-2)
-    kind = "rgb" if mode == "rgb" else "gs"
+    kind = "rgb" if mode == "rgb" else "splats"
     path = datacomp_shards(tmp_path, [5], size=16, labelled=True) if kind == "rgb" else fitted_shards(tmp_path, [5])
     import open_clip
 
@@ -381,14 +383,26 @@ def test_bf16_mixed_trains_with_finite_values_and_the_fp32_first_loss(mode, rgb_
     assert 0 <= metrics["val/top1"] <= metrics["val/top5"] <= 1
 
 
+def test_the_stem_takes_unit_square_splats_only():
+    """A fitted shard's rows are in the unit square; splats in pixels would feed Fourier features 28x too fast."""
+    from gs_lightning.models.stem import SplatStem
+
+    s = unit_splats(2, 5)
+    stem = SplatStem(width=8, hidden=8, num_freqs=2)
+    assert stem(s).shape == (2, 5, 8)
+    pixels = Splats.from_unit_rows(torch.cat([s.xy, s.chol, s.rgb], -1), s.mask, 28, 28)
+    with pytest.raises(ValueError, match=r"SplatStem takes splats in 'unit' units, got 'pixels'"):
+        stem(pixels)
+
+
 def test_autocast_never_reaches_the_render_or_the_stem_features():
     """Under a bf16 autocast the render and the stem's splat features are the float32 ones, bit for bit."""
-    from gs_lightning.models.gs_stem import GSStem
+    from gs_lightning.models.stem import SplatStem
     from gs_lightning.render import rasterize
 
     s = unit_splats(2, 20)
-    pixels = Splats(s.xy * 24, s.chol * 24, s.rgb, s.mask)
-    stem = GSStem(width=32, hidden=16, num_freqs=8)
+    pixels = Splats.from_unit_rows(torch.cat([s.xy, s.chol, s.rgb], -1), s.mask, 24, 24)
+    stem = SplatStem(width=32, hidden=16, num_freqs=8)
     calls = {}
 
     def record(module, args, out):  # the features as the gated layer receives them, under autocast or not

@@ -317,6 +317,8 @@ def _bad(s: Splats, **fields) -> Splats:
         (lambda s: _bad(s, rgb=s.rgb.clone().index_fill_(1, torch.tensor([2]), float("inf"))), r"splats\.rgb holds"),
         (lambda s: _bad(s, chol=s.chol * torch.tensor([0.0, 1.0, 1.0])), r"splats\.chol l11 must be > 0"),
         (lambda s: _bad(s, chol=s.chol * torch.tensor([1.0, 1.0, -1.0])), r"splats\.chol l22 must be > 0"),
+        (lambda s: _bad(s, units="unit"), r"takes splats in 'pixels' units, got 'unit'"),
+        (lambda s: _bad(s, units="mm"), r"splats\.units must be one of \('pixels', 'unit'\), got 'mm'"),
     ],
 )
 @pytest.mark.parametrize("call", ["rasterize", "l2_loss", "torch"])

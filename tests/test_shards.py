@@ -58,12 +58,12 @@ def test_expand_urls_and_missing_folder(tmp_path):
 def test_records_round_trip_in_the_unit_square():
     s = Splats(torch.tensor([[[10.0, 5.0], [1.0, 2.0]]]), torch.tensor([[[2.0, 0.5, 1.0], [1.0, 0.0, 1.0]]]),
                torch.tensor([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]]), torch.tensor([[True, False]]))
-    (rows,) = s.to_records(height=20, width=40)
+    (rows,) = s.to_rows(height=20, width=40)
     assert rows.shape == (1, 8)
     np.testing.assert_allclose(rows[0], [0.25, 0.25, 0.05, 0.025, 0.05, 0.1, 0.2, 0.3], rtol=1e-6)
     rec = RECORDS["fp16"].decode(RECORDS["fp16"].encode(rows))  # what a fitted shard stores by default
     assert rec.dtype == np.float16
-    back = Splats.from_records([rec, rec[:0]], height=20, width=40)
+    back = Splats.from_rows([rec, rec[:0]], height=20, width=40)
     torch.testing.assert_close(back.xy[0, 0], s.xy[0, 0], rtol=1e-3, atol=1e-3)
     assert back.mask.tolist() == [[True], [False]]
     assert compression_ratio(224, 224, 400) == pytest.approx(23.52, abs=0.01)

@@ -5,14 +5,14 @@
 
 Images: the embedded photos (default) or every image of a shard pattern or folder, used as given when
 already the fit's size (fit.image_size) and otherwise resized and centre-cropped as `fit` does. Splats are
-fitted with the shipped recipe (experiments/fit.yaml through load_fit_config, --iterations aside), then
+fitted with the shipped recipe (FitConfig's defaults through load_fit_config, --iterations aside), then
 stored in each record: splats_fp16 (float16 [N, 8], N x 16 B) and splats_q (the quantized record after
 fit.refine_iterations of quantization-aware refinement, every stored byte counted); setting = the requested
 N (pruning leaves fewer). Pixel codecs: Pillow at qualities 5, 10, ..., 95 (setting = quality). PSNR and SSIM
 (torchmetrics) of what each decodes to against the same resized original.
 
 CSV: one row per (image, method, setting): image,method,setting,bytes,psnr,ssim. Printed: the quantized
-record against fp16 at each N (the issue's target: at 400 Gaussians, >= 2x fewer bytes for <= 0.5 dB), and
+record against fp16 at each N (the target: at 400 Gaussians, >= 2x fewer bytes for <= 0.5 dB), and
 each method's PSNR at the byte budgets of 400, 1024 and 3136 fp16 splats (N x 16 B): per image, PSNR is
 interpolated linearly in log(bytes) between that method's two points around the budget, then averaged over
 the images; where a method's largest setting stays under the budget for some image (JPEG at quality 95 is
@@ -39,14 +39,14 @@ from gs_lightning.config import load_fit_config
 from gs_lightning.data import pixel_codecs
 from gs_lightning.data.shards import decode_image
 from gs_lightning.fit.fitter import fit_batch
-from gs_lightning.fit.quantize import refine_quantized
+from gs_lightning.fit.refine import refine_quantized
 from gs_lightning.render import rasterize
 from gs_lightning.splats import BYTES_PER_SPLAT, Splats
 
 COUNTS = (100, 400, 1024, 3136)
 BUDGET_COUNTS = (400, 1024, 3136)
 QUALITIES = tuple(range(5, 96, 5))
-TARGET = {"count": 400, "ratio": 2.0, "loss_db": 0.5}  # issue 15
+TARGET = {"count": 400, "ratio": 2.0, "loss_db": 0.5}  # the quantized record's goal
 
 
 def quality(decoded: torch.Tensor, images: torch.Tensor) -> tuple[list[float], list[float]]:  # [B, 3, H, W] x2
@@ -59,8 +59,8 @@ def quality(decoded: torch.Tensor, images: torch.Tensor) -> tuple[list[float], l
 def stored(splats: Splats, record: str, size: int) -> tuple[list[int], torch.Tensor]:  # bytes, render [B, 3, S, S]
     """Each image's splats through the record's bytes and back: what a reader gets, rendered."""
     codec = RECORDS[record]
-    blobs = [codec.encode(r) for r in splats.to_records(size, size)]
-    back = Splats.from_records([codec.decode(b) for b in blobs], size, size)
+    blobs = [codec.encode(r) for r in splats.to_rows(size, size)]
+    back = Splats.from_rows([codec.decode(b) for b in blobs], size, size)
     with torch.no_grad():
         return [codec.nbytes(b) for b in blobs], rasterize(back, size, size)
 

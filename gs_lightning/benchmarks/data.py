@@ -14,15 +14,16 @@ import numpy as np
 import open_clip
 
 from gs_lightning.benchmarks.common import print_table
-from gs_lightning.data.datamodules import DataCompDataModule, ZeroShotDataModule
+from gs_lightning.data.datamodules import DataCompDataModule
 from gs_lightning.data.demo import write_fashion_mnist
-from gs_lightning.data.shards import FittedShardWriter, update_sizes
+from gs_lightning.data.shards import FittedShard, update_sizes
+from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 
 
 def splat_shards(root: Path, shards: int, per_shard: int, n: int = 400) -> str:
     rng = np.random.default_rng(0)
     for k in range(shards):
-        w = FittedShardWriter(root / f"{k:05d}.tar")
+        w = FittedShard(root / f"{k:05d}.tar", "fp16")
         for i in range(per_shard):
             rec = np.concatenate([rng.random((n, 2)), 0.02 + 0.02 * rng.random((n, 1)), 0.005 * rng.standard_normal(
                 (n, 1)), 0.02 + 0.02 * rng.random((n, 1)), rng.random((n, 3))], 1).astype(np.float16)
@@ -57,12 +58,12 @@ def main(argv=None) -> None:
             ("DataComp rgb (224, train transform)", DataCompDataModule(
                 kind="rgb", train=fm["train"], tokenizer=tok, preprocess=open_clip.image_transform(224, True),
                 batch_size=64, num_workers=2), "train_dataloader"),
-            ("DataComp gs (400 splats)", DataCompDataModule(
-                kind="gs", train=gs, tokenizer=tok, batch_size=64, num_workers=2), "train_dataloader"),
+            ("DataComp splats (400)", DataCompDataModule(
+                kind="splats", train=gs, tokenizer=tok, batch_size=64, num_workers=2), "train_dataloader"),
             ("ZeroShot rgb (224, val transform)", ZeroShotDataModule(
                 kind="rgb", path=fm["test"], preprocess=open_clip.image_transform(224, False), batch_size=64,
                 num_workers=2), "val_dataloader"),
-            ("ZeroShot gs (400 splats)", ZeroShotDataModule(kind="gs", path=gs, batch_size=64, num_workers=2),
+            ("ZeroShot splats (400)", ZeroShotDataModule(kind="splats", path=gs, batch_size=64, num_workers=2),
              "val_dataloader"),
         ]:
             rows.append([name, f"{rate(getattr(dm, get)(), a.samples):.0f}"])

@@ -8,8 +8,8 @@ the embedded photos; --photos: how many of them.
 
 budgets     PSNR after 100 / 300 / 1000 / 3000 iterations (--budgets) at 400 and 4900 Gaussians
             (--counts), no pruning, for random init and structured init under the paper's recipe
-            (fit_paper) and for the default (experiments/fit.yaml); the 10x target (issue 13): the
-            default at 300 iterations against the paper's recipe at 3000; writes a plot.
+            (experiments/fit/paper.yaml) and for the default (FitConfig's); the 10x target: the default at
+            300 iterations against the paper's recipe at 3000; writes a plot.
 target      fit.target_psnr=25 (cap 3000): mean iterations per image and wall time, against a fixed 3000.
 pruning     pruning ratio and PSNR cost of luminance pruning vs no pruning (paper 4.4), default recipe.
 throughput  images/s at 400 Gaussians for a fixed iteration count: batch 1 run
@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from gs_lightning.benchmarks.common import print_table, simd_path
-from gs_lightning.config import FitConfig, PruneConfig, load_fit_config
+from gs_lightning.config import load_fit_config
 from gs_lightning.data.demo import PHOTOS, photo_array
 from gs_lightning.data.shards import BadSample, decode_image, existing_sources, resize_center_crop
+from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.fit.fitter import fit_batch
 from gs_lightning.render import simd_paths
 from gs_lightning.splats import compression_ratio
@@ -38,14 +39,14 @@ SIZE = 224
 COUNTS = (400, 1024, 2304, 3136, 4900)
 BUDGETS = (100, 300, 1000, 3000)
 PAPER = {400: (25.75, 18.48), 4900: (33.07, 21.09)}  # structured, random (paper 4.3)
-# The paper's recipe at 3000 iterations on the embedded photos, the default before issue 13 (README):
-# the 10x target is the default reaching these in 300.
+# The paper's recipe at 3000 iterations on the embedded photos (README): the 10x target is the default
+# reaching these in 300.
 BEFORE = {400: 28.17, 4900: 42.03}
-# Fitting recipes, as config overlays.
-RECIPES = {"paper": ["fit", "fit_paper"], "gaussianimage": ["fit", "fit_gaussianimage"], "default": ["fit"]}
+# Fitting recipes, as the files of experiments/fit/ ([]: the default).
+RECIPES = {"paper": ["paper"], "gaussianimage": ["gaussianimage"], "default": []}
 RECIPE_NOTES = {
-    "paper": "fit_paper: log scales, per-parameter lr tuned for 3000 iterations, cosine decay",
-    "gaussianimage": "fit_gaussianimage: GaussianImage's raw Cholesky factors, Adam at lr 1e-3",
+    "paper": "paper: log scales, per-parameter lr tuned for 3000 iterations, cosine decay",
+    "gaussianimage": "gaussianimage: GaussianImage's raw Cholesky factors, Adam at lr 1e-3",
 }
 # The budgets section's lines: (label, recipe, init or None for the recipe's own)
 LINES = [("random", "paper", "random"), ("structured (paper)", "paper", None), ("default", "default", None)]
@@ -82,23 +83,22 @@ def photos(count: int, source: str | None = None) -> torch.Tensor:  # [count, 3,
 
 
 def recipe_config(recipe: str, **changes) -> FitConfig:
-    """A shipped fitting recipe (experiments/fit.yaml, plus its overlay), pruning off, with changes."""
-    return replace(load_fit_config(RECIPES[recipe]), prune=PruneConfig(), **changes)
+    """A shipped fitting recipe (FitConfig's defaults, plus its experiments/fit/ file), pruning off, with
+    changes."""
+    return replace(load_fit_config(RECIPES[recipe]), prune=PruneConfig.off(), **changes)
 
 
 def timed_fit(images: torch.Tensor, cfg: FitConfig, **kw):
-    torch.manual_seed(0)  # the random init's draw: the same in every run
     t0 = time.perf_counter()
     _, stats = fit_batch(images, cfg, **kw)
     return stats, time.perf_counter() - t0
 
 
 def budgets(images: torch.Tensor, out_dir: Path, counts=(400, 4900), steps=BUDGETS) -> None:
-    """PSNR vs the iteration budget: every budget is its own fit (the default's rates follow the budget)."""
-    default = load_fit_config(["fit"])
+    """PSNR vs the iteration budget: every budget is its own fit (the cosine decay spans its budget)."""
+    default = load_fit_config()
     print(f"\n== PSNR (dB) vs iterations, {len(images)} photos at {SIZE}x{SIZE}, no pruning. default: init "
-          f"{default.init}, solve_colours {default.solve_colours} ({default.solve_steps} CG steps), lr x "
-          f"({default.lr.budget}/iterations)^{default.lr.budget_power}")
+          f"{default.init}, solve_colours {default.solve_colours} ({default.solve_steps} CG steps)")
     mean = {}
     for n in counts:  # in the order given, so the count that matters most can run first
         rows = []
@@ -112,7 +112,7 @@ def budgets(images: torch.Tensor, out_dir: Path, counts=(400, 4900), steps=BUDGE
                 print(f"  {n:5d} {label:20s} {T:5d} it. {mean[n, label, T]:.2f} dB ({sec:.0f} s)", flush=True)
             rows.append(row)
         print_table(["Gaussians", "recipe"] + [f"{T} it. (wall)" for T in steps], rows)
-    print("\nTargets (issue 13)")
+    print("\nTargets")
     for n in counts:
         paper = mean.get((n, "structured (paper)", 3000))
         want = BEFORE.get(n) if paper is None else paper
@@ -157,7 +157,7 @@ def _plot_budgets(mean: dict, counts, steps, path: Path) -> None:
 def target(images: torch.Tensor, n: int = 400, psnr: float = 25.0, cap: int = 3000) -> None:
     print(f"\n== Fit to quality at {n} Gaussians, default recipe: fit.target_psnr={psnr} vs a fixed budget")
     rows = []
-    for T in sorted({load_fit_config(["fit"]).iterations, cap}):
+    for T in sorted({load_fit_config().iterations, cap}):
         for goal in (None, psnr):
             stats, sec = timed_fit(images, recipe_config("default", num_splats=n, iterations=T, target_psnr=goal))
             it = stats.iterations.float()
@@ -240,7 +240,7 @@ def _plot_quality(table: dict, curves: dict, counts, recipes, iterations: int, p
 
 def pruning(images: torch.Tensor, iterations: int, n: int = 400) -> None:
     print(f"\n== Pruning at {n} Gaussians, {iterations} iterations: ratio and PSNR cost vs no pruning")
-    shipped = load_fit_config(RECIPES["default"]).prune  # experiments/fit.yaml
+    shipped = load_fit_config().prune
     base = recipe_config("default", num_splats=n, iterations=iterations)
     _, ref = fit_batch(images, base)
     rows = []
@@ -258,7 +258,7 @@ def pruning(images: torch.Tensor, iterations: int, n: int = 400) -> None:
 
 def throughput(images: torch.Tensor, iterations: int, batch: int = 64) -> None:
     """images/s of the default recipe (batch 1 image after image, and one batch), and of the default and the
-    paper's recipe (structured init, no colour solve: what every fit ran before issue 13) on the fastest SIMD
+    paper's recipe (structured init, no colour solve) on the fastest SIMD
     path and on the scalar one, so the kernel's and the recipe's shares show apart."""
     print(f"\n== Fitting throughput at {SIZE}x{SIZE}, 400 Gaussians, {iterations} iterations, "
           f"{torch.get_num_threads()} threads")
@@ -303,7 +303,7 @@ def main(argv=None) -> None:
     if a.section in ("target", "all"):
         target(images)
     if a.section in ("pruning", "all"):
-        pruning(images, load_fit_config(["fit"]).iterations)
+        pruning(images, load_fit_config().iterations)
     if a.section in ("throughput", "all"):
         throughput(images, a.throughput_iterations)
     if a.section == "paper":

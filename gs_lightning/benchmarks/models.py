@@ -22,31 +22,27 @@ def _peak_rss_mib() -> float:
 
 
 def _measure(model_name: str, queries: int | None, splats: int | None, batch: int, reps: int, out) -> None:
-    from omegaconf import OmegaConf
-
+    from gs_lightning import build
     from gs_lightning.config import TrainRun, compose
-    from gs_lightning.models.clip_module import ClipModule
     from gs_lightning.splats import Splats
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     mode = "rgb" if queries is None else "scratch"
-    cfg = compose(TrainRun, ["base"], [f"model.name={model_name}", f"model.mode={mode}",
-                                       f"model.gs.num_queries={queries or 196}"])
-    module = ClipModule(**OmegaConf.to_container(cfg.model, resolve=True))
+    cfg = compose(TrainRun, [], [f"model.name={model_name}", f"model.mode={mode}",
+                                 f"model.splat_encoder.num_queries={queries or 196}"])
+    module = build.clip_module(cfg)
     if queries is not None:  # the transfer recipe's trainable set, on random weights
         module.mode = "transfer"
         module.apply_trainable()
     visual = module.model.visual.to(device)
     g = torch.Generator().manual_seed(0)
     if queries is None:
-        import open_clip
-
-        size = open_clip.get_model_config(model_name)["vision_cfg"]["image_size"]
+        size = build.image_size(cfg)
         x = torch.rand(batch, 3, size, size, generator=g).to(device)
     else:
         chol = torch.full((batch, splats, 3), 0.02) * torch.tensor([1.0, 0.1, 1.0])
         x = Splats(torch.rand(batch, splats, 2, generator=g), chol, torch.rand(batch, splats, 3, generator=g),
-                   torch.ones(batch, splats, dtype=torch.bool)).to(device)
+                   torch.ones(batch, splats, dtype=torch.bool), units="unit").to(device)
 
     def step():
         visual(x).square().sum().backward()

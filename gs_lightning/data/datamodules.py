@@ -1,4 +1,5 @@
-"""LightningDataModules: DataComp pairs for training, labelled images for zero-shot eval; RGB or splats.
+"""Training pairs from DataComp-style shards, images or splats, and the sample stream that zero-shot
+evaluation (gs_lightning/zeroshot) reads labelled shards with.
 
 Every (DDP rank, dataloader worker) pair is a *slot*. Shards are dealt to
 slots round-robin; when there are fewer shards than slots, every slot reads
@@ -35,9 +36,7 @@ from gs_lightning.data.shards import (
 )
 from gs_lightning.splats import Splats
 
-
-DEMO_HINT = ("To run without downloads, `make demo` writes the embedded demo data and its fitted splats, which "
-             "`make train EXP=... DATA=demo` (python -m gs_lightning train EXP demo) then reads.")
+KINDS = ("rgb", "splats")  # what a DataModule reads: images, or their fitted splat sets
 
 
 class SampleStream(wds.DataPipeline):
@@ -110,7 +109,7 @@ class SampleStream(wds.DataPipeline):
 # ---- decoding and collation per kind ------------------------------------------------
 
 
-def _caption(raw: RawSample) -> str:
+def caption_of(raw: RawSample) -> str:
     if raw.caption is None:
         raise BadSample("no caption (.txt)")
     if not raw.caption.strip():
@@ -118,20 +117,20 @@ def _caption(raw: RawSample) -> str:
     return raw.caption
 
 
-def _label(raw: RawSample) -> int:
+def label_of(raw: RawSample) -> int:
     if raw.cls is None:
         raise BadSample("no class label (.cls)")
     return raw.cls
 
 
-def _splats(raw: RawSample, max_splats: int | None, rng: random.Random | None) -> np.ndarray:
+def splats_of(raw: RawSample, max_splats: int | None, rng: random.Random | None) -> np.ndarray:
     if raw.splats is None:
         raise BadSample("no splat record (.splats.npy or .splats.gsq)")
     nrng = np.random.default_rng(rng.getrandbits(32)) if rng is not None else None
-    return decode_splats(raw.splats, max_splats, nrng, raw.record)
+    return decode_splats(raw.splats, raw.record, max_splats, nrng)
 
 
-def _image(raw: RawSample, preprocess: Callable) -> torch.Tensor:
+def image_of(raw: RawSample, preprocess: Callable) -> torch.Tensor:
     if raw.image is None:
         raise BadSample("no image (.jpg/.png/.webp)")
     return preprocess(decode_pil(raw.image))
@@ -143,7 +142,7 @@ def collate(samples: list[dict], tokenizer: Callable | None = None) -> dict:
     if "image" in samples[0]:
         batch["image"] = torch.stack([s["image"] for s in samples])
     else:
-        batch["splats"] = Splats.from_records([s["splats"] for s in samples], height=1, width=1)
+        batch["splats"] = Splats.from_rows([s["splats"] for s in samples])
     if "caption" in samples[0]:
         batch["text"] = tokenizer([s["caption"] for s in samples])
     if "label" in samples[0]:
@@ -151,9 +150,9 @@ def collate(samples: list[dict], tokenizer: Callable | None = None) -> dict:
     return batch
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in ("rgb", "gs"):
-        raise ValueError(f"kind must be 'rgb' or 'gs', got {kind!r}")
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
 class DataCompDataModule(L.LightningDataModule):
@@ -174,10 +173,10 @@ class DataCompDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         seed: int = 0,
         key: str = "data.train",  # the config key, for error messages
-        val: "ZeroShotDataModule | None" = None,  # zero-shot eval run each validation
+        val: L.LightningDataModule | None = None,  # zero-shot eval run each validation (its val_dataloader)
     ):
         super().__init__()
-        _check_kind(kind)
+        check_kind(kind)
         self.val = val
         if kind == "rgb" and preprocess is None:
             raise ValueError("DataCompDataModule(kind='rgb') needs open_clip's preprocess transform")
@@ -186,7 +185,7 @@ class DataCompDataModule(L.LightningDataModule):
         self.kind, self.tokenizer, self.batch_size, self.preprocess = kind, tokenizer, batch_size, preprocess
         self.max_splats, self.splat_sampling = max_splats, splat_sampling
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
-        self.sources = existing_sources(train, key, DEMO_HINT)
+        self.sources = existing_sources(train, key)
         self.num_samples = num_samples or read_sizes([s.url for s in self.sources if s.url]) or (
             sum(len(s.files) for s in self.sources) if all(s.files is not None for s in self.sources) else None
         )
@@ -194,11 +193,11 @@ class DataCompDataModule(L.LightningDataModule):
             raise DataPathError(f"{key}={train!r}: no sizes.json beside the shards; set data.num_samples")
 
     def decode(self, raw: RawSample, rng: random.Random) -> dict:
-        sample = {"caption": _caption(raw)}
+        sample = {"caption": caption_of(raw)}
         if self.kind == "rgb":
-            sample["image"] = _image(raw, self.preprocess)
+            sample["image"] = image_of(raw, self.preprocess)
         else:
-            sample["splats"] = _splats(raw, self.max_splats, rng if self.splat_sampling == "random" else None)
+            sample["splats"] = splats_of(raw, self.max_splats, rng if self.splat_sampling == "random" else None)
         return sample
 
     def batches_per_rank(self, world_size: int) -> int:
@@ -214,46 +213,13 @@ class DataCompDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
         )
         stream.with_length(workers * stream.batches_per_slot, silent=True)  # batches per rank, for the schedule
-        return _loader(stream, self.num_workers)
+        return loader(stream, self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         return self.val.val_dataloader() if self.val is not None else []
 
 
-class ZeroShotDataModule(L.LightningDataModule):
-    """Labelled eval images or their fitted splats; each is counted once across ranks."""
-
-    def __init__(
-        self,
-        *,
-        kind: str,
-        path: str,
-        batch_size: int,
-        preprocess: Callable | None = None,  # open_clip's val transform (kind="rgb")
-        max_splats: int | None = None,
-        num_workers: int = 2,
-        key: str = "data.val",
-    ):
-        super().__init__()
-        _check_kind(kind)
-        self.kind, self.batch_size, self.preprocess, self.max_splats = kind, batch_size, preprocess, max_splats
-        self.num_workers = num_workers
-        self.sources = existing_sources(path, key, DEMO_HINT)
-
-    def decode(self, raw: RawSample, rng: random.Random) -> dict:
-        sample = {"label": _label(raw)}
-        if self.kind == "rgb":
-            sample["image"] = _image(raw, self.preprocess)
-        else:
-            sample["splats"] = _splats(raw, self.max_splats, None)
-        return sample
-
-    def val_dataloader(self) -> DataLoader:
-        stream = SampleStream(self.sources, self.decode, collate, self.batch_size, train=False)
-        return _loader(stream, self.num_workers)
-
-
-def _loader(stream: SampleStream, num_workers: int) -> DataLoader:
+def loader(stream: SampleStream, num_workers: int) -> DataLoader:
     return DataLoader(
         stream, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
         multiprocessing_context="fork" if num_workers > 0 else None,

@@ -20,11 +20,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gs_lightning.config import UserError
 from gs_lightning.data.shards import update_sizes, write_image_shard
-from gs_lightning.eval_sets import FASHION_CLASSNAMES, FASHION_TEMPLATES
+from gs_lightning.errors import UserError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSNAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                      "ankle boot"]
+# The training captions are drawn from these, and zero-shot evaluation prompts with them (zeroshot/tasks.py).
+FASHION_TEMPLATES = [
+    lambda c: f"a photo of a {c}.",
+    lambda c: f"a black and white photo of a {c}.",
+    lambda c: f"a low resolution photo of a {c}.",
+    lambda c: f"a product photo of a {c}.",
+    lambda c: f"a picture of a {c}, a piece of clothing.",
+    lambda c: f"a small photo of the {c}.",
+]
 
 # (scikit-image loader, caption); all ship inside the wheel (no pooch download).
 PHOTOS = [

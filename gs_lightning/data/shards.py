@@ -7,8 +7,8 @@ files, labelled by sorted folder name.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
 (x/W, y/H, l11/W, l21/H, l22/H, r, g, b) in one of gs_lightning/codec.py's records, whose member name says
-which: {key}.splats.npy (float16, the paper's; every older shard) or {key}.splats.gsq (quantized);
-{key}.txt and {key}.cls passed through, {key}.json with the fit's record.
+which: {key}.splats.npy (float16, the paper's) or {key}.splats.gsq (quantized); {key}.txt and {key}.cls
+passed through, {key}.json with what the fit reports of the image (its PSNR, splat counts, iterations).
 It is written to `<name>.tmp` and renamed when complete, so a shard under its
 final name is always whole.
 
@@ -37,8 +37,8 @@ from PIL import Image
 
 from gs_lightning.atomic import AtomicFile, write_text_atomic
 from gs_lightning.codec import MEMBERS, RECORDS, RecordError
-from gs_lightning.config import UserError
-from gs_lightning.splats import RECORD_DIM
+from gs_lightning.errors import UserError
+from gs_lightning.splats import RECORD_DIM, Splats
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -87,9 +87,9 @@ def decode_pil(data: bytes) -> Image.Image:
     return Image.fromarray(to_uint8(decode_array(data)))
 
 
-def decode_splats(data: bytes, max_splats: int | None = None, rng=None, record: str = "fp16") -> np.ndarray:
-    """A fitted splat record (codec.RECORDS[record]) as rows [n, 8] (float16 or float32); wrong shape or
-    non-finite values raise BadSample.
+def decode_splats(data: bytes, record: str, max_splats: int | None = None, rng=None) -> np.ndarray:
+    """A fitted splat record (codec.RECORDS[record]) as rows [n, 8] (float16 or float32); a wrong shape or rows
+    that Splats.check_values refuses raise BadSample.
 
     With max_splats, larger sets are subsampled (rng given: a random subset, kept in order) or truncated.
     """
@@ -97,10 +97,11 @@ def decode_splats(data: bytes, max_splats: int | None = None, rng=None, record: 
         a = RECORDS[record].decode(data)
     except RecordError as e:
         raise BadSample(str(e)) from None
-    if not np.isfinite(a).all():
-        raise BadSample("splat record holds NaN or inf")
-    if not ((a[:, 2] > 0) & (a[:, 4] > 0)).all():
-        raise BadSample("splat record has l11 or l22 <= 0")
+    rows = torch.from_numpy(a.astype(np.float32))[None]
+    try:
+        Splats.from_unit_rows(rows, torch.ones(rows.shape[:2], dtype=torch.bool)).check_values("splat record")
+    except ValueError as e:
+        raise BadSample(str(e)) from None
     if max_splats is not None and len(a) > max_splats:
         keep = np.sort(rng.choice(len(a), max_splats, replace=False)) if rng is not None else slice(0, max_splats)
         a = a[keep]
@@ -164,7 +165,7 @@ class RawSample:
     splats: bytes | None = None  # the splat record of a fitted shard ({key}.splats.npy or .gsq)
     cls: int | None = None
     meta: dict = field(default_factory=dict)
-    record: str = "fp16"  # which codec record `splats` is, from its member name
+    record: str | None = None  # which codec record `splats` is, from its member name
 
 
 @dataclass
@@ -252,7 +253,7 @@ def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]
                 cls = None
         caption = s["txt"].decode("utf-8", errors="replace") if "txt" in s else None
         member = next((m for m in MEMBERS if m in s), None)
-        yield RawSample(key, image, caption, s.get(member), cls, meta, MEMBERS[member].name if member else "fp16")
+        yield RawSample(key, image, caption, s.get(member), cls, meta, MEMBERS[member].name if member else None)
 
 
 def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
@@ -281,7 +282,7 @@ class DataPathError(UserError):
     """A configured data path that holds no shards or images."""
 
 
-def existing_sources(pattern: str, key: str, hint: str, shard_size: int = 1000) -> list[Source]:
+def existing_sources(pattern: str, key: str, hint: str = "", shard_size: int = 1000) -> list[Source]:
     """list_sources, but nothing found or a missing shard stops the run naming the config key, with a hint."""
     try:
         sources = list_sources(pattern, shard_size) if pattern else []
@@ -293,7 +294,7 @@ def existing_sources(pattern: str, key: str, hint: str, shard_size: int = 1000) 
             key,
             f"no shards or images found at {pattern!r}"
             + (f" (missing {missing[0]}{' and others' if len(missing) > 1 else ''})" if missing else "")
-            + f". {hint}",
+            + (f". {hint}" if hint else ""),
         )
     return sources
 
@@ -314,24 +315,25 @@ def splat_bytes(pattern: str) -> dict[str, int]:
     return out
 
 
-class FittedShardWriter:
-    """Writes one fitted shard to `<final>.tmp`, renamed to its final name by `commit()`; splat sets are
+class FittedShard:
+    """A fitted shard being written: to `<final>.tmp`, renamed to its final name by `commit()`; splat sets are
     stored in the codec record `record` (codec.RECORDS)."""
 
-    def __init__(self, final_path: str | os.PathLike, record: str = "fp16"):
+    def __init__(self, final_path: str | os.PathLike, record: str):
         self.file = AtomicFile(final_path)  # one rank writes a shard: a fixed temporary name
         self._tar = wds.TarWriter(open(self.file.tmp, "wb"))
         self.record = RECORDS[record]
         self.bytes_splats = 0
         self.count = 0
 
-    def write(self, key: str, splats: np.ndarray, record: dict, caption: str | None, cls: int | None) -> int:
-        """Store one splat set (unit-square rows [N, 8]); returns its bytes as counted (codec's nbytes)."""
-        if splats.ndim != 2 or splats.shape[1] != RECORD_DIM or not np.issubdtype(splats.dtype, np.floating):
-            raise ValueError(f"{key}: splats must be float [N, {RECORD_DIM}], got {splats.dtype} {splats.shape}")
-        data = self.record.encode(splats)
+    def write(self, key: str, rows: np.ndarray, fit: dict, caption: str | None, cls: int | None) -> int:
+        """Store one splat set (unit-square rows [N, 8]) and what the fit reports of it (`fit`, its json);
+        returns its bytes as counted (codec's nbytes)."""
+        if rows.ndim != 2 or rows.shape[1] != RECORD_DIM or not np.issubdtype(rows.dtype, np.floating):
+            raise ValueError(f"{key}: splat rows must be float [N, {RECORD_DIM}], got {rows.dtype} {rows.shape}")
+        data = self.record.encode(rows)
         sample = {"__key__": key, self.record.member: data,
-                  "json": {**record, "record": self.record.name, "bytes": self.record.nbytes(data)}}
+                  "json": {**fit, "record": self.record.name, "bytes": self.record.nbytes(data)}}
         if caption is not None:
             sample["txt"] = caption
         if cls is not None:

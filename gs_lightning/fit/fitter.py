@@ -1,21 +1,19 @@
-"""fit_batch: fit a whole batch of images to splat sets at once (paper 4.2-4.4).
+"""The fit: images to splat sets, a whole batch at once (paper 4.2-4.4).
 
-One Adam over every image's parameters, through the batched rasterizer. The
-loss is a per-image sum, and Adam is element-wise, so each image's fit is the
-same as if it were fitted alone: batching buys speed, never coupling.
+fit_images is the entry point: fit_batch, then, for the quantized record, the refinement through what it
+stores (fit/refine.py). fit_batch runs one Adam over every image's parameters, through the batched
+rasterizer. The loss is a per-image sum, and Adam is element-wise, so each image's fit is the same as if it
+were fitted alone: batching buys speed, never coupling.
 
-What Adam steps is set by `parameterization` (see `_to_params`): ours by
-default, or GaussianImage's own, the fitting behind the paper's structured vs
-random comparison (4.3). An L1 penalty on the colours drives weak Gaussians
-towards zero; at the configured points of the run (fractions of the iterations), a Gaussian whose luminance
-0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshold is pruned (its mask
-row turns False), so every image ends with its own N.
+What Adam steps is set by fit.parameterization (fit/parameterization.py). An L1 penalty on the colours
+drives weak Gaussians towards zero; at the configured points of the run (fractions of the iterations), a
+Gaussian whose luminance 0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshold is pruned (its mask row
+turns False), so every image ends with its own N.
 
-Beyond the paper (issue 13): the colours may start from a least-squares solve for the init's geometry
-(`solve_colours`, again after each prune); the learning rates are given for an iteration budget and the
-cosine decay spans the run; and with `target_psnr` each image stops at the first step whose render reaches
-it, keeping those splats, and its rows leave every tensor (Adam's moments included), so a finished image
-costs nothing more and the others go on exactly as they would alone.
+Beyond the paper: the colours may start from a least-squares solve for the init's geometry (fit.solve_colours,
+again after each prune); the cosine decay spans the run; and with fit.target_psnr each image stops at the
+first step whose render reaches it, keeping those splats, and its rows leave every tensor (Adam's moments
+included), so a finished image costs nothing more and the others go on exactly as they would alone.
 """
 from __future__ import annotations
 
@@ -23,26 +21,33 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from gs_lightning.config import FitConfig
+from gs_lightning.fit.config import FitConfig
 from gs_lightning.fit.init import initialise
+from gs_lightning.fit.parameterization import PARAMETERIZATIONS
+from gs_lightning.fit.refine import quantized_render, refine_quantized
+from gs_lightning.fit.schedule import cosine_schedule
 from gs_lightning.render import l2_loss, rasterize
 from gs_lightning.splats import Splats
 
 LUMA = (0.2126, 0.7152, 0.0722)
-LOSSES = ("l2", "l1_ssim")
-RIDGE = 1e-3  # solve_colours' ridge, relative to each Gaussian's energy (see there)
 
 
 @dataclass
 class FitStats:
-    psnr: Tensor  # [B] dB, render clamped to [0, 1]
-    n_init: Tensor  # [B]
-    n_final: Tensor  # [B]
-    iterations: Tensor  # [B] Adam steps each image took (fewer than fit.iterations if it reached the target)
+    """Per image of a fitted batch, [B] each: what the fit's records (shard json, summary) report."""
+
+    psnr: Tensor  # dB of what is stored, render clamped to [0, 1]
+    n_init: Tensor  # splats the init placed
+    n_final: Tensor  # splats kept after pruning
+    iterations: Tensor  # Adam steps taken (fewer than fit.iterations if the image reached fit.target_psnr)
+
+    def image(self, i: int) -> dict:
+        """Image i's figures as plain numbers, under these field names."""
+        return {"psnr": round(float(self.psnr[i]), 3), "n_init": int(self.n_init[i]), "n_final": int(self.n_final[i]),
+                "iterations": int(self.iterations[i])}
 
 
 def luminance(rgb: Tensor) -> Tensor:  # [..., 3] -> [...]
@@ -55,54 +60,12 @@ def psnr_per_image(render: Tensor, images: Tensor) -> Tensor:  # [B, 3, H, W] x2
     )
 
 
-def _image_loss(render: Tensor, images: Tensor, cfg: FitConfig) -> Tensor:  # -> [B], the losses other than l2
-    if cfg.loss == "l1_ssim":
-        ssim = structural_similarity_index_measure(render, images, data_range=1.0, reduction="none")
-        l1 = F.l1_loss(render, images, reduction="none").mean(dim=(1, 2, 3))
-        return (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim)
-    raise ValueError(f"fit.loss must be one of {LOSSES}, got {cfg.loss!r}")
-
-
-# What Adam steps, as (xy, diagonal, shear); fit.lr is in these units.
-#   log_scale (ours): xy in pixels, log l11 and log l22, l21 in pixels. The log diagonal takes relative
-#     steps, so a Gaussian started at 1 pixel reaches 10 within a few hundred steps.
-#   gaussianimage: GaussianImage's GaussianImage_Cholesky, the code the paper builds on: atanh of the
-#     centre in [-1, 1] image coordinates, and the raw Cholesky factors. With its one learning rate of
-#     1e-3 a factor moves by about 1e-3 pixel per step, so a Gaussian keeps roughly the size it started
-#     with: under it, random init's 1-pixel Gaussians cannot cover the image in 3000 steps.
-PARAMETERIZATIONS = ("log_scale", "gaussianimage")
-
-
-def _to_params(start: Splats, how: str, size: Tensor) -> list[Tensor]:  # size: [2] (W, H) pixels
-    xy, chol = start.xy.detach(), start.chol.detach()
-    if how == "log_scale":
-        return [xy.clone(), chol[..., [0, 2]].log(), chol[..., 1:2].clone()]
-    unit = (2 * xy / size - 1).clamp(-1 + 1e-6, 1 - 1e-6)  # a centre on the border would be atanh(1) = inf
-    return [unit.atanh(), chol[..., [0, 2]].clone(), chol[..., 1:2].clone()]
-
-
-def _to_geometry(
-    xy: Tensor,  # [B, N, 2]
-    diagonal: Tensor,  # [B, N, 2] l11, l22 (their logs under log_scale)
-    shear: Tensor,  # [B, N, 1] l21
-    how: str,
-    size: Tensor,  # [2] (W, H) pixels
-) -> tuple[Tensor, Tensor]:  # centres [B, N, 2] pixels, chol [B, N, 3]
-    if how == "log_scale":
-        return xy, torch.stack([diagonal[..., 0].exp(), shear[..., 0], diagonal[..., 1].exp()], -1)
-    # A raw factor may step through zero. Negating a column of L leaves Sigma = L L^T as it is, so
-    # the signs fold into the positive-diagonal factor the rasterizer takes; the floor keeps it > 0.
-    l11, l22 = diagonal.unbind(-1)
-    chol = torch.stack([l11.abs().clamp(min=1e-3), shear[..., 0] * l11.sign(), l22.abs().clamp(min=1e-3)], -1)
-    return (xy.tanh() + 1) / 2 * size, chol
-
-
 def solve_colours(
     splats: Splats,  # geometry to hold fixed; its rgb is the solve's starting point
     images: Tensor,  # [B, 3, H, W]
     *,
     steps: int,
-    ridge: float = RIDGE,
+    ridge: float,
     backend: str = "auto",
 ) -> Tensor:  # [B, N, 3]
     """The colours that minimise |render - image|^2 + ridge * sum_i pi l11 l22 |c_i|^2 for this geometry.
@@ -149,21 +112,16 @@ def solve_colours(
 
 
 def _render_loss(splats: Splats, images: Tensor, cfg: FitConfig) -> tuple[Tensor, Tensor]:  # -> loss, mse [B]
-    """One step's forward: the render and each image's loss (+ the colours' L1), and its MSE for the PSNR."""
-    if cfg.loss == "l2":
-        # On the CPU one pass per tile renders, takes the residual and runs the backward, in cache: no
-        # [B, 3, H, W] render or image gradient (38 MB each at batch 64) goes through memory.
-        loss = l2_loss(splats, images, backend=cfg.backend)
-        mse = loss.detach()
-    else:
-        render = rasterize(splats, *images.shape[-2:], backend=cfg.backend)
-        loss = _image_loss(render, images, cfg)
-        mse = F.mse_loss(render.detach(), images, reduction="none").mean((1, 2, 3))
+    """One step's forward: each image's MSE (+ the colours' L1), and the MSE alone for the PSNR. On the CPU one
+    pass per tile renders, takes the residual and runs the backward, in cache: no [B, 3, H, W] render or image
+    gradient (38 MB each at batch 64) goes through memory."""
+    mse = l2_loss(splats, images, backend=cfg.backend)
+    loss = mse
     if cfg.prune.l1_weight > 0:
         real = splats.mask.float()
         l1 = (splats.rgb.abs().sum(-1) * real).sum(1) / real.sum(1).clamp(min=1)
         loss = loss + cfg.prune.l1_weight * l1
-    return loss, mse
+    return loss, mse.detach()
 
 
 def _keep_rows(opt: torch.optim.Optimizer, keep: Tensor) -> list[Tensor]:
@@ -183,20 +141,6 @@ def _keep_rows(opt: torch.optim.Optimizer, keep: Tensor) -> list[Tensor]:
     return out
 
 
-def cosine_schedule(opt: torch.optim.Optimizer, iterations: int, end: float = 0.0):
-    """Every lr from its value down to `end` times it on a half cosine over `iterations` steps, then held."""
-    total = max(iterations, 1)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
-    )
-
-
-def budget_scale(cfg: FitConfig) -> float:
-    """Every learning rate's factor for this iteration budget: (lr.budget / fit.iterations) ** lr.budget_power.
-    A short fit needs larger steps to go as far (power 1 would keep the distance travelled), a long one smaller."""
-    return (cfg.lr.budget / max(cfg.iterations, 1)) ** cfg.lr.budget_power
-
-
 def fit_batch(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
@@ -208,33 +152,34 @@ def fit_batch(
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
     if cfg.parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"fit.parameterization must be one of {PARAMETERIZATIONS}, got {cfg.parameterization!r}")
+        raise ValueError(f"fit.parameterization must be one of {sorted(PARAMETERIZATIONS)}, got "
+                         f"{cfg.parameterization!r}")
+    how = PARAMETERIZATIONS[cfg.parameterization]
     B, _, H, W = images.shape
     images = images.float().contiguous()
-    start = init if init is not None else initialise(images, cfg.num_splats, cfg.init)
+    start = init if init is not None else initialise(images, cfg)
     if cfg.solve_colours:
-        start = replace(start, rgb=solve_colours(start, images, steps=cfg.solve_steps, backend=cfg.backend))
+        start = replace(start, rgb=_solve(start, images, cfg))
     size = torch.tensor([W, H], dtype=torch.float32, device=images.device)
-    xy, diagonal, shear = (t.requires_grad_(True) for t in _to_params(start, cfg.parameterization, size))
+    xy, diagonal, shear = (t.requires_grad_(True) for t in how.to_params(start, size))
     rgb = start.rgb.detach().clone().requires_grad_(True)
     mask = start.mask.clone()
     n_init = mask.sum(1)
 
-    scale = budget_scale(cfg)
     opt = torch.optim.Adam(
         [
-            {"params": [xy], "lr": cfg.lr.xy * scale},
-            {"params": [diagonal], "lr": cfg.lr.diagonal * scale},
-            {"params": [shear], "lr": cfg.lr.shear * scale},
-            {"params": [rgb], "lr": cfg.lr.rgb * scale},
+            {"params": [xy], "lr": cfg.lr.xy},
+            {"params": [diagonal], "lr": cfg.lr.diagonal},
+            {"params": [shear], "lr": cfg.lr.shear},
+            {"params": [rgb], "lr": cfg.lr.rgb},
         ],
-        betas=(0.9, cfg.lr.beta2),
+        betas=(cfg.lr.beta1, cfg.lr.beta2),
     )
     sched = cosine_schedule(opt, cfg.iterations, end=cfg.lr.decay_to)
     prune_steps = {round(a * cfg.iterations) for a in cfg.prune.at}
 
     def current() -> Splats:
-        return Splats(*_to_geometry(xy, diagonal, shear, cfg.parameterization, size), rgb, mask)
+        return Splats(*how.to_geometry(xy, diagonal, shear, size), rgb, mask)
 
     # Fit to quality: an image that reaches fit.target_psnr keeps the splats that reached it and leaves the
     # work (its rows leave every tensor), so the batch shrinks as its images finish.
@@ -250,7 +195,7 @@ def fit_batch(
             with torch.no_grad():
                 mask &= luminance(rgb) >= cfg.prune.threshold
                 if cfg.solve_colours:  # the survivors take over the pruned ones' share of the image
-                    rgb.copy_(solve_colours(current(), work, steps=cfg.solve_steps, backend=cfg.backend))
+                    rgb.copy_(_solve(current(), work, cfg))
         splats = current()
         last = step == cfg.iterations
         with torch.set_grad_enabled(not last):
@@ -280,3 +225,24 @@ def fit_batch(
     with torch.no_grad():
         psnr = psnr_per_image(rasterize(done, H, W, backend=cfg.backend), images)
     return done, FitStats(psnr=psnr, n_init=n_init, n_final=done.mask.sum(1), iterations=used)
+
+
+def _solve(splats: Splats, images: Tensor, cfg: FitConfig) -> Tensor:  # [B, N, 3]
+    return solve_colours(splats, images, steps=cfg.solve_steps, ridge=cfg.solve_ridge, backend=cfg.backend)
+
+
+def fit_images(
+    images: Tensor,  # [B, 3, H, W] float in [0, 1]
+    cfg: FitConfig,
+    **progress,  # fit_batch's callback and callback_every
+) -> tuple[Splats, FitStats]:
+    """The fit: fit_batch, then, for the quantized record, the refinement through what it stores; stats.psnr is
+    then that of what is stored (stats.iterations stays the fit's own)."""
+    splats, stats = fit_batch(images, cfg, **progress)
+    if cfg.record != "quantized":
+        return splats, stats
+    H, W = images.shape[-2:]
+    splats = refine_quantized(images, splats, cfg.refine_iterations, cfg.refine_lr, cfg.backend)
+    with torch.no_grad():
+        stats.psnr = psnr_per_image(quantized_render(splats, H, W, cfg.backend), images.float())
+    return splats, stats

@@ -86,9 +86,9 @@ def structured_init(images: Tensor, n: int) -> Splats:  # images [B, 3, H, W] in
     return _splats_of_cells(images, boxes, torch.stack([sigma, torch.zeros_like(sigma), sigma], -1))
 
 
-def detail_density(images: Tensor, n: int, uniform: float = 0.3) -> Tensor:  # [B, 3, H, W] -> [B, H, W]
+def detail_density(images: Tensor, n: int, floor: float) -> Tensor:  # [B, 3, H, W] -> [B, H, W]
     """Where Gaussians should go: the colour gradient magnitude, blurred over about a cell (the spacing of
-    n Gaussians), normalised to mean 1 and mixed with a uniform floor so flat regions keep some."""
+    n Gaussians), normalised to mean 1 and mixed with a uniform floor (its share) so flat regions keep some."""
     B, _, H, W = images.shape
     dx = F.pad(images[..., :, 1:] - images[..., :, :-1], (0, 1))
     dy = F.pad(images[..., 1:, :] - images[..., :-1, :], (0, 0, 0, 1))
@@ -104,7 +104,7 @@ def detail_density(images: Tensor, n: int, uniform: float = 0.3) -> Tensor:  # [
     # (its kernels block by batch size), and an image must be fitted the same in any batch.
     grad = blur(H) @ grad @ blur(W).T
     grad = grad / grad.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)
-    return (1 - uniform) * grad + uniform
+    return (1 - floor) * grad + floor
 
 
 def _inverse_cdf(cdf: Tensor, q: Tensor) -> Tensor:
@@ -117,13 +117,14 @@ def _inverse_cdf(cdf: Tensor, q: Tensor) -> Tensor:
     return i + ((q - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
 
 
-def adaptive_init(images: Tensor, n: int, *, uniform: float = 0.3, scale: float = 1.0) -> Splats:
-    """Cells of equal detail (see the module docstring); scale: sigma over the half cell side."""
+def adaptive_init(images: Tensor, n: int, *, floor: float, scale: float) -> Splats:
+    """Cells of equal detail (see the module docstring); floor: the density's uniform share; scale: sigma over
+    the half cell side."""
     B, _, H, W = images.shape
     dev = images.device
     counts = torch.tensor(grid_rows(n, H, W), device=dev)
     R, C = len(counts), int(counts.max())
-    p = detail_density(images, n, uniform)  # [B, H, W]
+    p = detail_density(images, n, floor)  # [B, H, W]
     # Rows: equal shares of the y-marginal.
     rows_cdf = F.pad(p.sum(2).cumsum(1), (1, 0))  # [B, H + 1]
     rows_cdf = rows_cdf / rows_cdf[:, -1:]
@@ -163,10 +164,17 @@ def random_init(images: Tensor, n: int, *, generator: torch.Generator | None = N
     return Splats(xy, chol, rand(B, n, 3), torch.ones(B, n, dtype=torch.bool, device=dev))
 
 
-INITS = {"adaptive": adaptive_init, "structured": structured_init, "random": random_init}
+# fit.init's choices: each takes the images and the `fit` config (num_splats and the init's own keys).
+INITS = {
+    "adaptive": lambda images, cfg: adaptive_init(images, cfg.num_splats, floor=cfg.adaptive_floor,
+                                                  scale=cfg.adaptive_scale),
+    "structured": lambda images, cfg: structured_init(images, cfg.num_splats),
+    "random": lambda images, cfg: random_init(images, cfg.num_splats,
+                                              generator=torch.Generator().manual_seed(cfg.seed)),
+}
 
 
-def initialise(images: Tensor, n: int, method: str) -> Splats:
-    if method not in INITS:
-        raise ValueError(f"fit.init must be one of {sorted(INITS)}, got {method!r}")
-    return INITS[method](images, n)
+def initialise(images: Tensor, cfg) -> Splats:  # images [B, 3, H, W]; cfg: FitConfig
+    if cfg.init not in INITS:
+        raise ValueError(f"fit.init must be one of {sorted(INITS)}, got {cfg.init!r}")
+    return INITS[cfg.init](images, cfg)

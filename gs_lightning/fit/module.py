@@ -1,4 +1,4 @@
-"""Fitting as a Lightning prediction: SplatFitModule fits ImageBatches, SplatShardWriter writes their shards.
+"""Fitting as a Lightning prediction: SplatFitModule fits ImageBatches, FitWriter writes their shards.
 
 The writer keeps each output shard open as `<shard>.tmp` while its batches arrive and renames it when the
 shard's last batch is written, so a shard under its final name is always whole; anything still open when a
@@ -15,25 +15,22 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 
-from gs_lightning.config import FitConfig
 from gs_lightning.data.image_batches import ImageBatch
-from gs_lightning.data.shards import FittedShardWriter, warn_skipped
-from gs_lightning.fit.quantize import fit_for_record
+from gs_lightning.data.shards import FittedShard, warn_skipped
+from gs_lightning.fit.config import FitConfig
+from gs_lightning.fit.fitter import FitStats, fit_images
 from gs_lightning.fit.summary import Tally
 
 
 @dataclass
 class FittedBatch:
     batch: ImageBatch
-    records: list[np.ndarray]  # per image: float32 [n, 8] in the unit square (the writer encodes them)
-    psnr: list[float]
-    n_init: list[int]
-    n_final: list[int]
-    iterations: list[int]  # Adam steps each image took
+    rows: list[np.ndarray]  # per image: float32 [n, 8] in the unit square (the writer's record encodes them)
+    stats: FitStats
 
 
 class SplatFitModule(L.LightningModule):
-    """predict_step fits one ImageBatch to splat sets with fit_batch."""
+    """predict_step fits one ImageBatch to splat sets with fit_images."""
 
     def __init__(self, cfg: FitConfig):
         super().__init__()
@@ -41,25 +38,25 @@ class SplatFitModule(L.LightningModule):
         self.save_hyperparameters({"fit": asdict(cfg)})
 
     def predict_step(self, batch: ImageBatch, batch_idx: int) -> FittedBatch:
-        if len(batch.images) == 0:
-            return FittedBatch(batch, [], [], [], [], [])
         bar = self.trainer.progress_bar_callback if self._trainer is not None else None
         report = (lambda step, psnr: bar.fit_step(step, self.cfg.iterations, psnr)) if isinstance(
             bar, FitProgressBar) else None
+        if len(batch.images) == 0:
+            none = torch.zeros(0)
+            return FittedBatch(batch, [], FitStats(none, none, none, none))
         with torch.enable_grad():  # the predict loop runs under no_grad
-            splats, stats = fit_for_record(batch.images, self.cfg, callback=report, callback_every=10)
+            splats, stats = fit_images(batch.images, self.cfg, callback=report, callback_every=10)
         size = batch.images.shape[-1]
-        return FittedBatch(batch, splats.to_records(size, size), stats.psnr.tolist(), stats.n_init.tolist(),
-                           stats.n_final.tolist(), stats.iterations.tolist())
+        return FittedBatch(batch, splats.to_rows(size, size), stats)
 
 
-class SplatShardWriter(BasePredictionWriter):
-    """Writes fitted shards (per rank, as its batches arrive) and keeps this rank's Tally."""
+class FitWriter(BasePredictionWriter):
+    """Writes this rank's fitted shards as their batches arrive, and keeps its Tally."""
 
     def __init__(self, cfg: FitConfig):
         super().__init__(write_interval="batch")
         self.cfg, self.output = cfg, Path(cfg.output)
-        self.open: dict[str, FittedShardWriter] = {}
+        self.open: dict[str, FittedShard] = {}
         self.tally = Tally()
         self._t0 = time.perf_counter()
 
@@ -69,27 +66,20 @@ class SplatShardWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction: FittedBatch, batch_indices, batch, batch_idx,
                            dataloader_idx=0):
         b = prediction.batch
-        writer = self.open.get(b.shard) or self.open.setdefault(b.shard, FittedShardWriter(self.output / b.shard,
-                                                                                          self.cfg.record))
+        shard = self.open.get(b.shard) or self.open.setdefault(b.shard, FittedShard(self.output / b.shard,
+                                                                                   self.cfg.record))
         for key, reason in b.skipped:
             warn_skipped(b.shard, key, reason)
             self.tally.skipped.append(f"{b.shard}/{key}: {reason}")
-        for sample, size, record, psnr, n_init, n_final, iterations in zip(
-            b.samples, b.source_sizes, prediction.records, prediction.psnr, prediction.n_init, prediction.n_final,
-            prediction.iterations,
-        ):
-            fit = {"psnr": round(psnr, 3), "n_init": n_init, "n_final": n_final, "iterations": iterations,
-                   "image_size": self.cfg.image_size, "source_size": list(size), "source": sample.meta}
-            writer.write(sample.key, record, fit, sample.caption, sample.cls)
-        self.tally.images += len(b.samples)
-        self.tally.psnr += prediction.psnr
-        self.tally.n_init += prediction.n_init
-        self.tally.n_final += prediction.n_final
-        self.tally.iterations += prediction.iterations
+        for i, (sample, size, rows) in enumerate(zip(b.samples, b.source_sizes, prediction.rows)):
+            fit = {**prediction.stats.image(i), "image_size": self.cfg.image_size, "source_size": list(size),
+                   "source": sample.meta}
+            shard.write(sample.key, rows, fit, sample.caption, sample.cls)
+        self.tally.add(prediction.stats, self.cfg.iterations)
         if b.last:
-            writer.commit()
-            self.tally.shards[b.shard] = writer.count
-            self.tally.bytes_splats += writer.bytes_splats
+            shard.commit()
+            self.tally.shards[b.shard] = shard.count
+            self.tally.bytes_splats += shard.bytes_splats
             del self.open[b.shard]
         self.tally.seconds = time.perf_counter() - self._t0
 
@@ -102,8 +92,8 @@ class SplatShardWriter(BasePredictionWriter):
 
     def _drop_open(self):
         # Anything still open did not finish its shard: leave no partial output behind.
-        for writer in self.open.values():
-            writer.abort()
+        for shard in self.open.values():
+            shard.abort()
         self.open.clear()
 
 
@@ -122,8 +112,8 @@ class FitProgressBar(TQDMProgressBar):
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: FittedBatch, batch, batch_idx, dataloader_idx=0):
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        self._images += len(outputs.psnr)
-        self._psnr_sum += sum(outputs.psnr)
+        self._images += len(outputs.stats.psnr)
+        self._psnr_sum += float(outputs.stats.psnr.sum())
         if self._images:
             rate = self._images / (time.perf_counter() - self._t0)
             self.predict_progress_bar.set_postfix(

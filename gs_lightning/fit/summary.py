@@ -1,19 +1,25 @@
-"""What a fit run records: per-rank tallies merged into summary.json, and fit.yaml, the settings of a folder.
+"""What a fit run keeps beside its shards: per-rank tallies merged into summary.json, and fit.yaml, the
+settings of the folder.
 
 A rerun into the same fit.output resumes there, so it must fit the way the first run did, or one folder
-would hold two kinds of splats: `record_fit_config` keeps the settings and names the keys that differ.
+would hold two kinds of splats: `keep_fit_settings` writes the settings once and names the keys that differ.
+A tally holds sums, minima and maxima, not per-image lists, so it stays the same size however many images a
+rank fits.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from gs_lightning.atomic import write_text_atomic
-from gs_lightning.config import UserError
 from gs_lightning.data.shards import update_sizes
+from gs_lightning.errors import UserError
+from gs_lightning.fit.config import FitConfig
+from gs_lightning.fit.fitter import FitStats
 from gs_lightning.splats import compression_ratio
 
 # Keys a rerun into the same output may change: which images (to fit more shards into a folder), and
@@ -21,42 +27,75 @@ from gs_lightning.splats import compression_ratio
 FREE_KEYS = ("input", "output", "batch_size", "backend", "num_workers")
 
 
-def record_fit_config(output: str | Path, fit: DictConfig) -> None:
-    """Keep the `fit` config in output/fit.yaml, or refuse a rerun there with other settings."""
-    now = OmegaConf.masked_copy(fit, [k for k in fit if k not in FREE_KEYS])
-    path = Path(output) / "fit.yaml"
+def _leaves(node: dict, prefix: str = "") -> dict:  # {"prune.threshold": 0.02, ...}
+    out = {}
+    for k, v in node.items():
+        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def keep_fit_settings(cfg: FitConfig) -> None:
+    """Write the settings that make a splat set what it is to cfg.output/fit.yaml, or refuse a rerun there
+    with other ones. A key that an older fit.yaml lacks is taken at its default, which is what that fit used."""
+    now = {k: v for k, v in _leaves(asdict(cfg)).items() if k.split(".")[0] not in FREE_KEYS}
+    path = Path(cfg.output) / "fit.yaml"
     if path.exists():
-        before, after = _leaves(OmegaConf.load(path)), _leaves(now)
-        differ = [f"fit.{k} was {before.get(k)!r}, now {after.get(k)!r}" for k in sorted(before.keys() | after.keys())
-                  if before.get(k) != after.get(k)]
+        defaults = _leaves(asdict(FitConfig()))
+        before = _leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+        differ = [f"fit.{k} was {before.get(k, defaults[k])!r}, now {v!r}" for k, v in sorted(now.items())
+                  if before.get(k, defaults[k]) != v]
         if differ:
-            raise UserError("fit.output", f"{output} holds a fit made with other settings ({'; '.join(differ)}). "
+            raise UserError("fit.output", f"{cfg.output} holds a fit made with other settings ({'; '.join(differ)}). "
                                           "A rerun into the same fit.output resumes that fit: pass the same "
                                           "settings, or a new fit.output.")
         return
-    write_text_atomic(path, OmegaConf.to_yaml(now, resolve=True))  # every rank may write it: the same text
-
-
-def _leaves(cfg: DictConfig) -> dict:  # {"prune.threshold": 0.02, ...}
-    out = {}
-    for k, v in OmegaConf.to_container(cfg, resolve=True).items():
-        out.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
-    return out
+    nested = OmegaConf.to_yaml(OmegaConf.masked_copy(OmegaConf.structured(cfg), [k for k in asdict(cfg)
+                                                                               if k not in FREE_KEYS]))
+    write_text_atomic(path, nested)  # every rank may write it: the same text
 
 
 @dataclass
 class Tally:
-    """One rank's account of a run; written as output/_stats/rankNNNN.json and merged by `summarise`."""
+    """One rank's account of a run: written as output/_stats/rankNNNN.json and merged by `summarise`."""
 
     images: int = 0
     skipped: list[str] = field(default_factory=list)  # "shard/key: reason"
     shards: dict[str, int] = field(default_factory=dict)  # completed shard -> samples in it
     bytes_splats: int = 0
-    psnr: list[float] = field(default_factory=list)
-    n_init: list[int] = field(default_factory=list)
-    n_final: list[int] = field(default_factory=list)
-    iterations: list[int] = field(default_factory=list)  # Adam steps per image
+    psnr_sum: float = 0.0
+    psnr_min: float = math.inf
+    n_init: int = 0  # summed over images
+    n_final: int = 0
+    iterations: int = 0
+    iterations_max: int = 0
+    at_cap: int = 0  # images that ran fit.iterations (did not reach fit.target_psnr, if set)
     seconds: float = 0.0
+
+    def add(self, stats: FitStats, cap: int) -> None:
+        """Count a fitted batch's images; cap: fit.iterations."""
+        if len(stats.psnr) == 0:
+            return
+        self.images += len(stats.psnr)
+        self.psnr_sum += float(stats.psnr.double().sum())
+        self.psnr_min = min(self.psnr_min, float(stats.psnr.min()))
+        self.n_init += int(stats.n_init.sum())
+        self.n_final += int(stats.n_final.sum())
+        self.iterations += int(stats.iterations.sum())
+        self.iterations_max = max(self.iterations_max, int(stats.iterations.max()))
+        self.at_cap += int((stats.iterations >= cap).sum())
+
+    def merge(self, other: "Tally") -> "Tally":
+        out = Tally(**asdict(self))
+        for f in fields(Tally):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            merged = {"psnr_min": min, "iterations_max": max, "seconds": max}.get(f.name)
+            if merged is not None:
+                setattr(out, f.name, merged(a, b))
+            elif isinstance(a, dict):
+                setattr(out, f.name, {**a, **b})
+            else:
+                setattr(out, f.name, a + b)
+        return out
 
     def save(self, output: str | Path, rank: int) -> None:
         write_text_atomic(stats_path(output, rank), json.dumps(asdict(self)))
@@ -66,43 +105,37 @@ def stats_path(output: str | Path, rank: int) -> Path:
     return Path(output) / "_stats" / f"rank{rank:04d}.json"
 
 
-def summarise(output: str | Path, image_size: int, iterations: int, world_size: int = 1,
-              record: str = "fp16") -> dict:
-    """Merge this run's tallies of ranks 0..world_size-1 into summary.json and return it.
-    iterations: fit.iterations, the cap (an image below it stopped at fit.target_psnr)."""
-    paths = [stats_path(output, r) for r in range(world_size)]
-    tallies = [Tally(**json.loads(p.read_text())) for p in paths if p.exists()]
-    psnr = [x for t in tallies for x in t.psnr]
-    n_final = [x for t in tallies for x in t.n_final]
-    n_init = [x for t in tallies for x in t.n_init]
-    steps = [x for t in tallies for x in t.iterations]
-    images = sum(t.images for t in tallies)
-    bytes_splats = sum(t.bytes_splats for t in tallies)
-    seconds = max((t.seconds for t in tallies), default=0.0)
-    mean_n = sum(n_final) / len(n_final) if n_final else 0.0
-    update_sizes(output, {k: v for t in tallies for k, v in t.shards.items()})
+def summarise(cfg: FitConfig, world_size: int = 1) -> dict:
+    """Merge this run's tallies of ranks 0..world_size-1 into cfg.output/summary.json and return it."""
+    t = Tally()
+    for p in (stats_path(cfg.output, r) for r in range(world_size)):
+        if p.exists():
+            t = t.merge(Tally(**json.loads(p.read_text())))
+    update_sizes(cfg.output, t.shards)
+    n = t.images
+    mean_n = t.n_final / n if n else 0.0
     summary = {
-        "images_fitted": images,
-        "images_skipped": sum(len(t.skipped) for t in tallies),
-        "skipped": [k for t in tallies for k in t.skipped],
-        "shards_written": sum(len(t.shards) for t in tallies),
-        "psnr_mean": sum(psnr) / len(psnr) if psnr else None,
-        "psnr_min": min(psnr) if psnr else None,
+        "images_fitted": n,
+        "images_skipped": len(t.skipped),
+        "skipped": t.skipped,
+        "shards_written": len(t.shards),
+        "psnr_mean": t.psnr_sum / n if n else None,
+        "psnr_min": t.psnr_min if n else None,
         "splats_mean": mean_n,
-        "pruned_fraction": 1 - sum(n_final) / sum(n_init) if n_init else 0.0,
-        "iterations_mean": sum(steps) / len(steps) if steps else None,
-        "iterations_max": max(steps) if steps else None,
-        "images_at_cap": sum(s >= iterations for s in steps),  # did not reach fit.target_psnr (if set)
-        "image_size": image_size,
-        "record": record,
-        "bytes_splats": bytes_splats,  # as codec.py counts them (fp16: N * 16; quantized: the whole record)
-        "bytes_per_image": bytes_splats / images if images else None,
-        "compression_ratio": (compression_ratio(image_size, image_size, mean_n, bytes_splats / sum(n_final))
-                              if bytes_splats and sum(n_final) else None),
-        "seconds": seconds,
-        "images_per_second": images / seconds if seconds else None,
+        "pruned_fraction": 1 - t.n_final / t.n_init if t.n_init else 0.0,
+        "iterations_mean": t.iterations / n if n else None,
+        "iterations_max": t.iterations_max if n else None,
+        "images_at_cap": t.at_cap,
+        "image_size": cfg.image_size,
+        "record": cfg.record,
+        "bytes_splats": t.bytes_splats,  # as codec.py counts them (fp16: N * 16; quantized: the whole record)
+        "bytes_per_image": t.bytes_splats / n if n else None,
+        "compression_ratio": (compression_ratio(cfg.image_size, cfg.image_size, mean_n, t.bytes_splats / t.n_final)
+                              if t.bytes_splats and t.n_final else None),
+        "seconds": t.seconds,
+        "images_per_second": n / t.seconds if t.seconds else None,
     }
-    write_text_atomic(Path(output) / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(Path(cfg.output) / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -1,4 +1,5 @@
-"""ClipModule: one LightningModule for the RGB baseline, the transferred splat encoder and the scratch one.
+"""ClipModule: one LightningModule for the RGB baseline, the transferred splat encoder and the scratch one,
+and ModelConfig, the `model` node that configures it.
 
 rgb       open_clip's CLIP, every parameter trained at lr.
 transfer  the best RGB checkpoint's CLIP with a splat visual tower: the text tower and the ViT blocks
@@ -6,7 +7,7 @@ transfer  the best RGB checkpoint's CLIP with a splat visual tower: the text tow
           transfer_lr_ratio x lr for the unfrozen blocks, ln_post, proj and the logit scale (paper 5.1).
 scratch   the same splat model from random init, every parameter trained at lr.
 
-The constructor's keywords are the `model` config node's keys, plus the zero-shot eval set (data.eval_set).
+The constructor's keywords are ModelConfig's fields, plus the zero-shot eval set (data.eval_set).
 Loss: open_clip's ClipLoss with features gathered across ranks; the logit scale is clamped at
 log(100) after every step. Weight decay applies to matrices only (p.ndim >= 2, nanoGPT's rule): never to
 biases, norms, the class embedding or the logit scale. The schedule (linear warmup, cosine) multiplies
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
 
 import lightning as L
 import open_clip
@@ -23,34 +26,80 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from open_clip.loss import ClipLoss
 
-from gs_lightning.config import GSConfig
-from gs_lightning.eval_sets import eval_set as eval_set_metadata
-from gs_lightning.models.gs_encoder import build_clip
-from gs_lightning.models.zeroshot import zero_shot_classifier, zero_shot_metrics
+from gs_lightning.checkpoint import load_matching, read_state_dict
+from gs_lightning.models.encoder import SplatEncoder, SplatEncoderConfig
+from gs_lightning.schema import setting
+from gs_lightning.zeroshot.classifier import zero_shot_classifier, zero_shot_metrics
+from gs_lightning.zeroshot.tasks import eval_set as eval_set_metadata
+
+# model.mode -> what the model reads: images (rgb) or splat sets (splats), the data node it trains on.
+MODES = {"rgb": "rgb", "transfer": "splats", "scratch": "splats"}
+
+
+def input_kind(mode: str) -> str:
+    """"rgb" or "splats": what a model of this mode reads, and so which data node (data.rgb, data.splats)."""
+    if mode not in MODES:
+        raise ValueError(f"model.mode must be one of {sorted(MODES)}, got {mode!r}")
+    return MODES[mode]
+
+
+@dataclass
+class ModelConfig:
+    name: str = setting("ViT-B-16-w512", "open_clip model config (gs_lightning/models/configs/*.json or "
+                                         "open_clip's own)")
+    mode: str = setting("rgb", "rgb (the teacher) | transfer (splat encoder on the RGB checkpoint's frozen ViT) | "
+                               "scratch (the splat encoder from random init)", choices=MODES)
+    rgb_checkpoint: Optional[str] = setting(None, "transfer: the RGB run's best checkpoint")
+    splat_encoder: SplatEncoderConfig = setting(SplatEncoderConfig)
+    lr: float = setting(1e-3, "peak learning rate (AdamW); the new modules' under transfer", gt=0)
+    weight_decay: float = setting(0.2, "AdamW's, on matrices only", ge=0)
+    betas: list[float] = setting(lambda: [0.9, 0.98], "AdamW's (beta1, beta2)")
+    eps: float = setting(1e-6, "AdamW's epsilon", gt=0)
+    warmup_steps: int = setting(2000, "linear warmup, then cosine decay to 0", ge=0)
+    transfer_lr_ratio: float = setting(0.1, "transfer: lr of the unfrozen blocks, ln_post and proj over lr", gt=0)
+    unfrozen_blocks: int = setting(2, "transfer: ViT blocks 0..n-1 train, the rest stay frozen", ge=0)
+    logit_scale_max: float = setting(100.0, "the logit scale is clamped to this after every step", gt=1)
+
+
+def build_clip(model_name: str, *, mode: str, splat_encoder: SplatEncoderConfig,
+               rgb_checkpoint: str | None) -> open_clip.CLIP:
+    """rgb: open_clip's CLIP. transfer: the RGB checkpoint's CLIP with a splat visual tower.
+    scratch: the same splat model from random init."""
+    input_kind(mode)
+    model = open_clip.create_model(model_name, pretrained=None)
+    if mode == "transfer":
+        if not rgb_checkpoint:
+            raise ValueError("model.mode=transfer needs model.rgb_checkpoint (the best RGB CLIP checkpoint)")
+        load_matching(model, read_state_dict(rgb_checkpoint, "model.rgb_checkpoint"), rgb_checkpoint,
+                      "model.rgb_checkpoint")
+    if input_kind(mode) == "splats":
+        model.visual = SplatEncoder(vit=model.visual, cfg=splat_encoder)
+    return model
 
 
 class ClipModule(L.LightningModule):
     def __init__(
         self,
         *,
-        name: str,  # open_clip model config
-        mode: str,  # rgb | transfer | scratch
-        gs: dict | None = None,  # GSConfig fields
-        rgb_checkpoint: str | None = None,
+        name: str,
+        mode: str,
+        rgb_checkpoint: str | None,
+        splat_encoder: dict,  # SplatEncoderConfig's fields
         lr: float,
         weight_decay: float,
+        betas: list[float],
+        eps: float,
         warmup_steps: int,
         transfer_lr_ratio: float,
         unfrozen_blocks: int,
         logit_scale_max: float,
-        eval_set: str | None = None,  # zero-shot classes + templates (gs_lightning/eval_sets.py)
-        betas: tuple[float, float] = (0.9, 0.98),
-        eps: float = 1e-6,
+        eval_set: str | None = None,  # zero-shot classes + templates (gs_lightning/zeroshot/tasks.py)
     ):
         super().__init__()
         self.save_hyperparameters()
         self.mode = mode
-        self.model = build_clip(name, mode=mode, gs=GSConfig(**(gs or {})), rgb_checkpoint=rgb_checkpoint)
+        self.model = build_clip(name, mode=mode, splat_encoder=SplatEncoderConfig(**splat_encoder),
+                                rgb_checkpoint=rgb_checkpoint)
         self.tokenizer = open_clip.get_tokenizer(name)
         self.apply_trainable()
         self.classnames, self.templates = eval_set_metadata(eval_set) if eval_set else (None, None)
@@ -81,7 +130,7 @@ class ClipModule(L.LightningModule):
     @property
     def queries(self) -> int | None:
         """The splat encoder's resampler queries; None for the RGB ViT."""
-        return None if self.mode == "rgb" else self.model.visual.resampler.latents.shape[0]
+        return None if input_kind(self.mode) == "rgb" else self.model.visual.resampler.latents.shape[0]
 
     def parameter_table(self) -> tuple[list[list], float]:
         """Rows (module, parameters, trainable|frozen, lr) and the trainable share of the whole model."""

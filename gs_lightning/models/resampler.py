@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 
 class ResamplerLayer(nn.Module):
-    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.norm_media = nn.LayerNorm(dim)
         self.norm_latents = nn.LayerNorm(dim)
@@ -29,7 +29,7 @@ class ResamplerLayer(nn.Module):
 
 
 class PerceiverResampler(nn.Module):
-    def __init__(self, *, dim: int, num_queries: int, depth: int = 1, heads: int = 8, mlp_ratio: float = 1.0):
+    def __init__(self, *, dim: int, num_queries: int, depth: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_queries, dim) * dim**-0.5)
         self.layers = nn.ModuleList([ResamplerLayer(dim=dim, heads=heads, mlp_ratio=mlp_ratio) for _ in range(depth)])

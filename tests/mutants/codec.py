@@ -1,4 +1,4 @@
-"""Mutants of the splat records and the equal-bytes baselines (issue 15)."""
+"""Mutants of the splat records and the equal-bytes baselines."""
 
 T = "tests/test_codec.py"
 B = "tests/test_bench_codec.py"
@@ -48,8 +48,8 @@ MUTANTS = [
      "new": "        return len(data)",
      "tests": [T], "why": "float16 bytes counted with numpy's .npy header, not the paper's 16 B a splat"},
     {"name": "reader-ignores-record", "path": "gs_lightning/data/datamodules.py",
-     "old": "return decode_splats(raw.splats, max_splats, nrng, raw.record)",
-     "new": "return decode_splats(raw.splats, max_splats, nrng)",
+     "old": "return decode_splats(raw.splats, raw.record, max_splats, nrng)",
+     "new": "return decode_splats(raw.splats, \"fp16\", max_splats, nrng)",
      "tests": [T], "why": "quantized shards read as float16: every sample skipped"},
     {"name": "budget-largest-under", "path": "gs_lightning/data/pixel_codecs.py",
      "old": "    q = min((lo, hi), key=lambda k: (abs(len(at(k)) - budget), len(at(k))))",
@@ -58,7 +58,7 @@ MUTANTS = [
     {"name": "budget-over-uses-best", "path": "gs_lightning/data/pixel_codecs.py",
      "old": '        return Match(lo, at(lo), budget, "over")', "new": '        return Match(hi, at(hi), budget, "over")',
      "tests": [T], "why": "when no quality fits the budget, the largest encode is used"},
-    {"name": "refine-steps-nothing", "path": "gs_lightning/fit/quantize.py",
+    {"name": "refine-steps-nothing", "path": "gs_lightning/fit/refine.py",
      "old": "        opt.step()\n", "new": "",
      "tests": [T], "why": "quantization-aware refinement does nothing"},
     {"name": "reencode-wrong-key", "path": "gs_lightning/data/pixel_codecs.py",
@@ -66,16 +66,16 @@ MUTANTS = [
      "new": 'budget = next(iter(budgets.values()))',
      "tests": ["tests/test_equal_bytes.py"], "why": "every image re-encoded at the first image's budget"},
     {"name": "summary-compression-fp16", "path": "gs_lightning/fit/summary.py",
-     "old": "compression_ratio(image_size, image_size, mean_n, bytes_splats / sum(n_final))",
-     "new": "compression_ratio(image_size, image_size, mean_n)",
+     "old": "compression_ratio(cfg.image_size, cfg.image_size, mean_n, t.bytes_splats / t.n_final)",
+     "new": "compression_ratio(cfg.image_size, cfg.image_size, mean_n)",
      "tests": ["tests/test_fit_output.py::test_the_quantized_record_is_what_fit_writes_and_reports"],
      "why": "a quantized fit's compression reported as if float16"},
-    {"name": "fit-json-psnr-unquantized", "path": "gs_lightning/fit/quantize.py",
+    {"name": "fit-json-psnr-unquantized", "path": "gs_lightning/fit/fitter.py",
      "old": "        stats.psnr = psnr_per_image(quantized_render(splats, H, W, cfg.backend), images.float())\n",
      "new": "",
      "tests": ["tests/test_fit_output.py::test_the_quantized_record_is_what_fit_writes_and_reports"],
      "why": "a quantized fit states the PSNR of the unquantized splats, not of what it stored"},
-    {"name": "refine-keeps-last", "path": "gs_lightning/fit/quantize.py",
+    {"name": "refine-keeps-last", "path": "gs_lightning/fit/refine.py",
      "old": "    return current(best).detach()", "new": "    return current(codes).detach()",
      "tests": [T],
      "why": "the refinement returns its last step, not each image's best: it can make what is stored worse"},

@@ -1,4 +1,4 @@
-"""Mutants of the CUDA device code that tests/test_cuda_emulated.py must catch (issue 12).
+"""Mutants of the CUDA device code that tests/test_cuda_emulated.py must catch.
 
 Each deletes or bends one thing the kernels, the binning or the slicing rely on; the emulator runs the
 edited .cuh on the next test run (its harness is rebuilt from the working tree).

@@ -1,4 +1,4 @@
-"""Mutants of issue 13's fitting: least-squares colours, adaptive init, fit-to-quality."""
+"""Mutants of the fit beyond the paper: least-squares colours, adaptive init, fit-to-quality."""
 
 MUTANTS = [
     {"name": "solve-without-ridge", "path": "gs_lightning/fit/fitter.py",

@@ -1,4 +1,4 @@
-"""Mutants of the CPU backend's SIMD kernels and its exp (issue 14), for tests/test_render.py."""
+"""Mutants of the CPU backend's SIMD kernels and its exp, for tests/test_render.py."""
 SPLAT = "extensions/splat2d/splat2d.h"
 TILES = "extensions/splat2d/cpu/tiles.cpp"
 SIMD = "extensions/splat2d/cpu/simd.h"

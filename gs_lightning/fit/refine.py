@@ -1,8 +1,8 @@
 """Quantization-aware refinement: a few Adam steps through the quantized record's round trip.
 
-After the fit, the splats are quantized (codec.quantize) at every step and the render of what would be
-stored is compared with the image; the gradient passes the rounding straight through (STE) to the
-unquantized values, which learn to land on codes that render well. What Adam steps is each column of the
+After the fit, the splats go through the quantized record's round trip (codec.round_trip) at every step,
+and the render of what would be stored is compared with the image; the gradient passes the rounding
+straight through (STE) to the unquantized values, which learn to land on codes that render well. What Adam steps is each column of the
 record's quantization domain in units of its quantization step (codes), so one learning rate
 (fit.refine_lr, in codes per step) suits positions, log scales, shear and colours alike.
 """
@@ -12,16 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gs_lightning.codec import bounds, column_bits, from_domain, quantize, steps, to_domain
-from gs_lightning.config import FitConfig
-from gs_lightning.fit.fitter import FitStats, cosine_schedule, fit_batch, psnr_per_image
+from gs_lightning.codec import bounds, column_bits, from_domain, round_trip, steps, to_domain
+from gs_lightning.fit.schedule import cosine_schedule
 from gs_lightning.render import rasterize
 from gs_lightning.splats import Splats
 
 
 def quantized_render(splats: Splats, height: int, width: int, backend: str = "auto") -> Tensor:  # [B, 3, H, W]
     """The render of what the quantized record stores for `splats` (differentiable through the STE)."""
-    rows = quantize(splats.unit_rows(height, width), splats.mask)
+    rows = round_trip(splats.unit_rows(height, width), splats.mask)
     return rasterize(Splats.from_unit_rows(rows, splats.mask, height, width), height, width, backend=backend)
 
 
@@ -40,7 +39,7 @@ def refine_quantized(
     q0 = to_domain(splats.unit_rows(H, W)).detach()
     lo, hi = bounds(q0, mask)
     step = steps(lo, hi, column_bits().to(q0.device))[:, None]  # [B, 1, 8]
-    codes = ((q0 - lo[:, None]) / step).requires_grad_(True)  # continuous; rounded inside `quantize`
+    codes = ((q0 - lo[:, None]) / step).requires_grad_(True)  # continuous; rounded inside `round_trip`
     opt = torch.optim.Adam([codes], lr=lr)
     sched = cosine_schedule(opt, iterations)
     best, best_mse = codes.detach().clone(), torch.full((B,), float("inf"), device=codes.device)
@@ -62,16 +61,3 @@ def refine_quantized(
         opt.step()
         sched.step()
     return current(best).detach()
-
-
-def fit_for_record(images: Tensor, cfg: FitConfig, **progress) -> tuple[Splats, FitStats]:  # images [B, 3, H, W]
-    """fit_batch (progress: its callback arguments), then, for the quantized record, the refinement; stats.psnr
-    is then that of what is stored (stats.iterations stays the fit's own)."""
-    splats, stats = fit_batch(images, cfg, **progress)
-    if cfg.record != "quantized":
-        return splats, stats
-    H, W = images.shape[-2:]
-    splats = refine_quantized(images, splats, cfg.refine_iterations, cfg.refine_lr, cfg.backend)
-    with torch.no_grad():
-        stats.psnr = psnr_per_image(quantized_render(splats, H, W, cfg.backend), images.float())
-    return splats, stats

@@ -1,23 +1,14 @@
-"""Zero-shot eval sets: class names and prompt templates, by name (`data.eval_set`).
+"""Zero-shot tasks: class names and prompt templates, by name (`data.eval_set`).
 
 imagenet       open_clip's ImageNet-1K class names and OpenAI's 80 templates (the paper's evaluation).
-fashion-mnist  the demo's: Fashion-MNIST's 10 classes and six templates; the demo's training captions are
-               drawn from the same templates (gs_lightning/data/demo.py).
+fashion-mnist  the demo's: Fashion-MNIST's 10 classes and six templates, the ones its training captions are
+               drawn from (gs_lightning/data/demo.py).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-FASHION_CLASSNAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                      "ankle boot"]
-FASHION_TEMPLATES = [
-    lambda c: f"a photo of a {c}.",
-    lambda c: f"a black and white photo of a {c}.",
-    lambda c: f"a low resolution photo of a {c}.",
-    lambda c: f"a product photo of a {c}.",
-    lambda c: f"a picture of a {c}, a piece of clothing.",
-    lambda c: f"a small photo of the {c}.",
-]
+from gs_lightning.data.demo import FASHION_CLASSNAMES, FASHION_TEMPLATES
 
 
 def _imagenet() -> tuple[list[str], list[Callable[[str], str]]]:

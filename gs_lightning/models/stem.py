@@ -1,4 +1,4 @@
-"""GSStem: per-splat features -> tokens of the ViT width (paper 5.1, Fig. 5).
+"""SplatStem, the paper's "GS stem": per-splat features -> tokens of the ViT width (paper 5.1, Fig. 5).
 
     centre (x, y)     -> Fourier features  sin/cos(2^k pi x), sin/cos(2^k pi y), k < num_freqs, and x, y
     covariance L L^T  -> log of the principal standard deviations, and sin/cos of twice the orientation
@@ -7,7 +7,7 @@
     -> gated sigmoid linear  Linear(f) * sigmoid(Linear_g(f))
     -> z-score normalisation (LayerNorm, no affine) -> Linear to the ViT width
 
-Splats come in the unit square (fitted shards are stored so), xy [B, N, 2].
+Splats come in the unit square (units="unit", as fitted shards store them), xy [B, N, 2].
 """
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ class GatedLinear(nn.Module):
         return self.value(x) * torch.sigmoid(self.gate(x))
 
 
-class GSStem(nn.Module):
-    def __init__(self, *, width: int, hidden: int = 256, num_freqs: int = 8):
+class SplatStem(nn.Module):
+    def __init__(self, *, width: int, hidden: int, num_freqs: int):
         super().__init__()
         self.fourier = FourierFeatures(num_freqs=num_freqs)
         self.gated = GatedLinear(self.fourier.out_dim + 4 + 3, hidden)
@@ -66,6 +66,7 @@ class GSStem(nn.Module):
         self.proj = nn.Linear(hidden, width)
 
     def forward(self, splats: Splats) -> Tensor:  # -> [B, N, width], zero on padding rows
+        splats.expect_units("unit", "SplatStem")
         real = splats.mask[..., None]
         # The splat features in float32 whatever autocast runs (bf16-mixed): sin(2^7 pi x) needs more than
         # bf16's 8 bits of x, and so does the eigen-split of a thin ellipse's covariance.

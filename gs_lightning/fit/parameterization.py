@@ -1,0 +1,56 @@
+"""What Adam steps during a fit: each parameterization maps splats to (xy, diagonal, shear) tensors and back.
+fit.lr is in its units; fit.parameterization names one of PARAMETERIZATIONS.
+
+log_scale      xy in pixels, log l11 and log l22, l21 in pixels. The log diagonal takes relative steps, so a
+               Gaussian started at 1 pixel reaches 10 within a few hundred steps.
+gaussianimage  GaussianImage's GaussianImage_Cholesky, the code the paper builds on: atanh of the centre in
+               [-1, 1] image coordinates, and the raw Cholesky factors. With its one learning rate of 1e-3 a
+               factor moves by about 1e-3 pixel per step, so a Gaussian keeps roughly the size it started
+               with: under it, random init's 1-pixel Gaussians cannot cover the image in 3000 steps.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gs_lightning.splats import Splats
+
+
+class LogScale:
+    @staticmethod
+    def to_params(start: Splats, size: Tensor) -> list[Tensor]:  # size: [2] (W, H) pixels
+        xy, chol = start.xy.detach(), start.chol.detach()
+        return [xy.clone(), chol[..., [0, 2]].log(), chol[..., 1:2].clone()]
+
+    @staticmethod
+    def to_geometry(
+        xy: Tensor,  # [B, N, 2] pixels
+        diagonal: Tensor,  # [B, N, 2] log l11, log l22
+        shear: Tensor,  # [B, N, 1] l21
+        size: Tensor,  # [2] (W, H) pixels
+    ) -> tuple[Tensor, Tensor]:  # centres [B, N, 2] pixels, chol [B, N, 3]
+        return xy, torch.stack([diagonal[..., 0].exp(), shear[..., 0], diagonal[..., 1].exp()], -1)
+
+
+class GaussianImage:
+    @staticmethod
+    def to_params(start: Splats, size: Tensor) -> list[Tensor]:
+        xy, chol = start.xy.detach(), start.chol.detach()
+        unit = (2 * xy / size - 1).clamp(-1 + 1e-6, 1 - 1e-6)  # a centre on the border would be atanh(1) = inf
+        return [unit.atanh(), chol[..., [0, 2]].clone(), chol[..., 1:2].clone()]
+
+    @staticmethod
+    def to_geometry(
+        xy: Tensor,  # [B, N, 2] atanh of the centre in [-1, 1]
+        diagonal: Tensor,  # [B, N, 2] l11, l22
+        shear: Tensor,  # [B, N, 1] l21
+        size: Tensor,  # [2] (W, H) pixels
+    ) -> tuple[Tensor, Tensor]:
+        # A raw factor may step through zero. Negating a column of L leaves Sigma = L L^T as it is, so
+        # the signs fold into the positive-diagonal factor the rasterizer takes; the floor keeps it > 0.
+        l11, l22 = diagonal.unbind(-1)
+        chol = torch.stack([l11.abs().clamp(min=1e-3), shear[..., 0] * l11.sign(), l22.abs().clamp(min=1e-3)], -1)
+        return (xy.tanh() + 1) / 2 * size, chol
+
+
+PARAMETERIZATIONS = {"log_scale": LogScale, "gaussianimage": GaussianImage}
