@@ -28,7 +28,9 @@ def extension():
     # -ffp-contract=off: no FMA contraction, so the cut-off test s2 <= cutoff
     # rounds exactly as in the PyTorch reference (and in the CUDA build).
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fschedule-insns", "-fsched-pressure"]
-    kwargs = dict(include_dirs=[str(ROOT / SRC)], extra_link_args=["-fopenmp"])
+    # The headers hold the maths and the kernels: a change to one must rebuild every source.
+    headers = sorted(str(p.relative_to(ROOT)) for ext in ("*.h", "*.cuh") for p in (ROOT / SRC).rglob(ext))
+    kwargs = dict(include_dirs=[str(ROOT / SRC)], extra_link_args=["-fopenmp"], depends=headers)
     if not want_cuda():
         return CppExtension("gs_lightning._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
     sources.append(str(SRC / "cuda" / "splat2d_cuda.cu"))

@@ -30,7 +30,11 @@ from gs_lightning.errors import UserError
 class AtomicCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         target = AtomicFile(filepath)
-        super()._save_checkpoint(trainer, str(target.tmp))  # collective; rank 0 writes
+        try:
+            super()._save_checkpoint(trainer, str(target.tmp))  # collective; rank 0 writes
+        except BaseException:
+            target.abort()  # a save that failed half way (a full disk) leaves nothing behind
+            raise
         if trainer.is_global_zero:
             target.commit()
         self._last_checkpoint_saved = filepath
@@ -43,7 +47,11 @@ class SaveOnSigterm(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             target = AtomicFile(self.path)
-            trainer.save_checkpoint(target.tmp, weights_only=False)  # the whole state: resume needs it
+            try:
+                trainer.save_checkpoint(target.tmp, weights_only=False)  # the whole state: resume needs it
+            except BaseException:
+                target.abort()
+                raise
             if trainer.is_global_zero:
                 target.commit()
 

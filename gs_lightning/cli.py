@@ -168,8 +168,9 @@ def fit(args: list[str]) -> None:
             run.predict(SplatFitModule(f), dataloaders=loader, return_predictions=False)
     run.strategy.barrier()
     if run.global_rank == 0:
-        summary = summarise(f, world_size=run.world_size)
-        print(f"\nfit summary ({f.output}/summary.json); {kept} of {len(sources)} shards were already done and kept")
+        summary = summarise(f)
+        print(f"\nfit summary of {f.output} (summary.json); {kept} of this run's {len(sources)} shards were done "
+              "before it and kept")
         print(format_summary(summary))
 
 

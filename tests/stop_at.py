@@ -2,6 +2,9 @@
 
     python tests/stop_at.py after-rename NAME -- ARGS...
         right after a file is renamed onto a file called NAME: the moment a final name appears
+    python tests/stop_at.py signal-in-next-shard NAME SIGNAL -- ARGS...
+        send SIGNAL (TERM, INT or KILL) to this process right after the first sample is written into the shard
+        that follows the one renamed onto a file called NAME: one shard finished, the next one open
     python tests/stop_at.py interrupted-move NAME N -- ARGS...
         half way through the Nth shutil.move onto a file whose name starts with NAME, as when the move crosses
         filesystems and copies (Lightning saves checkpoints to the system temp dir, then moves them: on a
@@ -31,6 +34,26 @@ def after_rename(name: str) -> None:
     os.replace = replace_then_die
 
 
+def signal_in_next_shard(name: str, signame: str) -> None:
+    import webdataset as wds
+
+    replace, write = os.replace, wds.TarWriter.write
+    renamed = False
+
+    def replace_and_note(src, dst, *args, **kwargs):
+        nonlocal renamed
+        replace(src, dst, *args, **kwargs)
+        renamed = renamed or Path(dst).name == name
+
+    def write_then_signal(self, obj):
+        out = write(self, obj)
+        if renamed:
+            os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
+        return out
+
+    os.replace, wds.TarWriter.write = replace_and_note, write_then_signal
+
+
 def interrupted_move(name: str, nth: str) -> None:
     moves = 0
 
@@ -51,7 +74,9 @@ def interrupted_move(name: str, nth: str) -> None:
 def main() -> None:
     mode, *rest = sys.argv[1:]
     split = rest.index("--")
-    {"after-rename": after_rename, "interrupted-move": interrupted_move}[mode](*rest[:split])
+    hooks = {"after-rename": after_rename, "signal-in-next-shard": signal_in_next_shard,
+             "interrupted-move": interrupted_move}
+    hooks[mode](*rest[:split])
     args = rest[split + 1:]
     from gs_lightning.cli import main as cli
 

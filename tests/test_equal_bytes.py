@@ -142,3 +142,17 @@ def test_an_evaluation_prints_neither_lightnings_banner_nor_open_clips_random_in
             log.removeHandler(handler)
             log.setLevel(level)
             log.disabled = disabled
+
+
+def test_the_edge_cloud_reports_energy_computed_by_hand():
+    """1M uploads at 0.1-0.2 kWh/GB (mobile) and 0.03 kWh/GB (fixed), 1 GB = 1e9 B, for bytes chosen here:
+    6,400 B an image is 6.4 GB, so 0.64-1.28 kWh and 0.192 kWh; 224x224 pixels are 150,528 B, 150.528 GB."""
+    from gs_lightning.compare import Point, Run, edge_cloud
+
+    splats = Run("gs", "transfer", 196, 400, 23.52, 0.07, record="fp16", bytes=6400, image_size=224, encode_ms=12.5)
+    jpeg = Point("rgb on jpeg", "rgb", "jpeg", 3000, 0.5, 0.9, 1.25, "400 fp16 splats")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in
+            edge_cloud([splats], [jpeg]).splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["400 splats, fp16"] == ["6,400", "0.64-1.28", "0.192", "12.50 (fit) |"]
+    assert rows["uint8 pixels 224x224"] == ["150,528", "15.1-30.1", "4.52", "- |"]
+    assert rows["jpeg at 400 fp16 splats' bytes"] == ["3,000", "0.3-0.6", "0.09", "1.25 (one encode) |"]

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +113,19 @@ def test_least_squares_colours_equal_a_dense_solve():
         y = images[b].reshape(3, H * W).T.double()  # [HW, 3]
         want = torch.linalg.lstsq(torch.cat([A, torch.diag(d)]), torch.cat([y, torch.zeros(N, 3).double()])).solution
         torch.testing.assert_close(got[b].double(), want, atol=2e-4, rtol=1e-3)
+
+
+def test_the_fit_solves_colours_with_its_configured_ridge(fit_cfg):
+    """fit.solve_ridge reaches the solve: with steps too small to move anything, the fit's colours are
+    solve_colours' at that ridge (a large one, so that it shows), not at the default's."""
+    img = photo(24, 24)
+    cfg = fit_cfg(num_splats=20, iterations=1, solve_ridge=3.0, solve_steps=30, init="structured")
+    cfg.lr.xy = cfg.lr.diagonal = cfg.lr.shear = cfg.lr.rgb = 1e-12
+    fitted, _ = fit_batch(img, cfg)
+    start = structured_init(img, 20)
+    torch.testing.assert_close(fitted.rgb, solve_colours(start, img, steps=30, ridge=3.0), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(fitted.rgb, solve_colours(start, img, steps=30, ridge=FitConfig().solve_ridge),
+                              atol=1e-3)
 
 
 def test_least_squares_colours_beat_the_init_and_leave_padding_alone():
@@ -303,40 +315,32 @@ def test_a_stopped_fit_resumes_without_partial_shards(tmp_path, sig):
     """Stop a fit after its first shard lands, while the next one is open; rerun; finished shards are kept
     byte for byte.
 
-    SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) stop within a grace period, with exit status
-    128 + signal and no temporary left; SIGKILL cannot be handled, and a temporary never has a final name."""
+    SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) stop at once, with exit status 128 + signal and no
+    temporary left; SIGKILL cannot be handled, and a temporary never has a final name. The signal comes from the
+    fault hook (tests/stop_at.py) right after the first sample is written into the second shard, every time."""
     for i in range(3):
         write_image_shard(tmp_path / "in" / f"{i:05d}.tar", [
             {"key": f"{i}_{k}", "png": image_bytes(smooth_photo(24, 24, seed=10 * i + k), "PNG"), "txt": "x"}
             for k in range(4)
         ])
-    args = [sys.executable, "-m", "gs_lightning", "fit", f"fit.input={tmp_path}/in/{{00000..00002}}.tar",
-            f"fit.output={tmp_path}/out", "fit.batch_size=1", "fit.num_splats=16", "fit.iterations=400",
-            "fit.image_size=24", "fit.num_workers=0", "trainer.accelerator=cpu"]
+    fit_args = ["fit", f"fit.input={tmp_path}/in/{{00000..00002}}.tar", f"fit.output={tmp_path}/out",
+                "fit.batch_size=1", "fit.num_splats=16", "fit.iterations=20", "fit.image_size=24", "fit.num_workers=0",
+                "trainer.accelerator=cpu"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first = tmp_path / "out" / "00000.tar"
-    deadline = time.time() + 120
-
-    def open_shard() -> bool:  # the next shard's temporary is being written: the moment that matters
-        return first.exists() and any((tmp_path / "out").glob("*.tmp"))
-
-    while not open_shard() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    assert open_shard(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no open shard in 120 s"
-    os.kill(proc.pid, sig)
-    t0 = time.time()
-    proc.wait(timeout=60)
-    stopped_in = time.time() - t0
+    hook = [sys.executable, "tests/stop_at.py", "signal-in-next-shard", "00000.tar", sig.name[3:], "--"]
+    out = subprocess.run(hook + fit_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode in (128 + sig, -signal.SIGKILL), (out.returncode, out.stderr[-2000:])
     done = sorted(p.name for p in (tmp_path / "out").glob("*.tar"))
-    assert "00002.tar" not in done  # stopped half way
-    for name in done:  # whatever is under a final name is complete
-        assert len(read_tar(tmp_path / "out" / name)) == 4
+    assert done == ["00000.tar"]  # the first shard landed, the second was open
+    assert len(read_tar(tmp_path / "out" / "00000.tar")) == 4  # whatever is under a final name is complete
     if sig != signal.SIGKILL:
-        assert stopped_in < 30 and proc.returncode == 128 + sig, (stopped_in, proc.returncode)
+        assert out.returncode == 128 + sig and "stopped by" in out.stderr
         assert not list((tmp_path / "out").glob("*.tmp")), "a stopped fit leaves no temporary"
-        assert "Traceback" not in proc.stderr.read().decode()
+        assert "Traceback" not in out.stderr
+    else:
+        assert list((tmp_path / "out").glob("00001.tar*.tmp")), "the killed fit had the second shard open"
     kept = {name: (tmp_path / "out" / name).read_bytes() for name in done}
+    args = [sys.executable, "-m", "gs_lightning", *fit_args]
     subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
     for name, data in kept.items():
         assert (tmp_path / "out" / name).read_bytes() == data
@@ -344,6 +348,10 @@ def test_a_stopped_fit_resumes_without_partial_shards(tmp_path, sig):
     assert not list((tmp_path / "out").glob("*.tmp"))
     for name in ("00001.tar", "00002.tar"):
         assert len(read_tar(tmp_path / "out" / name)) == 4
+    # the summary and sizes.json are of the folder: the shard fitted before the stop counts too
+    sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    assert sizes == {"00000.tar": 4, "00001.tar": 4, "00002.tar": 4}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["images_fitted"] == 12
 
 
 def test_hostile_and_duplicate_keys_are_skipped_named_and_counted(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_FIT
 from helpers import image_bytes, smooth_photo
 
@@ -73,6 +74,63 @@ def test_dataloader_workers_fit_each_shard_once(tmp_path):
         assert keys == sorted(f"{i}_{k}" for k in range(n))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["images_fitted"] == 9 and summary["shards_written"] == 3
+    assert summary["seconds"] > 0 and summary["images_per_second"] == pytest.approx(9 / summary["seconds"])
+
+
+def test_two_ddp_ranks_share_the_shards_and_the_summary_counts_both(tmp_path):
+    """trainer.devices=2 on CPU (gloo): the shards are split across the ranks, every image is fitted once, and
+    summary.json and sizes.json count every shard, whichever rank fitted it."""
+    counts = [3, 2, 4, 1]
+    pattern = shards(tmp_path / "in", counts)
+    fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "trainer.devices=2", "trainer.strategy=ddp",
+        "fit.batch_size=2", "fit.num_workers=0")
+    keys = [k for i in range(len(counts)) for k in members(tmp_path / "out" / f"{i:05d}.tar")]
+    assert sorted(keys) == sorted(f"{i}_{k}" for i, n in enumerate(counts) for k in range(n))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images_fitted"] == 10 and summary["shards_per_rank"] == {"0": 2, "1": 2}
+    sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    assert sizes == {f"{i:05d}.tar": n for i, n in enumerate(counts)}
+
+
+@pytest.mark.parametrize("init, keys", [("structured", []), ("random", ["fit.seed=7"]),
+                                        ("adaptive", ["fit.adaptive_floor=0.7", "fit.adaptive_scale=0.6"])])
+def test_fit_init_and_its_keys_reach_the_fit(tmp_path, init, keys):
+    """With steps too small to move anything, what a fit stores is where it started: the init that fit.init
+    names, with its own keys at values other than their defaults (the oracle: the init functions, called on the
+    resized images)."""
+    from gs_lightning.fit.init import adaptive_init, random_init, structured_init
+
+    pattern = shards(tmp_path / "in", [2])
+    still = [f"fit.lr.{k}=1e-12" for k in ("xy", "diagonal", "shear", "rgb")]
+    fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.iterations=1", "fit.solve_colours=false",
+        "fit.prune.l1_weight=0", "fit.prune.threshold=0", f"fit.init={init}", *still, *keys)
+    size, n = load_fit_config([], TINY_FIT).image_size, load_fit_config([], TINY_FIT).num_splats
+    source, fitted = members(tmp_path / "in" / "00000.tar"), members(tmp_path / "out" / "00000.tar")
+    names = sorted(source)
+    images = torch.stack([resize_center_crop(decode_image(source[k]["png"]), size) for k in names])
+    start = {"structured": lambda: structured_init(images, n),
+             "random": lambda: random_init(images, n, generator=torch.Generator().manual_seed(7)),
+             "adaptive": lambda: adaptive_init(images, n, floor=0.7, scale=0.6)}[init]()
+    for b, key in enumerate(names):
+        got = np.load(io.BytesIO(fitted[key]["splats.npy"])).astype(np.float32)
+        np.testing.assert_allclose(got, start.to_rows(size, size)[b], rtol=2e-3, atol=1e-3, err_msg=key)
+
+
+def test_a_summary_reads_a_shard_without_its_account_from_the_shard(tmp_path):
+    """A run stopped between a shard's rename and its account's: the summary counts the shard from the figures
+    its samples carry."""
+    from gs_lightning.fit.summary import summarise
+
+    pattern = shards(tmp_path / "in", [3, 2])
+    fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out")
+    whole = json.loads((tmp_path / "out" / "summary.json").read_text())
+    (tmp_path / "out" / "_stats" / "00001.tar.json").unlink()
+    (tmp_path / "out" / "sizes.json").unlink()
+    again = summarise(load_fit_config([], [*TINY_FIT, f"fit.output={tmp_path}/out"]))
+    for k in ("images_fitted", "shards_written", "bytes_splats", "splats_mean", "iterations_mean", "images_at_cap"):
+        assert again[k] == whole[k], k
+    assert again["psnr_mean"] == pytest.approx(whole["psnr_mean"], abs=1e-3)  # the json's PSNR has 3 decimals
+    assert json.loads((tmp_path / "out" / "sizes.json").read_text()) == {"00000.tar": 3, "00001.tar": 2}
 
 
 def test_a_kill_as_a_shard_gets_its_final_name_never_leaves_it_torn(tmp_path):

@@ -100,11 +100,12 @@ def test_one_step_moves_every_trainable_tensor_and_no_frozen_one(rgb_checkpoint)
 
 
 def test_logit_scale_is_clamped_after_the_step():
-    m = ClipModule(**shipped_model_kwargs(mode="scratch"))
+    """At model.logit_scale_max, not the default's 100: the value must come from the config."""
+    m = ClipModule(**shipped_model_kwargs(mode="scratch", logit_scale_max=37.0))
     with torch.no_grad():
         m.model.logit_scale.fill_(10.0)
     one_step(m, splat_batch(m))
-    assert m.model.logit_scale.item() == pytest.approx(math.log(100))
+    assert m.model.logit_scale.item() == pytest.approx(math.log(37.0))
 
 
 def test_transfer_reproduces_the_rgb_text_features_exactly(rgb_checkpoint):

@@ -1,4 +1,5 @@
-"""DataModule throughput: samples/s of decode + tokenize + collate with 2 workers.
+"""DataModule throughput: samples/s of decode + tokenize + collate with 2 workers, the DataModules `train`
+builds (gs_lightning/build.py) for the paper's model (224x224).
 
     python -m gs_lightning.benchmarks.data [--samples 4000]
 
@@ -13,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import open_clip
 
+from gs_lightning import build
 from gs_lightning.benchmarks.common import print_table
-from gs_lightning.data.datamodules import DataCompDataModule
+from gs_lightning.config import TrainRun, compose
 from gs_lightning.data.demo import write_fashion_mnist
 from gs_lightning.data.shards import FittedShard, update_sizes
-from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 
 
 def splat_shards(root: Path, shards: int, per_shard: int, n: int = 400) -> str:
@@ -49,22 +50,21 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=4000)
     p.add_argument("--data-root", default="outputs/data")
     a = p.parse_args(argv)
-    tok = open_clip.get_tokenizer("ViT-B-16")
     fm = write_fashion_mnist(a.data_root)
     with tempfile.TemporaryDirectory() as tmp:
         gs = splat_shards(Path(tmp), shards=4, per_shard=a.samples // 4 + 64)
+        common = ["data.batch_size=64", "data.val_batch_size=64", "data.num_workers=2", "data.num_samples=100000"]
+        rgb = compose(TrainRun, [], [*common, f"data.rgb.train={fm['train']}", f"data.rgb.val={fm['test']}"])
+        splats = compose(TrainRun, [], [*common, "model.mode=scratch", f"data.splats.train={gs}",
+                                        f"data.splats.val={gs}"])
+        tokenizer = open_clip.get_tokenizer(rgb.model.name)
         rows = []
         for name, dm, get in [
-            ("DataComp rgb (224, train transform)", DataCompDataModule(
-                kind="rgb", train=fm["train"], tokenizer=tok, preprocess=open_clip.image_transform(224, True),
-                batch_size=64, num_workers=2), "train_dataloader"),
-            ("DataComp splats (400)", DataCompDataModule(
-                kind="splats", train=gs, tokenizer=tok, batch_size=64, num_workers=2), "train_dataloader"),
-            ("ZeroShot rgb (224, val transform)", ZeroShotDataModule(
-                kind="rgb", path=fm["test"], preprocess=open_clip.image_transform(224, False), batch_size=64,
-                num_workers=2), "val_dataloader"),
-            ("ZeroShot splats (400)", ZeroShotDataModule(kind="splats", path=gs, batch_size=64, num_workers=2),
-             "val_dataloader"),
+            (f"DataComp rgb ({build.image_size(rgb)}, train transform)", build.train_data(rgb, tokenizer),
+             "train_dataloader"),
+            ("DataComp splats (400)", build.train_data(splats, tokenizer), "train_dataloader"),
+            (f"ZeroShot rgb ({build.image_size(rgb)}, val transform)", build.eval_data(rgb), "val_dataloader"),
+            ("ZeroShot splats (400)", build.eval_data(splats), "val_dataloader"),
         ]:
             rows.append([name, f"{rate(getattr(dm, get)(), a.samples):.0f}"])
     print(f"DataModule throughput, batch 64, 2 workers, {a.samples} samples each")

@@ -51,48 +51,49 @@ class SplatFitModule(L.LightningModule):
 
 
 class FitWriter(BasePredictionWriter):
-    """Writes this rank's fitted shards as their batches arrive, and keeps its Tally."""
+    """Writes this rank's fitted shards as their batches arrive; each finished shard's account goes beside it
+    (_stats/<shard>.json)."""
 
     def __init__(self, cfg: FitConfig):
         super().__init__(write_interval="batch")
         self.cfg, self.output = cfg, Path(cfg.output)
-        self.open: dict[str, FittedShard] = {}
-        self.tally = Tally()
+        self.open: dict[str, tuple[FittedShard, Tally]] = {}
         self._t0 = time.perf_counter()
 
-    def on_predict_start(self, trainer, pl_module):
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         self._t0 = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction: FittedBatch, batch_indices, batch, batch_idx,
                            dataloader_idx=0):
         b = prediction.batch
-        shard = self.open.get(b.shard) or self.open.setdefault(b.shard, FittedShard(self.output / b.shard,
-                                                                                   self.cfg.record))
+        if b.shard not in self.open:
+            self.open[b.shard] = FittedShard(self.output / b.shard, self.cfg.record), Tally()
+        shard, tally = self.open[b.shard]
         for key, reason in b.skipped:
             warn_skipped(b.shard, key, reason)
-            self.tally.skipped.append(f"{b.shard}/{key}: {reason}")
+            tally.skipped.append(f"{b.shard}/{key}: {reason}")
         for i, (sample, size, rows) in enumerate(zip(b.samples, b.source_sizes, prediction.rows)):
             fit = {**prediction.stats.image(i), "image_size": self.cfg.image_size, "source_size": list(size),
                    "source": sample.meta}
             shard.write(sample.key, rows, fit, sample.caption, sample.cls)
-        self.tally.add(prediction.stats, self.cfg.iterations)
+        tally.add(prediction.stats, self.cfg.iterations)
+        tally.seconds += time.perf_counter() - self._t0
         if b.last:
             shard.commit()
-            self.tally.shards[b.shard] = shard.count
-            self.tally.bytes_splats += shard.bytes_splats
+            tally.shards[b.shard], tally.ranks[b.shard] = shard.count, trainer.global_rank
+            tally.bytes_splats += shard.bytes_splats
+            tally.save(self.output, b.shard)
             del self.open[b.shard]
-        self.tally.seconds = time.perf_counter() - self._t0
 
     def on_predict_end(self, trainer, pl_module):
         self._drop_open()
-        self.tally.save(self.output, trainer.global_rank)
 
     def on_exception(self, trainer, pl_module, exception):
         self._drop_open()
 
     def _drop_open(self):
         # Anything still open did not finish its shard: leave no partial output behind.
-        for shard in self.open.values():
+        for shard, _ in self.open.values():
             shard.abort()
         self.open.clear()
 

@@ -1,10 +1,10 @@
-"""What a fit run keeps beside its shards: per-rank tallies merged into summary.json, and fit.yaml, the
-settings of the folder.
+"""What a fit keeps beside its shards: each shard's account (_stats/<shard>.json), merged into summary.json and
+sizes.json over every shard in the folder, and fit.yaml, the settings of the folder.
 
 A rerun into the same fit.output resumes there, so it must fit the way the first run did, or one folder
 would hold two kinds of splats: `keep_fit_settings` writes the settings once and names the keys that differ.
 A tally holds sums, minima and maxima, not per-image lists, so it stays the same size however many images a
-rank fits.
+shard holds.
 """
 from __future__ import annotations
 
@@ -56,11 +56,13 @@ def keep_fit_settings(cfg: FitConfig) -> None:
 
 @dataclass
 class Tally:
-    """One rank's account of a run: written as output/_stats/rankNNNN.json and merged by `summarise`."""
+    """The account of one fitted shard, kept as output/_stats/<shard>.json beside it; `summarise` merges those
+    of every shard in the folder, so the summary covers the folder whatever runs and ranks fitted it."""
 
     images: int = 0
     skipped: list[str] = field(default_factory=list)  # "shard/key: reason"
     shards: dict[str, int] = field(default_factory=dict)  # completed shard -> samples in it
+    ranks: dict[str, int] = field(default_factory=dict)  # completed shard -> the rank that fitted it
     bytes_splats: int = 0
     psnr_sum: float = 0.0
     psnr_min: float = math.inf
@@ -69,48 +71,70 @@ class Tally:
     iterations: int = 0
     iterations_max: int = 0
     at_cap: int = 0  # images that ran fit.iterations (did not reach fit.target_psnr, if set)
-    seconds: float = 0.0
+    seconds: float = 0.0  # fitting time on the rank that fitted it
 
     def add(self, stats: FitStats, cap: int) -> None:
         """Count a fitted batch's images; cap: fit.iterations."""
-        if len(stats.psnr) == 0:
+        self.add_images(stats.psnr.double().tolist(), stats.n_init.tolist(), stats.n_final.tolist(),
+                        stats.iterations.tolist(), cap)
+
+    def add_images(self, psnr: list[float], n_init: list[int], n_final: list[int], iterations: list[int],
+                   cap: int) -> None:
+        if not psnr:
             return
-        self.images += len(stats.psnr)
-        self.psnr_sum += float(stats.psnr.double().sum())
-        self.psnr_min = min(self.psnr_min, float(stats.psnr.min()))
-        self.n_init += int(stats.n_init.sum())
-        self.n_final += int(stats.n_final.sum())
-        self.iterations += int(stats.iterations.sum())
-        self.iterations_max = max(self.iterations_max, int(stats.iterations.max()))
-        self.at_cap += int((stats.iterations >= cap).sum())
+        self.images += len(psnr)
+        self.psnr_sum += sum(psnr)
+        self.psnr_min = min(self.psnr_min, *psnr)
+        self.n_init += int(sum(n_init))
+        self.n_final += int(sum(n_final))
+        self.iterations += int(sum(iterations))
+        self.iterations_max = max(self.iterations_max, *map(int, iterations))
+        self.at_cap += sum(int(i) >= cap for i in iterations)
 
     def merge(self, other: "Tally") -> "Tally":
-        out = Tally(**asdict(self))
+        out = Tally()
         for f in fields(Tally):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            merged = {"psnr_min": min, "iterations_max": max, "seconds": max}.get(f.name)
-            if merged is not None:
-                setattr(out, f.name, merged(a, b))
+            if f.name == "psnr_min":
+                setattr(out, f.name, min(a, b))
+            elif f.name == "iterations_max":
+                setattr(out, f.name, max(a, b))
             elif isinstance(a, dict):
                 setattr(out, f.name, {**a, **b})
             else:
                 setattr(out, f.name, a + b)
         return out
 
-    def save(self, output: str | Path, rank: int) -> None:
-        write_text_atomic(stats_path(output, rank), json.dumps(asdict(self)))
+    def save(self, output: str | Path, shard: str) -> None:
+        write_text_atomic(stats_path(output, shard), json.dumps(asdict(self)))
 
 
-def stats_path(output: str | Path, rank: int) -> Path:
-    return Path(output) / "_stats" / f"rank{rank:04d}.json"
+def stats_path(output: str | Path, shard: str) -> Path:
+    return Path(output) / "_stats" / f"{shard}.json"
 
 
-def summarise(cfg: FitConfig, world_size: int = 1) -> dict:
-    """Merge this run's tallies of ranks 0..world_size-1 into cfg.output/summary.json and return it."""
+def tally_of_shard(path: Path, cap: int) -> Tally:
+    """A fitted shard's account read back from the figures its samples' json carry (a shard whose own
+    _stats file was not written: its run stopped between the two renames). Its fitting time is unknown."""
+    from gs_lightning.data.shards import list_sources
+
+    t, figures = Tally(), {"psnr": [], "n_init": [], "n_final": [], "iterations": []}
+    (source,) = list_sources(str(path))
+    for raw in source.samples([]):
+        for k in figures:
+            figures[k].append(raw.meta[k])
+        t.bytes_splats += raw.meta["bytes"]
+    t.add_images(figures["psnr"], figures["n_init"], figures["n_final"], figures["iterations"], cap)
+    t.shards[path.name] = t.images
+    return t
+
+
+def summarise(cfg: FitConfig) -> dict:
+    """Merge the accounts of every shard in cfg.output into its summary.json and sizes.json; return the summary."""
     t = Tally()
-    for p in (stats_path(cfg.output, r) for r in range(world_size)):
-        if p.exists():
-            t = t.merge(Tally(**json.loads(p.read_text())))
+    for shard in sorted(Path(cfg.output).glob("*.tar")):
+        f = stats_path(cfg.output, shard.name)
+        t = t.merge(Tally(**json.loads(f.read_text())) if f.exists() else tally_of_shard(shard, cfg.iterations))
     update_sizes(cfg.output, t.shards)
     n = t.images
     mean_n = t.n_final / n if n else 0.0
@@ -119,6 +143,7 @@ def summarise(cfg: FitConfig, world_size: int = 1) -> dict:
         "images_skipped": len(t.skipped),
         "skipped": t.skipped,
         "shards_written": len(t.shards),
+        "shards_per_rank": {r: sum(v == r for v in t.ranks.values()) for r in sorted(set(t.ranks.values()))},
         "psnr_mean": t.psnr_sum / n if n else None,
         "psnr_min": t.psnr_min if n else None,
         "splats_mean": mean_n,
@@ -132,8 +157,8 @@ def summarise(cfg: FitConfig, world_size: int = 1) -> dict:
         "bytes_per_image": t.bytes_splats / n if n else None,
         "compression_ratio": (compression_ratio(cfg.image_size, cfg.image_size, mean_n, t.bytes_splats / t.n_final)
                               if t.bytes_splats and t.n_final else None),
-        "seconds": t.seconds,
-        "images_per_second": n / t.seconds if t.seconds else None,
+        "seconds": t.seconds,  # summed over shards, each on the rank that fitted it
+        "images_per_second": n / t.seconds if t.seconds else None,  # per rank
     }
     write_text_atomic(Path(cfg.output) / "summary.json", json.dumps(summary, indent=2))
     return summary
@@ -153,7 +178,7 @@ def format_summary(s: dict) -> str:
         f"bytes written     {s['bytes_splats']:,} of splats, {s['record']} record "
         f"({f(s['bytes_per_image'], '.0f')} B per image; fp16 is 16 B per splat)",
         f"compression       {f(s['compression_ratio'], '.1f')}x vs uint8 pixels",
-        f"throughput        {f(s['images_per_second'], '.2f')} images/s",
+        f"throughput        {f(s['images_per_second'], '.2f')} images/s per rank",
     ]
     lines += [f"skipped: {k}" for k in s["skipped"]]
     return "\n".join(lines)

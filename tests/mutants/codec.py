@@ -90,4 +90,8 @@ MUTANTS = [
     {"name": "bench-counts-container", "path": "gs_lightning/benchmarks/codec.py",
      "old": "return [codec.nbytes(b) for b in blobs]", "new": "return [len(b) for b in blobs]",
      "tests": [B], "why": "fp16 splat bytes counted with numpy's .npy header"},
+    {"name": "edge-cloud-fixed-kwh", "path": "gs_lightning/compare.py",
+     "old": 'KWH_PER_GB = {"mobile": (0.1, 0.2), "fixed": 0.03}', "new": 'KWH_PER_GB = {"mobile": (0.1, 0.2), "fixed": 0.3}',
+     "tests": ["tests/test_equal_bytes.py::test_the_edge_cloud_reports_energy_computed_by_hand"],
+     "why": "the edge-cloud report's fixed-broadband energy is off by 10x"},
 ]

@@ -34,4 +34,12 @@ MUTANTS = [
      "old": '"top1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")',
      "new": '"top1": MulticlassAccuracy(num_classes=num_classes, top_k=2, average="micro")',
      "tests": ["tests/test_models.py"], "why": "zero-shot top-1 reports a looser accuracy"},
+    {"name": "failed-save-leaves-its-temporary", "path": "gs_lightning/checkpoint.py",
+     "old": "            target.abort()  # a save that failed half way (a full disk) leaves nothing behind\n",
+     "new": "", "tests": ["tests/test_atomic.py"],
+     "why": "a checkpoint save that fails half way leaves a torn temporary beside best.ckpt"},
+    {"name": "logit-scale-max-ignored", "path": "gs_lightning/models/clip_module.py",
+     "old": "math.log(self.hparams.logit_scale_max)", "new": "math.log(100)",
+     "tests": ["tests/test_models.py::test_logit_scale_is_clamped_after_the_step"],
+     "why": "model.logit_scale_max does not reach the clamp"},
 ]

@@ -6,10 +6,12 @@ The bugs are data: tests/mutants/<topic>.py each hold MUTANTS, a list of dicts
     name   short id            path   file, relative to the repository
     old    exact text (must occur exactly once in the file; several edits: lists of equal length)
     new    its replacement     tests  pytest ids or files that must fail   why  the behaviour it breaks
-A mutant is *caught* when those tests fail on it (the first failing test is printed) and *survived* when they
-pass. Before any mutant, the listed tests must pass on the unmutated copy, or a catch would mean nothing.
-A change to a C++ source rebuilds the extension in the scratch copy. Slow tests run too; GPU tests do not.
-Exit status: the number of survivors (0 when every mutant is caught).
+A mutant is *caught* when those tests fail on it (the first failing test is printed), *survived* when they
+pass, and *timed out* when they run past --timeout: a verdict of its own, since a slow machine could otherwise
+pass a survivor off as a catch. Before any mutant, the listed tests must pass on the unmutated copy, or a catch
+would mean nothing. A change to a C++ source or header rebuilds the extension in the scratch copy with
+build_ext --force (setuptools would skip a header change) and checks that the library changed. Slow tests run
+too; GPU tests do not. Exit status: the number of survivors and timeouts (0 when every mutant is caught).
 """
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ def load(topics: list[str] | None) -> list[dict]:
         spec.loader.exec_module(module)
         mutants += [{**m, "topic": f.stem} for m in module.MUTANTS]
     return mutants
+
+
+def is_cpp(m: dict) -> bool:
+    """A mutant of the CPU build's sources (.cu/.cuh: the emulator's tests compile them themselves)."""
+    return Path(m["path"]).suffix in CPP and not m["path"].startswith("tests/")
 
 
 def edits(m: dict) -> list[tuple[str, str]]:
@@ -73,9 +80,20 @@ def scratch_tree(dest: Path) -> None:
         shutil.copy2(so, dest / "gs_lightning" / so.name)
 
 
-def build(tree: Path) -> None:
-    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
+NO_EFFECT = "the mutated sources built the same library"
+
+
+def build(tree: Path) -> dict[str, bytes]:
+    """Rebuild the extension in the tree from its sources, every file recompiled (setuptools skips a header
+    change otherwise); returns the libraries built, by name."""
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"], cwd=tree, check=True,
                    capture_output=True, env=_env(tree))
+    return {so.name: so.read_bytes() for so in (tree / "gs_lightning").glob("_C*.so")}
+
+
+def restore(tree: Path, libraries: dict[str, bytes]) -> None:
+    for name, data in libraries.items():
+        (tree / "gs_lightning" / name).write_bytes(data)
 
 
 def _env(tree: Path) -> dict:
@@ -84,14 +102,17 @@ def _env(tree: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(tree)}
 
 
+TIMED_OUT = "timed out"
+
+
 def run_tests(tree: Path, tests: list[str], timeout: int) -> tuple[bool, str]:
-    """(passed, first failing test or the reason)."""
+    """(passed, first failing test, or the reason: TIMED_OUT ...)."""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "not gpu",
            *tests]
     try:
         out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=timeout, env=_env(tree))
     except subprocess.TimeoutExpired:
-        return False, f"timed out after {timeout} s"
+        return False, f"{TIMED_OUT} after {timeout} s"
     if out.returncode == 0:
         return True, ""
     failed = re.search(r"^(?:FAILED|ERROR) (\S+)", out.stdout, re.M)
@@ -121,34 +142,42 @@ def main(argv=None) -> int:
         print(f"{len(mutants)} mutants; scratch copy of the working tree in {tree}", flush=True)
         for m in mutants:  # every text still where it was, before the first minutes of testing
             mutated(m, (tree / m["path"]).read_text())
+        # The unmutated sources built here, the way each C++ mutant is: a mutant whose library is the same bits
+        # never reached the code (no test could tell it apart), and its verdict says so.
+        reference = build(tree) if any(is_cpp(m) for m in mutants) else {}
         for tests in sorted({tuple(m["tests"]) for m in mutants}):
             ok, why = run_tests(tree, list(tests), a.timeout)
             if not ok:
                 raise SystemExit(f"the unmutated tree fails {' '.join(tests)} ({why}): fix that first")
-        survivors = []
+        survivors, timeouts = [], []
         for m in mutants:
             t0 = time.perf_counter()
             path = tree / m["path"]
             original = path.read_text()
-            cpp = path.suffix in CPP and "tests/" not in m["path"]
             try:
                 apply(m, tree)
-                if cpp:
-                    build(tree)
-                ok, why = run_tests(tree, m["tests"], a.timeout)
+                if is_cpp(m) and build(tree) == reference:
+                    ok, why = True, NO_EFFECT
+                else:
+                    ok, why = run_tests(tree, m["tests"], a.timeout)
             finally:
                 path.write_text(original)
-                if cpp:
-                    for so in (ROOT / "gs_lightning").glob("_C*.so"):
-                        shutil.copy2(so, tree / "gs_lightning" / so.name)
-            verdict = "SURVIVED" if ok else "caught  "
-            detail = f"(ran {' '.join(m['tests'])})" if ok else f"by {why}"
+                if is_cpp(m):
+                    restore(tree, reference)
+            timed_out = not ok and why.startswith(TIMED_OUT)
+            verdict = "SURVIVED" if ok else "TIMEOUT " if timed_out else "caught  "
+            detail = (why if why == NO_EFFECT else f"(ran {' '.join(m['tests'])})") if ok else \
+                why if timed_out else f"by {why}"
             print(f"{verdict}  {m['topic']}/{m['name']:<34} {detail}  [{time.perf_counter() - t0:.0f} s]", flush=True)
             if ok:
                 survivors.append(m["name"])
-        print(f"\n{len(mutants) - len(survivors)} of {len(mutants)} mutants caught"
-              + (f"; survived: {', '.join(survivors)}" if survivors else ""))
-        return len(survivors)
+            if timed_out:
+                timeouts.append(m["name"])
+        caught = len(mutants) - len(survivors) - len(timeouts)
+        print(f"\n{caught} of {len(mutants)} mutants caught"
+              + (f"; survived: {', '.join(survivors)}" if survivors else "")
+              + (f"; timed out (no verdict): {', '.join(timeouts)}" if timeouts else ""))
+        return len(survivors) + len(timeouts)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""Atomic writes: an exception inside a write leaves nothing under the final name (and no temporary behind)."""
+import pytest
+import torch
+
+from gs_lightning.atomic import AtomicFile, write_text_atomic
+
+
+class Boom(Exception):
+    pass
+
+
+def test_an_exception_inside_the_write_leaves_no_file(tmp_path):
+    target = tmp_path / "out" / "x.json"
+    with pytest.raises(Boom):
+        with AtomicFile(target) as tmp:
+            tmp.write_text("half of it")
+            raise Boom
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_exception_keeps_the_file_that_was_there(tmp_path):
+    target = tmp_path / "x.json"
+    write_text_atomic(target, "old")
+    with pytest.raises(TypeError):
+        write_text_atomic(target, b"not text")  # write_text refuses bytes, after the temporary exists
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_shard_that_fails_half_way_is_not_under_its_name(tmp_path):
+    import numpy as np
+
+    from gs_lightning.data.shards import FittedShard
+
+    shard = FittedShard(tmp_path / "00000.tar", "fp16")
+    shard.write("a", np.zeros((2, 8), np.float32) + 0.5, {"psnr": 1.0}, "x", None)
+    with pytest.raises(ValueError):
+        shard.write("b", np.zeros((2, 7), np.float32), {}, "x", None)  # a bad record: the writer stops
+    shard.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_save_that_fails_leaves_no_checkpoint(tmp_path, monkeypatch):
+    """The write dies half way (a full disk): neither best.ckpt nor its temporary stays."""
+    import lightning as L
+    import lightning.fabric.plugins.io.torch_io as torch_io
+
+    from gs_lightning.checkpoint import AtomicCheckpoint
+
+    def half_then_fail(checkpoint, path):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    model = L.LightningModule()
+    model.layer = torch.nn.Linear(2, 2)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    monkeypatch.setattr(torch_io, "_atomic_save", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        AtomicCheckpoint(dirpath=tmp_path, filename="best")._save_checkpoint(trainer, str(tmp_path / "best.ckpt"))
+    assert list(tmp_path.iterdir()) == []
