@@ -38,6 +38,9 @@ class DataConfig:
     splats: SplatShardPaths = setting(SplatShardPaths)
     eval_set: str = setting("imagenet", "zero-shot class names + prompt templates (gs_lightning/zeroshot)",
                             choices=EVAL_SETS)
+    embeddings: Optional[str] = setting(None, "folder of the teacher's embeddings of the training pairs (shards "
+                                              "named as data.rgb.train's; python -m gs_lightning embed writes "
+                                              "them): what distillation reads")
     num_samples: Optional[int] = setting(None, "epoch length; null: sizes.json beside the train shards", ge=1)
     batch_size: int = setting(256, "per device", ge=1)
     val_batch_size: int = setting(256, "per device", ge=1)
@@ -134,7 +137,13 @@ def clip_module(cfg):  # cfg: TrainRun -> ClipModule
 
     from gs_lightning.models.clip_module import ClipModule
 
-    return ClipModule(**OmegaConf.to_container(cfg.model, resolve=True), eval_set=cfg.data.eval_set)
+    teacher_logit_scale = None
+    if cfg.model.distill.logit_weight > 0 and cfg.data.embeddings:
+        from gs_lightning.data.embeddings import embedding_settings
+
+        teacher_logit_scale = embedding_settings(cfg.data.embeddings)["logit_scale"]
+    return ClipModule(**OmegaConf.to_container(cfg.model, resolve=True), eval_set=cfg.data.eval_set,
+                      teacher_logit_scale=teacher_logit_scale)
 
 
 def image_size(cfg) -> int:
@@ -169,7 +178,7 @@ def train_data(cfg, tokenizer):
     import open_clip
 
     from gs_lightning.data.datamodules import DataCompDataModule
-    from gs_lightning.models.clip_module import input_kind
+    from gs_lightning.models.clip_module import ModelConfig, input_kind
 
     kind = input_kind(cfg.model.mode)
     d = cfg.data
@@ -178,6 +187,7 @@ def train_data(cfg, tokenizer):
         preprocess=open_clip.image_transform(image_size(cfg), is_train=True) if kind == "rgb" else None,
         max_splats=d.max_splats, splat_sampling=d.splat_sampling, num_samples=d.num_samples,
         num_workers=d.num_workers, seed=cfg.seed, key=f"data.{kind}.train", val=eval_data(cfg),
+        embeddings=d.embeddings if ModelConfig.reads_teacher_embeddings(cfg.model) else None,
     )
 
 

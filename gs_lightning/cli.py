@@ -1,4 +1,4 @@
-"""python -m gs_lightning {fit,train,demo,compare,sweep} (or gs-lightning ...): config to Lightning objects.
+"""python -m gs_lightning {fit,embed,train,demo,compare,sweep} (or gs-lightning ...): config to Lightning objects.
 
 Every user error ends the same way: one line `error: <key or file>: <what to do>` and exit status 2,
 before any work starts where it can be known then. SIGTERM or Ctrl-C stops a fit at once, keeping every
@@ -87,18 +87,43 @@ def check_file(path: str | None, key: str, what: str) -> None:
         raise UserError(key, f"{path} does not exist or is not a file; give {what}")
 
 
+TEACHER = "the RGB run's best checkpoint (make train EXP=rgb)"
+
+
 def check_train_paths(cfg) -> None:
     from gs_lightning.data.shards import existing_sources
-    from gs_lightning.models.clip_module import input_kind
+    from gs_lightning.models.clip_module import ModelConfig, input_kind
 
-    if cfg.model.mode == "transfer":
-        check_file(cfg.model.rgb_checkpoint, "model.rgb_checkpoint", "the RGB run's best checkpoint (make train EXP=rgb)")
+    distills = ModelConfig.reads_teacher_embeddings(cfg.model)
+    if cfg.model.mode in ("distill", "transfer") or distills:
+        check_file(cfg.model.rgb_checkpoint, "model.rgb_checkpoint", TEACHER)
+    if cfg.model.init_checkpoint is not None and cfg.model.mode in ("distill", "transfer"):
+        check_file(cfg.model.init_checkpoint, "model.init_checkpoint", "stage 1's best checkpoint (the distill run's)")
     check_output_folder(cfg.output_dir, "output_dir")
     kind = input_kind(cfg.model.mode)
     for split in ("train", "val", "val_quantized") if kind == "splats" else ("train", "val"):
         if split == "val_quantized" and cfg.data[kind][split] is None:
             continue
         existing_sources(cfg.data[kind][split], f"data.{kind}.{split}", DEMO_HINT)
+    if distills:
+        check_teacher_embeddings(cfg)
+
+
+def check_teacher_embeddings(cfg) -> dict:
+    """data.embeddings holds model.rgb_checkpoint's embeddings of every training shard, at the model's width."""
+    import open_clip
+
+    import gs_lightning.models  # noqa: F401  registers the project's model configs with open_clip
+    from gs_lightning.data.embeddings import check_embeddings, checkpoint_sha256
+    from gs_lightning.data.shards import list_sources
+    from gs_lightning.errors import UserError
+
+    if not cfg.data.embeddings:
+        raise UserError("data.embeddings", "is not set; give the folder of the teacher's embeddings (python -m "
+                                           "gs_lightning embed writes it)")
+    shards = [s.name for s in list_sources(cfg.data.splats.train)]
+    return check_embeddings(cfg.data.embeddings, shards, checkpoint_sha256(cfg.model.rgb_checkpoint),
+                            open_clip.get_model_config(cfg.model.name)["embed_dim"])
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
@@ -172,6 +197,67 @@ def fit(args: list[str]) -> None:
         print(f"\nfit summary of {f.output} (summary.json); {kept} of this run's {len(sources)} shards were done "
               "before it and kept")
         print(format_summary(summary))
+
+
+def embed(args: list[str]) -> None:
+    """Compute the RGB teacher's embeddings of the training pairs once, for distillation."""
+    from gs_lightning.config import TrainRun, compose_train, group_names, split_args, validate
+
+    if _help_or_cfg(args, "python -m gs_lightning embed EXPERIMENT [OVERLAY ...] [key=value ...]",
+                    "The teacher (model.rgb_checkpoint) embeds every image of data.rgb.train and its caption, into "
+                    "shards of the same names under data.embeddings (a rerun resumes), which the experiment's "
+                    "distillation then reads beside the splats.",
+                    {"experiments (experiments/train/)": group_names("train"),
+                     "overlays (experiments/overlays/)": group_names("overlays")}, TrainRun,
+                    lambda names, overrides: compose_train(names or ["gs196_distill"], overrides)):
+        return
+    names, overrides = split_args(args)
+    cfg = compose_train(names, overrides)
+    validate(cfg, TrainRun)
+    from gs_lightning.errors import UserError
+
+    check_file(cfg.model.rgb_checkpoint, "model.rgb_checkpoint", TEACHER)
+    if not cfg.data.embeddings:
+        raise UserError("data.embeddings", "is not set; give the folder to write the teacher's embeddings to")
+    check_output_folder(cfg.data.embeddings, "data.embeddings")
+
+    import open_clip
+    from torch.utils.data import DataLoader
+
+    from gs_lightning import build
+    from gs_lightning.data.embeddings import (
+        EmbeddingWriter, checkpoint_sha256, keep_embed_settings, summarise_embeddings,
+    )
+    from gs_lightning.data.image_batches import ImageBatches, as_is
+    from gs_lightning.data.shards import existing_sources
+    from gs_lightning.models.teacher import TeacherEmbedder
+
+    sources = existing_sources(cfg.data.rgb.train, "data.rgb.train", DEMO_HINT)
+    with build.quiet_lightning():
+        teacher = TeacherEmbedder(name=cfg.model.name, checkpoint=cfg.model.rgb_checkpoint)
+        keep_embed_settings(cfg.data.embeddings, {
+            "teacher": str(cfg.model.rgb_checkpoint), "teacher_sha256": checkpoint_sha256(cfg.model.rgb_checkpoint),
+            "model": cfg.model.name, "dim": teacher.dim, "logit_scale": round(teacher.logit_scale, 6)})
+        size = build.image_size(cfg)
+        dataset = ImageBatches(sources, cfg.data.embeddings, size, cfg.data.batch_size,
+                               preprocess=open_clip.image_transform(size, is_train=False))
+        kept = len(sources) - len(dataset.shards_to_do())
+        t = cfg.trainer
+        run = build.trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+                            logger=False, enable_checkpointing=False, use_distributed_sampler=False,
+                            enable_progress_bar=t.enable_progress_bar, callbacks=[EmbeddingWriter(cfg.data.embeddings)])
+        loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=cfg.data.num_workers)
+        with stop_on_signals():
+            run.predict(teacher, dataloaders=loader, return_predictions=False)
+    run.strategy.barrier()
+    if run.global_rank == 0:
+        s = summarise_embeddings(cfg.data.embeddings)
+        ms = "n/a" if s["ms_per_image"] is None else f"{s['ms_per_image']:.2f}"
+        print(f"\nteacher embeddings in {cfg.data.embeddings}: {s['images']} images in {s['shards']} shards "
+              f"({kept} of this run's {len(sources)} shards were done before it), {ms} ms per image and caption "
+              f"on one rank; skipped {len(s['skipped'])}")
+        for k in s["skipped"]:
+            print(f"skipped: {k}")
 
 
 def train(args: list[str]) -> None:
@@ -264,28 +350,38 @@ def sweep(args: list[str]) -> None:
 
 
 def demo(args: list[str]) -> None:
-    """The whole pipeline on the embedded data (experiments/demo.yaml): its fits, its training runs, compare."""
+    """The whole pipeline on the embedded data (experiments/demo.yaml): fits, teacher embeddings, training, compare."""
     import resource
     import time
 
     from gs_lightning.compare import compare as compare_runs
     from gs_lightning.config import EXPERIMENTS, DemoPlan, compose, compose_train, split_args
     from gs_lightning.data.demo import write_fashion_mnist
+    from gs_lightning.errors import UserError
 
-    if {"-h", "--help"} & set(args):
-        print("usage: python -m gs_lightning demo [key=value ...]\n\n" + demo.__doc__ + "\nkey=value overrides "
-              "reach every training run.\n\n" + (EXPERIMENTS / "demo.yaml").read_text())
-        return
-    t0 = time.perf_counter()
     plan = compose(DemoPlan, [EXPERIMENTS / "demo.yaml"])
-    write_fashion_mnist(plan.data_root)
-    for items in plan.fit:
-        fit(list(items))
+    if {"-h", "--help"} & set(args):
+        print("usage: python -m gs_lightning demo [--with NAME ...] [key=value ...]\n\n" + demo.__doc__ +
+              "\nkey=value overrides reach every training run; --with adds a group of optional steps ("
+              f"{', '.join(plan.optional)}).\n\n" + (EXPERIMENTS / "demo.yaml").read_text())
+        return
+    extra = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--with"]
+    args = [a for i, a in enumerate(args) if a != "--with" and (i == 0 or args[i - 1] != "--with")]
+    if unknown := [name for name in extra if name not in plan.optional]:
+        raise UserError("--with", f"{unknown[0]!r} is not an optional group of experiments/demo.yaml; there are "
+                                  f"{', '.join(plan.optional)}")
+    t0 = time.perf_counter()
+    write_fashion_mnist(plan.data_root, train_limit=plan.train_images, test_limit=plan.test_images)
+    commands = {"fit": fit, "embed": embed, "train": train}
     runs = []
-    for items in plan.train:
-        train([*items, *args])
-        cfg = compose_train(*split_args([*items, *args]))
-        runs.append(str(Path(cfg.output_dir) / cfg.name))
+    for command, *items in [*plan.steps, *(step for name in extra for step in plan.optional[name])]:
+        if command not in commands:
+            raise UserError(str(EXPERIMENTS / "demo.yaml"), f"a step runs {command!r}; steps run "
+                                                            f"{', '.join(commands)}")
+        commands[command]([*items, *args] if command == "train" else list(items))
+        if command == "train":
+            cfg = compose_train(*split_args([*items, *args]))
+            runs.append(str(Path(cfg.output_dir) / cfg.name))
     print(f"\n== demo results ({plan.results})")
     print(compare_runs(runs, plan.results))
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -293,7 +389,7 @@ def demo(args: list[str]) -> None:
           "(largest single process)")
 
 
-COMMANDS = {"fit": fit, "train": train, "demo": demo, "compare": compare, "sweep": sweep}
+COMMANDS = {"fit": fit, "embed": embed, "train": train, "demo": demo, "compare": compare, "sweep": sweep}
 
 
 USAGE = "usage: python -m gs_lightning COMMAND [ARGS ...]   (or: gs-lightning COMMAND [ARGS ...])"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import yaml
 from gs_lightning.splats import BYTES_PER_SPLAT
 
 PIXEL_BASELINES = ("jpeg", "webp")
+RENDERED = "rendered splats"  # the teacher on the eval images rendered back from their splats: the ceiling
 KWH_PER_GB = {"mobile": (0.1, 0.2), "fixed": 0.03}  # paper section 2, [1]
 UPLOADS = 1_000_000
 
@@ -131,6 +133,11 @@ def load_run(run_dir: str | Path) -> Run:
     return run
 
 
+def series(name: str) -> str:
+    """The experiment a run belongs to: its name without a splat-count suffix (gs196_n8 -> gs196)."""
+    return re.sub(r"_n\d+$", "", name)
+
+
 def _bytes(b: float | None) -> str:
     return "-" if b is None else f"{b:,.0f}"
 
@@ -148,7 +155,8 @@ def table(runs: list[Run], points: list[Point] = ()) -> str:
             f"{'-' if r.trainable is None else f'{100 * r.trainable:.1f}%'} | {100 * top1:.1f}% | {100 * top5:.1f}% |"
         )
     for p in points:
-        what = f"{p.input} at the bytes of {p.matches}" if p.input in PIXEL_BASELINES else p.input
+        what = f"{p.input} at the bytes of {p.matches}" if p.input in PIXEL_BASELINES else \
+            f"{p.matches}, rendered to pixels" if p.input == RENDERED else p.input
         lines.append(f"| {p.name} | {p.model}'s best, evaluated | {what}{f' ({p.note})' if p.note else ''} | - | "
                      f"{_bytes(p.bytes)} | - | - | {100 * p.top1:.1f}% | {100 * p.top5:.1f}% |")
     return "\n".join(lines)
@@ -180,14 +188,36 @@ def _cached(folder: Path, signature: str, compute) -> dict:
     return result
 
 
+def _content(pattern: str) -> str:
+    """The hash of the shards' bytes: two re-encodings that made the same images make the same hash."""
+    from gs_lightning.data.shards import expand_urls
+
+    h = hashlib.sha256()
+    for u in sorted(expand_urls(pattern)):
+        h.update(Path(u).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _evaluated(out: Path, run: Run, pattern: str) -> dict:
+    """{"top1", "top5"} of the run's best checkpoint on the shards of `pattern`, evaluated once per content: JPEG at
+    every splat budget below its smallest file is the same images each time."""
+    from gs_lightning.evaluate import evaluate
+
+    best = run.run_dir / "checkpoints" / "best.ckpt"
+    return _cached(out / "equal_bytes" / "evaluations" / f"{run.name}-{_content(pattern)}", _signature(best),
+                   lambda: evaluate(run.run_dir, pattern))
+
+
 def _slug(pattern: str) -> str:
     parent = Path(pattern).parent
     return f"{parent.parent.name}-{parent.name}"
 
 
 def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
-    """The teacher on JPEG/WebP at each splat eval set's per-image bytes; splat runs on their quantized sets."""
+    """The teacher on JPEG/WebP at each splat eval set's per-image bytes and on the set's splats rendered back to
+    pixels; splat runs on their quantized sets."""
     from gs_lightning.data.pixel_codecs import reencode_eval_set
+    from gs_lightning.data.rendered import render_eval_set
     from gs_lightning.data.shards import splat_bytes
     from gs_lightning.evaluate import evaluate
 
@@ -213,13 +243,23 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
     images = teacher.config["data"]["rgb"]["val"]
     best = teacher.run_dir / "checkpoints" / "best.ckpt"
     for pattern, label in sets.items():
-        size = splat_set(pattern)["image_size"]
+        s = splat_set(pattern)
+        size = s["image_size"]
+        folder = out / "equal_bytes" / f"{teacher.name}-rendered-{_slug(pattern)}"
+
+        def rendered(folder=folder, pattern=pattern, size=size):
+            account = render_eval_set(pattern, size, folder / "shards")
+            return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")), **account}
+
+        res = _cached(folder, _signature(best, pattern), rendered)
+        points.append(Point(f"{teacher.name} on rendered {label}", teacher.name, RENDERED, s["bytes_per_image"],
+                            res["top1"], res["top5"], None, label))
         for codec in PIXEL_BASELINES:
             folder = out / "equal_bytes" / f"{teacher.name}-{codec}-at-{_slug(pattern)}"
 
             def compute(folder=folder, codec=codec, pattern=pattern, size=size):
                 account = reencode_eval_set(images, splat_bytes(pattern), size, codec, folder / "shards")
-                return {**evaluate(teacher.run_dir, str(folder / "shards" / "*.tar")),
+                return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")),
                         **{k: v for k, v in account.items() if k != "per_image"}}
 
             res = _cached(folder, _signature(best, images, pattern), compute)
@@ -243,6 +283,8 @@ def edge_cloud(runs: list[Run], points: list[Point]) -> str:
         if r.bytes is not None:
             rows.setdefault((r.record, round(r.bytes)), (f"{r.splats:.0f} splats, {r.record}", r.bytes, r.encode_ms, "fit"))
     for p in points:
+        if p.input == RENDERED:  # what a receiver renders; nothing more is sent
+            continue
         if p.input in PIXEL_BASELINES:
             rows.setdefault((p.input, round(p.bytes)), (f"{p.input} at {p.matches}' bytes", p.bytes, p.encode_ms,
                                                         "one encode"))
@@ -273,7 +315,8 @@ def plot(runs: list[Run], out: Path, points: list[Point] = ()) -> list[Path]:
     paths = []
     colour = {r.name: f"C{i}" for i, r in enumerate(runs)}
     by_name = {r.name: r for r in runs}
-    # Fig. 6: zero-shot accuracy vs bytes per image; splat runs of one kind (mode, queries) form a curve.
+    # Fig. 6: zero-shot accuracy vs bytes per image; the runs of one series (one experiment at several splat
+    # counts: gs196, gs196_n8, gs196_n32) form a curve per record.
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     for ax, k, label in ((axes[0], 0, "top-1"), (axes[1], 1, "top-5")):
         curves: dict[str, list[tuple[float, float]]] = {}
@@ -282,15 +325,15 @@ def plot(runs: list[Run], out: Path, points: list[Point] = ()) -> list[Path]:
             if r.kind == "rgb":
                 ax.axhline(acc, color=colour[r.name], ls="--", label=f"{r.name} (RGB teacher, original images)")
             elif r.bytes is not None:
-                curves.setdefault(f"{r.mode}, {r.queries} queries, {r.record}", []).append((r.bytes, acc))
-        for p in points:  # a splat run's other record joins the curve of its kind; pixel codecs are their own
+                curves.setdefault(f"{series(r.name)}, {r.record}", []).append((r.bytes, acc))
+        for p in points:  # a splat run's other record joins its series' curve; the teacher's inputs are their own
             r = by_name.get(p.model)
-            name = f"{r.mode}, {r.queries} queries, {p.input.split()[0]}" if r and r.kind == "splats" else \
+            name = f"{series(r.name)}, {p.input.split()[0]}" if r and r.kind == "splats" else \
                 f"{p.model} on {p.input}"
             curves.setdefault(name, []).append((p.bytes, 100 * (p.top1, p.top5)[k]))
         for i, (name, xy) in enumerate(curves.items()):
             xs, ys = zip(*sorted(xy))
-            style = "s--" if any(c in name for c in PIXEL_BASELINES) else "o-"
+            style = "s--" if any(c in name for c in PIXEL_BASELINES) else "^:" if RENDERED in name else "o-"
             ax.plot(xs, ys, style, color=f"C{(i + len(runs)) % 10}", ms=6, label=name)
         ax.set_xscale("log")
         ax.set_xlabel("bytes per image, as stored")

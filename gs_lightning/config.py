@@ -62,9 +62,12 @@ class DemoPlan:
     """experiments/demo.yaml: what `python -m gs_lightning demo` runs, in order."""
 
     data_root: str = setting("outputs/demo/data", "where the demo's Fashion-MNIST shards are written")
-    fit: list[list[str]] = setting(list, "fits, each the arguments of a `fit` command")
-    train: list[list[str]] = setting(list, "training runs, each the arguments of a `train` command")
-    results: str = setting("outputs/demo/results", "where `compare` writes the table and plots")
+    train_images: int = setting(10000, "Fashion-MNIST training pairs written (of 60,000)", ge=1)
+    test_images: int = setting(5000, "Fashion-MNIST labelled test images written (of 10,000)", ge=1)
+    steps: list[list[str]] = setting(list, "the commands, in order, each as [fit | embed | train, arguments...]")
+    optional: dict[str, list[list[str]]] = setting(dict, "more steps by name, run after the others with "
+                                                         "`demo --with NAME`")
+    results: str = setting("outputs/demo/results", "where `compare` writes the table and plots of the train steps")
 
 
 # ---- composition ------------------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ def evaluate(run_dir: str | Path, path: str) -> dict[str, float]:
     from gs_lightning.models.clip_module import input_kind
 
     cfg = run_config(run_dir)
-    if input_kind(cfg.model.mode) == "splats":
-        cfg.model.mode, cfg.model.rgb_checkpoint = "scratch", None
+    if input_kind(cfg.model.mode) == "splats":  # every weight comes from best.ckpt: no teacher, no stage 1
+        cfg.model.mode, cfg.model.rgb_checkpoint, cfg.model.init_checkpoint = "scratch", None, None
+        cfg.model.distill.embedding_weight = cfg.model.distill.logit_weight = 0.0
     checkpoint = str(Path(run_dir) / "checkpoints" / "best.ckpt")
     with build.quiet_lightning():
         module = build.clip_module(cfg)

@@ -92,6 +92,8 @@ CASES = {
     "refine_iterations_negative": ("fit fit.refine_iterations=-1", "fit.refine_iterations"),
     "refine_iterations_text": ("fit fit.refine_iterations=many", "fit.refine_iterations"),
     "refine_lr_zero": ("fit fit.refine_lr=0", "fit.refine_lr"),
+    "embeddings_missing": ("train gs196_distill demo {gs} model.rgb_checkpoint={random} data.embeddings={dir}/none",
+                           "data.embeddings"),
     "val_quantized_missing": ("train gs196_scratch demo {gs} data.splats.val_quantized={dir}/nowhere/{{0..3}}.tar",
                               "data.splats.val_quantized"),
 }

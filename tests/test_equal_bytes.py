@@ -106,7 +106,11 @@ def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
                         .read_text())["result"]
     shards = str(root / "results" / "equal_bytes" / f"rgb-webp-at-{root.name}-fit" / "shards" / "*.tar")
     assert result["top1"] == pytest.approx(top1_by_hand(runs["teacher"], shards), abs=1e-6)
+    rendered = root / "results" / "equal_bytes" / f"rgb-rendered-{root.name}-fit"
+    top1 = json.loads((rendered / "result.json").read_text())["result"]["top1"]
+    assert top1 == pytest.approx(top1_by_hand(runs["teacher"], str(rendered / "shards" / "*.tar")), abs=1e-6)
     table = (root / "results" / "results.md").read_text()
+    assert "| rgb on rendered 45 fp16 splats | rgb's best, evaluated | 45 fp16 splats, rendered to pixels |" in table
     assert "| rgb on jpeg | rgb's best, evaluated | jpeg at the bytes of 45 fp16 splats" in table
     assert "| gs on 45 quantized splats | gs's best, evaluated | quantized splats |" in table
     assert (root / "results" / "accuracy_vs_bytes.png").exists()

@@ -23,14 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("exp", group_names("train"))
 @pytest.mark.parametrize("overlay", [[], ["demo"]])
 def test_every_experiment_composes(exp, overlay):
-    from gs_lightning.models.clip_module import input_kind
+    from gs_lightning.models.clip_module import MODES, ModelConfig, input_kind
 
     cfg = compose_train([exp, *overlay])
-    assert cfg.model.mode in ("rgb", "transfer", "scratch") and cfg.name == exp
+    assert cfg.model.mode in MODES and cfg.name == exp
     kind = input_kind(cfg.model.mode)
     assert cfg.data[kind].train and cfg.data[kind].val
-    if cfg.model.mode == "transfer":
+    if cfg.model.mode in ("distill", "transfer") or ModelConfig.reads_teacher_embeddings(cfg.model):
         assert cfg.model.rgb_checkpoint.endswith("rgb/checkpoints/best.ckpt")
+    if ModelConfig.reads_teacher_embeddings(cfg.model):
+        assert cfg.data.embeddings
+    if cfg.model.init_checkpoint:  # stage 2 starts from its own stage 1: the experiment named like it
+        assert cfg.model.init_checkpoint.endswith(f"{exp.replace('_transfer', '')}/checkpoints/best.ckpt")
     if overlay:
         assert cfg.trainer.accelerator == "cpu" and int(cfg.trainer.max_epochs) > 0
 
@@ -113,6 +117,24 @@ def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
         line = next(l for l in out.stdout.splitlines() if l.startswith(f"[rank {rank}]"))
         given = line.split(": ", 1)[1].split(", ")  # each override as key=value, the value as the run sees it
         assert "model.lr=0.003" in given and "model.unfrozen_blocks=4" in given, line
+
+
+def test_a_run_is_deterministic_for_its_seed(tmp_path):
+    """The same command twice gives the same weights, bit for bit (shuffle, splat subsampling, init, dropout all
+    follow `seed`), so a difference of a few points between runs is a difference of settings; another seed moves."""
+    pattern = fitted_shards(tmp_path / "gs", [24, 24], n_splats=(3, 20))
+    base = ["train", "gs196_scratch", "demo", f"data.splats.train={pattern}", f"data.splats.val={pattern}",
+            "data.batch_size=4", "data.max_splats=8", "trainer.max_epochs=1", "trainer.limit_val_batches=1",
+            "data.num_workers=1", *TINY_TRAIN]
+    weights = {}
+    for run, seed in (("a", 3), ("b", 3), ("c", 4)):
+        out = subprocess.run([sys.executable, "-m", "gs_lightning", *base, f"output_dir={tmp_path}/{run}",
+                              f"seed={seed}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        ckpt = tmp_path / run / "gs196_scratch" / "checkpoints" / "best.ckpt"  # one epoch: its weights
+        weights[run] = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):

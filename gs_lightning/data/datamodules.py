@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -53,8 +54,11 @@ class SampleStream(wds.DataPipeline):
         batches_per_slot: int | None = None,
         shuffle_buffer: int = 1000,
         seed: int = 0,
+        join: Callable[[Source], Callable[[str], dict]] | None = None,
     ):
-        self.sources, self.decode, self.collate = sources, decode, collate
+        """join: for a source, the lookup of what joins its samples by key (the teacher's embeddings), applied
+        before the shuffle, so a sample and what joins it travel together."""
+        self.sources, self.decode, self.collate, self.join = sources, decode, collate, join
         self.train, self.seed = train, seed
         self.batches_per_slot = batches_per_slot
         self.passes = 0  # per worker process; persistent workers make every epoch's shuffle differ
@@ -84,12 +88,15 @@ class SampleStream(wds.DataPipeline):
         index = 0
         for source in mine:
             errors: list[tuple[str, str]] = []
+            joined = self.join(source) if self.join is not None else None
             for raw in source.samples(errors):
                 index += 1
                 if not keep(index - 1):
                     continue
                 try:
                     sample = self.decode(raw, rng)
+                    if joined is not None:
+                        sample.update(joined(raw.key))
                 except BadSample as e:
                     warn_skipped(source.name, raw.key, str(e))
                     self.pending_skips += 1
@@ -147,6 +154,8 @@ def collate(samples: list[dict], tokenizer: Callable | None = None) -> dict:
         batch["text"] = tokenizer([s["caption"] for s in samples])
     if "label" in samples[0]:
         batch["label"] = torch.tensor([s["label"] for s in samples])
+    if "teacher" in samples[0]:  # [B, 2, D]: the teacher's image and caption embeddings
+        batch["teacher"] = torch.from_numpy(np.stack([s["teacher"] for s in samples]).astype(np.float32))
     return batch
 
 
@@ -174,6 +183,7 @@ class DataCompDataModule(L.LightningDataModule):
         seed: int = 0,
         key: str = "data.train",  # the config key, for error messages
         val: L.LightningDataModule | None = None,  # zero-shot eval run each validation (its val_dataloader)
+        embeddings: str | None = None,  # the teacher's embeddings of these pairs: a folder of shards, named alike
     ):
         super().__init__()
         check_kind(kind)
@@ -185,6 +195,7 @@ class DataCompDataModule(L.LightningDataModule):
         self.kind, self.tokenizer, self.batch_size, self.preprocess = kind, tokenizer, batch_size, preprocess
         self.max_splats, self.splat_sampling = max_splats, splat_sampling
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
+        self.embeddings = embeddings
         self.sources = existing_sources(train, key)
         self.num_samples = num_samples or read_sizes([s.url for s in self.sources if s.url]) or (
             sum(len(s.files) for s in self.sources) if all(s.files is not None for s in self.sources) else None
@@ -200,6 +211,20 @@ class DataCompDataModule(L.LightningDataModule):
             sample["splats"] = splats_of(raw, self.max_splats, rng if self.splat_sampling == "random" else None)
         return sample
 
+    def teacher_of(self, source: Source) -> Callable[[str], dict]:
+        """The lookup of a shard's teacher embeddings by key (data/embeddings.py), read once per shard."""
+        from gs_lightning.data.embeddings import read_embeddings
+
+        path = Path(self.embeddings) / source.name
+        table = read_embeddings(path)
+
+        def lookup(key: str) -> dict:
+            if key not in table:
+                raise BadSample(f"no teacher embedding for it in {path}")
+            return {"teacher": table[key]}
+
+        return lookup
+
     def batches_per_rank(self, world_size: int) -> int:
         """Steps per epoch on every rank: the epoch's samples split evenly, whole batches only."""
         return max(1, self.num_samples // (world_size * self.batch_size))
@@ -211,6 +236,7 @@ class DataCompDataModule(L.LightningDataModule):
             self.sources, self.decode, lambda s: collate(s, self.tokenizer), self.batch_size, train=True,
             batches_per_slot=math.ceil(self.batches_per_rank(world) / workers),
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+            join=self.teacher_of if self.embeddings is not None else None,
         )
         stream.with_length(workers * stream.batches_per_slot, silent=True)  # batches per rank, for the schedule
         return loader(stream, self.num_workers)

@@ -1,4 +1,5 @@
-"""Input images for fitting: batches of decoded, resized images, one input shard at a time.
+"""Input images for fitting (and for the teacher's embeddings): batches of decoded, resized images, one input
+shard at a time.
 
 Input shards are split across ranks and each rank's dataloader workers by shard, so `trainer.devices=8` or
 several nodes each fit their share. A batch never spans two shards, and the last batch of a shard says so:
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from gs_lightning.data.shards import BadSample, RawSample, Source, decode_image, resize_center_crop, worker_slot
+from gs_lightning.data.shards import (
+    BadSample, RawSample, Source, decode_image, decode_pil, resize_center_crop, worker_slot,
+)
 
 
 @dataclass
@@ -35,9 +39,12 @@ def as_is(batch: ImageBatch) -> ImageBatch:
 class ImageBatches(IterableDataset):
     """This rank's and worker's share of the input shards whose output is not written yet, as ImageBatches."""
 
-    def __init__(self, sources: list[Source], output: str | Path, image_size: int, batch_size: int):
+    def __init__(self, sources: list[Source], output: str | Path, image_size: int, batch_size: int,
+                 preprocess: Callable | None = None):
+        """preprocess: a PIL image to [3, image_size, image_size] (open_clip's eval transform, for a model); by
+        default the fit's resize and centre crop, in [0, 1]."""
         self.sources, self.output = sources, Path(output)
-        self.image_size, self.batch_size = image_size, batch_size
+        self.image_size, self.batch_size, self.preprocess = image_size, batch_size, preprocess
 
     def shards_to_do(self) -> list[Source]:
         return [s for s in self.sources if not (self.output / s.name).exists()]
@@ -53,12 +60,17 @@ class ImageBatches(IterableDataset):
             try:
                 if sample.image is None:
                     raise BadSample("no image member (.jpg/.png/.webp)")
-                image = decode_image(sample.image)
+                if self.preprocess is None:
+                    image = decode_image(sample.image)
+                    prepared, size = resize_center_crop(image, self.image_size), tuple(image.shape[1:])
+                else:
+                    image = decode_pil(sample.image)
+                    prepared, size = self.preprocess(image), (image.height, image.width)
             except BadSample as e:
                 batch.skipped.append((sample.key, str(e)))
                 continue
-            images.append(resize_center_crop(image, self.image_size))
-            batch.source_sizes.append(tuple(image.shape[1:]))
+            images.append(prepared)
+            batch.source_sizes.append(size)
             sample.image = None  # the decoded pixels travel on; the bytes are done with
             batch.samples.append(sample)
             if len(images) == self.batch_size:

@@ -231,13 +231,18 @@ def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Ite
         yield key, group
 
 
-def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
+def tar_groups(url: str, errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
+    """(key, {ext: bytes}) of a tar's samples (group_members); what cannot be read goes to `errors`."""
     def handler(exn: Exception) -> bool:
         errors.append((f"{Path(url).name}", f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"))
         return True  # keep going with what is readable
 
     opened = wds.tariterators.url_opener([{"url": url}], handler=handler)
-    for key, s in group_members(wds.tariterators.tar_file_expander(opened, handler=handler, eof_value=None), errors):
+    yield from group_members(wds.tariterators.tar_file_expander(opened, handler=handler, eof_value=None), errors)
+
+
+def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
+    for key, s in tar_groups(url, errors):
         image = next((s[e] for e in IMAGE_EXTS if e in s), None)
         meta = {}
         if "json" in s:

@@ -1,15 +1,22 @@
-"""ClipModule: one LightningModule for the RGB baseline, the transferred splat encoder and the scratch one,
+"""ClipModule: one LightningModule for the RGB baseline and the splat encoders (distill, transfer, scratch),
 and ModelConfig, the `model` node that configures it.
 
 rgb       open_clip's CLIP, every parameter trained at lr.
-transfer  the best RGB checkpoint's CLIP with a splat visual tower: the text tower and the ViT blocks
-          are frozen except blocks 0..unfrozen_blocks-1; lr for the stem, resampler and new embeddings,
-          transfer_lr_ratio x lr for the unfrozen blocks, ln_post, proj and the logit scale (paper 5.1).
+distill   stage 1 of the published two-stage recipe: the best RGB checkpoint's CLIP with a splat visual tower,
+          where only the stem, the resampler and the new embeddings train (at lr), on the squared distance
+          between the student's L2-normalised image embedding and the teacher's (data.embeddings).
+transfer  stage 2 (and the paper's own recipe): the same model, from model.init_checkpoint (stage 1's best)
+          when set; the text tower and the ViT blocks are frozen except blocks 0..unfrozen_blocks-1; lr for the
+          stem, resampler and new embeddings, transfer_lr_ratio x lr for the unfrozen blocks, ln_post, proj and
+          the logit scale (paper 5.1).
 scratch   the same splat model from random init, every parameter trained at lr.
 
-The constructor's keywords are ModelConfig's fields, plus the zero-shot eval set (data.eval_set).
-Loss: open_clip's ClipLoss with features gathered across ranks; the logit scale is clamped at
-log(100) after every step. Weight decay applies to matrices only (p.ndim >= 2, nanoGPT's rule): never to
+transfer and scratch train on open_clip's ClipLoss, with features gathered across ranks, plus the optional
+distillation terms (model.distill): the embedding distance above, and open_clip's DistillClipLoss, the
+cross-entropy of the student's image-text logits against the teacher's (CLIP-KD, TinyCLIP).
+The constructor's keywords are ModelConfig's fields, plus the zero-shot eval set (data.eval_set) and the
+teacher's logit scale (from its embeddings, for DistillClipLoss). The logit scale is clamped at
+log(logit_scale_max) after every step. Weight decay applies to matrices only (p.ndim >= 2, nanoGPT's rule): never to
 biases, norms, the class embedding or the logit scale. The schedule (linear warmup, cosine) multiplies
 every group's own lr, so their ratio holds.
 """
@@ -24,7 +31,7 @@ import lightning as L
 import open_clip
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from open_clip.loss import ClipLoss
+from open_clip.loss import ClipLoss, DistillClipLoss
 
 from gs_lightning.checkpoint import load_matching, read_state_dict
 from gs_lightning.models.encoder import SplatEncoder, SplatEncoderConfig
@@ -33,7 +40,9 @@ from gs_lightning.zeroshot.classifier import zero_shot_classifier, zero_shot_met
 from gs_lightning.zeroshot.tasks import eval_set as eval_set_metadata
 
 # model.mode -> what the model reads: images (rgb) or splat sets (splats), the data node it trains on.
-MODES = {"rgb": "rgb", "transfer": "splats", "scratch": "splats"}
+MODES = {"rgb": "rgb", "distill": "splats", "transfer": "splats", "scratch": "splats"}
+# The parameters a splat encoder adds to the teacher's CLIP: what distill trains, what transfer trains at lr.
+NEW_MODULES = ("visual.stem.", "visual.resampler.", "visual.class_embedding", "visual.positional_embedding")
 
 
 def input_kind(mode: str) -> str:
@@ -44,12 +53,30 @@ def input_kind(mode: str) -> str:
 
 
 @dataclass
+class DistillConfig:
+    """The distillation terms added to the contrastive loss of transfer and scratch (0: off)."""
+
+    embedding_weight: float = setting(0.0, "weight of the squared distance between the student's and the "
+                                           "teacher's L2-normalised image embeddings", ge=0)
+    logit_weight: float = setting(0.0, "weight of open_clip's DistillClipLoss: the student's image-text logits "
+                                       "against the teacher's", ge=0)
+
+
+def embedding_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:  # [B, D] x2, unit rows
+    """Squared distance of L2-normalised embeddings, averaged over the batch: 2 - 2 cos, whatever D is."""
+    return (student - teacher).square().sum(-1).mean()
+
+
+@dataclass
 class ModelConfig:
     name: str = setting("ViT-B-16-w512", "open_clip model config (gs_lightning/models/configs/*.json or "
                                          "open_clip's own)")
     mode: str = setting("rgb", "rgb (the teacher) | transfer (splat encoder on the RGB checkpoint's frozen ViT) | "
                                "scratch (the splat encoder from random init)", choices=MODES)
-    rgb_checkpoint: Optional[str] = setting(None, "transfer: the RGB run's best checkpoint")
+    rgb_checkpoint: Optional[str] = setting(None, "the RGB teacher's best checkpoint: distill and transfer start "
+                                                  "from its weights; any run that distills names its teacher here")
+    init_checkpoint: Optional[str] = setting(None, "distill, transfer: the splat CLIP weights to start from "
+                                                   "(stage 1's best checkpoint), over the teacher's")
     splat_encoder: SplatEncoderConfig = setting(SplatEncoderConfig)
     lr: float = setting(1e-3, "peak learning rate (AdamW); the new modules' under transfer", gt=0)
     weight_decay: float = setting(0.2, "AdamW's, on matrices only", ge=0)
@@ -59,21 +86,31 @@ class ModelConfig:
     transfer_lr_ratio: float = setting(0.1, "transfer: lr of the unfrozen blocks, ln_post and proj over lr", gt=0)
     unfrozen_blocks: int = setting(2, "transfer: ViT blocks 0..n-1 train, the rest stay frozen", ge=0)
     logit_scale_max: float = setting(100.0, "the logit scale is clamped to this after every step", gt=1)
+    distill: DistillConfig = setting(DistillConfig)
+
+    @staticmethod
+    def reads_teacher_embeddings(model) -> bool:  # model: this node, as a dataclass or a DictConfig
+        """Whether a run of this model reads the teacher's embeddings (data.embeddings)."""
+        return model.mode == "distill" or (input_kind(model.mode) == "splats" and (
+            model.distill.embedding_weight > 0 or model.distill.logit_weight > 0))
 
 
-def build_clip(model_name: str, *, mode: str, splat_encoder: SplatEncoderConfig,
-               rgb_checkpoint: str | None) -> open_clip.CLIP:
-    """rgb: open_clip's CLIP. transfer: the RGB checkpoint's CLIP with a splat visual tower.
-    scratch: the same splat model from random init."""
+def build_clip(model_name: str, *, mode: str, splat_encoder: SplatEncoderConfig, rgb_checkpoint: str | None,
+               init_checkpoint: str | None = None) -> open_clip.CLIP:
+    """rgb: open_clip's CLIP. distill, transfer: the RGB checkpoint's CLIP with a splat visual tower, then the
+    weights of init_checkpoint when given. scratch: the same splat model from random init."""
     input_kind(mode)
     model = open_clip.create_model(model_name, pretrained=None)
-    if mode == "transfer":
+    if mode in ("distill", "transfer"):
         if not rgb_checkpoint:
-            raise ValueError("model.mode=transfer needs model.rgb_checkpoint (the best RGB CLIP checkpoint)")
+            raise ValueError(f"model.mode={mode} needs model.rgb_checkpoint (the best RGB CLIP checkpoint)")
         load_matching(model, read_state_dict(rgb_checkpoint, "model.rgb_checkpoint"), rgb_checkpoint,
                       "model.rgb_checkpoint")
     if input_kind(mode) == "splats":
         model.visual = SplatEncoder(vit=model.visual, cfg=splat_encoder)
+    if init_checkpoint and mode in ("distill", "transfer"):
+        load_matching(model, read_state_dict(init_checkpoint, "model.init_checkpoint"), init_checkpoint,
+                      "model.init_checkpoint")
     return model
 
 
@@ -84,6 +121,7 @@ class ClipModule(L.LightningModule):
         name: str,
         mode: str,
         rgb_checkpoint: str | None,
+        init_checkpoint: str | None,
         splat_encoder: dict,  # SplatEncoderConfig's fields
         lr: float,
         weight_decay: float,
@@ -93,13 +131,18 @@ class ClipModule(L.LightningModule):
         transfer_lr_ratio: float,
         unfrozen_blocks: int,
         logit_scale_max: float,
+        distill: dict,  # DistillConfig's fields
         eval_set: str | None = None,  # zero-shot classes + templates (gs_lightning/zeroshot/tasks.py)
+        teacher_logit_scale: float | None = None,  # the teacher's, for DistillClipLoss (data/embeddings.py)
     ):
         super().__init__()
         self.save_hyperparameters()
         self.mode = mode
+        self.distill = DistillConfig(**distill)
+        if self.distill.logit_weight > 0 and teacher_logit_scale is None:
+            raise ValueError("model.distill.logit_weight > 0 needs the teacher's logit scale (its embeddings')")
         self.model = build_clip(name, mode=mode, splat_encoder=SplatEncoderConfig(**splat_encoder),
-                                rgb_checkpoint=rgb_checkpoint)
+                                rgb_checkpoint=rgb_checkpoint, init_checkpoint=init_checkpoint)
         self.tokenizer = open_clip.get_tokenizer(name)
         self.apply_trainable()
         self.classnames, self.templates = eval_set_metadata(eval_set) if eval_set else (None, None)
@@ -117,11 +160,12 @@ class ClipModule(L.LightningModule):
 
     def lr_ratio_of(self, name: str) -> float | None:
         """The lr multiplier of a parameter, None when it is frozen."""
+        if self.mode == "distill":
+            return 1.0 if name.startswith(NEW_MODULES) else None
         if self.mode != "transfer":
             return 1.0
-        new = ("visual.stem.", "visual.resampler.", "visual.class_embedding", "visual.positional_embedding")
         slow = tuple(f"visual.transformer.resblocks.{i}." for i in range(self.hparams.unfrozen_blocks))
-        if name.startswith(new):
+        if name.startswith(NEW_MODULES):
             return 1.0
         if name.startswith(slow + ("visual.ln_post.",)) or name in ("visual.proj", "logit_scale"):
             return self.hparams.transfer_lr_ratio
@@ -173,8 +217,9 @@ class ClipModule(L.LightningModule):
             logger.log_hyperparams({"trainable_share": share, "queries": self.queries})
             if hasattr(logger, "log_table"):  # W&B
                 logger.log_table("parameters", columns=["module", "params", "status", "lr"], data=rows)
-        self.loss = ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True,
-                             rank=self.global_rank, world_size=self.trainer.world_size)
+        clip_loss = DistillClipLoss if self.distill.logit_weight > 0 else ClipLoss
+        self.loss = clip_loss(local_loss=False, gather_with_grad=True, cache_labels=True, rank=self.global_rank,
+                              world_size=self.trainer.world_size)
 
     def on_train_start(self) -> None:
         rank_zero_info(f"training from global step {self.global_step} (epoch {self.current_epoch})")
@@ -207,12 +252,39 @@ class ClipModule(L.LightningModule):
     def visual_input(batch: dict):
         return batch["splats"] if "splats" in batch else batch["image"]
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The loss and its terms on a batch: "loss" always; "contrastive", "embedding", "logit" where they apply;
+        "logit_scale" for the contrastive ones."""
+        if self.mode == "distill":  # the text tower is not needed: the target is the teacher's image embedding
+            image_features = self.model.encode_image(self.visual_input(batch), normalize=True)
+            embedding = embedding_distance(image_features, batch["teacher"][:, 0])
+            return {"loss": embedding, "embedding": embedding}
         image_features, text_features, logit_scale = self.model(self.visual_input(batch), batch["text"])
-        loss = self.loss(image_features, text_features, logit_scale)
+        out = {"logit_scale": logit_scale}
+        d = self.distill
+        if d.logit_weight > 0:
+            teacher = batch["teacher"]
+            out["contrastive"], out["logit"] = self.loss(
+                image_features, text_features, logit_scale, teacher[:, 0], teacher[:, 1],
+                torch.tensor(self.hparams.teacher_logit_scale, device=teacher.device))
+        else:
+            out["contrastive"] = self.loss(image_features, text_features, logit_scale)
+        if d.embedding_weight > 0:
+            out["embedding"] = embedding_distance(image_features, batch["teacher"][:, 0])
+        out["loss"] = out["contrastive"] + d.logit_weight * out.get("logit", 0.0) + \
+            d.embedding_weight * out.get("embedding", 0.0)
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms = self.losses(batch)
+        loss = terms["loss"]
         n = len(batch["text"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=n)
-        self.log("train/logit_scale", logit_scale, on_step=True, on_epoch=True, batch_size=n)
+        parts = [name for name in ("contrastive", "embedding", "logit") if name in terms]
+        for name in parts if len(parts) > 1 else ():  # the parts of a loss made of several
+            self.log(f"train/{name}", terms[name], on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
+        if "logit_scale" in terms:
+            self.log("train/logit_scale", terms["logit_scale"], on_step=True, on_epoch=True, batch_size=n)
         self.log("train/skipped", float(batch.get("skipped", 0)), on_step=False, on_epoch=True, reduce_fx="sum",
                  sync_dist=True, batch_size=n)
         return loss

@@ -1,0 +1,42 @@
+"""Mutants of the two-stage recipe: the teacher's embeddings, stage 1, stage 2, the distillation terms, and the
+teacher on rendered splats."""
+
+T = "tests/test_distill.py"
+
+MUTANTS = [
+    {"name": "distill-trains-everything", "path": "gs_lightning/models/clip_module.py",
+     "old": "            return 1.0 if name.startswith(NEW_MODULES) else None", "new": "            return 1.0",
+     "tests": [f"{T}::test_stage_1_trains_exactly_the_stem_resampler_and_new_embeddings"],
+     "why": "stage 1 trains the teacher's ViT too, not only the stem and resampler"},
+    {"name": "stage-2-ignores-stage-1", "path": "gs_lightning/models/clip_module.py",
+     "old": "    if init_checkpoint and mode in (\"distill\", \"transfer\"):",
+     "new": "    if False:",
+     "tests": [f"{T}::test_stage_2_starts_from_stage_1s_weights"],
+     "why": "stage 2 starts from the teacher's weights, not from stage 1's"},
+    {"name": "embedding-weight-ignored", "path": "gs_lightning/models/clip_module.py",
+     "old": "d.embedding_weight * out.get(\"embedding\", 0.0)", "new": "out.get(\"embedding\", 0.0)",
+     "tests": [f"{T}::test_the_loss_is_contrastive_plus_the_weighted_distillation_terms_by_hand"],
+     "why": "model.distill.embedding_weight does not weigh the term"},
+    {"name": "teacher-rows-swapped", "path": "gs_lightning/models/clip_module.py",
+     "old": "image_features, text_features, logit_scale, teacher[:, 0], teacher[:, 1],",
+     "new": "image_features, text_features, logit_scale, teacher[:, 1], teacher[:, 0],",
+     "tests": [f"{T}::test_the_loss_is_contrastive_plus_the_weighted_distillation_terms_by_hand"],
+     "why": "DistillClipLoss gets the teacher's caption embeddings as its image embeddings"},
+    {"name": "embedding-joined-by-position", "path": "gs_lightning/data/datamodules.py",
+     "old": "            return {\"teacher\": table[key]}",
+     "new": "            return {\"teacher\": table[sorted(table)[0]]}",
+     "tests": [f"{T}::test_every_teacher_embedding_stays_with_its_own_splats_through_shuffled_batches"],
+     "why": "a sample is trained towards another image's teacher embedding"},
+    {"name": "embeddings-of-any-teacher", "path": "gs_lightning/data/embeddings.py",
+     "old": "    if settings.get(\"teacher_sha256\") != teacher_sha256:", "new": "    if False:",
+     "tests": [f"{T}::test_embeddings_that_do_not_fit_the_run_are_one_error_naming_the_shard"],
+     "why": "a run distils another teacher's embeddings than model.rgb_checkpoint's"},
+    {"name": "embed-caption-is-the-image", "path": "gs_lightning/models/teacher.py",
+     "old": "torch.stack([image, text], 1)", "new": "torch.stack([image, image], 1)",
+     "tests": [f"{T}::test_embed_writes_the_teachers_embeddings_and_a_rerun_keeps_them"],
+     "why": "the stored caption embedding is the image's"},
+    {"name": "rendered-without-clamp", "path": "gs_lightning/data/rendered.py",
+     "old": "size, size).clamp(0, 1)", "new": "size, size)",
+     "tests": [f"{T}::test_rendered_eval_images_are_the_reference_render_of_each_record"],
+     "why": "rendered values above 1 wrap around in 8 bits: bright splats turn dark"},
+]
