@@ -15,7 +15,7 @@ export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cu
 
 .PHONY: help setup build test test-all test-gpu mutants bench bench-render bench-data bench-models bench-fit bench-codec fit \
 	train demo compare sweep \
-	cuda-build clean
+	cuda-build gpu-wheels gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,26 @@ cuda-build: setup ## Compile and link the CUDA backend into build/cuda (no GPU n
 	FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" $(PY) setup.py -q build_ext \
 		--build-lib build/cuda/lib --build-temp build/cuda/tmp
 	$(PY) tests/check_cuda_build.py $$(ls build/cuda/lib/gs_lightning/_C*.so)
+
+# The lent GPU: a bare machine without a package registry, 64 MiB of tree and wheels, 15 minutes (README "On a GPU").
+GPU_WHEELS := .gpu-wheels
+OUT ?= outputs/gpu-check
+GPU_PY ?= $(if $(DRY),$(PY),python3)
+
+gpu-wheels: ## Download what the lent GPU machine lacks (requirements-gpu.txt) into .gpu-wheels; size what travels
+	rm -rf $(GPU_WHEELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d $(GPU_WHEELS) -r requirements-gpu.txt
+	@tree=$$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1); \
+	wheels=$$(du -cb $(GPU_WHEELS)/*.whl | tail -1 | cut -f1); \
+	echo "travels: $$(( (tree + wheels) >> 20 )) MiB of 64 (tree $$((tree >> 10)) KiB, $(GPU_WHEELS) $$((wheels >> 10)) KiB)"; \
+	test $$((tree + wheels)) -lt $$((64 << 20))
+
+# On the device: python3 is the image's (torch, lightning); DRY=1 runs the CPU side with $(VENV)'s python.
+gpu-check: ## On a lent GPU: wheels, sm_90 build, GPU tests, bench-render, fit, bf16 steps -> OUT/report.md [DRY=1 ONLY= DEADLINE=]
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m gs_lightning.benchmarks.gpu_check --out $(OUT) $(if $(DRY),--dry) \
+		$(if $(DEADLINE),--deadline $(DEADLINE)) $(if $(ONLY),--only $(ONLY))
 
 clean: ## Remove build outputs (keeps .venv)
 	rm -rf build gs_lightning/_C*.so $(VENV)/.built

@@ -19,7 +19,7 @@ from gs_lightning.data.shards import resize_center_crop, write_image_shard
 from gs_lightning.fit.fitter import fit_batch, solve_colours
 from gs_lightning.fit.init import adaptive_init, grid_rows, random_init, structured_init
 from gs_lightning.fit.parameterization import PARAMETERIZATIONS
-from gs_lightning.render import CUTOFF, rasterize, render_reference
+from gs_lightning.render import CUTOFF, cuda_backend_available, rasterize, render_reference
 from gs_lightning.splats import Splats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +160,21 @@ def test_batched_fit_is_the_same_as_fitting_each_image_alone(fit_cfg):
     torch.testing.assert_close(both.rgb[1], alone.rgb[0], rtol=1e-5, atol=1e-5)
     assert torch.equal(both.mask[1], alone.mask[0])
     torch.testing.assert_close(st.psnr[1], st1.psnr[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and cuda_backend_available()),
+                    reason="needs a CUDA device and a CUDA build")
+def test_a_fit_on_cuda_reaches_the_psnr_of_the_cpu_fit(fit_cfg):
+    """fit_batch on CUDA tensors, pruning and colour solves included (its loss is rasterize + the mean there: the
+    fused l2_loss is the CPU's), fits each image to the CPU fit's PSNR: the same maths, summed in another order."""
+    imgs = torch.stack([torch.from_numpy(smooth_photo(64, 64, seed=i)).permute(2, 0, 1).float() / 255 for i in range(4)])
+    cfg = fit_cfg(num_splats=64, iterations=100, prune=PruneConfig())
+    _, cpu = fit_batch(imgs, cfg)
+    splats, gpu = fit_batch(imgs.cuda(), cfg)
+    assert splats.xy.is_cuda and gpu.psnr.is_cuda
+    torch.testing.assert_close(gpu.psnr.cpu(), cpu.psnr, rtol=0, atol=0.2)
+    assert torch.equal(gpu.n_init.cpu(), cpu.n_init)
 
 
 def test_fit_to_quality_stops_each_image_as_if_it_were_fitted_alone(fit_cfg):

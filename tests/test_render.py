@@ -414,3 +414,15 @@ def test_cuda_counts_every_gaussian_of_a_crowded_tile():
 def test_cuda_matches_cpu_on_a_fitting_sized_batch():
     s = random_splats(16, 400, 224, 224, scale=(3.0, 9.0), requires_grad=False)
     torch.testing.assert_close(rasterize(s.to("cuda"), 224, 224).cpu(), rasterize(s, 224, 224), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_gradients_match_cpu_on_a_fitting_sized_batch():
+    s = random_splats(16, 400, 224, 224, scale=(3.0, 9.0))
+    weight = torch.randn(16, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    on_cuda = Splats(*(t.detach().cuda().requires_grad_(True) for t in (s.xy, s.chol, s.rgb)), s.mask.cuda())
+    got = grads(rasterize(on_cuda, 224, 224), on_cuda, weight.cuda())
+    for g, want, name in zip(got, grads(rasterize(s, 224, 224), s, weight), ("xy", "chol", "rgb")):
+        torch.testing.assert_close(g.cpu(), want, rtol=1e-4, atol=1e-5 * want.abs().amax().item(),
+                                   msg=lambda m: f"grad {name}: {m}")

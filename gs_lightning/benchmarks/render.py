@@ -64,9 +64,10 @@ def upstream(batch: int, device: str = "cpu") -> torch.Tensor:  # [batch, 3, SIZ
     return torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(device)
 
 
-def gpu_benchmark(quick: bool = False) -> None:
+def gpu_benchmark(quick: bool = False) -> dict:
     """The CUDA backend: fwd+bwd ms/image and images/s at batch 1 .. 4096, the speedup of one batch of
-    4096 over the same work image after image (the paper's Fig. 2), and time vs N at constant footprint."""
+    4096 over the same work image after image (the paper's Fig. 2), and time vs N at constant footprint.
+    Prints the tables and returns their figures (the GPU check's report reads them)."""
     batches = (1, 64) if quick else (1, 64, 1024, 4096)
     reps = 1 if quick else 5
     singles = 16 if quick else 64  # batch 1 is timed over this many images, one call after another
@@ -84,15 +85,18 @@ def gpu_benchmark(quick: bool = False) -> None:
         torch.cuda.empty_cache()
         return t / (batch * calls), pairs
 
-    rows, per_image = [], {}
+    rows, per_image, figures = [], {}, {"device": torch.cuda.get_device_name(), "batches": [], "fig2": {}}
     for n in (400, 3136):
         for batch in batches:
             per_image[n, batch], pairs = seconds_per_image(n, batch, singles if batch == 1 else 1)
             t = per_image[n, batch]
             rows.append([n, batch, f"{1e3 * t:.3f}", f"{1 / t:.0f}", f"{2 * pairs / t / 1e9:.2f}",
                          f"{per_image[n, 1] / t:.1f}x"])
+            figures["batches"].append({"splats": n, "batch": batch, "ms_per_image": 1e3 * t, "images_per_s": 1 / t,
+                                       "gpairs_per_s": 2 * pairs / t / 1e9, "vs_batch1": per_image[n, 1] / t})
     print_table(["splats", "batch", "ms/image", "images/s", "Gpairs/s (visited)", "vs batch 1"], rows)
     for n in (400, 3136):
+        figures["fig2"][str(n)] = {"batch": batches[-1], "speedup": per_image[n, 1] / per_image[n, batches[-1]]}
         print(f"  Fig. 2, {n} splats: batch {batches[-1]} renders {per_image[n, 1] / per_image[n, batches[-1]]:.1f}x "
               f"the images/s of batch 1 image after image")
 
@@ -104,6 +108,9 @@ def gpu_benchmark(quick: bool = False) -> None:
              f"{t / footprint[400][0]:.2f}x"] for n, (t, pairs) in footprint.items()]
     print(f"Time vs N at constant footprint (batch {batch}):")
     print_table(["splats", "grid cell px", "Mpairs/image", "ms/image", "vs 400"], rows)
+    figures["footprint"] = [{"splats": n, "mpairs_per_image": pairs / 1e6, "ms_per_image": 1e3 * t,
+                             "vs_400": t / footprint[400][0]} for n, (t, pairs) in footprint.items()]
+    return figures
 
 
 def cpu_benchmark(quick: bool = False) -> None:
@@ -148,8 +155,9 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1 and 8 only, one repetition")
     args = parser.parse_args(argv)
     if torch.cuda.is_available() and cuda_backend_available():
-        return gpu_benchmark(args.quick)
-    cpu_benchmark(args.quick)
+        gpu_benchmark(args.quick)
+    else:
+        cpu_benchmark(args.quick)
 
 
 if __name__ == "__main__":
