@@ -13,8 +13,8 @@ TORCH_CUDA_ARCH_LIST ?= 8.0;8.9;9.0+PTX
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu mutants bench bench-render bench-data bench-models bench-fit bench-codec fit \
-	train demo compare sweep \
+.PHONY: help setup build test test-all test-gpu mutants mutmut bench bench-render bench-data bench-models bench-fit bench-codec fit \
+	embed train eval demo compare sweep \
 	cuda-build gpu-wheels gpu-check clean
 
 help: ## Show this help
@@ -26,10 +26,11 @@ $(FASHION_MNIST):  # the embedded demo data set, from Debian's archive
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'" >&2; exit 1; fi
 
-$(VENV)/.installed: requirements.txt | $(FASHION_MNIST)
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt | $(FASHION_MNIST)
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -r requirements-nodeps.txt
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv with the pinned requirements (torch comes from the local wheel cache)
@@ -52,12 +53,17 @@ test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 mutants: build ## Apply each listed bug (tests/mutants/*.py) to a scratch copy and report it caught or survived [ONLY=a,b]
 	$(PY) tests/mutants/run.py $(if $(ONLY),--only $(ONLY))
 
+mutmut: build ## Search for bugs nobody listed: mutmut over the core modules (setup.cfg), hours on 2 cores; then `mutmut results`
+	$(VENV)/bin/mutmut run --max-children $$(nproc) $(ONLY)
+	$(VENV)/bin/mutmut export-cicd-stats 2>/dev/null || true
+	$(VENV)/bin/mutmut results
+
 bench: bench-render bench-data bench-models bench-fit bench-codec ## Print every benchmark (~1 h 10 min on 2 cores; the fit one is half of it)
 
 bench-render: build ## Rasterizer: ms/image, pairs/s, vs dense reference, 1 vs N threads; on a GPU: batch 1-4096, Fig. 2
 	$(PY) -m gs_lightning.benchmarks.render
 
-bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 workers)
+bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 workers); load speed-up of splats over JPEG
 	$(PY) -m gs_lightning.benchmarks.data
 
 bench-models: build ## Splat encoder vs RGB ViT: fwd+bwd ms/sample and peak memory (ViT-B-16-w512)
@@ -77,10 +83,16 @@ SWEEP ?= gs196_lr
 fit: build ## Fit images to splat shards (default: the embedded photos). ARGS="fit.input=... fit.num_splats=..."
 	$(PY) -m gs_lightning fit $(ARGS)
 
+embed: build ## The teacher's embeddings of the training pairs, once (distillation): make embed EXP=gs196_distill
+	$(PY) -m gs_lightning embed $(EXP) $(DATA) $(ARGS)
+
 train: build ## Train CLIP: make train EXP=gs196 [DATA=demo] [ARGS="key=value ..."]
 	$(PY) -m gs_lightning train $(EXP) $(DATA) $(ARGS)
 
-demo: build ## The whole pipeline on the embedded data, CPU, ~19 min: fit, RGB teacher, gs196, gs98, scratch, compare
+eval: build ## Zero-shot suite: make eval RUNS="outputs/runs/rgb outputs/runs/gs196" ARGS="suite=datacomp suite.root=DIR"
+	$(PY) -m gs_lightning eval $(RUNS) $(ARGS)
+
+demo: build ## The whole pipeline on the embedded data, CPU: fits, teacher, embeddings, one and two stages, scratch, compare, suite [ARGS="--with gs98"]
 	$(PY) -m gs_lightning demo $(ARGS)
 
 compare: build ## Results table and plots from runs' CSV logs: make compare RUNS="outputs/runs/rgb outputs/runs/gs196"

@@ -12,7 +12,6 @@ from typing import Optional, Union
 
 from gs_lightning.errors import UserError
 from gs_lightning.schema import setting
-from gs_lightning.zeroshot.tasks import EVAL_SETS
 
 # ---- the config nodes ------------------------------------------------------------------------------------
 
@@ -36,8 +35,8 @@ class DataConfig:
 
     rgb: ShardPaths = setting(ShardPaths)
     splats: SplatShardPaths = setting(SplatShardPaths)
-    eval_set: str = setting("imagenet", "zero-shot class names + prompt templates (gs_lightning/zeroshot)",
-                            choices=EVAL_SETS)
+    eval_set: str = setting("imagenet", "zero-shot class names + prompt templates: imagenet | fashion-mnist, or a "
+                                        "task folder in clip_benchmark's layout (gs_lightning/zeroshot/tasks.py)")
     embeddings: Optional[str] = setting(None, "folder of the teacher's embeddings of the training pairs (shards "
                                               "named as data.rgb.train's; python -m gs_lightning embed writes "
                                               "them): what distillation reads")

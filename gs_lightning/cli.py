@@ -323,6 +323,116 @@ def compare(args: list[str]) -> None:
     print(compare_runs(ns.runs, ns.out, with_equal_bytes=not ns.no_equal_bytes))
 
 
+def evaluate_suite(args: list[str]) -> None:
+    """Zero-shot metrics of finished runs on a suite of tasks (the published table: per task, mean, ratio to RGB)."""
+    from gs_lightning.config import EXPERIMENTS, EvalRun, compose, split_args, validate
+    from gs_lightning.errors import UserError
+
+    suites = sorted(p.stem for p in (EXPERIMENTS / "suites").glob("*.yaml"))
+    usage = "python -m gs_lightning eval RUN_DIR [RUN_DIR ...] [suite=NAME|FILE] [suite.root=DIR] [key=value ...]"
+    about = ("Each run's best checkpoint on each task of the suite, by the task's main metric: RGB runs read the "
+             "task's images; splat runs read them fitted with the run's own fit settings (fitted once, kept under "
+             "`fitted`). Writes suite.md, suite.csv and suite.png under `out`.")
+    args = [f"suite.name={a.split('=', 1)[1]}" if a.startswith("suite=") else a for a in args]
+    if _help_or_cfg(args, usage, about, {"suites (experiments/suites/)": suites, "run folders": ["output_dir/name"]},
+                    EvalRun, lambda names, overrides: compose(EvalRun, [], overrides)):
+        return
+    run_dirs, overrides = split_args(args)
+    cfg = compose(EvalRun, [], overrides)
+    validate(cfg, EvalRun)
+    if not run_dirs:
+        raise UserError("eval", f"needs run folders (output_dir/name), e.g. `{usage}`")
+    for run in map(Path, run_dirs):
+        for f in (run / "config.yaml", run / "checkpoints" / "best.ckpt"):
+            if not f.is_file():
+                raise UserError(str(run), f"is not a finished train run: {f} is missing")
+    name = cfg.suite.name
+    path = Path(name) if name.endswith(".yaml") else EXPERIMENTS / "suites" / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError("suite", f"no suite {name!r} ({path}); known: {', '.join(suites)}, or a suite file")
+
+    from gs_lightning.compare import SuiteRow, suite_csv, suite_plot, suite_table
+    from gs_lightning.evaluate import evaluate, load_rate, run_config
+    from gs_lightning.models.clip_module import input_kind
+    from gs_lightning.zeroshot.tasks import METRICS, read_suite
+
+    tasks = read_suite(path, cfg.suite.root)
+    rows = []
+    for run in map(Path, run_dirs):
+        rcfg = run_config(run)
+        kind = input_kind(rcfg.model.mode)
+        settings = _fit_settings(rcfg) if kind == "splats" else None
+        row = SuiteRow(rcfg.name, kind, 0.0, 1.0, None)
+        for task in tasks:
+            if not task.evaluable:
+                row.scores[task.name] = None
+                continue
+            shards = task.shards if kind == "rgb" else _fitted(task, settings, Path(cfg.fitted))
+            try:
+                row.scores[task.name] = evaluate(run, shards, task)[METRICS[task.metric]]
+            except UserError as e:
+                raise UserError(f"task {task.name}: {e.where}", e.what) from None
+            if row.load_rate is None:  # the first task's: what reading this input costs, beside the others'
+                row.load_rate = load_rate(run, shards)
+                row.values, row.compression = _input_size(rcfg, shards)
+        rows.append(row)
+        print(f"{row.name}: {', '.join(f'{t}={v:.3f}' for t, v in row.scores.items() if v is not None)}", flush=True)
+    reference = next((r for r in rows if r.name == cfg.reference), None) if cfg.reference else \
+        next((r for r in rows if r.kind == "rgb"), None)
+    if cfg.reference and reference is None:
+        raise UserError("reference", f"{cfg.reference!r} is none of the runs given ({', '.join(r.name for r in rows)})")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = suite_table(rows, tasks, reference)
+    (out / "suite.md").write_text(text + "\n")
+    suite_csv(rows, tasks, out / "suite.csv")
+    print(f"\n== zero-shot suite {name} ({len(tasks)} tasks; {out}/suite.md, suite.csv)\n{text}\n"
+          f"plot: {suite_plot(rows, tasks, out / 'suite.png')}")
+
+
+def _fit_settings(run_cfg) -> dict:
+    """The fit settings a splat run's eval images were fitted with (fit.yaml beside data.splats.val)."""
+    import yaml
+
+    from gs_lightning.errors import UserError
+
+    path = Path(run_cfg.data.splats.val).parent / "fit.yaml"
+    if not path.is_file():
+        raise UserError("data.splats.val", f"{path} is missing: a suite's images are fitted with the settings the "
+                                           "run's eval images were fitted with, which `fit` keeps there")
+    return yaml.safe_load(path.read_text())
+
+
+def _fitted(task, settings: dict, root: Path) -> str:
+    """The task's images fitted with `settings`, once: under root/<task>/<hash of the settings>, so another
+    run with the same settings reuses them, and other settings fit again (fit resumes what is there)."""
+    import hashlib
+
+    import yaml
+
+    key = hashlib.sha256(yaml.safe_dump(settings, sort_keys=True).encode()).hexdigest()[:12]
+    recipe = root / f"{key}.yaml"
+    if not recipe.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        recipe.write_text(yaml.safe_dump({"fit": settings}, sort_keys=False))
+    out = root / task.name.replace("/", "-") / key
+    fit([str(recipe), f"fit.input={task.shards}", f"fit.output={out}"])
+    return str(out / Path(task.shards).name)
+
+
+def _input_size(run_cfg, shards: str) -> tuple[float, float]:
+    """(values per image, compression over uint8 pixels) of what a run reads: pixels x 3 at its model's size, or
+    splats x 8 and the record's bytes from the fit summary beside `shards`."""
+    from gs_lightning import build
+    from gs_lightning.compare import splat_set
+
+    summary = splat_set(shards)
+    if summary is None:
+        size = build.image_size(run_cfg)
+        return 3.0 * size * size, 1.0
+    return 8.0 * summary["splats_mean"], summary["compression_ratio"]
+
+
 def sweep(args: list[str]) -> None:
     """Create a W&B sweep from experiments/sweeps/NAME.yaml and run an agent on it (make sweep SWEEP=NAME)."""
     import subprocess
@@ -373,23 +483,36 @@ def demo(args: list[str]) -> None:
     t0 = time.perf_counter()
     write_fashion_mnist(plan.data_root, train_limit=plan.train_images, test_limit=plan.test_images)
     commands = {"fit": fit, "embed": embed, "train": train}
-    runs = []
+    runs, took = [], []
     for command, *items in [*plan.steps, *(step for name in extra for step in plan.optional[name])]:
         if command not in commands:
             raise UserError(str(EXPERIMENTS / "demo.yaml"), f"a step runs {command!r}; steps run "
                                                             f"{', '.join(commands)}")
+        t = time.perf_counter()
         commands[command]([*items, *args] if command == "train" else list(items))
+        took.append((f"{command} {' '.join(items)}", time.perf_counter() - t))
         if command == "train":
             cfg = compose_train(*split_args([*items, *args]))
             runs.append(str(Path(cfg.output_dir) / cfg.name))
     print(f"\n== demo results ({plan.results})")
+    t = time.perf_counter()
     print(compare_runs(runs, plan.results))
+    took.append(("compare (equal bytes: JPEG, WebP, rendered, quantized)", time.perf_counter() - t))
+    from gs_lightning.zeroshot.demo import write_demo_suite
+
+    write_demo_suite(plan.suite.root)
+    t = time.perf_counter()
+    evaluate_suite([*runs, f"suite.name={plan.suite.name}", f"suite.root={plan.suite.root}", f"out={plan.results}",
+                    f"fitted={Path(plan.results).parent / 'suite-fitted'}"])
+    took.append(("eval (the suite)", time.perf_counter() - t))
+    print("\nmake demo, step by step (wall seconds):\n" + "\n".join(f"  {s:6.0f}  {name}" for name, s in took))
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(f"\nmake demo: wall time {(time.perf_counter() - t0) / 60:.1f} min, peak memory {peak / 2**20:.2f} GiB "
           "(largest single process)")
 
 
-COMMANDS = {"fit": fit, "embed": embed, "train": train, "demo": demo, "compare": compare, "sweep": sweep}
+COMMANDS = {"fit": fit, "embed": embed, "train": train, "eval": evaluate_suite, "demo": demo, "compare": compare,
+            "sweep": sweep}
 
 
 USAGE = "usage: python -m gs_lightning COMMAND [ARGS ...]   (or: gs-lightning COMMAND [ARGS ...])"

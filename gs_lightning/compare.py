@@ -378,3 +378,84 @@ def compare(run_dirs: list[str], out: str | Path, with_equal_bytes: bool = True)
     (out / "edge_cloud.md").write_text(edge_cloud(runs, points) + "\n")
     paths = plot(runs, out, points)
     return text + "\n\n" + "\n".join(f"plot: {p}" for p in paths)
+
+
+# ---- the zero-shot suite -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SuiteRow:
+    """One run on a suite: its main metric per task (None: not evaluated), and what its input costs."""
+
+    name: str
+    kind: str  # rgb | splats
+    values: float  # values per image: pixels x 3, or splats x 8
+    compression: float  # uint8 pixels over the bytes as stored
+    load_rate: float | None  # samples/s its eval DataModule reads (decoded, ready for the model)
+    scores: dict[str, float | None] = field(default_factory=dict)
+
+    def mean(self) -> float | None:
+        got = [v for v in self.scores.values() if v is not None]
+        return sum(got) / len(got) if got else None
+
+
+def suite_table(rows: list[SuiteRow], tasks: list, reference: SuiteRow | None) -> str:
+    """The published Table 1's shape: per task, the mean, and the mean of the per-task ratios to `reference`
+    (tasks: zeroshot.tasks.Task; those not evaluated show their metric and n/a, and count in no mean)."""
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
+    head = ["model", "input", "values/image", "compression", "load speed-up"] + \
+        [f"{t.title} ({t.metric})" for t in tasks] + ["mean", f"ratio to {reference.name}" if reference else "ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ratios = [r.scores[t.name] / reference.scores[t.name] for t in tasks
+                  if reference and r.scores.get(t.name) is not None and reference.scores.get(t.name)]
+        speed = f"{r.load_rate / reference.load_rate:.1f}x" if reference and r.load_rate and reference.load_rate \
+            else "-"
+        cells = [r.name, "images" if r.kind == "rgb" else "splats", f"{r.values:,.0f}", f"{r.compression:.1f}x", speed]
+        cells += [pct(r.scores.get(t.name)) for t in tasks]
+        cells += [pct(r.mean()), f"{sum(ratios) / len(ratios):.2f}" if ratios else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    skipped = [t for t in tasks if not t.evaluable]
+    if skipped:
+        lines.append(f"\n{len(skipped)} of {len(tasks)} tasks not evaluated (their metric needs more than labelled "
+                     f"images: {', '.join(sorted({t.metric for t in skipped}))}); the mean is over the other "
+                     f"{len(tasks) - len(skipped)}.")
+    return "\n".join(lines)
+
+
+def suite_csv(rows: list[SuiteRow], tasks: list, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "task", "metric", "value", "values_per_image", "compression", "load_rate"])
+        for r in rows:
+            for t in tasks:
+                v = r.scores.get(t.name)
+                w.writerow([r.name, t.name, t.metric, "" if v is None else f"{v:.6f}", f"{r.values:.0f}",
+                            f"{r.compression:.4f}", "" if r.load_rate is None else f"{r.load_rate:.1f}"])
+
+
+def suite_plot(rows: list[SuiteRow], tasks: list, path: Path) -> Path:
+    """Each task's main metric per run, side by side, and their mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [t for t in tasks if t.evaluable]
+    labels = [t.title for t in shown] + ["mean"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels) * max(1, len(rows)) / 3), 4.5))
+    width = 0.8 / max(len(rows), 1)
+    for i, r in enumerate(rows):
+        ys = [100 * (r.scores.get(t.name) or 0) for t in shown] + [100 * (r.mean() or 0)]
+        ax.bar([j + i * width for j in range(len(labels))], ys, width, label=r.name, color=f"C{i % 10}")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("main metric (%)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Zero-shot suite: each task's main metric, and the mean")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -21,7 +21,7 @@ import typing
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -58,6 +58,25 @@ class TrainRun:
 
 
 @dataclass
+class SuiteConfig:
+    name: str = setting("imagenet", "a suite of experiments/suites/ (datacomp, imagenet, demo) or a suite file")
+    root: str = setting("/data/clip_benchmark", "the folder that holds the suite's task folders (clip_benchmark's "
+                                                "layout, as DataComp's download_evalsets.py writes it)")
+
+
+@dataclass
+class EvalRun:
+    """`python -m gs_lightning eval RUN_DIR ... [key=value ...]`: the runs' best checkpoints on a zero-shot suite."""
+
+    suite: SuiteConfig = setting(SuiteConfig)
+    out: str = setting("outputs/eval", "where the suite table (markdown, CSV) and its plot are written")
+    fitted: str = setting("outputs/eval/fitted", "the tasks' images fitted with each splat run's fit settings, "
+                                                 "kept to be reused by later evals")
+    reference: Optional[str] = setting(None, "the run (its name) the ratios are taken to; default: the first RGB "
+                                             "run given")
+
+
+@dataclass
 class DemoPlan:
     """experiments/demo.yaml: what `python -m gs_lightning demo` runs, in order."""
 
@@ -67,7 +86,9 @@ class DemoPlan:
     steps: list[list[str]] = setting(list, "the commands, in order, each as [fit | embed | train, arguments...]")
     optional: dict[str, list[list[str]]] = setting(dict, "more steps by name, run after the others with "
                                                          "`demo --with NAME`")
-    results: str = setting("outputs/demo/results", "where `compare` writes the table and plots of the train steps")
+    results: str = setting("outputs/demo/results", "where `compare` and `eval` write the tables and plots of the "
+                                                   "train steps' runs")
+    suite: SuiteConfig = setting(lambda: SuiteConfig(name="demo", root="outputs/demo/suite"))
 
 
 # ---- composition ------------------------------------------------------------------------------------------
@@ -189,6 +210,11 @@ def validate(cfg: DictConfig, schema: type) -> None:
     _check_node(cfg, schema, "")
     if schema is TrainRun:
         _validate_model(cfg.model)
+        from gs_lightning.zeroshot.tasks import EVAL_SETS
+
+        if cfg.data.eval_set not in EVAL_SETS and not Path(cfg.data.eval_set).is_dir():
+            raise UserError("data.eval_set", f"{cfg.data.eval_set!r} is neither {' nor '.join(EVAL_SETS)} nor a task "
+                                             "folder (clip_benchmark's layout)")
 
 
 def _validate_model(m: DictConfig) -> None:

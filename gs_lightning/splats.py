@@ -11,6 +11,7 @@ one of gs_lightning/codec.py's records: float16 (16 bytes a splat, the paper's a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,8 @@ class Splats:
     def check_values(self, name: str = "splats") -> None:
         """check's values, once the layout holds: real rows finite, with l11, l22 > 0."""
         real = self.mask
+        if not (invalid_rows(torch.cat([self.xy, self.chol, self.rgb], -1)) & real).any():
+            return  # the common case in a few ops; the search below names the first bad value
         for field in ("xy", "chol", "rgb"):
             bad = ~torch.isfinite(getattr(self, field)).all(dim=-1) & real
             if bad.any():
@@ -136,6 +139,12 @@ class Splats:
             padded[b, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))
             mask[b, : len(r)] = True
         return cls.from_unit_rows(padded, mask, height, width)
+
+
+def invalid_rows(rows):  # [..., 8] rows (x, y, l11, l21, l22, r, g, b), a numpy array or a tensor -> [...] bool
+    """The rule every real splat obeys, written once for arrays and tensors alike: its values are finite, and
+    l11, l22 > 0 (the rasterizer's binning checks the same in C++)."""
+    return ~(abs(rows) < math.inf).all(-1) | (rows[..., 2] <= 0) | (rows[..., 4] <= 0)
 
 
 def _unit_scale(height: int, width: int, device) -> Tensor:  # [8]: pixels per unit of each row column

@@ -1,10 +1,13 @@
 """DataModule throughput: samples/s of decode + tokenize + collate with 2 workers, the DataModules `train`
-builds (gs_lightning/build.py) for the paper's model (224x224).
+builds (gs_lightning/build.py) for the paper's model (224x224); and the load speed-up of splat records over JPEG.
 
-    python -m gs_lightning.benchmarks.data [--samples 4000]
+    python -m gs_lightning.benchmarks.data [--samples 4000] [--section all|throughput|speedup]
 
-RGB: Fashion-MNIST demo shards through open_clip's 224x224 train/val transforms.
-Splats: fitted-shard records of 400 splats (float16 [400, 8]) written for the benchmark.
+throughput  RGB: Fashion-MNIST demo shards through open_clip's 224x224 train/val transforms. Splats:
+            fitted-shard records of 400 splats (float16 [400, 8]) written for the benchmark.
+speedup     the published table's "load speed-up": reading a zero-shot batch ready for the model, in one process,
+            from JPEG shards of 224x224 photos (decode + open_clip's eval transform) against splat records of
+            400 and 3136 splats, fp16 and quantized (decode + collate), measured side by side in one run.
 """
 import argparse
 import tempfile
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import open_clip
+import torch
 
 from gs_lightning import build
 from gs_lightning.benchmarks.common import print_table
@@ -34,6 +38,65 @@ def splat_shards(root: Path, shards: int, per_shard: int, n: int = 400) -> str:
     return str(root / f"{{00000..{shards - 1:05d}}}.tar")
 
 
+def jpeg_shards(root: Path, count: int, size: int = 224) -> str:
+    """`count` 224x224 JPEGs (quality 90, crops of the embedded photos), labelled, in one shard."""
+    import io
+
+    from PIL import Image
+
+    from gs_lightning.benchmarks.fit import photos
+    from gs_lightning.data.shards import write_image_shard
+
+    base = photos(8, None)  # [8, 3, 224, 224]
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(count):
+        image = base[i % 8]
+        dy, dx = rng.integers(0, 32, 2)  # another crop of the photo, resized back: distinct files
+        crop = torch.nn.functional.interpolate(image[None, :, dy : dy + 192, dx : dx + 192], size=(size, size),
+                                               mode="bilinear", align_corners=False)[0]
+        buf = io.BytesIO()
+        Image.fromarray((crop.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(buf, "JPEG",
+                                                                                               quality=90)
+        samples.append({"key": f"{i:06d}", "jpg": buf.getvalue(), "cls": i % 10})
+    write_image_shard(root / "00000.tar", samples)
+    return str(root / "00000.tar")
+
+
+def record_shards(root: Path, count: int, n: int, record: str) -> str:
+    """`count` splat sets of n splats (fitted-like values) in `record`, labelled, in one shard."""
+    rng = np.random.default_rng(1)
+    w = FittedShard(root / "00000.tar", record)
+    for i in range(count):
+        rows = np.concatenate([rng.random((n, 2)), 0.01 + 0.02 * rng.random((n, 1)), 0.005 * rng.standard_normal(
+            (n, 1)), 0.01 + 0.02 * rng.random((n, 1)), rng.random((n, 3))], 1).astype(np.float32)
+        w.write(f"{i:06d}", rows, {}, None, i % 10)
+    w.commit()
+    return str(root / "00000.tar")
+
+
+def speedup(count: int) -> list[list]:
+    """Samples/s of a zero-shot batch ready for the model, JPEG 224 against splat records; and the ratio."""
+    rows, rates = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = {"JPEG 224x224 (q90), open_clip eval transform": (jpeg_shards(Path(tmp) / "jpeg", count), "rgb")}
+        for n in (400, 3136):
+            for record in ("fp16", "quantized"):
+                sources[f"{n} splats, {record} record"] = (record_shards(Path(tmp) / f"{n}-{record}", count, n,
+                                                                         record), "scratch")
+        for name, (path, mode) in sources.items():
+            cfg = compose(TrainRun, [], ["data.val_batch_size=64", f"model.mode={mode}"])
+            loader = build.eval_data(cfg, path, num_workers=0).val_dataloader()
+            t0, seen = time.perf_counter(), 0
+            for batch in loader:
+                seen += len(batch["keys"])
+            rates[name] = seen / (time.perf_counter() - t0)
+        jpeg = next(iter(rates.values()))
+        for name, r in rates.items():
+            rows.append([name, f"{r:.0f}", f"{r / jpeg:.1f}x"])
+    return rows
+
+
 def rate(loader, samples: int) -> float:
     it, seen = iter(loader), 0
     next(it)  # workers started, first batch decoded
@@ -49,7 +112,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=4000)
     p.add_argument("--data-root", default="outputs/data")
+    p.add_argument("--section", choices=("all", "throughput", "speedup"), default="all")
     a = p.parse_args(argv)
+    if a.section in ("all", "speedup"):
+        print(f"Load speed-up: a zero-shot batch of 64 ready for the model, one process, {a.samples // 4} samples each")
+        print_table(["input", "samples/s", "vs JPEG"], speedup(a.samples // 4))
+    if a.section == "speedup":
+        return
     fm = write_fashion_mnist(a.data_root)
     with tempfile.TemporaryDirectory() as tmp:
         gs = splat_shards(Path(tmp), shards=4, per_shard=a.samples // 4 + 64)

@@ -26,14 +26,15 @@ from gs_lightning.errors import UserError
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSNAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                       "ankle boot"]
-# The training captions are drawn from these, and zero-shot evaluation prompts with them (zeroshot/tasks.py).
+# The training captions are drawn from these, and zero-shot evaluation prompts with them (zeroshot/tasks.py);
+# "{c}" is the class name, as in clip_benchmark's template files.
 FASHION_TEMPLATES = [
-    lambda c: f"a photo of a {c}.",
-    lambda c: f"a black and white photo of a {c}.",
-    lambda c: f"a low resolution photo of a {c}.",
-    lambda c: f"a product photo of a {c}.",
-    lambda c: f"a picture of a {c}, a piece of clothing.",
-    lambda c: f"a small photo of the {c}.",
+    "a photo of a {c}.",
+    "a black and white photo of a {c}.",
+    "a low resolution photo of a {c}.",
+    "a product photo of a {c}.",
+    "a picture of a {c}, a piece of clothing.",
+    "a small photo of the {c}.",
 ]
 
 # (scikit-image loader, caption); all ship inside the wheel (no pooch download).
@@ -104,7 +105,7 @@ def write_fashion_mnist(root: str | Path, *, train_limit: int | None = None, tes
                 Image.fromarray(images[i]).save(buf, format="PNG")
                 name = FASHION_CLASSNAMES[labels[i]]
                 samples.append({"key": f"{split}{i:06d}", "png": buf.getvalue(),
-                                "txt": rng.choice(FASHION_TEMPLATES)(name),
+                                "txt": rng.choice(FASHION_TEMPLATES).replace("{c}", name),
                                 "json": json.dumps({"uid": f"{split}{i:06d}", "label": name}),
                                 "cls": int(labels[i])})
             write_image_shard(out / split / f"{k:05d}.tar", samples)

@@ -38,7 +38,7 @@ from PIL import Image
 from gs_lightning.atomic import AtomicFile, write_text_atomic
 from gs_lightning.codec import MEMBERS, RECORDS, RecordError
 from gs_lightning.errors import UserError
-from gs_lightning.splats import RECORD_DIM, Splats
+from gs_lightning.splats import RECORD_DIM, Splats, invalid_rows
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -97,11 +97,13 @@ def decode_splats(data: bytes, record: str, max_splats: int | None = None, rng=N
         a = RECORDS[record].decode(data)
     except RecordError as e:
         raise BadSample(str(e)) from None
-    rows = torch.from_numpy(a.astype(np.float32))[None]
-    try:
-        Splats.from_unit_rows(rows, torch.ones(rows.shape[:2], dtype=torch.bool)).check_values("splat record")
-    except ValueError as e:
-        raise BadSample(str(e)) from None
+    if invalid_rows(a).any():  # Splats' own check names the field, the row and the value
+        rows = torch.from_numpy(a.astype(np.float32))[None]  # [1, n, 8]
+        try:
+            Splats(rows[..., 0:2], rows[..., 2:5], rows[..., 5:8], torch.ones(rows.shape[:2], dtype=torch.bool),
+                   units="unit").check_values("splat record")
+        except ValueError as e:
+            raise BadSample(str(e)) from None
     if max_splats is not None and len(a) > max_splats:
         keep = np.sort(rng.choice(len(a), max_splats, replace=False)) if rng is not None else slice(0, max_splats)
         a = a[keep]

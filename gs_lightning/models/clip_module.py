@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from open_clip.loss import ClipLoss, DistillClipLoss
 
 from gs_lightning.checkpoint import load_matching, read_state_dict
+from gs_lightning.errors import UserError
 from gs_lightning.models.encoder import SplatEncoder, SplatEncoderConfig
 from gs_lightning.schema import setting
 from gs_lightning.zeroshot.classifier import zero_shot_classifier, zero_shot_metrics
@@ -136,7 +137,8 @@ class ClipModule(L.LightningModule):
         teacher_logit_scale: float | None = None,  # the teacher's, for DistillClipLoss (data/embeddings.py)
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # The arguments as given, not read from the caller's frame (a wrapper around __init__ would hide them).
+        self.save_hyperparameters({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.mode = mode
         self.distill = DistillConfig(**distill)
         if self.distill.logit_weight > 0 and teacher_logit_scale is None:
@@ -145,8 +147,9 @@ class ClipModule(L.LightningModule):
                                 rgb_checkpoint=rgb_checkpoint, init_checkpoint=init_checkpoint)
         self.tokenizer = open_clip.get_tokenizer(name)
         self.apply_trainable()
-        self.classnames, self.templates = eval_set_metadata(eval_set) if eval_set else (None, None)
-        self.metrics = zero_shot_metrics(len(self.classnames)) if eval_set else None
+        self.classnames, self.templates, self.metrics = None, None, None
+        if eval_set:
+            self.use_classes(*eval_set_metadata(eval_set))
         self.classifier = None
         self.loss = None
 
@@ -293,15 +296,26 @@ class ClipModule(L.LightningModule):
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, math.log(self.hparams.logit_scale_max))
 
+    def use_classes(self, classnames: list[str], templates: list) -> None:
+        """Validate zero-shot on these classes and prompt templates (an eval set, or a suite's task)."""
+        self.classnames, self.templates = classnames, templates
+        self.metrics = zero_shot_metrics(len(classnames))
+
     def on_validation_epoch_start(self) -> None:
         if self.metrics is None:
             raise ValueError("ClipModule needs an eval_set to validate (zero-shot)")
+        self.metrics = self.metrics.to(self.device)
         self.classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates,
                                                self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        labels = batch["label"]
+        if (beyond := labels >= len(self.classnames)).any():
+            i = int(beyond.nonzero()[0, 0])
+            raise UserError(batch["keys"][i], f".cls {int(labels[i])} is beyond the {len(self.classnames)} class "
+                                              "names of the eval set (classnames.txt)")
         features = self.model.encode_image(self.visual_input(batch), normalize=True)
-        self.metrics.update(features @ self.classifier, batch["label"])
+        self.metrics.update(features @ self.classifier, labels)
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.metrics.compute(), prog_bar=True)

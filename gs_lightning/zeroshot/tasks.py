@@ -1,4 +1,14 @@
-"""Zero-shot tasks: class names and prompt templates, by name (`data.eval_set`).
+"""Zero-shot tasks: class names and prompt templates, and the labelled images they classify.
+
+A task is a folder in clip_benchmark's local webdataset layout (what DataComp's download_evalsets.py writes):
+
+    <task>/classnames.txt                          one class name a line, in label order
+    <task>/zeroshot_classification_templates.txt   one template a line, "{c}" where the class name goes
+    <task>/test/nshards.txt, test/0.tar, ...       members .jpg/.png/.webp and .cls (the label)
+
+A suite (experiments/suites/*.yaml) lists tasks: each with its folder under the suite's root, the metric it is
+reported by (DataComp's tasklist.yml: acc1 unless said) and a title. Training validates on one task by name
+(`data.eval_set`): the built-in ones below, or a task folder.
 
 imagenet       open_clip's ImageNet-1K class names and OpenAI's 80 templates (the paper's evaluation).
 fashion-mnist  the demo's: Fashion-MNIST's 10 classes and six templates, the ones its training captions are
@@ -6,9 +16,23 @@ fashion-mnist  the demo's: Fashion-MNIST's 10 classes and six templates, the one
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from gs_lightning.data.demo import FASHION_CLASSNAMES, FASHION_TEMPLATES
+from gs_lightning.data.shards import update_sizes, write_image_shard
+from gs_lightning.errors import UserError
+
+CLASSNAMES = "classnames.txt"
+TEMPLATES = "zeroshot_classification_templates.txt"
+# clip_benchmark's metric names (DataComp's main_metric) -> the zero-shot metrics' keys (classifier.py). Tasks
+# whose metric needs what a plain labelled shard does not hold (retrieval captions, WILDS regions, income groups)
+# are listed, and reported as not evaluated.
+METRICS = {"acc1": "top1", "acc5": "top5", "mean_per_class_recall": "mean_per_class_recall",
+           "F1-macro_all": "f1_macro"}
 
 
 def _imagenet() -> tuple[list[str], list[Callable[[str], str]]]:
@@ -19,10 +43,88 @@ def _imagenet() -> tuple[list[str], list[Callable[[str], str]]]:
 
 EVAL_SETS: dict[str, Callable[[], tuple[list[str], list[Callable[[str], str]]]]] = {
     "imagenet": _imagenet,
-    "fashion-mnist": lambda: (list(FASHION_CLASSNAMES), list(FASHION_TEMPLATES)),
+    "fashion-mnist": lambda: (list(FASHION_CLASSNAMES), [template(t) for t in FASHION_TEMPLATES]),
 }
 
 
+def template(text: str) -> Callable[[str], str]:
+    """clip_benchmark's template line ("a photo of a {c}.") as the callable open_clip's classifier takes."""
+    return lambda c: text.replace("{c}", c)
+
+
+@dataclass
+class Task:
+    name: str
+    folder: Path
+    metric: str = "acc1"  # clip_benchmark's name of the metric the task is reported by
+    title: str = ""
+    classnames: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)  # lines, "{c}" for the class name
+    shards: str = ""  # the test split's shard pattern
+
+    @property
+    def evaluable(self) -> bool:
+        return self.metric in METRICS
+
+    def classifier_text(self) -> tuple[list[str], list[Callable[[str], str]]]:
+        return self.classnames, [template(t) for t in self.templates]
+
+
+def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1", title: str = "") -> Task:
+    """The task in `folder` (clip_benchmark's layout); a missing folder or file is a UserError naming both."""
+    folder = Path(folder)
+    name = name or folder.name
+
+    def lines(file: str) -> list[str]:
+        path = folder / file
+        if not path.is_file():
+            raise UserError(f"task {name}", f"{path} is missing: a task folder holds {CLASSNAMES}, {TEMPLATES} and "
+                                            "test/nshards.txt with its shards (clip_benchmark's layout)")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+    if not folder.is_dir():
+        raise UserError(f"task {name}", f"{folder} is not a folder; give suite.root, the folder that holds the "
+                                        "suite's task folders")
+    classnames, templates = lines(CLASSNAMES), lines(TEMPLATES)
+    (nshards,) = lines("test/nshards.txt")
+    missing = [i for i in range(int(nshards)) if not (folder / "test" / f"{i}.tar").is_file()]
+    if missing:
+        raise UserError(f"task {name}", f"{folder / 'test' / f'{missing[0]}.tar'} is missing (nshards.txt says "
+                                        f"{nshards})")
+    return Task(name, folder, metric, title or name, classnames, templates,
+                str(folder / "test" / f"{{0..{int(nshards) - 1}}}.tar"))
+
+
+def read_suite(path: str | Path, root: str | Path) -> list[Task]:
+    """The tasks a suite file lists ({tasks: [{name, folder, metric, title}]}), read from their folders under
+    root. Tasks whose metric this project does not compute are kept (not read), to be reported as such."""
+    spec = yaml.safe_load(Path(path).read_text())
+    tasks = []
+    for t in spec["tasks"]:
+        metric, title = t.get("metric", "acc1"), t.get("title", t["name"])
+        folder = Path(root) / t.get("folder", t["name"])
+        tasks.append(read_task(folder, t["name"], metric, title) if metric in METRICS else
+                     Task(t["name"], folder, metric, title))
+    return tasks
+
+
+def write_task(folder: str | Path, samples: list[dict], classnames: list[str], templates: list[str],
+               shard_size: int = 10000) -> Task:
+    """Write a task in clip_benchmark's layout; samples: {"key", "png" (or "jpg"/"webp") bytes, "cls"}."""
+    folder = Path(folder)
+    (folder / "test").mkdir(parents=True, exist_ok=True)
+    (folder / CLASSNAMES).write_text("\n".join(classnames) + "\n")
+    (folder / TEMPLATES).write_text("\n".join(templates) + "\n")
+    shards = [samples[i : i + shard_size] for i in range(0, len(samples), shard_size)]
+    for i, chunk in enumerate(shards):
+        write_image_shard(folder / "test" / f"{i}.tar", chunk)
+    update_sizes(folder / "test", {f"{i}.tar": len(chunk) for i, chunk in enumerate(shards)})
+    (folder / "test" / "nshards.txt").write_text(f"{len(shards)}\n")
+    return read_task(folder)
+
+
 def eval_set(name: str) -> tuple[list[str], list[Callable[[str], str]]]:
-    """(class names, prompt templates) of an eval set."""
-    return EVAL_SETS[name]()
+    """(class names, prompt templates) of a built-in eval set, or of a task folder."""
+    if name in EVAL_SETS:
+        return EVAL_SETS[name]()
+    return read_task(name).classifier_text()

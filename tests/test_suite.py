@@ -1,0 +1,222 @@
+"""The zero-shot suite: clip_benchmark's task layout read as clip_benchmark reads it, each task's main metric and
+the suite's mean against a known answer, the tasks' images fitted once per fit setting, and clear errors."""
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import shipped_model_kwargs
+from helpers import image_bytes, smooth_photo
+
+from gs_lightning.compare import SuiteRow, suite_table
+from gs_lightning.models.clip_module import ClipModule
+from gs_lightning.zeroshot.tasks import Task, read_task, write_task
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["cat", "dog", "bird", "fish"]
+TEMPLATES = ["a photo of a {c}.", "a drawing of the {c}."]
+
+
+def task_samples(count: int, size: int = 16, labels=None) -> list[dict]:
+    return [{"key": f"k{i:04d}", "png": image_bytes(smooth_photo(size, size, seed=i), "PNG"),
+             "cls": int(labels[i] if labels is not None else i % len(CLASSES))} for i in range(count)]
+
+
+# ---- the layout, as clip_benchmark reads it ------------------------------------------------------------------
+
+
+def test_a_task_reads_as_clip_benchmark_reads_it(tmp_path):
+    """Written in clip_benchmark's layout, in two shards: its own reader (build_wds_dataset) and ours give the
+    same images, labels, class names and templates."""
+    from clip_benchmark.datasets.builder import build_wds_dataset
+    from PIL import Image
+
+    from gs_lightning.data.shards import list_sources
+
+    task = write_task(tmp_path / "pets", task_samples(7), CLASSES, TEMPLATES, shard_size=4)
+    theirs = build_wds_dataset("wds/pets", transform=lambda im: np.asarray(im.convert("RGB")), split="test",
+                               data_dir=str(tmp_path / "pets"))
+    assert theirs.classes == task.classnames == CLASSES and theirs.templates == task.templates == TEMPLATES
+    ours = [(np.asarray(Image.open(io.BytesIO(raw.image)).convert("RGB")), raw.cls)
+            for source in list_sources(task.shards) for raw in source.samples([])]
+    got = list(theirs)
+    assert len(got) == len(ours) == 7
+    for (a, la), (b, lb) in zip(ours, got):
+        assert np.array_equal(a, b) and la == lb
+
+
+# ---- metrics against a known answer ------------------------------------------------------------------------------
+
+# (label, rank of the true class among the scores): class 0 three times (recall 2/3), class 1 once (1), class 2
+# twice (1/2), class 3 never. top-1 4/6; mean per-class recall over the classes present (clip_benchmark's
+# balanced accuracy) (2/3 + 1 + 1/2) / 3.
+KNOWN = [(0, 0), (0, 0), (0, 2), (1, 0), (2, 1), (2, 0)]
+
+
+def known_splats(root: Path) -> str:
+    from gs_lightning.data.shards import FittedShard
+
+    w = FittedShard(root / "00000.tar", "fp16")
+    for i, (label, rank) in enumerate(KNOWN):
+        rec = np.full((2, 8), 0.1, np.float16)
+        rec[0, 5], rec[0, 6] = label / 10, rank / 10
+        w.write(f"s{i}", rec, {}, None, label)
+    w.commit()
+    return str(root / "00000.tar")
+
+
+def stub(module: ClipModule) -> None:
+    """encode_image gives features whose scores against the classifier rank the true class at the set's rank."""
+    def encode_image(splats, normalize=False):
+        C = module.classifier
+        labels, ranks = ((splats.rgb[:, 0, k] * 10).round().long().tolist() for k in (0, 1))
+        scores = torch.zeros(len(labels), len(CLASSES))
+        for b, (label, rank) in enumerate(zip(labels, ranks)):
+            order = [c for c in range(len(CLASSES)) if c != label]
+            order.insert(rank, label)
+            scores[b, order] = torch.arange(len(CLASSES), 0, -1, dtype=torch.float32)
+        return scores @ torch.linalg.pinv(C)  # features @ C = scores
+
+    module.model.encode_image = encode_image
+
+
+def test_a_tasks_metrics_have_the_known_answer(tmp_path):
+    from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
+
+    torch.manual_seed(0)
+    module = ClipModule(**shipped_model_kwargs(mode="scratch", splat_encoder={"num_queries": 5, "resampler_heads": 2,
+                                                                              "stem_hidden": 16, "num_freqs": 3}))
+    module.use_classes(CLASSES, [lambda c, t=t: t.replace("{c}", c) for t in TEMPLATES])
+    stub(module)
+    val = ZeroShotDataModule(kind="splats", path=known_splats(tmp_path), batch_size=4, num_workers=0)
+    (m,) = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        module, dataloaders=val.val_dataloader(), verbose=False)
+    assert m["val/top1"] == pytest.approx(4 / 6)
+    assert m["val/mean_per_class_recall"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
+
+
+def test_each_metric_name_reads_its_own_metric():
+    """clip_benchmark's metric names (a suite's) to our metrics' keys, on KNOWN's predictions: acc1 is 4/6, the
+    mean per-class recall (2/3 + 1 + 1/2) / 3, the macro F1 over the classes present 2/3."""
+    from gs_lightning.zeroshot.classifier import zero_shot_metrics
+    from gs_lightning.zeroshot.tasks import METRICS
+
+    labels = torch.tensor([label for label, _ in KNOWN])
+    predicted = torch.tensor([0, 0, 1, 1, 0, 2])  # the top class of each KNOWN ranking (see stub)
+    metrics = zero_shot_metrics(len(CLASSES), prefix="")
+    metrics.update(torch.nn.functional.one_hot(predicted, len(CLASSES)).float(), labels)
+    got = {name: float(metrics.compute()[key]) for name, key in METRICS.items()}
+    assert got["acc1"] == pytest.approx(4 / 6) and got["mean_per_class_recall"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
+    assert got["acc5"] == pytest.approx(1.0)  # every class is in the top 5 of 4
+    assert got["F1-macro_all"] == pytest.approx(2 / 3)  # each class present: 2 tp, or 1 tp, of F1 2/3
+
+
+def test_a_template_line_takes_the_class_name_where_c_is():
+    from gs_lightning.zeroshot.tasks import template
+
+    assert template("a photo of a {c}, a kind of {c}.")("cat") == "a photo of a cat, a kind of cat."
+
+
+def test_the_suite_table_gives_the_mean_and_the_ratios_to_the_reference():
+    tasks = [Task("a", Path("a"), "acc1", "A"), Task("b", Path("b"), "mean_per_class_recall", "B"),
+             Task("c", Path("c"), "mean_recall@1", "C")]  # a retrieval task: not evaluated
+    rgb = SuiteRow("rgb", "rgb", 768, 1.0, 100.0, {"a": 0.8, "b": 0.5, "c": None})
+    gs = SuiteRow("gs", "splats", 128, 9.2, 700.0, {"a": 0.6, "b": 0.5, "c": None})
+    text = suite_table([rgb, gs], tasks, rgb)
+    row = next(l for l in text.splitlines() if l.startswith("| gs |"))
+    assert row == "| gs | splats | 128 | 9.2x | 7.0x | 60.0 | 50.0 | n/a | 55.0 | 0.88 |"  # (0.75 + 1) / 2
+    assert "1 of 3 tasks not evaluated" in text and "mean_recall@1" in text
+
+
+# ---- eval, end to end ---------------------------------------------------------------------------------------------
+
+
+def finished_run(run_dir: Path, mode: str, data: dict) -> None:
+    """A run as `train` leaves it (config.yaml, best.ckpt), of the tiny model."""
+    torch.manual_seed(1)
+    kwargs = shipped_model_kwargs(mode="rgb" if mode == "rgb" else "scratch")
+    module = ClipModule(**kwargs)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()}},
+               run_dir / "checkpoints" / "best.ckpt")
+    cfg = {"name": run_dir.name, "model": {**kwargs, "mode": mode},
+           "data": {"eval_set": "fashion-mnist", "val_batch_size": 8, **data}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+FIT = {"num_splats": 6, "iterations": 3, "image_size": 16, "init": "structured", "solve_colours": False}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    write_task(root / "tasks" / "pets", task_samples(6), CLASSES, TEMPLATES)
+    write_task(root / "tasks" / "pets_flipped", task_samples(5), CLASSES, TEMPLATES)
+    (root / "suite.yaml").write_text(yaml.safe_dump({"tasks": [
+        {"name": "pets", "title": "Pets"}, {"name": "pets_flipped", "metric": "mean_per_class_recall"},
+        {"name": "coco", "metric": "mean_recall@1"}]}))
+    fit_dir = root / "fit"
+    fit_dir.mkdir()
+    (fit_dir / "fit.yaml").write_text(yaml.safe_dump(FIT))
+    finished_run(root / "runs" / "rgb", "rgb", {})
+    finished_run(root / "runs" / "gs", "transfer", {"splats": {"val": str(fit_dir / "00000.tar")}})
+    return root
+
+
+def run_eval(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gs_lightning", "eval", str(root / "runs" / "rgb"),
+                           str(root / "runs" / "gs"), f"suite={root / 'suite.yaml'}", f"suite.root={root / 'tasks'}",
+                           f"out={root / 'out'}", f"fitted={root / 'fitted'}", *extra], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
+    out = run_eval(suite)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (suite / "out" / "suite.md").read_text()
+    assert "| model | input | values/image | compression | load speed-up | Pets (acc1) | pets_flipped " \
+           "(mean_per_class_recall) | coco (mean_recall@1) | mean | ratio to rgb |" in table
+    rows = list(__import__("csv").DictReader(open(suite / "out" / "suite.csv")))
+    assert {(r["model"], r["task"]) for r in rows} == {(m, t) for m in ("rgb", "gs") for t in ("pets", "pets_flipped",
+                                                                                                "coco")}
+    # the splat run read the tasks' images fitted with its own fit settings, with 6 splats each
+    fitted = sorted((suite / "fitted" / "pets").iterdir())
+    assert len(fitted) == 1 and yaml.safe_load((fitted[0] / "fit.yaml").read_text())["num_splats"] == 6
+    summary = json.loads((fitted[0] / "summary.json").read_text())
+    assert summary["images_fitted"] == 6 and summary["splats_mean"] == 6
+    shard = fitted[0] / "0.tar"
+    stamp = shard.stat().st_mtime_ns
+    again = run_eval(suite)  # the same settings: reused, nothing fitted again
+    assert again.returncode == 0 and shard.stat().st_mtime_ns == stamp
+    assert "1 of this run's 1 shards were done before it and kept" in again.stdout
+    (suite / "fit" / "fit.yaml").write_text(yaml.safe_dump({**FIT, "num_splats": 5}))  # other settings: fitted anew
+    third = run_eval(suite)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert len(list((suite / "fitted" / "pets").iterdir())) == 2
+    (suite / "fit" / "fit.yaml").write_text(yaml.safe_dump(FIT))
+
+
+@pytest.mark.parametrize("problem", ["no task folder", "no classnames", "label beyond the classes"])
+def test_a_broken_task_is_one_error_naming_the_task_and_file(suite, tmp_path, problem):
+    root = tmp_path / "tasks"
+    labels = [0, 1, 2, 7, 0] if problem == "label beyond the classes" else None
+    write_task(root / "pets", task_samples(5, labels=labels), CLASSES, TEMPLATES)
+    if problem == "no classnames":
+        (root / "pets" / "classnames.txt").unlink()
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"tasks": [
+        {"name": "pets" if problem != "no task folder" else "pets2"}]}))
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", "eval", str(suite / "runs" / "rgb"),
+                          f"suite={tmp_path / 'suite.yaml'}", f"suite.root={root}", f"out={tmp_path / 'out'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    want = {"no task folder": f"error: task pets2: {root / 'pets2'} is not a folder",
+            "no classnames": f"error: task pets: {root / 'pets' / 'classnames.txt'} is missing",
+            "label beyond the classes": "error: task pets: 0.tar/k0003: .cls 7 is beyond the 4 class names"}[problem]
+    assert last.startswith(want), last
