@@ -6,8 +6,26 @@ leaves the old file, the new one, or none, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
+
+from gs_lightning.errors import UserError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def no_space_named(path: str | os.PathLike):
+    """A full disk (or quota) while writing `path` becomes a UserError naming it, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise UserError(str(path), "no space left on the device: free some (or give another folder) and rerun; "
+                                       "what was finished is kept, nothing half-written is") from None
+        raise
 
 
 class AtomicFile:
@@ -36,5 +54,67 @@ class AtomicFile:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with AtomicFile(path, unique=True) as tmp:
+    with no_space_named(path), AtomicFile(path, unique=True) as tmp:
         tmp.write_text(text)
+
+
+LOCK = ".lock"
+# Set by launchers for the processes of a run: only the run's first process (all of these 0, or unset) locks.
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
+
+
+def first_process() -> bool:
+    return all(os.environ.get(v, "0") == "0" for v in RANK_VARIABLES)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, key: str):
+    """One writer at a time in a folder: the first process of a run holds folder/.lock (host, pid) while it
+    works. Another run there is refused, naming the holder; a lock whose process on this host is gone (killed,
+    preempted) is taken over. `key`: the config key that names the folder, for the error."""
+    import json
+    import socket
+    import time
+
+    if not first_process():
+        yield
+        return
+    path = Path(folder) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            holder = {}
+        if holder.get("host") == me["host"] and holder.get("pid") is not None and _alive(holder["pid"]):
+            raise UserError(key, f"another run is writing into {folder} (pid {holder['pid']} on this host, since "
+                                 f"{holder.get('since')}); wait for it to end, or give another folder") from None
+        if holder.get("host") not in (None, me["host"]):
+            raise UserError(key, f"another run is writing into {folder} (pid {holder.get('pid')} on "
+                                 f"{holder['host']}, since {holder.get('since')}); wait for it, or, if that job is "
+                                 f"gone, delete {path} and rerun") from None
+        write_text_atomic(path, json.dumps(me))  # its holder is gone: take it over
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(me))
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(path.read_text()).get("pid") == me["pid"]:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

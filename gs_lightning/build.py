@@ -47,6 +47,8 @@ class DataConfig:
     max_splats: Optional[int] = setting(None, "subsample larger splat sets to this many", ge=1)
     splat_sampling: str = setting("random", "how max_splats subsamples: random | truncate",
                                   choices=("random", "truncate"))
+    max_lost_share: float = setting(0.01, "a training run stops when more than this share of an epoch's samples "
+                                          "cannot be read (corrupt or truncated shards, bad records)", ge=0, le=1)
 
 
 @dataclass
@@ -190,13 +192,15 @@ def train_data(cfg, tokenizer):
     )
 
 
-def checkpoints(cfg, run_dir: Path) -> list:
+def callbacks(cfg, run_dir: Path) -> list:
     """best.ckpt (by checkpoint.monitor), last.ckpt (every checkpoint.every_n_train_steps and at epoch ends),
-    and last.ckpt when a cluster stops the job."""
+    last.ckpt when a cluster stops the job, and the stop when too many samples cannot be read."""
     from gs_lightning.checkpoint import AtomicCheckpoint, SaveOnSigterm
+    from gs_lightning.data.datamodules import LostSamples
 
     folder = run_dir / "checkpoints"
     return [
+        LostSamples(cfg.data.max_lost_share),
         AtomicCheckpoint(dirpath=folder, filename="best", monitor=cfg.checkpoint.monitor, mode="max",
                          save_top_k=1, save_last=False),
         AtomicCheckpoint(dirpath=folder, filename="last", every_n_train_steps=cfg.checkpoint.every_n_train_steps,

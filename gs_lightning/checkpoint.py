@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 
-from gs_lightning.atomic import AtomicFile
+from gs_lightning.atomic import AtomicFile, no_space_named
 from gs_lightning.errors import UserError
 
 
@@ -31,7 +31,8 @@ class AtomicCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         target = AtomicFile(filepath)
         try:
-            super()._save_checkpoint(trainer, str(target.tmp))  # collective; rank 0 writes
+            with no_space_named(filepath):
+                super()._save_checkpoint(trainer, str(target.tmp))  # collective; rank 0 writes
         except BaseException:
             target.abort()  # a save that failed half way (a full disk) leaves nothing behind
             raise

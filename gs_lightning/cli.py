@@ -168,6 +168,7 @@ def fit(args: list[str]) -> None:
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
+    from gs_lightning.atomic import folder_lock
     from gs_lightning.build import quiet_lightning, trainer
     from gs_lightning.data.image_batches import ImageBatches, as_is
     from gs_lightning.data.shards import existing_sources
@@ -182,16 +183,16 @@ def fit(args: list[str]) -> None:
     else:
         pattern, hint = f.input, "Leave fit.input=embedded to fit the photos that ship with the project."
     sources = existing_sources(pattern, "fit.input", hint, f.shard_size)
-    keep_fit_settings(f)
-    dataset = ImageBatches(sources, f.output, f.image_size, f.batch_size)
-    kept = len(sources) - len(dataset.shards_to_do())
-    with quiet_lightning():
+    with folder_lock(f.output, "fit.output"), quiet_lightning():
+        keep_fit_settings(f)
+        dataset = ImageBatches(sources, f.output, f.image_size, f.batch_size)
+        kept = len(sources) - len(dataset.shards_to_do())
         run = trainer(**cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
                       use_distributed_sampler=False, callbacks=[FitWriter(f), FitProgressBar()])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
         with stop_on_signals():
             run.predict(SplatFitModule(f), dataloaders=loader, return_predictions=False)
-    run.strategy.barrier()
+        run.strategy.barrier()
     if run.global_rank == 0:
         summary = summarise(f)
         print(f"\nfit summary of {f.output} (summary.json); {kept} of this run's {len(sources)} shards were done "
@@ -286,7 +287,7 @@ def train(args: list[str]) -> None:
     run_dir = Path(cfg.output_dir) / cfg.name
     module = build.clip_module(cfg)
     data = build.train_data(cfg, module.tokenizer)
-    callbacks = build.checkpoints(cfg, run_dir)
+    callbacks = build.callbacks(cfg, run_dir)
     loggers = build.loggers(cfg, run_dir, "+".join(names))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -300,12 +301,9 @@ def train(args: list[str]) -> None:
     if trainer.global_rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if cfg.resume and not last.exists():
-        print(f"resume=true but {last} does not exist: starting from scratch")
+    start = resume_checkpoint(cfg, run_dir) if cfg.resume else None
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if cfg.resume and last.exists() else None,
-                    weights_only=True)
+        trainer.fit(module, datamodule=data, ckpt_path=start, weights_only=True)
     except SIGTERMException:
         raise Interrupted(signal.SIGTERM) from None
 
@@ -321,6 +319,30 @@ def compare(args: list[str]) -> None:
                         help="skip the evaluations at equal bytes (JPEG/WebP for the RGB teacher, quantized splats)")
     ns = parser.parse_args(args)
     print(compare_runs(ns.runs, ns.out, with_equal_bytes=not ns.no_equal_bytes))
+
+
+def resume_checkpoint(cfg, run_dir: Path) -> str | None:
+    """The checkpoint a resume=true run goes on from (resume_from, or last.ckpt), once it is known to open; None
+    when there is none yet. A torn or foreign one is a UserError naming it: an older one is used only if asked."""
+    import torch
+
+    from gs_lightning.errors import UserError
+
+    key = "resume_from" if cfg.resume_from else "resume"
+    path = Path(cfg.resume_from) if cfg.resume_from else run_dir / "checkpoints" / "last.ckpt"
+    if not path.exists():
+        if cfg.resume_from:
+            raise UserError("resume_from", f"{path} does not exist")
+        print(f"resume=true but {path} does not exist: starting from scratch")
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001  a torn zip, pickled objects, not a checkpoint at all
+        older = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+        raise UserError(key, f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); go on "
+                             f"from another with resume_from=<checkpoint>{f' (there: {older})' if older else ''}, or "
+                             "start over with resume=false") from None
+    return str(path)
 
 
 def evaluate_suite(args: list[str]) -> None:

@@ -50,6 +50,7 @@ class TrainRun:
     output_dir: str = setting("outputs/runs", "folder of the runs")
     seed: int = setting(0, "seeds the model's init, the shuffle and the splat subsampling")
     resume: bool = setting(False, "go on from output_dir/name/checkpoints/last.ckpt")
+    resume_from: Optional[str] = setting(None, "with resume: go on from this checkpoint instead (an older good one)")
     model: ModelConfig = setting(ModelConfig)
     data: DataConfig = setting(DataConfig)
     trainer: TrainerConfig = setting(TrainerConfig)

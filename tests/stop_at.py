@@ -5,6 +5,10 @@
     python tests/stop_at.py signal-in-next-shard NAME SIGNAL -- ARGS...
         send SIGNAL (TERM, INT or KILL) to this process right after the first sample is written into the shard
         that follows the one renamed onto a file called NAME: one shard finished, the next one open
+    python tests/stop_at.py disk-full NAME N -- ARGS...
+        the disk fills (OSError ENOSPC) as the Nth sample is written into the shard called NAME
+    python tests/stop_at.py nan-loss STEP -- ARGS...
+        a training step's loss turns NaN at global step STEP (a run that diverges)
     python tests/stop_at.py interrupted-move NAME N -- ARGS...
         half way through the Nth shutil.move onto a file whose name starts with NAME, as when the move crosses
         filesystems and copies (Lightning saves checkpoints to the system temp dir, then moves them: on a
@@ -54,6 +58,40 @@ def signal_in_next_shard(name: str, signame: str) -> None:
     os.replace, wds.TarWriter.write = replace_and_note, write_then_signal
 
 
+def disk_full(name: str, nth: str) -> None:
+    import errno
+
+    import webdataset as wds
+
+    write, written = wds.TarWriter.write, {}
+
+    def write_or_fill(self, obj):
+        target = Path(getattr(self.stream, "name", "")).name
+        if target.startswith(name):
+            written[target] = written.get(target, 0) + 1
+            if written[target] == int(nth):
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, obj)
+
+    wds.TarWriter.write = write_or_fill
+
+
+def nan_loss(step: str) -> None:
+    import torch
+
+    from gs_lightning.models.clip_module import ClipModule
+
+    losses = ClipModule.losses
+
+    def diverging(self, batch):
+        out = losses(self, batch)
+        if self.global_step == int(step):
+            out["loss"] = out["loss"] * torch.tensor(float("nan"))
+        return out
+
+    ClipModule.losses = diverging
+
+
 def interrupted_move(name: str, nth: str) -> None:
     moves = 0
 
@@ -74,8 +112,8 @@ def interrupted_move(name: str, nth: str) -> None:
 def main() -> None:
     mode, *rest = sys.argv[1:]
     split = rest.index("--")
-    hooks = {"after-rename": after_rename, "signal-in-next-shard": signal_in_next_shard,
-             "interrupted-move": interrupted_move}
+    hooks = {"after-rename": after_rename, "signal-in-next-shard": signal_in_next_shard, "disk-full": disk_full,
+             "nan-loss": nan_loss, "interrupted-move": interrupted_move}
     hooks[mode](*rest[:split])
     args = rest[split + 1:]
     from gs_lightning.cli import main as cli

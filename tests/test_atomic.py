@@ -40,7 +40,8 @@ def test_a_shard_that_fails_half_way_is_not_under_its_name(tmp_path):
 
 
 def test_a_checkpoint_save_that_fails_leaves_no_checkpoint(tmp_path, monkeypatch):
-    """The write dies half way (a full disk): neither best.ckpt nor its temporary stays."""
+    """The write dies half way (a full disk): neither best.ckpt nor its temporary stays, and the error is the one
+    line that names the checkpoint."""
     import lightning as L
     import lightning.fabric.plugins.io.torch_io as torch_io
 
@@ -56,6 +57,8 @@ def test_a_checkpoint_save_that_fails_leaves_no_checkpoint(tmp_path, monkeypatch
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.strategy.connect(model)
     monkeypatch.setattr(torch_io, "_atomic_save", half_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    from gs_lightning.errors import UserError
+
+    with pytest.raises(UserError, match=r"best\.ckpt: no space left on the device"):
         AtomicCheckpoint(dirpath=tmp_path, filename="best")._save_checkpoint(trainer, str(tmp_path / "best.ckpt"))
     assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,8 @@ NOT_ON_THE_DEVICE = {
     "wandb": "the W&B logger only (build.loggers, cli sweep); the check trains with logger.wandb=false",
     "nbformat": "test_notebooks.py, which skips without it",
     "nbclient": "test_notebooks.py, which skips without it",
+    "clip-benchmark": "test_suite.py's reading of the task layout by clip_benchmark's own reader, imported inside "
+                      "that one test, which pytest -m gpu deselects",
 }
 
 

@@ -1,13 +1,16 @@
 """DataModule throughput: samples/s of decode + tokenize + collate with 2 workers, the DataModules `train`
 builds (gs_lightning/build.py) for the paper's model (224x224); and the load speed-up of splat records over JPEG.
 
-    python -m gs_lightning.benchmarks.data [--samples 4000] [--section all|throughput|speedup]
+    python -m gs_lightning.benchmarks.data [--samples 4000] [--section all|throughput|speedup|memory]
 
 throughput  RGB: Fashion-MNIST demo shards through open_clip's 224x224 train/val transforms. Splats:
             fitted-shard records of 400 splats (float16 [400, 8]) written for the benchmark.
 speedup     the published table's "load speed-up": reading a zero-shot batch ready for the model, in one process,
             from JPEG shards of 224x224 photos (decode + open_clip's eval transform) against splat records of
             400 and 3136 splats, fp16 and quantized (decode + collate), measured side by side in one run.
+memory      peak resident memory of `fit` over 1x and 10x the images (32x32, 16 splats), and of a training
+            epoch over 1x and 10x the splat samples, each a fresh process (GNU time's maximum RSS): the
+            pipeline streams, so 10x the work must not take 10x the memory. Not in `all` (several minutes).
 """
 import argparse
 import tempfile
@@ -97,6 +100,51 @@ def speedup(count: int) -> list[list]:
     return rows
 
 
+def peak_rss_mib(args: list[str]) -> float:
+    """Maximum resident set of `python -m gs_lightning ARGS` (GNU time), MiB."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(["/usr/bin/time", "-f", "PEAK %M", sys.executable, "-m", "gs_lightning", *args],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {out.stderr[-2000:]}")
+    return int(out.stderr.strip().splitlines()[-1].split()[-1]) / 1024
+
+
+def memory(images: int) -> list[list]:
+    """Peak RSS of a fit and of a training epoch at 1x and 10x the work."""
+    from gs_lightning.data.shards import write_image_shard
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        for scale in (1, 10):
+            n = images * scale
+            root = Path(tmp) / f"in{scale}"
+            per = 500
+            for k in range(0, n, per):  # small distinct images, 500 to a shard as img2dataset would write them
+                samples = []
+                for i in range(k, min(k + per, n)):
+                    buf = __import__("io").BytesIO()
+                    from PIL import Image
+
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+                    samples.append({"key": f"{i:07d}", "png": buf.getvalue(), "txt": "a photo"})
+                write_image_shard(root / f"{k // per:05d}.tar", samples)
+            pattern = str(root / f"{{00000..{(n - 1) // per:05d}}}.tar")
+            fit_peak = peak_rss_mib(["fit", f"fit.input={pattern}", f"fit.output={tmp}/fit{scale}",
+                                     "fit.num_splats=16", "fit.iterations=20", "fit.image_size=32", "fit.batch_size=256",
+                                     "trainer.accelerator=cpu"])
+            splats = splat_shards(Path(tmp) / f"gs{scale}", shards=max(1, n // per), per_shard=min(per, n), n=16)
+            train_peak = peak_rss_mib(["train", "gs196_scratch", "demo", f"output_dir={tmp}/runs{scale}",
+                                       f"data.splats.train={splats}", f"data.splats.val={splats}",
+                                       "trainer.max_epochs=1", "trainer.limit_val_batches=1",
+                                       "trainer.enable_progress_bar=false", "data.batch_size=128"])
+            rows.append([f"{scale}x", n, f"{fit_peak:.0f}", f"{train_peak:.0f}"])
+    return rows
+
+
 def rate(loader, samples: int) -> float:
     it, seen = iter(loader), 0
     next(it)  # workers started, first batch decoded
@@ -112,8 +160,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=4000)
     p.add_argument("--data-root", default="outputs/data")
-    p.add_argument("--section", choices=("all", "throughput", "speedup"), default="all")
+    p.add_argument("--section", choices=("all", "throughput", "speedup", "memory"), default="all")
+    p.add_argument("--images", type=int, default=500, help="(memory) the 1x work: images fitted, samples trained")
     a = p.parse_args(argv)
+    if a.section == "memory":
+        print("Peak resident memory (MiB), each command a fresh process: the same pipeline on 10x the work")
+        print_table(["work", "images / samples", "fit peak MiB", "train epoch peak MiB"], memory(a.images))
+        return
     if a.section in ("all", "speedup"):
         print(f"Load speed-up: a zero-shot batch of 64 ready for the model, one process, {a.samples // 4} samples each")
         print_table(["input", "samples/s", "vs JPEG"], speedup(a.samples // 4))

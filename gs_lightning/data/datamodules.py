@@ -27,13 +27,14 @@ from typing import Callable
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.callbacks import Callback
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
 from gs_lightning.data.shards import (
-    BadSample, DataPathError, RawSample, Source, decode_pil, decode_splats, existing_sources, read_sizes, warn_skipped,
-    worker_slot,
+    BadSample, DataPathError, RawSample, Source, decode_pil, decode_splats, existing_sources, read_sizes, shard_sizes,
+    warn_skipped, worker_slot,
 )
 from gs_lightning.splats import Splats
 
@@ -55,10 +56,13 @@ class SampleStream(wds.DataPipeline):
         shuffle_buffer: int = 1000,
         seed: int = 0,
         join: Callable[[Source], Callable[[str], dict]] | None = None,
+        sizes: dict[str, int] | None = None,
     ):
         """join: for a source, the lookup of what joins its samples by key (the teacher's embeddings), applied
-        before the shuffle, so a sample and what joins it travel together."""
+        before the shuffle, so a sample and what joins it travel together. sizes: {shard: samples} as written
+        (sizes.json), so that the samples of a truncated or corrupt shard that were never read count as skipped."""
         self.sources, self.decode, self.collate, self.join = sources, decode, collate, join
+        self.sizes = sizes or {}
         self.train, self.seed = train, seed
         self.batches_per_slot = batches_per_slot
         self.passes = 0  # per worker process; persistent workers make every epoch's shuffle differ
@@ -89,7 +93,9 @@ class SampleStream(wds.DataPipeline):
         for source in mine:
             errors: list[tuple[str, str]] = []
             joined = self.join(source) if self.join is not None else None
+            read = 0
             for raw in source.samples(errors):
+                read += 1
                 index += 1
                 if not keep(index - 1):
                     continue
@@ -103,9 +109,17 @@ class SampleStream(wds.DataPipeline):
                     continue
                 sample["key"] = f"{source.name}/{raw.key}"
                 yield sample
-            for key, reason in errors if reports else ():
+            dropped = [e for e in errors if e[0] != source.name]  # samples (bad keys); the rest: the shard
+            for key, reason in dropped if reports else ():
                 warn_skipped(source.name, key, reason)
                 self.pending_skips += 1
+            broken = [reason for key, reason in errors if key == source.name]  # the tar itself: torn, corrupt
+            if broken and reports:
+                known = source.name in self.sizes and len(self.sources) >= slots  # whole shards to a slot
+                lost = max(self.sizes.get(source.name, 0) - read - len(dropped), 0) if known else 1
+                warn_skipped(source.name, f"({lost} of its {self.sizes[source.name]} samples unread)" if known else
+                             "(the rest of it)", "; ".join(broken))
+                self.pending_skips += lost
 
     def _count_skips(self, batches):
         for batch in batches:
@@ -237,6 +251,7 @@ class DataCompDataModule(L.LightningDataModule):
             batches_per_slot=math.ceil(self.batches_per_rank(world) / workers),
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
             join=self.teacher_of if self.embeddings is not None else None,
+            sizes=shard_sizes([s.url for s in self.sources if s.url]),
         )
         stream.with_length(workers * stream.batches_per_slot, silent=True)  # batches per rank, for the schedule
         return loader(stream, self.num_workers)
@@ -250,3 +265,39 @@ def loader(stream: SampleStream, num_workers: int) -> DataLoader:
         stream, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
         multiprocessing_context="fork" if num_workers > 0 else None,
     )
+
+
+class LostSamples(Callback):
+    """Stops a training run that loses more than `max_share` of an epoch's samples (corrupt or truncated shards,
+    bad records): the warnings name them, batch["skipped"] counts them, and the run logs train/samples and
+    train/lost per epoch. Checked every 50 batches and at each epoch's end, over all ranks."""
+
+    def __init__(self, max_share: float, every: int = 50):
+        self.max_share, self.every = max_share, every
+        self.seen = self.skipped = 0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen = self.skipped = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen += len(batch["keys"])
+        self.skipped += int(batch.get("skipped", 0))
+        if (batch_idx + 1) % self.every == 0:
+            self._check(trainer, pl_module, final=False)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._check(trainer, pl_module, final=True)
+
+    def _check(self, trainer, pl_module, final: bool) -> None:
+        counts = trainer.strategy.reduce(torch.tensor([self.seen, self.skipped], dtype=torch.float64,
+                                                      device=pl_module.device), reduce_op="sum")
+        seen, skipped = (int(c) for c in counts.tolist())
+        if final:
+            pl_module.log_dict({"train/samples": float(seen), "train/lost": float(skipped)}, rank_zero_only=True)
+        if skipped > self.max_share * (seen + skipped):
+            from gs_lightning.errors import UserError
+
+            raise UserError("data.max_lost_share", f"{skipped} of the {seen + skipped} samples of epoch "
+                                                   f"{trainer.current_epoch} could not be read (the warnings above name "
+                                                   f"them), more than {self.max_share:.1%}; the run stops: repair or "
+                                                   "remove those shards, or raise data.max_lost_share")

@@ -9,6 +9,7 @@ one, naming the folder and its first shard.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ import webdataset as wds
 import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from gs_lightning.atomic import AtomicFile, write_text_atomic
+from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
 from gs_lightning.data.shards import tar_groups, update_sizes, warn_skipped
 from gs_lightning.errors import UserError
 
@@ -105,15 +106,18 @@ class EmbeddingShard:
     def write(self, key: str, rows: np.ndarray) -> None:  # rows: [2, D] image and text embeddings
         buf = io.BytesIO()
         np.save(buf, np.asarray(rows, dtype=np.float16), allow_pickle=False)
-        self._tar.write({"__key__": key, MEMBER: buf.getvalue()})
+        with no_space_named(self.file.path):
+            self._tar.write({"__key__": key, MEMBER: buf.getvalue()})
         self.count += 1
 
     def commit(self) -> None:
-        self._tar.close()
+        with no_space_named(self.file.path):
+            self._tar.close()
         self.file.commit()
 
     def abort(self) -> None:
-        self._tar.close()
+        with contextlib.suppress(OSError):  # a full disk may refuse the last flush: the temporary goes anyway
+            self._tar.close()
         self.file.abort()
 
 

@@ -19,6 +19,7 @@ Every skip is warned naming shard and key, and counted by the caller.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 import webdataset as wds
 from PIL import Image
 
-from gs_lightning.atomic import AtomicFile, write_text_atomic
+from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
 from gs_lightning.codec import MEMBERS, RECORDS, RecordError
 from gs_lightning.errors import UserError
 from gs_lightning.splats import RECORD_DIM, Splats, invalid_rows
@@ -129,18 +130,23 @@ def worker_slot() -> tuple[int, int]:
     return rank * workers + worker, world * workers
 
 
-def read_sizes(urls: list[str]) -> int | None:
-    """Total samples of `urls` from the sizes.json beside them ({shard name: count}); None if any is unknown."""
-    total, cache = 0, {}
+def shard_sizes(urls: list[str]) -> dict[str, int]:
+    """{shard name: samples} of `urls` from the sizes.json beside them; shards it does not list are left out."""
+    out, cache = {}, {}
     for u in urls:
         d = Path(u).parent
         if d not in cache:
             f = d / "sizes.json"
             cache[d] = json.loads(f.read_text()) if f.exists() else {}
-        if Path(u).name not in cache[d]:
-            return None
-        total += int(cache[d][Path(u).name])
-    return total
+        if Path(u).name in cache[d]:
+            out[Path(u).name] = int(cache[d][Path(u).name])
+    return out
+
+
+def read_sizes(urls: list[str]) -> int | None:
+    """Total samples of `urls` from the sizes.json beside them ({shard name: count}); None if any is unknown."""
+    sizes = shard_sizes(urls)
+    return sum(sizes.values()) if len(sizes) == len({Path(u).name for u in urls}) else None
 
 
 def update_sizes(directory: str | os.PathLike, counts: dict[str, int]) -> None:
@@ -345,17 +351,20 @@ class FittedShard:
             sample["txt"] = caption
         if cls is not None:
             sample["cls"] = cls
-        self._tar.write(sample)
+        with no_space_named(self.file.path):
+            self._tar.write(sample)
         self.bytes_splats += sample["json"]["bytes"]
         self.count += 1
         return sample["json"]["bytes"]
 
     def commit(self) -> None:
-        self._tar.close()  # also closes the stream
+        with no_space_named(self.file.path):
+            self._tar.close()  # also closes the stream
         self.file.commit()
 
     def abort(self) -> None:
-        self._tar.close()
+        with contextlib.suppress(OSError):  # a full disk may refuse the last flush: the temporary goes anyway
+            self._tar.close()
         self.file.abort()
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Optional
 
@@ -281,6 +282,17 @@ class ClipModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self.losses(batch)
         loss = terms["loss"]
+        # Before the step, so no weight takes it and no checkpoint saves it.
+        finite = bool(torch.isfinite(loss))
+        stop = not finite
+        if self._trainer is not None:  # all ranks stop, none left waiting in the gradients' all-reduce
+            stop = self.trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            raise UserError("train/loss", f"is {float(loss) if not finite else 'not finite on another rank'} at step "
+                                          f"{self.global_step} ("
+                                          f"{', '.join(f'{k} {float(v):.4g}' for k, v in terms.items() if k != 'loss')}"
+                                          f"; the batch's first samples: {', '.join(batch['keys'][:3])}); the run "
+                                          f"stops here. {self.last_good_checkpoint()}")
         n = len(batch["text"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True, batch_size=n)
         parts = [name for name in ("contrastive", "embedding", "logit") if name in terms]
@@ -291,6 +303,15 @@ class ClipModule(L.LightningModule):
         self.log("train/skipped", float(batch.get("skipped", 0)), on_step=False, on_epoch=True, reduce_fx="sum",
                  sync_dist=True, batch_size=n)
         return loss
+
+    def last_good_checkpoint(self) -> str:
+        """Where to go on from after a stop: the checkpoints this run has saved, newest first."""
+        saved = sorted((p for cb in self.trainer.checkpoint_callbacks for p in Path(cb.dirpath).glob("*.ckpt")),
+                       key=lambda p: p.stat().st_mtime, reverse=True) if self._trainer is not None else []
+        if not saved:
+            return "No checkpoint was saved before it: lower model.lr or set trainer.gradient_clip_val, and start again."
+        return (f"The last good checkpoint is {saved[0]}: lower model.lr or set trainer.gradient_clip_val, and go on "
+                f"from it with resume=true resume_from={saved[0]}.")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         with torch.no_grad():
