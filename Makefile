@@ -5,6 +5,7 @@ SHELL := /bin/bash
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
+I2D    := .venv-img2dataset
 EXT_SRC := setup.py $(shell find extensions -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 # CI has no GPU to ask, so name the targets: A100 (8.0), L40 / RTX 4090 (8.9), H100 (9.0), and PTX of
 # 9.0 that newer GPUs compile at load time.
@@ -13,7 +14,7 @@ TORCH_CUDA_ARCH_LIST ?= 8.0;8.9;9.0+PTX
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu mutants mutmut bench bench-render bench-data bench-models bench-fit bench-codec fit \
+.PHONY: help setup build test test-all test-gpu img2dataset e2e mutants mutmut bench bench-render bench-data bench-models bench-fit bench-codec fit \
 	embed train eval demo compare sweep \
 	cuda-build gpu-wheels gpu-check clean
 
@@ -44,8 +45,18 @@ build: $(VENV)/.built ## Compile gs_lightning._C (CPU; CUDA too where a GPU is v
 test: build ## Run the fast test suite (what CI runs)
 	$(PY) -m pytest
 
-test-all: build ## Run every test, the slow ones included
+test-all: build $(I2D)/.installed ## Run every test, the slow ones included
 	$(PY) -m pytest -m "slow or not slow"
+
+$(I2D)/.installed: requirements-img2dataset.txt
+	python3 -m venv $(I2D)
+	$(I2D)/bin/pip install -q -r requirements-img2dataset.txt
+	touch $@
+
+img2dataset: $(I2D)/.installed ## img2dataset in its own venv, .venv-img2dataset (it pins webdataset<0.3)
+
+e2e: build $(I2D)/.installed ## A local img2dataset download, fitted and trained on 2 ranks, then evaluated; prints each stage's counts
+	$(PY) -m pytest -m slow tests/test_img2dataset.py -s -q
 
 test-gpu: build ## Run the GPU tests (needs a CUDA device and a CUDA build)
 	$(PY) -m pytest -m gpu

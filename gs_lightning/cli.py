@@ -195,9 +195,12 @@ def fit(args: list[str]) -> None:
         run.strategy.barrier()
     if run.global_rank == 0:
         summary = summarise(f)
-        print(f"\nfit summary of {f.output} (summary.json); {kept} of this run's {len(sources)} shards were done "
-              "before it and kept")
-        print(format_summary(summary))
+        if kept == len(sources):  # a rerun, or a suite's task fitted for an earlier run: one line is enough
+            print(f"fit: all {kept} shards of {f.output} were done before; nothing to fit (summary.json)")
+        else:
+            print(f"\nfit summary of {f.output} (summary.json); {kept} of this run's {len(sources)} shards were "
+                  "done before it and kept")
+            print(format_summary(summary))
 
 
 def embed(args: list[str]) -> None:

@@ -5,6 +5,9 @@
     python tests/stop_at.py signal-in-next-shard NAME SIGNAL -- ARGS...
         send SIGNAL (TERM, INT or KILL) to this process right after the first sample is written into the shard
         that follows the one renamed onto a file called NAME: one shard finished, the next one open
+    python tests/stop_at.py kill-rank RANK N -- ARGS...
+        SIGKILL the DDP rank RANK (its LOCAL_RANK) as it writes its Nth sample into a shard, its other ranks left
+        running: one rank of a multi-rank fit lost (an OOM kill, a node gone)
     python tests/stop_at.py disk-full NAME N -- ARGS...
         the disk fills (OSError ENOSPC) as the Nth sample is written into the shard called NAME
     python tests/stop_at.py nan-loss STEP -- ARGS...
@@ -56,6 +59,25 @@ def signal_in_next_shard(name: str, signame: str) -> None:
         return out
 
     os.replace, wds.TarWriter.write = replace_and_note, write_then_signal
+
+
+def kill_rank(rank: str, nth: str) -> None:
+    import webdataset as wds
+
+    if os.environ.get("LOCAL_RANK", "0") != rank:  # Lightning starts the other ranks with this script and its args
+        return
+    write, written = wds.TarWriter.write, 0
+
+    def write_then_die(self, obj):
+        nonlocal written
+        out = write(self, obj)
+        written += 1
+        if written == int(nth):
+            self.stream.flush()
+            kill()
+        return out
+
+    wds.TarWriter.write = write_then_die
 
 
 def disk_full(name: str, nth: str) -> None:
@@ -112,7 +134,7 @@ def interrupted_move(name: str, nth: str) -> None:
 def main() -> None:
     mode, *rest = sys.argv[1:]
     split = rest.index("--")
-    hooks = {"after-rename": after_rename, "signal-in-next-shard": signal_in_next_shard, "disk-full": disk_full,
+    hooks = {"after-rename": after_rename, "signal-in-next-shard": signal_in_next_shard, "kill-rank": kill_rank, "disk-full": disk_full,
              "nan-loss": nan_loss, "interrupted-move": interrupted_move}
     hooks[mode](*rest[:split])
     args = rest[split + 1:]

@@ -62,3 +62,36 @@ def test_a_checkpoint_save_that_fails_leaves_no_checkpoint(tmp_path, monkeypatch
     with pytest.raises(UserError, match=r"best\.ckpt: no space left on the device"):
         AtomicCheckpoint(dirpath=tmp_path, filename="best")._save_checkpoint(trainer, str(tmp_path / "best.ckpt"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_is_saved_under_its_name_and_save_last_links_to_it(tmp_path):
+    """A save that succeeds leaves best.ckpt (the model's weights) and no temporary; and ModelCheckpoint's
+    save_last="link" still makes last.ckpt a link to that checkpoint, not a second copy nor a link to the
+    temporary that was renamed away."""
+    import lightning as L
+
+    from gs_lightning.checkpoint import AtomicCheckpoint
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    model = Tiny()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False,
+                        callbacks=[AtomicCheckpoint(dirpath=tmp_path, filename="best", save_last="link")])
+    trainer.fit(model, torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
+    last, best = tmp_path / "last.ckpt", tmp_path / "best.ckpt"
+    assert last.is_symlink() and last.resolve() == best.resolve()
+    saved = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    assert saved.keys() == model.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())

@@ -240,6 +240,42 @@ def test_embeddings_that_do_not_fit_the_run_are_one_error_naming_the_shard(tmp_p
     assert e.value.where == "data.embeddings" and f"{tmp_path}/{named}" in e.value.what, e.value.what
 
 
+def test_embeddings_that_do_not_fit_say_how_to_compute_them(tmp_path):
+    """The error ends with the command that writes the folder: embed, with the run's experiment and overrides."""
+    with pytest.raises(UserError) as e:
+        check_embeddings(tmp_path / "none", ["00000.tar"], "a" * 64, DIM)
+    assert e.value.what.endswith("; compute them with `python -m gs_lightning embed EXP ...` (the same experiment "
+                                 "and overrides)"), e.value.what
+
+
+def test_embeddings_are_checked_for_the_teacher_and_width_when_no_shard_is_named(tmp_path):
+    """With no shard to look for, the folder's teacher and width are still checked: the right ones give its
+    settings back, another teacher is an error naming the folder."""
+    settings = {"teacher": "t.ckpt", "teacher_sha256": "a" * 64, "model": "ViT-Tiny-16", "dim": DIM, "logit_scale": 1}
+    keep_embed_settings(tmp_path, settings)
+    assert check_embeddings(tmp_path, [], "a" * 64, DIM) == settings
+    with pytest.raises(UserError, match="another teacher") as e:
+        check_embeddings(tmp_path, [], "b" * 64, DIM)
+    assert str(tmp_path) in e.value.what
+
+
+def test_a_rerun_with_the_same_teacher_is_let_through_and_another_is_refused(tmp_path):
+    """embed.yaml keeps the first teacher's identity, in the order given; the same identity again is no error,
+    another is one naming each setting that differs, its old and new value, and embed.yaml stays as it was."""
+    from gs_lightning.data.embeddings import embedding_settings
+
+    settings = {"teacher": "t.ckpt", "teacher_sha256": "a" * 64, "model": "ViT-Tiny-16", "dim": DIM, "logit_scale": 1}
+    keep_embed_settings(tmp_path, settings)
+    keep_embed_settings(tmp_path, dict(settings))
+    kept = embedding_settings(tmp_path)
+    assert kept == settings and list(kept) == ["teacher", "teacher_sha256", "model", "dim", "logit_scale"]
+    with pytest.raises(UserError) as e:
+        keep_embed_settings(tmp_path, {**settings, "teacher": "u.ckpt", "dim": 64})
+    assert e.value.where == "data.embeddings"
+    assert "another teacher's embeddings (teacher was 't.ckpt', now 'u.ckpt'; dim was 32, now 64)" in e.value.what
+    assert embedding_settings(tmp_path) == settings
+
+
 def test_embed_writes_the_teachers_embeddings_and_a_rerun_keeps_them(tmp_path, teacher):
     """Each image's row 0 is the teacher's encode_image of the image as open_clip's eval transform makes it, and
     row 1 its caption's encode_text; a rerun embeds nothing again."""

@@ -62,6 +62,36 @@ def test_a_full_disk_while_a_shard_is_written_is_one_line_and_a_rerun_completes(
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["images_fitted"] == 9
 
 
+# ---- one rank of a multi-rank fit killed ---------------------------------------------------------------------------
+
+
+def test_a_rank_killed_mid_fit_leaves_whole_shards_and_the_rerun_fits_each_image_once(tmp_path):
+    """2 DDP ranks (gloo); rank 1 is SIGKILLed with its second shard half written. Lightning ends the run (its
+    observer stops the other rank); whatever is under a final name is whole, and a rerun keeps those shards byte
+    for byte and fits every image exactly once."""
+    counts = [4, 4, 4, 4, 3]
+    pattern = shards(tmp_path / "in", counts)
+    args = ["fit", f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.batch_size=2", "fit.num_workers=0",
+            "trainer.devices=2", "trainer.strategy=ddp", *TINY_FIT]
+    out = run(args, ["kill-rank", "1", "6"])
+    assert out.returncode != 0, out.stderr[-3000:]
+    landed = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.tar")}
+    assert landed and len(landed) < len(counts), sorted(landed)
+    for name in landed:  # whole, or not under its name
+        assert len(keys(tmp_path / "out" / name)) == counts[int(name[:5])], name
+    assert list((tmp_path / "out").glob("*.tmp")), "rank 1 had a shard open"
+    out = run(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name, data in landed.items():
+        assert (tmp_path / "out" / name).read_bytes() == data, f"{name} was fitted again"
+    fitted = [k for i in range(len(counts)) for k in keys(tmp_path / "out" / f"{i:05d}.tar")]
+    assert sorted(fitted) == sorted(f"{i}_{k}" for i, n in enumerate(counts) for k in range(n))  # once each
+    assert not list((tmp_path / "out").glob("*.tmp"))
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["images_fitted"] == sum(counts)
+    sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    assert sizes == {f"{i:05d}.tar": n for i, n in enumerate(counts)}
+
+
 # ---- two fits into one folder -------------------------------------------------------------------------------------
 
 

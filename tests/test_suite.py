@@ -134,6 +134,41 @@ def test_the_suite_table_gives_the_mean_and_the_ratios_to_the_reference():
     assert "1 of 3 tasks not evaluated" in text and "mean_recall@1" in text
 
 
+def test_the_suite_table_is_the_published_shape_cell_by_cell():
+    """The whole table against one written by hand: the header, the rule, each row (images or splats, the values
+    with thousands commas, compression, the load speed-up, a task's score, n/a for none, the mean, the mean ratio),
+    "-" where a row has no load rate or no task in common with the reference, and the note on the tasks not
+    evaluated (their metrics in order, and how many the mean is over)."""
+    tasks = [Task("a", Path("a"), "acc1", "A"), Task("b", Path("b"), "mean_per_class_recall", "B"),
+             Task("c", Path("c"), "mean_recall@1", "C"), Task("d", Path("d"), "image_retrieval_recall@5", "D")]
+    rgb = SuiteRow("rgb", "rgb", 150528, 1.0, 100.0, {"a": 0.8, "b": 0.5, "c": None, "d": None})
+    gs = SuiteRow("gs", "splats", 1024, 12.0, 350.0, {"a": 0.4, "b": 0.4})  # ratios 0.5 and 0.8
+    slow = SuiteRow("slow", "splats", 64, 48.0, None, {"a": None, "b": 0.45})  # no load rate; a not scored
+    blank = SuiteRow("blank", "splats", 8, 2.0, 50.0, {})  # no score at all: no mean, no ratio
+    assert suite_table([rgb, gs, slow, blank], tasks, rgb) == (
+        "| model | input | values/image | compression | load speed-up | A (acc1) | B (mean_per_class_recall) "
+        "| C (mean_recall@1) | D (image_retrieval_recall@5) | mean | ratio to rgb |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| rgb | images | 150,528 | 1.0x | 1.0x | 80.0 | 50.0 | n/a | n/a | 65.0 | 1.00 |\n"
+        "| gs | splats | 1,024 | 12.0x | 3.5x | 40.0 | 40.0 | n/a | n/a | 40.0 | 0.65 |\n"
+        "| slow | splats | 64 | 48.0x | - | n/a | 45.0 | n/a | n/a | 45.0 | 0.90 |\n"
+        "| blank | splats | 8 | 2.0x | 0.5x | n/a | n/a | n/a | n/a | n/a | - |\n"
+        "\n"
+        "2 of 4 tasks not evaluated (their metric needs more than labelled images: image_retrieval_recall@5, "
+        "mean_recall@1); the mean is over the other 2.")
+
+
+def test_the_suite_table_without_a_reference_has_no_speed_up_and_no_ratio():
+    """With no reference run there is nothing to divide by: the last column is plain "ratio", and the speed-up
+    and ratio cells are "-"."""
+    tasks = [Task("a", Path("a"), "acc1", "A")]
+    gs = SuiteRow("gs", "splats", 1024, 12.0, 350.0, {"a": 0.4})
+    assert suite_table([gs], tasks, None) == (
+        "| model | input | values/image | compression | load speed-up | A (acc1) | mean | ratio |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        "| gs | splats | 1,024 | 12.0x | - | 40.0 | 40.0 | - |")
+
+
 # ---- eval, end to end ---------------------------------------------------------------------------------------------
 
 
@@ -194,7 +229,7 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
     stamp = shard.stat().st_mtime_ns
     again = run_eval(suite)  # the same settings: reused, nothing fitted again
     assert again.returncode == 0 and shard.stat().st_mtime_ns == stamp
-    assert "1 of this run's 1 shards were done before it and kept" in again.stdout
+    assert "fit: all 1 shards of " in again.stdout and "were done before; nothing to fit" in again.stdout
     (suite / "fit" / "fit.yaml").write_text(yaml.safe_dump({**FIT, "num_splats": 5}))  # other settings: fitted anew
     third = run_eval(suite)
     assert third.returncode == 0, third.stderr[-3000:]

@@ -13,6 +13,9 @@ memory      peak resident memory of `fit` over 1x and 10x the images (32x32, 16 
             pipeline streams, so 10x the work must not take 10x the memory. Not in `all` (several minutes).
 """
 import argparse
+import io
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,10 +104,8 @@ def speedup(count: int) -> list[list]:
 
 
 def peak_rss_mib(args: list[str]) -> float:
-    """Maximum resident set of `python -m gs_lightning ARGS` (GNU time), MiB."""
-    import subprocess
-    import sys
-
+    """Maximum resident set of `python -m gs_lightning ARGS` (GNU time: the largest of the process and its
+    dataloader workers), MiB."""
     out = subprocess.run(["/usr/bin/time", "-f", "PEAK %M", sys.executable, "-m", "gs_lightning", *args],
                          capture_output=True, text=True)
     if out.returncode != 0:
@@ -114,6 +115,8 @@ def peak_rss_mib(args: list[str]) -> float:
 
 def memory(images: int) -> list[list]:
     """Peak RSS of a fit and of a training epoch at 1x and 10x the work."""
+    from PIL import Image
+
     from gs_lightning.data.shards import write_image_shard
 
     rows = []
@@ -126,9 +129,7 @@ def memory(images: int) -> list[list]:
             for k in range(0, n, per):  # small distinct images, 500 to a shard as img2dataset would write them
                 samples = []
                 for i in range(k, min(k + per, n)):
-                    buf = __import__("io").BytesIO()
-                    from PIL import Image
-
+                    buf = io.BytesIO()
                     Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
                     samples.append({"key": f"{i:07d}", "png": buf.getvalue(), "txt": "a photo"})
                 write_image_shard(root / f"{k // per:05d}.tar", samples)
