@@ -61,6 +61,19 @@ def stop_on_signals():
             signal.signal(s, h)
 
 
+def wait_for_other_ranks(run, output: str) -> None:
+    """The end of a multi-rank fit or embed. A rank that died (killed, out of memory, a lost node) breaks the
+    barrier; what this rank finished is kept, so that is one line, not the process group's traceback."""
+    from gs_lightning.errors import UserError
+
+    try:
+        run.strategy.barrier()
+    except RuntimeError as e:  # gloo's "Connection closed by peer", NCCL's errors: torch.distributed's failures
+        raise UserError(output, f"another rank of this run stopped before the end ({str(e).splitlines()[0][:160]}); "
+                                "its log says why. The shards finished here are kept and nothing half-written is: "
+                                "rerun the same command to do the rest") from None
+
+
 # ---- checks of paths, before any work ----------------------------------------------------------------------
 
 
@@ -192,7 +205,7 @@ def fit(args: list[str]) -> None:
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
         with stop_on_signals():
             run.predict(SplatFitModule(f), dataloaders=loader, return_predictions=False)
-        run.strategy.barrier()
+        wait_for_other_ranks(run, f.output)
     if run.global_rank == 0:
         summary = summarise(f)
         if kept == len(sources):  # a rerun, or a suite's task fitted for an earlier run: one line is enough
@@ -253,7 +266,7 @@ def embed(args: list[str]) -> None:
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=cfg.data.num_workers)
         with stop_on_signals():
             run.predict(teacher, dataloaders=loader, return_predictions=False)
-    run.strategy.barrier()
+    wait_for_other_ranks(run, cfg.data.embeddings)
     if run.global_rank == 0:
         s = summarise_embeddings(cfg.data.embeddings)
         ms = "n/a" if s["ms_per_image"] is None else f"{s['ms_per_image']:.2f}"

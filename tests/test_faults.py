@@ -66,15 +66,21 @@ def test_a_full_disk_while_a_shard_is_written_is_one_line_and_a_rerun_completes(
 
 
 def test_a_rank_killed_mid_fit_leaves_whole_shards_and_the_rerun_fits_each_image_once(tmp_path):
-    """2 DDP ranks (gloo); rank 1 is SIGKILLed with its second shard half written. Lightning ends the run (its
-    observer stops the other rank); whatever is under a final name is whole, and a rerun keeps those shards byte
-    for byte and fits every image exactly once."""
+    """2 DDP ranks (gloo); rank 1 is SIGKILLed with its second shard half written. Rank 0 meets the dead rank at
+    the closing barrier (one line naming the output, no traceback), unless Lightning's launcher kills it first.
+    Whatever is under a final name is whole, and a rerun keeps those shards byte for byte and fits every image
+    exactly once."""
     counts = [4, 4, 4, 4, 3]
     pattern = shards(tmp_path / "in", counts)
     args = ["fit", f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.batch_size=2", "fit.num_workers=0",
             "trainer.devices=2", "trainer.strategy=ddp", *TINY_FIT]
     out = run(args, ["kill-rank", "1", "6"])
-    assert out.returncode != 0, out.stderr[-3000:]
+    # Lightning's launcher SIGKILLs the main process within 5 s of a child's death; if rank 0 reaches the
+    # barrier first, it says so in one line
+    if out.returncode != -signal.SIGKILL:
+        last = one_line_error(out)
+        assert last.startswith(f"error: {tmp_path}/out: another rank of this run stopped before the end ("), last
+        assert "rerun the same command" in last, last
     landed = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.tar")}
     assert landed and len(landed) < len(counts), sorted(landed)
     for name in landed:  # whole, or not under its name

@@ -33,4 +33,8 @@ MUTANTS = [
      "old": "        if skipped > self.max_share * (seen + skipped):", "new": "        if skipped > (seen + skipped):",
      "tests": [f"{T}::test_unreadable_shards_are_skipped_counted_and_stop_the_run_past_the_share"],
      "why": "data.max_lost_share is ignored"},
+    {"name": "dead-rank-is-a-traceback", "path": "gs_lightning/cli.py",
+     "old": "    except RuntimeError as e:  # gloo's", "new": "    except ValueError as e:  # gloo's",
+     "tests": [f"{T}::test_a_rank_killed_mid_fit_leaves_whole_shards_and_the_rerun_fits_each_image_once"],
+     "why": "the rank that lived ends with the process group's traceback, naming neither the output nor the rerun"},
 ]
