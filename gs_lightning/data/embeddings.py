@@ -14,16 +14,14 @@ import hashlib
 import io
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
 import yaml
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
-from gs_lightning.data.shards import tar_groups, update_sizes, warn_skipped
+from gs_lightning.data.shards import ShardWriter, tar_groups, update_sizes, warn_skipped
 from gs_lightning.errors import UserError
 
 MEMBER = "teacher.npy"
@@ -121,18 +119,14 @@ class EmbeddingShard:
         self.file.abort()
 
 
-class EmbeddingWriter(BasePredictionWriter):
+class EmbeddingWriter(ShardWriter):
     """Writes this rank's embedding shards as their batches arrive (predictions: (ImageBatch, rows [b, 2, D])),
     with each finished shard's account beside it (_stats/<shard>.json: images, seconds)."""
 
     def __init__(self, folder: str | Path):
-        super().__init__(write_interval="batch")
+        super().__init__()
         self.folder = Path(folder)
         self.open: dict[str, tuple[EmbeddingShard, dict]] = {}
-        self._t0 = time.perf_counter()
-
-    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self._t0 = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         b, rows = prediction
@@ -145,22 +139,11 @@ class EmbeddingWriter(BasePredictionWriter):
         for sample, r in zip(b.samples, rows):
             shard.write(sample.key, r)
         account["images"] += len(b.samples)
-        account["seconds"] += time.perf_counter() - self._t0
+        account["seconds"] += self.batch_seconds()
         if b.last:
             shard.commit()
             write_text_atomic(self.folder / "_stats" / f"{b.shard}.json", json.dumps(account))
             del self.open[b.shard]
-
-    def on_predict_end(self, trainer, pl_module):
-        self._drop_open()
-
-    def on_exception(self, trainer, pl_module, exception):
-        self._drop_open()
-
-    def _drop_open(self):
-        for shard, _ in self.open.values():
-            shard.abort()
-        self.open.clear()
 
 
 def summarise_embeddings(folder: str | Path) -> dict:

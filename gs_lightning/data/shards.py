@@ -24,6 +24,7 @@ import glob
 import io
 import json
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds
+from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
@@ -366,6 +368,36 @@ class FittedShard:
         with contextlib.suppress(OSError):  # a full disk may refuse the last flush: the temporary goes anyway
             self._tar.close()
         self.file.abort()
+
+
+class ShardWriter(BasePredictionWriter):
+    """A prediction writer whose outputs mirror the input shards, written as their batches arrive. `open` maps
+    each shard still being written to (its writer, with abort(), and its account). A run that ends or stops
+    with a shard still open (an exception, SIGTERM, Ctrl-C) aborts it, so no partial shard is left behind and
+    a rerun writes just that shard again."""
+
+    def __init__(self):
+        super().__init__(write_interval="batch")
+        self.open: dict[str, tuple] = {}
+        self._t0 = time.perf_counter()
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._t0 = time.perf_counter()
+
+    def batch_seconds(self) -> float:
+        """Seconds since this batch started: its load, its work and its write."""
+        return time.perf_counter() - self._t0
+
+    def on_predict_end(self, trainer, pl_module):
+        self._drop_open()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._drop_open()
+
+    def _drop_open(self):
+        for shard, _ in self.open.values():
+            shard.abort()
+        self.open.clear()
 
 
 def write_image_shard(path: str | os.PathLike, samples: list[dict]) -> None:

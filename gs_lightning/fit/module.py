@@ -13,10 +13,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from gs_lightning.data.image_batches import ImageBatch
-from gs_lightning.data.shards import FittedShard, warn_skipped
+from gs_lightning.data.shards import FittedShard, ShardWriter, warn_skipped
 from gs_lightning.fit.config import FitConfig
 from gs_lightning.fit.fitter import FitStats, fit_images
 from gs_lightning.fit.summary import Tally
@@ -50,18 +50,14 @@ class SplatFitModule(L.LightningModule):
         return FittedBatch(batch, splats.to_rows(size, size), stats)
 
 
-class FitWriter(BasePredictionWriter):
+class FitWriter(ShardWriter):
     """Writes this rank's fitted shards as their batches arrive; each finished shard's account goes beside it
     (_stats/<shard>.json)."""
 
     def __init__(self, cfg: FitConfig):
-        super().__init__(write_interval="batch")
+        super().__init__()
         self.cfg, self.output = cfg, Path(cfg.output)
         self.open: dict[str, tuple[FittedShard, Tally]] = {}
-        self._t0 = time.perf_counter()
-
-    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self._t0 = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction: FittedBatch, batch_indices, batch, batch_idx,
                            dataloader_idx=0):
@@ -77,25 +73,13 @@ class FitWriter(BasePredictionWriter):
                    "source": sample.meta}
             shard.write(sample.key, rows, fit, sample.caption, sample.cls)
         tally.add(prediction.stats, self.cfg.iterations)
-        tally.seconds += time.perf_counter() - self._t0
+        tally.seconds += self.batch_seconds()
         if b.last:
             shard.commit()
             tally.shards[b.shard], tally.ranks[b.shard] = shard.count, trainer.global_rank
             tally.bytes_splats += shard.bytes_splats
             tally.save(self.output, b.shard)
             del self.open[b.shard]
-
-    def on_predict_end(self, trainer, pl_module):
-        self._drop_open()
-
-    def on_exception(self, trainer, pl_module, exception):
-        self._drop_open()
-
-    def _drop_open(self):
-        # Anything still open did not finish its shard: leave no partial output behind.
-        for shard, _ in self.open.values():
-            shard.abort()
-        self.open.clear()
 
 
 class FitProgressBar(TQDMProgressBar):

@@ -46,7 +46,7 @@ MUTANTS = [
      "new": "        if True:\n            run.predict(SplatFitModule",
      "tests": ["tests/test_fit.py::test_a_stopped_fit_resumes_without_partial_shards"],
      "why": "SIGTERM only noted by Lightning: the fit runs on past a cluster's grace period"},
-    {"name": "writer-keeps-partial-shard", "path": "gs_lightning/fit/module.py",
+    {"name": "writer-keeps-partial-shard", "path": "gs_lightning/data/shards.py",
      "old": "    def on_exception(self, trainer, pl_module, exception):\n        self._drop_open()",
      "new": "    def on_exception(self, trainer, pl_module, exception):\n        pass",
      "tests": ["tests/test_fit.py::test_a_stopped_fit_resumes_without_partial_shards"],
