@@ -9,9 +9,9 @@ The bugs are data: tests/mutants/<topic>.py each hold MUTANTS, a list of dicts
 A mutant is *caught* when those tests fail on it (the first failing test is printed), *survived* when they
 pass, and *timed out* when they run past --timeout: a verdict of its own, since a slow machine could otherwise
 pass a survivor off as a catch. Before any mutant, the listed tests must pass on the unmutated copy, or a catch
-would mean nothing. A change to a C++ source or header rebuilds the extension in the scratch copy with
-build_ext --force (setuptools would skip a header change) and checks that the library changed. Slow tests run
-too; GPU tests do not. Exit status: the number of survivors and timeouts (0 when every mutant is caught).
+would mean nothing; the union of their ids runs once, as one pytest session. A change to a C++ source or header
+rebuilds the extension in the scratch copy with build_ext --force (setuptools would skip a header change) and
+checks that the library changed. Slow tests run too; GPU tests do not. Exit status: the number of survivors and timeouts (0 when every mutant is caught).
 """
 from __future__ import annotations
 
@@ -119,6 +119,12 @@ def run_tests(tree: Path, tests: list[str], timeout: int) -> tuple[bool, str]:
     return False, failed.group(1) if failed else (out.stdout + out.stderr).strip().splitlines()[-1][:200]
 
 
+def covering(ids: set[str]) -> list[str]:
+    """The test ids without those another one already runs (a file, or a test of which this is a parameter
+    case): the baseline runs them once, in one pytest session."""
+    return sorted(t for t in ids if not any(t != o and t.startswith((o + "::", o + "[")) for o in ids))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated mutant names")
@@ -145,10 +151,12 @@ def main(argv=None) -> int:
         # The unmutated sources built here, the way each C++ mutant is: a mutant whose library is the same bits
         # never reached the code (no test could tell it apart), and its verdict says so.
         reference = build(tree) if any(is_cpp(m) for m in mutants) else {}
-        for tests in sorted({tuple(m["tests"]) for m in mutants}):
-            ok, why = run_tests(tree, list(tests), a.timeout)
-            if not ok:
-                raise SystemExit(f"the unmutated tree fails {' '.join(tests)} ({why}): fix that first")
+        baseline = covering({t for m in mutants for t in m["tests"]})
+        t0 = time.perf_counter()
+        ok, why = run_tests(tree, baseline, a.timeout * len(baseline))
+        if not ok:
+            raise SystemExit(f"the unmutated tree fails {why}: fix that first")
+        print(f"the unmutated tree passes the {len(baseline)} test ids ({time.perf_counter() - t0:.0f} s)", flush=True)
         survivors, timeouts = [], []
         for m in mutants:
             t0 = time.perf_counter()
