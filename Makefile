@@ -80,7 +80,7 @@ bench-data: build ## DataModules: samples/s (decode + tokenize + collate, 2 work
 bench-models: build ## Splat encoder vs RGB ViT: fwd+bwd ms/sample and peak memory (ViT-B-16-w512)
 	$(PY) -m gs_lightning.benchmarks.models
 
-bench-fit: build ## Fitting: PSNR vs iterations, random / paper / default (+ plot), fit-to-quality, pruning, images/s
+bench-fit: build ## Fitting: PSNR vs iterations, random / paper / default (+ plot), time to quality (+ plot), fit-to-quality, pruning, images/s
 	$(PY) -m gs_lightning.benchmarks.fit
 
 bench-codec: build ## Rate-distortion: splat records (fp16, quantized) vs JPEG/WebP/AVIF on the photos (CSV, table, plot)

@@ -67,8 +67,8 @@ class FitConfig:
     lr: LearningRates = setting(LearningRates)
     prune: PruneConfig = setting(PruneConfig)
     solve_colours: bool = setting(True, "colours by least squares for the init's geometry and after each prune")
-    solve_steps: int = setting(20, "conjugate-gradient steps of a colour solve, each about one iteration's "
-                                   "cost", ge=1)
+    solve_steps: int = setting(20, "conjugate-gradient steps of a colour solve, each about 1.6 iterations' "
+                                   "cost (a forward and a backward, unfused)", ge=1)
     solve_ridge: float = setting(1e-3, "the colour solve's ridge, relative to each Gaussian's energy", ge=0)
     target_psnr: Optional[float] = setting(None, "each image stops once its PSNR (dB) reaches this; null: "
                                                  "every image runs fit.iterations", gt=0)
