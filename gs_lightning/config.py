@@ -18,7 +18,6 @@ The key=value form is what W&B sweep agents pass (${args_no_hyphens}).
 from __future__ import annotations
 
 import typing
-from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -266,7 +265,7 @@ def keys(schema: type, cfg: DictConfig, prefix: str = "") -> list[tuple[str, str
                   if m.get(b) is not None]
         if m.get("choices") is not None and not all(str(c) in m["help"] for c in m["choices"]):
             limits.append("one of " + " | ".join(map(str, m["choices"])))
-        meaning = m.get("help", "") + (f" ({', '.join(limits)})" if limits else "")
+        meaning = m["help"] + (f" ({', '.join(limits)})" if limits else "")
         out.append((key, _type_name(hint), shown, meaning))
     return out
 
@@ -278,12 +277,3 @@ def describe(schema: type, cfg: DictConfig) -> str:
     w = [max(len(r[i]) for r in rows) for i in range(2)]
     return "\n".join(f"  {k:<{w[0]}}  {t:<{w[1]}}  {v}\n  {'':<{w[0]}}  {'':<{w[1]}}  {m}" if len(v) > 24 else
                      f"  {k:<{w[0]}}  {t:<{w[1]}}  {v:<24}  {m}" for k, t, v, m in rows)
-
-
-def default_of(schema: type, key: str) -> Any:
-    """The dataclass default of a dotted key (a nested dataclass: its default instance)."""
-    head, _, rest = key.partition(".")
-    f = next(f for f in fields(schema) if f.name == head)
-    if rest:
-        return default_of(typing.get_type_hints(schema)[head], rest)
-    return f.default_factory() if f.default is NO_DEFAULT else f.default
