@@ -146,6 +146,12 @@ def test_train_help_lists_experiments_overlays_and_keys():
     assert "experiments (experiments/train/): gs196, " in out.stdout and "overlays (experiments/overlays/): demo" in out.stdout
     line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["model.splat_encoder.num_queries"])
     assert line.split()[1:3] == ["int", "98"] and "resampler queries" in line
+    rows = out.stdout.splitlines()  # a value too long for its column puts the meaning on the next line, blank to it
+    keyed = [i for i, l in enumerate(rows) if l[:2] == "  " and l[2:3].isalpha() and "." in l.split()[0]]
+    width = max(len(rows[i].split()[0]) for i in keyed)
+    continued = [rows[i + 1] for i in keyed if i + 1 < len(rows) and rows[i + 1][:2 + width + 2].strip() == ""
+                 and rows[i + 1].strip()]
+    assert "the RGB teacher's best checkpoint" in " ".join(continued), out.stdout
 
 
 def test_cfg_prints_the_composed_config_and_runs_nothing(tmp_path):

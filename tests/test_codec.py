@@ -114,6 +114,32 @@ def test_corrupt_records_raise_record_error(mangle, why):
         Q.decode(mangle(data))
 
 
+@pytest.mark.parametrize("widths", [(1, 1, 1), (16, 16, 16)])
+def test_every_bit_width_from_one_to_sixteen_is_read(monkeypatch, widths):
+    """The format's widths run 1-16 bits (pos, cov, colour); a record at either end decodes to that many levels."""
+    import gs_lightning.codec as codec
+
+    stated = codec.column_bits
+    monkeypatch.setattr(codec, "column_bits", lambda *given: stated(*(given or widths)))
+    rows = rows_of(60, seed=3)
+    data = Q.encode(rows)
+    assert list(data[6:9]) == list(widths)  # after magic, version, coding and N = 60 (one LEB128 byte)
+    back = Q.decode(data)
+    assert back.shape == rows.shape
+    for j, w in ((0, widths[0]), (1, widths[0]), (2, widths[1]), (4, widths[1]), (5, widths[2])):
+        assert len(np.unique(back[:, j])) <= min(2**w, 60)
+    if widths[0] == 16:  # finer than the stated widths: within the 16-bit half step
+        rows, back = by_y(rows), by_y(back)
+        assert np.abs(back[:, 0] - rows[:, 0]).max() <= half_step(rows[:, 0], 16)
+
+
+@pytest.mark.parametrize("widths", [(0, 6, 7), (12, 17, 7), (12, 6, 255)])
+def test_bit_widths_outside_one_to_sixteen_are_refused(widths):
+    data = Q.encode(rows_of(60))
+    with pytest.raises(RecordError, match="bit widths"):
+        Q.decode(data[:6] + bytes(widths) + data[9:])
+
+
 def test_a_zlib_bomb_is_not_inflated_past_the_header_s_count():
     """A crafted record whose payload inflates to 50 MB is refused without inflating it (peak memory)."""
     import tracemalloc

@@ -77,6 +77,19 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     assert b["keys"] == ["00000.tar/ok"] and b["skipped"] == 2
 
 
+def test_a_shard_shared_by_more_workers_than_shards_counts_a_dropped_sample_once(tmp_path):
+    """With one shard and three workers, every worker meets the duplicate key; one of them counts it."""
+    w = FittedShard(tmp_path / "gs" / "00000.tar", "fp16")
+    for i in range(7):
+        w.write(f"k{i}", np.full((4, 8), 0.5, np.float16), {}, "x", 1)
+    w._tar.write({"__key__": "k2", "splats.npy": np.full((4, 8), 0.5, np.float16), "txt": "x", "cls": 1})
+    w.commit()
+    zs = ZeroShotDataModule(kind="splats", path=str(tmp_path / "gs" / "00000.tar"), batch_size=2, num_workers=3)
+    batches = list(zs.val_dataloader())
+    assert sorted(k for b in batches for k in b["keys"]) == [f"00000.tar/k{i}" for i in range(7)]
+    assert sum(b["skipped"] for b in batches) == 1
+
+
 def test_missing_data_path_names_the_key_and_the_path(tmp_path):
     with pytest.raises(DataPathError, match=r"^data\.train: no shards or images found at .*nowhere.* \(missing .*"
                                             r"nowhere/00000\.tar and others\)$"):
@@ -164,6 +177,23 @@ def test_every_caption_stays_with_its_image_through_shuffled_batches(tmp_path):
                 colour = batch["splats"].rgb.mean(dim=1).argmax(dim=1)
             for i, c in enumerate(colour.tolist()):
                 assert torch.equal(batch["text"][i], want[names[c]]), (kind, batch["keys"][i])
+
+
+def test_the_training_shuffle_follows_the_seed(tmp_path):
+    """The same seed gives the same order of samples, another seed another order of the same samples."""
+    path = fitted_shards(tmp_path / "gs", [12, 12])
+
+    def order(seed: int) -> list[str]:
+        dm = DataCompDataModule(kind="splats", train=path, tokenizer=TOKENIZER, batch_size=4, num_workers=0,
+                                num_samples=24, shuffle_buffer=24, seed=seed)
+        loader = dm.train_dataloader()
+        assert len(loader) == 24 // 4  # the batches the schedule counts on: every sample once
+        return [key for batch in loader for key in batch["keys"]]
+
+    first = order(3)
+    assert order(3) == first
+    other = order(4)
+    assert other != first and sorted(other) == sorted(first) and len(set(first)) == 24
 
 
 def write_idx(path, array: np.ndarray) -> None:

@@ -116,6 +116,9 @@ def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
     assert (root / "results" / "accuracy_vs_bytes.png").exists()
     report = (root / "results" / "edge_cloud.md").read_text()
     assert "0.1-0.2 kWh/GB" in report and "uint8 pixels 16x16 | 768 |" in report
+    # the quantized set's fit took 1.1 s for 11 images (its summary.json): 100 ms an image
+    (row,) = [line for line in report.splitlines() if line.startswith("| 45 quantized splats |")]
+    assert row.endswith("| 100.00 (fit) |"), row
 
 
 def test_an_evaluation_prints_neither_lightnings_banner_nor_open_clips_random_init_warning(runs):
@@ -160,3 +163,24 @@ def test_the_edge_cloud_reports_energy_computed_by_hand():
     assert rows["400 splats, fp16"] == ["6,400", "0.64-1.28", "0.192", "12.50 (fit) |"]
     assert rows["uint8 pixels 224x224"] == ["150,528", "15.1-30.1", "4.52", "- |"]
     assert rows["jpeg at 400 fp16 splats' bytes"] == ["3,000", "0.3-0.6", "0.09", "1.25 (one encode) |"]
+
+
+def test_a_second_compare_reads_its_results_and_a_new_checkpoint_is_evaluated_anew(runs, monkeypatch):
+    """Each evaluation is kept beside the results with what it depends on: a rerun evaluates nothing, and a
+    checkpoint written since is evaluated again, on its own sets only. (Last here: it rewrites gs's checkpoint.)"""
+    import gs_lightning.evaluate
+
+    root, evaluated = runs["root"], []
+    real = gs_lightning.evaluate.evaluate
+
+    def counted(run_dir, pattern):
+        evaluated.append(Path(run_dir).name)
+        return real(run_dir, pattern)
+
+    monkeypatch.setattr(gs_lightning.evaluate, "evaluate", counted)
+    dirs = [str(root / "runs" / "rgb"), str(root / "runs" / "gs")]
+    assert compare(dirs, root / "results") == runs["text"] and evaluated == []
+    best = root / "runs" / "gs" / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes())  # the same weights, written again: a new file to the cache
+    compare(dirs, root / "results")
+    assert evaluated == ["gs"]

@@ -17,7 +17,7 @@ from gs_lightning.errors import UserError
 from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.data.shards import resize_center_crop, write_image_shard
 from gs_lightning.fit.fitter import fit_batch, solve_colours
-from gs_lightning.fit.init import adaptive_init, grid_rows, random_init, structured_init
+from gs_lightning.fit.init import _cell_means, adaptive_init, detail_density, grid_rows, random_init, structured_init
 from gs_lightning.fit.parameterization import PARAMETERIZATIONS
 from gs_lightning.render import CUTOFF, cuda_backend_available, rasterize, render_reference
 from gs_lightning.splats import Splats
@@ -85,6 +85,59 @@ def test_adaptive_init_puts_gaussians_where_the_detail_is(axis):
     assert textured > 0.65 * 200, textured  # the uniform grid would put half there
     assert ((s.xy >= 0) & (s.xy <= torch.tensor([img.shape[3], img.shape[2]], dtype=torch.float32))).all()
     s.check()
+
+
+def test_adaptive_cells_hold_equal_shares_of_the_detail():
+    """By brute force over the pixels: the rows of cells split the density's y-marginal into equal shares, and
+    each row's cells split the density over that row's band (pixel rows cut by fractions) into equal shares."""
+    h, w, n, floor = 30, 24, 20, 0.3
+    img = photo(h, w, seed=4)
+    img[..., :14, :] = img[..., :14, :].mean(dim=(2, 3), keepdim=True)  # a flat top: rows of unequal height
+    rows, cols = len(grid_rows(n, h, w)), grid_rows(n, h, w)[0]
+    s = adaptive_init(img, n, floor=floor, scale=1.0)
+    p = detail_density(img, n, floor)[0].double()  # [H, W]
+    centres = s.xy[0].double().reshape(rows, cols, 2)
+
+    def edges(mid: torch.Tensor) -> list[float]:  # cells tile from 0: each centre halves its cell
+        e = [0.0]
+        for c in mid.tolist():
+            e.append(2 * c - e[-1])
+        return e
+
+    def share(profile: torch.Tensor, t: float) -> float:  # the integral of a per-pixel profile from 0 to t
+        i = min(int(t), len(profile) - 1)
+        return float(profile[:i].sum() + (t - i) * profile[i])
+
+    y = edges(centres[:, 0, 1])
+    assert y[-1] == pytest.approx(h, abs=1e-3)
+    marginal = p.sum(1)
+    for r in range(rows):
+        assert share(marginal, y[r]) == pytest.approx(r / rows * float(marginal.sum()), rel=1e-4, abs=1e-3)
+        weight = torch.tensor([max(0.0, min(i + 1, y[r + 1]) - max(i, y[r])) for i in range(h)], dtype=p.dtype)
+        band = (weight[:, None] * p).sum(0)  # [W]: the density over the band, column by column
+        x = edges(centres[r, :, 0])
+        for k in range(cols + 1):
+            assert share(band, x[k]) == pytest.approx(k / cols * float(band.sum()), rel=1e-4, abs=1e-3), (r, k)
+
+
+def test_the_detail_density_has_mean_one_and_its_floor():
+    """Normalised to mean 1, then mixed with the uniform floor: the mean stays 1, no pixel is under the floor,
+    and a flat image is uniform."""
+    img = photo(40, 56, seed=2)
+    p = detail_density(img, 50, 0.3)
+    torch.testing.assert_close(p.mean(dim=(1, 2)), torch.ones(1))
+    assert p.min() >= 0.3 - 1e-6 and p.max() > 1.1
+    flat = detail_density(torch.full((1, 3, 20, 20), 0.4), 50, 0.3)
+    assert (flat == flat[0, 0, 0]).all()
+
+
+def test_cell_means_clamp_boxes_to_the_image():
+    """A box past an edge takes the pixels at that edge: the last column, the first row."""
+    img = photo(12, 16, seed=1)
+    boxes = torch.tensor([[17.0, 0.0, 20.0, 12.0], [0.0, -5.0, 16.0, -2.0]])
+    means = _cell_means(img, boxes)[0]
+    torch.testing.assert_close(means[0], img[0, :, :, -1].mean(1))
+    torch.testing.assert_close(means[1], img[0, :, 0, :].mean(1))
 
 
 def test_adaptive_init_is_deterministic_and_each_image_its_own():

@@ -133,6 +133,34 @@ def test_a_summary_reads_a_shard_without_its_account_from_the_shard(tmp_path):
     assert json.loads((tmp_path / "out" / "sizes.json").read_text()) == {"00000.tar": 3, "00001.tar": 2}
 
 
+def test_a_tally_counts_images_added_in_batches_as_if_added_at_once():
+    """A shard's account grows a batch at a time (FitWriter), and accounts merge across shards (summarise):
+    either way the figures are those of every image counted once, by hand here."""
+    from gs_lightning.fit.summary import Tally
+
+    psnr, n_init, n_final, iterations = [30.0, 20.0, 25.0], [16, 16, 9], [12, 16, 9], [300, 120, 300]
+    whole, batches = Tally(), Tally()
+    whole.add_images(psnr, n_init, n_final, iterations, cap=300)
+    batches.add_images(psnr[:2], n_init[:2], n_final[:2], iterations[:2], cap=300)
+    batches.add_images(psnr[2:], n_init[2:], n_final[2:], iterations[2:], cap=300)
+    one, two = Tally(), Tally()
+    one.add_images(psnr[:1], n_init[:1], n_final[:1], iterations[:1], cap=300)
+    two.add_images(psnr[1:], n_init[1:], n_final[1:], iterations[1:], cap=300)
+    for t in (whole, batches, one.merge(two)):
+        assert (t.images, t.psnr_sum, t.psnr_min, t.n_init, t.n_final) == (3, 75.0, 20.0, 41, 37)
+        assert (t.iterations, t.iterations_max, t.at_cap) == (720, 300, 2)
+
+
+def test_a_summary_of_a_folder_with_nothing_fitted_says_n_a(tmp_path):
+    from gs_lightning.fit.summary import format_summary, summarise
+
+    (tmp_path / "out").mkdir()
+    s = summarise(load_fit_config([], [*TINY_FIT, f"fit.output={tmp_path}/out"]))
+    assert s["images_fitted"] == 0 and s["psnr_mean"] is None and s["images_per_second"] is None
+    text = format_summary(s)
+    assert "PSNR mean / min   n/a / n/a dB" in text and "throughput        n/a images/s" in text
+
+
 def test_a_kill_as_a_shard_gets_its_final_name_never_leaves_it_torn(tmp_path):
     """SIGKILL right after the rename onto 00000.tar (tests/stop_at.py): what is under the name is whole."""
     pattern = shards(tmp_path / "in", [4, 4])

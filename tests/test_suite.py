@@ -240,7 +240,7 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
 @pytest.mark.parametrize("problem", ["no task folder", "no classnames", "label beyond the classes"])
 def test_a_broken_task_is_one_error_naming_the_task_and_file(suite, tmp_path, problem):
     root = tmp_path / "tasks"
-    labels = [0, 1, 2, 7, 0] if problem == "label beyond the classes" else None
+    labels = [0, 1, 2, 4, 0] if problem == "label beyond the classes" else None  # 4: one past the last class
     write_task(root / "pets", task_samples(5, labels=labels), CLASSES, TEMPLATES)
     if problem == "no classnames":
         (root / "pets" / "classnames.txt").unlink()
@@ -253,5 +253,5 @@ def test_a_broken_task_is_one_error_naming_the_task_and_file(suite, tmp_path, pr
     last = out.stderr.strip().splitlines()[-1]
     want = {"no task folder": f"error: task pets2: {root / 'pets2'} is not a folder",
             "no classnames": f"error: task pets: {root / 'pets' / 'classnames.txt'} is missing",
-            "label beyond the classes": "error: task pets: 0.tar/k0003: .cls 7 is beyond the 4 class names"}[problem]
+            "label beyond the classes": "error: task pets: 0.tar/k0003: .cls 4 is beyond the 4 class names"}[problem]
     assert last.startswith(want), last
