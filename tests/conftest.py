@@ -3,7 +3,11 @@
 Tests take what the user's commands take (the typed configs' defaults, the experiment files), changed only in
 size, so a test never runs on settings no user has.
 """
+import os
+import shutil
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -42,3 +46,56 @@ def fit_cfg():
 @pytest.fixture(scope="session")
 def model_kwargs():
     return shipped_model_kwargs
+
+
+# mutmut's per-test map (make mutmut) records the functions a test enters in its own process, and credits a
+# shared fixture's work to the first test that sets it up. While the map is made, every Python a test starts
+# writes what it entered (tests/mutants/subprocess_stats), and a fixture's hits are credited to every test that
+# uses it, so code reached only through the CLI or a module-scoped fixture is tested too.
+_SUBPROCESS_STATS = Path(__file__).parent / "mutants" / "subprocess_stats"
+_FIXTURE_HITS: dict = {}
+
+
+def _collecting_mutmut_stats() -> bool:
+    return os.environ.get("MUTANT_UNDER_TEST") == "stats"
+
+
+def _subprocess_hits() -> set[str]:
+    hits = set()
+    for f in Path(os.environ["GS_MUTMUT_HITS"]).glob("*.txt"):
+        hits.update(f.read_text().split())
+        f.unlink()
+    return hits
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if _collecting_mutmut_stats():
+        os.environ["GS_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut-hits-")
+        os.environ["GS_MUTMUT_PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SUBPROCESS_STATS),
+                                                                 os.environ["GS_MUTMUT_PYTHONPATH"]]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    if not (_collecting_mutmut_stats() and "GS_MUTMUT_HITS" in os.environ):
+        yield
+        return
+    from mutmut.state import state
+    before = set(state()._stats)
+    yield
+    _FIXTURE_HITS[fixturedef] = (state()._stats - before) | _subprocess_hits()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    if "GS_MUTMUT_HITS" not in os.environ:
+        return
+    from mutmut.state import state
+    state()._stats.update(_subprocess_hits())
+    for name in item.fixturenames:
+        for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            state()._stats.update(_FIXTURE_HITS.get(fixturedef, ()))
+    shutil.rmtree(os.environ.pop("GS_MUTMUT_HITS"), ignore_errors=True)
+    os.environ["PYTHONPATH"] = os.environ.pop("GS_MUTMUT_PYTHONPATH")
