@@ -113,6 +113,12 @@ def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
     assert "| rgb on rendered 45 fp16 splats | rgb's best, evaluated | 45 fp16 splats, rendered to pixels |" in table
     assert "| rgb on jpeg | rgb's best, evaluated | jpeg at the bytes of 45 fp16 splats" in table
     assert "| gs on 45 quantized splats | gs's best, evaluated | quantized splats |" in table
+    for codec in ("jpeg", "webp"):  # the note: bytes over the budget, and the images that missed it, by status
+        res = json.loads((root / "results" / "equal_bytes" / f"rgb-{codec}-at-{root.name}-fit" / "result.json")
+                         .read_text())["result"]
+        missed = [f"{n} of {res['images']} {status}" for status, n in res["status"].items() if status != "on" and n]
+        note = f"{res['bytes_mean'] / res['budget_mean']:.2f}x the budget" + ("; " + ", ".join(missed) if missed else "")
+        assert f"| {codec} at the bytes of 45 fp16 splats ({note}) |" in table, (note, table)
     assert (root / "results" / "accuracy_vs_bytes.png").exists()
     report = (root / "results" / "edge_cloud.md").read_text()
     assert "0.1-0.2 kWh/GB" in report and "uint8 pixels 16x16 | 768 |" in report
@@ -180,7 +186,17 @@ def test_a_second_compare_reads_its_results_and_a_new_checkpoint_is_evaluated_an
     monkeypatch.setattr(gs_lightning.evaluate, "evaluate", counted)
     dirs = [str(root / "runs" / "rgb"), str(root / "runs" / "gs")]
     assert compare(dirs, root / "results") == runs["text"] and evaluated == []
-    best = root / "runs" / "gs" / "checkpoints" / "best.ckpt"
-    best.write_bytes(best.read_bytes())  # the same weights, written again: a new file to the cache
+    def rewrite(path: Path) -> None:  # the same bytes, written again: a new file to the cache
+        path.write_bytes(path.read_bytes())
+
+    rewrite(root / "runs" / "gs" / "checkpoints" / "best.ckpt")
     compare(dirs, root / "results")
     assert evaluated == ["gs"]
+    evaluated.clear()
+    rewrite(Path(runs["quantized"].replace("{00000..00001}", "00000")))  # the quantized set, fitted again
+    compare(dirs, root / "results")
+    assert evaluated == ["gs"]  # the teacher's inputs at its bytes are made again, the same: not evaluated again
+    evaluated.clear()
+    rewrite(root / "runs" / "rgb" / "checkpoints" / "best.ckpt")
+    compare(dirs, root / "results")
+    assert "gs" not in evaluated and len(evaluated) >= 2  # the teacher on its rendered and re-encoded inputs

@@ -5,7 +5,9 @@ import torch
 from helpers import image_bytes
 
 from gs_lightning.codec import RECORDS
-from gs_lightning.data.shards import BadSample, decode_image, expand_urls, list_sources, resize_center_crop
+from gs_lightning.data.shards import (
+    BadSample, decode_image, expand_urls, list_sources, resize_center_crop, write_image_shard,
+)
 from gs_lightning.splats import Splats, compression_ratio
 
 
@@ -67,3 +69,17 @@ def test_records_round_trip_in_the_unit_square():
     torch.testing.assert_close(back.xy[0, 0], s.xy[0, 0], rtol=1e-3, atol=1e-3)
     assert back.mask.tolist() == [[True], [False]]
     assert compression_ratio(224, 224, 400) == pytest.approx(23.52, abs=0.01)
+
+
+def test_the_same_samples_make_the_same_shard_bytes(tmp_path):
+    """compare keeps evaluations by a shard's content: writing the same samples again, a while later, must not
+    change a byte."""
+    import time
+
+    samples = [{"key": f"k{i}", "png": image_bytes(np.full((4, 4, 3), 40 * i, np.uint8), "PNG"), "txt": "x"}
+               for i in range(3)]
+    write_image_shard(tmp_path / "a.tar", samples)
+    time.sleep(1.1)  # tar stores whole seconds
+    write_image_shard(tmp_path / "b.tar", samples)
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert [r.key for s in list_sources(str(tmp_path / "a.tar")) for r in s.samples([])] == ["k0", "k1", "k2"]

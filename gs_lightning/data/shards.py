@@ -401,8 +401,10 @@ class ShardWriter(BasePredictionWriter):
 
 
 def write_image_shard(path: str | os.PathLike, samples: list[dict]) -> None:
-    """Write a DataComp-style input shard; each sample: key, and any of jpg/png/webp bytes, txt, json, cls."""
-    with AtomicFile(path, unique=True) as tmp, wds.TarWriter(str(tmp)) as tar:  # DDP ranks may write it at once
+    """Write a DataComp-style input shard; each sample: key, and any of jpg/png/webp bytes, txt, json, cls.
+    The same samples make the same bytes (the members' time is fixed), so what is kept by a shard's content
+    (compare's evaluations) is found again."""
+    with AtomicFile(path, unique=True) as tmp, wds.TarWriter(str(tmp), mtime=0) as tar:  # DDP ranks: at once
         for s in samples:
             tar.write({"__key__": s["key"], **{k: v for k, v in s.items() if k != "key"}})
 
