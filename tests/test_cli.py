@@ -133,6 +133,11 @@ def test_fit_help_lists_recipes_and_every_key_with_type_default_and_meaning():
     assert "recipes and overlays (experiments/fit/): demo, demo_test, demo_test_quantized, gaussianimage, paper" in out.stdout
     line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.num_splats"])
     assert line.split()[1:3] == ["int", "400"] and "Gaussians per image (>= 1)" in line
+    line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.lr.xy"])
+    assert line.endswith("(> 0)"), line  # each bound in the words the check applies
+    for key, bounds in (("fit.lr.beta2", "(> 0, < 1)"), ("fit.lr.decay_to", "(> 0, <= 1)")):
+        line = next(l for l in out.stdout.splitlines() if l.split()[:1] == [key])
+        assert line.endswith(bounds), line
     line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.init"])
     assert "adaptive" in line and "structured" in line and "random" in line
     paper = run_cli("fit", "paper", "--help")  # the values the named recipe gives

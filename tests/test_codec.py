@@ -114,6 +114,13 @@ def test_corrupt_records_raise_record_error(mangle, why):
         Q.decode(mangle(data))
 
 
+def test_a_float16_record_quantizes_as_its_values_in_float32():
+    """Old fp16 shards re-quantized: the record is that of the same values, computed in float32 (float16
+    arithmetic would round the logs and the ranges)."""
+    rows = rows_of(60).astype(np.float16)
+    assert Q.encode(rows) == Q.encode(rows.astype(np.float32))
+
+
 @pytest.mark.parametrize("widths", [(1, 1, 1), (16, 16, 16)])
 def test_every_bit_width_from_one_to_sixteen_is_read(monkeypatch, widths):
     """The format's widths run 1-16 bits (pos, cov, colour); a record at either end decodes to that many levels."""

@@ -1,4 +1,5 @@
 """DataModules: both kinds load; DDP ranks get disjoint samples and equal steps; bad samples are counted."""
+import io
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from helpers import datacomp_shards, fitted_shards, image_bytes, smooth_photo
 
 from gs_lightning.data.datamodules import DataCompDataModule, DataPathError
 from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
-from gs_lightning.data.shards import FittedShard, decode_image, update_sizes, write_image_shard
+from gs_lightning.data.shards import FittedShard, decode_image, list_sources, update_sizes, write_image_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = open_clip.get_tokenizer("ViT-B-16")
@@ -194,6 +195,27 @@ def test_the_training_shuffle_follows_the_seed(tmp_path):
     assert order(3) == first
     other = order(4)
     assert other != first and sorted(other) == sorted(first) and len(set(first)) == 24
+
+
+def test_an_epoch_is_whole_batches(tmp_path):
+    dm = DataCompDataModule(kind="splats", train=fitted_shards(tmp_path / "gs", [22]), tokenizer=TOKENIZER,
+                            batch_size=4, num_workers=0, num_samples=22)
+    assert [dm.batches_per_rank(world) for world in (1, 2, 3, 8)] == [5, 2, 1, 1]  # at least one
+
+
+@pytest.mark.parametrize("sampling", ["random", "truncate"])
+def test_a_set_over_max_splats_is_a_random_subset_in_order_or_its_first_rows(tmp_path, sampling):
+    import random
+
+    path = fitted_shards(tmp_path / "gs", [3], n_splats=(30, 40))
+    dm = DataCompDataModule(kind="splats", train=path, tokenizer=TOKENIZER, batch_size=4, num_workers=0,
+                            max_splats=5, splat_sampling=sampling)
+    for raw in list_sources(path)[0].samples([]):
+        rows = np.load(io.BytesIO(raw.splats))
+        got = dm.decode(raw, random.Random(7))["splats"]
+        where = [int(np.flatnonzero((rows == r).all(1))[0]) for r in got]  # each kept row is one of the set's
+        assert len(got) == 5 and where == sorted(where)
+        assert (where == list(range(5))) == (sampling == "truncate"), where
 
 
 def write_idx(path, array: np.ndarray) -> None:

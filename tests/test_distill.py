@@ -329,3 +329,21 @@ def test_rendered_eval_images_are_the_reference_render_of_each_record(tmp_path):
             want = (render_reference(splats, 20, 20, cutoff=CUTOFF).clamp(0, 1)[0] * 255).permute(1, 2, 0).numpy()
             got = np.asarray(Image.open(io.BytesIO(rendered[raw.key].image)), dtype=np.float32)
             assert np.abs(got - want).max() <= 1.0 and rendered[raw.key].cls == raw.cls
+
+
+def test_a_rendered_eval_set_keeps_the_first_of_a_duplicate_key_and_counts_an_unreadable_record(tmp_path):
+    from gs_lightning.data.rendered import render_eval_set
+    from gs_lightning.data.shards import FittedShard, list_sources
+
+    w = FittedShard(tmp_path / "fit" / "00000.tar", "fp16")
+    rows = np.zeros((4, 8), np.float16)
+    rows[:, :2], rows[:, 2], rows[:, 4], rows[:, 5] = 0.5, 0.3, 0.3, 1.0  # a red blob
+    w.write("a", rows, {}, "x", 0)
+    w.write("b", rows, {}, "x", 1)
+    w._tar.write({"__key__": "a", "splats.npy": np.zeros((4, 8), np.float16), "txt": "x", "cls": 2})  # again
+    w._tar.write({"__key__": "c", "splats.npy": np.zeros((4, 7), np.float16), "txt": "x", "cls": 1})  # 7 columns
+    w.commit()
+    account = render_eval_set(str(tmp_path / "fit" / "00000.tar"), 8, tmp_path / "out")
+    assert account["images"] == 2 and account["unreadable"] == 1
+    got = {raw.key: raw.cls for raw in list_sources(str(tmp_path / "out" / "00000.tar"))[0].samples([])}
+    assert got == {"a": 0, "b": 1}

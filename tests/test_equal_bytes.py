@@ -5,6 +5,7 @@ table, Fig. 6 and the edge-cloud report that carry them."""
 import io
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,9 @@ def test_reencoded_images_are_pillows_at_each_images_own_budget(runs):
                 if row["status"] == "on":
                     assert abs(row["bytes"] - row["budget"]) <= MATCH_TOLERANCE * row["budget"]
             assert account["bytes_mean"] == pytest.approx(np.mean([r["bytes"] for r in account["per_image"]]))
+            counted = Counter(r["status"] for r in account["per_image"])  # each image's, by status
+            assert account["status"] == {s: counted[s] for s in ("on", "near", "over", "under")}
+            assert set(counted) <= {"on", "near", "over", "under"}
 
 
 def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
@@ -200,3 +204,14 @@ def test_a_second_compare_reads_its_results_and_a_new_checkpoint_is_evaluated_an
     rewrite(root / "runs" / "rgb" / "checkpoints" / "best.ckpt")
     compare(dirs, root / "results")
     assert "gs" not in evaluated and len(evaluated) >= 2  # the teacher on its rendered and re-encoded inputs
+
+
+def test_a_run_logged_without_top5_or_queries_is_a_row_of_what_it_has():
+    from gs_lightning.compare import Run, table
+
+    rgb = Run("rgb", "rgb", None, None, 1.0, None, epochs={"val/top1": [0.2, 0.5, 0.4]})
+    gs = Run("gs", "transfer", 49, 16.0, 9.2, 0.5, epochs={"val/top1": [0.3], "val/top5": [0.7]})
+    assert rgb.best()[0] == 0.5 and np.isnan(rgb.best()[1])
+    rows = table([rgb, gs]).splitlines()
+    assert rows[2] == "| rgb | rgb | images | - | - | 1.0x | - | 50.0% | nan% |"
+    assert rows[3] == "| gs | transfer (49 queries) | splats | 16 | - | 9.2x | 50.0% | 30.0% | 70.0% |"

@@ -419,3 +419,22 @@ def test_autocast_never_reaches_the_render_or_the_stem_features():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         stem(s)
     assert calls[True].dtype == torch.float32 and torch.equal(calls[True], calls[False])
+
+
+def test_a_stopped_run_names_its_newest_checkpoint_to_go_on_from(tmp_path):
+    """What a non-finite loss prints: the newest of the checkpoints the run's callbacks saved, by time, not
+    by name; none saved, it says so."""
+    import os
+    from types import SimpleNamespace
+
+    module = ClipModule(**shipped_model_kwargs(mode="rgb"), eval_set="fashion-mnist")
+    every, best = tmp_path / "every", tmp_path / "best"
+    for folder in (every, best):
+        folder.mkdir()
+    module._trainer = SimpleNamespace(checkpoint_callbacks=[SimpleNamespace(dirpath=str(every)),
+                                                            SimpleNamespace(dirpath=str(best))])
+    assert "No checkpoint was saved" in module.last_good_checkpoint()
+    for i, path in enumerate([every / "last.ckpt", best / "epoch=0.ckpt", every / "epoch=2.ckpt"]):
+        path.write_bytes(b"")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))  # written in this order
+    assert f"resume_from={every / 'epoch=2.ckpt'}." in module.last_good_checkpoint()
