@@ -87,6 +87,19 @@ def test_the_loss_is_contrastive_plus_the_weighted_distillation_terms_by_hand():
         assert got[name].item() == pytest.approx(want.item(), rel=1e-5), name
 
 
+def test_stage_1s_loss_is_the_embedding_distance_alone(teacher):
+    """Stage 1 (mode distill) matches the teacher's image embeddings: no text tower, no contrastive term."""
+    g = torch.Generator().manual_seed(3)
+    img, txt, t_img, t_txt = (unit(torch.randn(3, 4, generator=g)) for _ in range(4))
+    m = ClipModule(**shipped_model_kwargs(mode="distill", rgb_checkpoint=teacher))
+    m.model = Stub(img, txt, 7.0)
+    m.model.encode_image = lambda visual, normalize: img
+    got = m.losses({"splats": None, "text": torch.zeros(3, 5, dtype=torch.long),
+                    "teacher": torch.stack([t_img, t_txt], 1)})
+    assert set(got) == {"loss", "embedding"}
+    assert got["loss"].item() == pytest.approx(((img - t_img) ** 2).sum(1).mean().item(), rel=1e-6)
+
+
 # ---- stage 1 and stage 2 ---------------------------------------------------------------------------------
 
 
@@ -115,6 +128,20 @@ def test_stage_1_trains_exactly_the_stem_resampler_and_new_embeddings(teacher):
     for n, p in m.model.named_parameters():
         moved = not torch.equal(p, before[n])
         assert moved == (n in want), f"{n}: {'moved' if moved else 'did not move'}"
+
+
+def test_the_parameter_table_shows_stage_1s_trainable_modules_at_their_lr(teacher):
+    """The table printed at the start of a fit: stage 1 trains the stem, the resampler and the embeddings
+    only; the rows marked trainable hold exactly the trainable share of the parameters."""
+    m = ClipModule(**shipped_model_kwargs(mode="distill", rgb_checkpoint=teacher, lr=0.0042))
+    rows, share = m.parameter_table()
+    status = {r[0]: (r[2], r[3]) for r in rows}
+    for name in ("visual.stem", "visual.resampler", "visual.embeddings"):
+        assert status[name] == ("trainable", "0.0042"), (name, status[name])
+    assert status["text tower"] == ("frozen", "-") and status["logit_scale"] == ("frozen", "-")
+    total = sum(p.numel() for p in m.model.parameters())
+    assert sum(r[1] for r in rows) == total
+    assert sum(r[1] for r in rows if r[2] == "trainable") / total == pytest.approx(share) and 0 < share < 0.5
 
 
 def test_stage_2_starts_from_stage_1s_weights(teacher, tmp_path):
