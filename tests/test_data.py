@@ -197,6 +197,17 @@ def test_the_training_shuffle_follows_the_seed(tmp_path):
     assert other != first and sorted(other) == sorted(first) and len(set(first)) == 24
 
 
+def test_each_epoch_is_shuffled_anew_with_dataloader_workers(tmp_path):
+    """Lightning iterates one DataLoader per epoch; its workers (kept between epochs) count their passes, so
+    epoch 2 is another order of the same samples, as it is without workers."""
+    path = fitted_shards(tmp_path / "gs", [8, 8])
+    for workers in (0, 2):
+        loader = DataCompDataModule(kind="splats", train=path, tokenizer=TOKENIZER, batch_size=4,
+                                    num_workers=workers, num_samples=16, shuffle_buffer=16).train_dataloader()
+        epochs = [[key for batch in loader for key in batch["keys"]] for _ in range(2)]
+        assert epochs[0] != epochs[1] and sorted(epochs[0]) == sorted(epochs[1]), (workers, epochs)
+
+
 def test_an_epoch_is_whole_batches(tmp_path):
     dm = DataCompDataModule(kind="splats", train=fitted_shards(tmp_path / "gs", [22]), tokenizer=TOKENIZER,
                             batch_size=4, num_workers=0, num_samples=22)

@@ -438,3 +438,11 @@ def test_a_stopped_run_names_its_newest_checkpoint_to_go_on_from(tmp_path):
         path.write_bytes(b"")
         os.utime(path, (1_000_000 + i, 1_000_000 + i))  # written in this order
     assert f"resume_from={every / 'epoch=2.ckpt'}." in module.last_good_checkpoint()
+
+
+def test_the_resamplers_queries_start_as_random_vectors_of_unit_length():
+    """Each learned query starts at about the length of a LayerNorm'd token (std dim^-0.5 per entry)."""
+    torch.manual_seed(0)
+    q = PerceiverResampler(dim=256, num_queries=196, depth=1, heads=4, mlp_ratio=1.0).latents
+    assert q.norm(dim=1).mean().item() == pytest.approx(1.0, rel=0.05)
+    assert abs(q.mean().item()) < 0.01
