@@ -421,7 +421,7 @@ def test_autocast_never_reaches_the_render_or_the_stem_features():
     assert calls[True].dtype == torch.float32 and torch.equal(calls[True], calls[False])
 
 
-def test_a_stopped_run_names_its_newest_checkpoint_to_go_on_from(tmp_path):
+def test_a_run_halted_by_a_non_finite_loss_names_its_newest_checkpoint(tmp_path):
     """What a non-finite loss prints: the newest of the checkpoints the run's callbacks saved, by time, not
     by name; none saved, it says so."""
     import os
