@@ -18,6 +18,8 @@ NOT_ON_THE_DEVICE = {
     "nbclient": "test_notebooks.py, which skips without it",
     "clip-benchmark": "test_suite.py's reading of the task layout by clip_benchmark's own reader, imported inside "
                       "that one test, which pytest -m gpu deselects",
+    "mutmut": "make mutmut only: tests/conftest.py imports it while mutmut maps tests to functions, and "
+              "tests/mutants/ to draw and report a sample",
 }
 
 
