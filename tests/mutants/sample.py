@@ -13,8 +13,8 @@ reason after a '#'.
 """
 import argparse
 import contextlib
-import json
 import hashlib
+import json
 import math
 import sys
 from collections import Counter
@@ -45,11 +45,11 @@ def outcomes() -> dict[str, int | None]:
     return codes
 
 
-def draw(n: int, seed: int) -> list[str]:
-    names = outcomes()
-    if n > len(names):
-        sys.exit(f"sample.py: a sample of {n} asked for, but mutmut made only {len(names)} mutants")
-    return sorted(sorted(names, key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).digest())[:n])
+def draw(codes: dict[str, int | None], n: int, seed: int) -> list[str]:
+    """The n of `codes`' mutants whose names hash lowest with the seed, in name order."""
+    if n > len(codes):
+        sys.exit(f"sample.py: a sample of {n} asked for, but mutmut made only {len(codes)} mutants")
+    return sorted(sorted(codes, key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).digest())[:n])
 
 
 def equivalent() -> dict[str, str]:
@@ -70,7 +70,7 @@ def report(n: int, seed: int) -> None:
     from mutmut.stats import status_by_exit_code
 
     codes, same = outcomes(), equivalent()
-    sample = draw(n, seed)
+    sample = draw(codes, n, seed)
     status = {name: status_by_exit_code[codes[name]] for name in sample}
     for name in sample:
         if status[name] != "killed":
@@ -79,7 +79,8 @@ def report(n: int, seed: int) -> None:
     judged = [name for name in sample if name not in same and status[name] != "not checked"]
     killed = sum(status[name] == "killed" for name in judged)
     low, high = wilson(killed, len(judged))
-    print(f"\n{n} of {len(codes)} mutants drawn (seed {seed}): " + ", ".join(f"{v} {k}" for k, v in counts.most_common()))
+    print(f"\n{n} of {len(codes)} mutants drawn (seed {seed}): "
+          + ", ".join(f"{v} {k}" for k, v in counts.most_common()))
     print(f"killed {killed} of {len(judged)} non-equivalent ({sum(name in same for name in sample)} equivalent): "
           f"{100 * killed / max(len(judged), 1):.1f}% (95% interval {100 * low:.1f}-{100 * high:.1f}%)")
 
@@ -91,9 +92,11 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.action == "draw":
+        from mutmut.stats import status_by_exit_code
+
         with contextlib.redirect_stdout(sys.stderr):  # mutmut names each file it mutates
             generate()
         codes = outcomes()
-        print(" ".join(name for name in draw(args.n, args.seed) if codes[name] not in (1, 3)))  # 1, 3: killed
+        print(" ".join(name for name in draw(codes, args.n, args.seed) if status_by_exit_code[codes[name]] != "killed"))
     else:
         report(args.n, args.seed)
