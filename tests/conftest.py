@@ -3,6 +3,8 @@
 Tests take what the user's commands take (the typed configs' defaults, the experiment files), changed only in
 size, so a test never runs on settings no user has.
 """
+import functools
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -68,9 +70,21 @@ def _subprocess_hits() -> set[str]:
     return hits
 
 
+@functools.cache
+def _record_forks():
+    """The test's own forks (DataLoader workers) write their hits too, by the hook the Pythons it starts load.
+    Cached: loaded and registered once, and kept alive (the fork registry holds it weakly)."""
+    spec = importlib.util.spec_from_file_location("gs_mutmut_hits", _SUBPROCESS_STATS / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.record_forks()
+    return module
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if _collecting_mutmut_stats():
+        _record_forks()  # before GS_MUTMUT_HITS is set: the hook's own import-time setup is for started Pythons
         os.environ["GS_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut-hits-")
         os.environ["GS_MUTMUT_PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SUBPROCESS_STATS),
