@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from helpers import image_bytes, smooth_photo
+from helpers import image_bytes, random_splats, smooth_photo
 
 from gs_lightning.codec import MAGIC, RECORDS, RecordError, round_trip
 from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
@@ -187,6 +187,22 @@ def test_refinement_through_the_record_improves_what_is_stored(fit_cfg):
     wild = refine_quantized(images, splats, iterations=5, lr=50.0)  # steps that throw the splats about
     with torch.no_grad():  # are not kept: each image keeps its best step, here the first (the fit itself)
         torch.testing.assert_close(psnr_per_image(quantized_render(wild, 48, 48), images), before)
+
+
+def test_refinement_scores_a_render_below_black_as_black():
+    """Each step is scored by what is shown, the render clamped to [0, 1]. On a black image, splats whose
+    colours are all negative are already exact (their render is below 0 everywhere), so no step beats the
+    fit's own record, and it is what the refinement returns. Scored unclamped, the steps that lift the
+    colours toward 0 would look better and be kept."""
+    from gs_lightning.fit.refine import quantized_render, refine_quantized
+    from gs_lightning.splats import Splats
+
+    s = random_splats(1, 12, 16, 16, seed=3, requires_grad=False)
+    splats = Splats(s.xy, s.chol, -(s.rgb.abs() + 0.2), s.mask)
+    refined = refine_quantized(torch.zeros(1, 3, 16, 16), splats, iterations=5, lr=1.0)
+    with torch.no_grad():
+        assert quantized_render(splats, 16, 16).max() < 0
+        torch.testing.assert_close(quantized_render(refined, 16, 16), quantized_render(splats, 16, 16))
 
 
 def test_fp16_record_counts_sixteen_bytes_a_splat():

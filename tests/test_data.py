@@ -1,10 +1,12 @@
 """DataModules: both kinds load; DDP ranks get disjoint samples and equal steps; bad samples are counted."""
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,40 @@ def test_a_shard_shared_by_more_workers_than_shards_counts_a_dropped_sample_once
     batches = list(zs.val_dataloader())
     assert sorted(k for b in batches for k in b["keys"]) == [f"00000.tar/k{i}" for i in range(7)]
     assert sum(b["skipped"] for b in batches) == 1
+
+
+def test_a_torn_shard_shared_by_workers_counts_every_sample_once(tmp_path, monkeypatch):
+    """One torn shard read by two workers: each of its samples is yielded or counted skipped, once, by the
+    workers together, so what the tar never reached counts as sizes.json's samples less those read. Without
+    sizes.json that rest is unknown, and counts as one."""
+    import gs_lightning.data.datamodules as dm
+
+    fitted_shards(tmp_path, [20])
+    torn = tmp_path / "00000.tar"
+    torn.write_bytes(torn.read_bytes()[:21000])  # some samples read, one cut, the rest never reached
+
+    def read_by_two_workers():
+        seen, skipped, told = [], 0, []
+        for slot in range(2):
+            monkeypatch.setattr(dm, "worker_slot", lambda: (slot, 2))
+            stream = dm.SampleStream(dm.existing_sources(str(torn), "data.train"),
+                                     lambda raw, rng: {"splats": dm.splats_of(raw, None, None)}, dm.collate, 4,
+                                     train=False, sizes=dm.shard_sizes([str(torn)]))
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                batches = list(stream)
+            seen += [k for b in batches for k in b["keys"]]
+            skipped += sum(b["skipped"] for b in batches)
+            told += [str(w.message) for w in record]
+        return seen, skipped, " ".join(told)
+
+    seen, skipped, told = read_by_two_workers()
+    assert len(seen) == len(set(seen)) and 1 < len(seen) < 20 and skipped == 20 - len(seen), (seen, skipped, told)
+    (unread,) = map(int, re.findall(r"\((\d+) of its 20 samples unread\)", told))
+    assert unread > 1, told
+    (tmp_path / "sizes.json").unlink()
+    unsized, skipped_unsized, told = read_by_two_workers()
+    assert unsized == seen and skipped_unsized == skipped - unread + 1 and "(the rest of it)" in told, told
 
 
 def test_missing_data_path_names_the_key_and_the_path(tmp_path):

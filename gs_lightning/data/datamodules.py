@@ -115,7 +115,7 @@ class SampleStream(wds.DataPipeline):
                 self.pending_skips += 1
             broken = [reason for key, reason in errors if key == source.name]  # the tar itself: torn, corrupt
             if broken and reports:
-                known = source.name in self.sizes and len(self.sources) >= slots  # whole shards to a slot
+                known = source.name in self.sizes  # a slot that reports has read the whole shard, shared or not
                 lost = max(self.sizes.get(source.name, 0) - read - len(dropped), 0) if known else 1
                 warn_skipped(source.name, f"({lost} of its {self.sizes[source.name]} samples unread)" if known else
                              "(the rest of it)", "; ".join(broken))
