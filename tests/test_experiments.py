@@ -14,7 +14,7 @@ from conftest import TINY_TRAIN
 from helpers import fake_run, fitted_shards
 
 from gs_lightning.compare import load_run, table
-from gs_lightning.config import EXPERIMENTS, compose_fit, compose_train, group_names, load_fit_config
+from gs_lightning.config import EXPERIMENTS, FitRun, compose, compose_fit, compose_train, group_names, load_fit_config
 from gs_lightning.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +82,18 @@ def test_unknown_keys_and_experiments_are_named():
         compose_train(["gs196", "demo2"])
     with pytest.raises(UserError, match=r"^fit\.num_splats: Value 'abc' of type 'str' could not be converted"):
         compose_fit([], ["fit.num_splats=abc"])
+
+
+def test_a_bad_key_in_a_file_names_the_file_it_came_from(tmp_path):
+    """A typo or a wrong type in an experiment file, or in a file its `defaults` pull in, is named with the
+    file that holds it, not only the key."""
+    (tmp_path / "base.yaml").write_text("fit:\n  num_splatz: 9\n")
+    (tmp_path / "mine.yaml").write_text("defaults: [base]\nfit:\n  iterations: 7\n")
+    with pytest.raises(UserError, match=r"^fit\.num_splatz: unknown config key \(from .*/base\.yaml\)"):
+        compose(FitRun, [tmp_path / "mine.yaml"])
+    (tmp_path / "base.yaml").write_text("fit:\n  num_splats: many\n")
+    with pytest.raises(UserError, match=r"^fit\.num_splats: .* \(from .*/base\.yaml\)$"):
+        compose(FitRun, [tmp_path / "mine.yaml"])
 
 
 def agent_command(spec: dict, params: dict) -> list[str]:

@@ -66,6 +66,22 @@ def test_records_are_unit_square_and_render_back_to_the_psnr_they_report(tmp_pat
         assert psnr == pytest.approx(json.loads(m["json"])["psnr"], abs=0.1), key
 
 
+def test_the_fit_bar_counts_every_batch_and_shows_its_iterations_and_the_running_mean_psnr(tmp_path):
+    """The bar (Lightning's, on stdout) moves on at each batch, shows the batch's iterations as it fits, and
+    ends on the mean PSNR of every image fitted, which summary.json states: a mean over all batches, not the
+    last batch's."""
+    import re
+
+    pattern = shards(tmp_path / "in", [3, 2])
+    out = fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.iterations=20", "fit.batch_size=2")
+    fitted = out.stdout.count("iteration=0/20,")
+    assert fitted == 3 and out.stdout.count("iteration=20/20,") >= 3, out.stdout[-2000:]
+    assert max(int(n) for n in re.findall(r"\| (\d+)/\?", out.stdout)) >= fitted, out.stdout[-2000:]
+    shown = float(re.findall(r"[ ,]psnr=([\d.]+)", out.stdout)[-1])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert shown == pytest.approx(summary["psnr_mean"], abs=0.006) and summary["images_fitted"] == 5
+
+
 def test_dataloader_workers_fit_each_shard_once(tmp_path):
     pattern = shards(tmp_path / "in", [3, 2, 4])
     fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.num_workers=2", "fit.batch_size=2")
@@ -114,6 +130,29 @@ def test_fit_init_and_its_keys_reach_the_fit(tmp_path, init, keys):
     for b, key in enumerate(names):
         got = np.load(io.BytesIO(fitted[key]["splats.npy"])).astype(np.float32)
         np.testing.assert_allclose(got, start.to_rows(size, size)[b], rtol=2e-3, atol=1e-3, err_msg=key)
+
+
+def test_a_rerun_takes_a_key_an_older_fit_yaml_lacks_at_its_default(tmp_path):
+    """fit.yaml holds the settings a folder's splat sets were made with. A key added to FitConfig since an
+    older fit.yaml was written is what that fit used, its default: a rerun at the default resumes, another
+    value is refused, naming the key, the default and the new value."""
+    from dataclasses import replace
+
+    from gs_lightning.errors import UserError
+    from gs_lightning.fit.config import FitConfig
+    from gs_lightning.fit.summary import keep_fit_settings
+
+    cfg = FitConfig(output=str(tmp_path), num_splats=50)
+    keep_fit_settings(cfg)
+    path = tmp_path / "fit.yaml"
+    older = [line for line in path.read_text().splitlines() if not line.startswith("refine_lr:")]
+    assert len(older) == len(path.read_text().splitlines()) - 1
+    path.write_text("\n".join(older) + "\n")
+    keep_fit_settings(replace(cfg, batch_size=3))  # resumes: the same settings, a free key changed
+    with pytest.raises(UserError, match=r"fit\.refine_lr was 0\.1, now 0\.3\)"):
+        keep_fit_settings(replace(cfg, refine_lr=0.3))
+    with pytest.raises(UserError, match=r"fit\.num_splats was 50, now 400\)"):
+        keep_fit_settings(replace(cfg, num_splats=400))
 
 
 def test_a_summary_reads_a_shard_without_its_account_from_the_shard(tmp_path):
