@@ -27,13 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+HARNESS = ("run", "sample", "__init__")  # this folder's scripts, not lists of mutants
 CPP = (".h", ".cpp")  # sources of the CPU build: a mutant there rebuilds it (.cu/.cuh: the emulator compiles them)
 
 
 def load(topics: list[str] | None) -> list[dict]:
     mutants = []
     for f in sorted(HERE.glob("*.py")):
-        if f.stem in ("run", "__init__") or (topics and f.stem not in topics):
+        if f.stem in HARNESS or (topics and f.stem not in topics):
             continue
         spec = importlib.util.spec_from_file_location(f"mutants_{f.stem}", f)
         module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,34 @@
+"""The hand list of `make mutants` stays applicable: every listed mutant's text occurs once in the file it
+names, its tests exist, and its name is its own. Checked here in seconds, so that moved code or a renamed test
+shows in `make test`, not after the minutes of a mutation run's baseline."""
+import importlib.util
+import re
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("mutants_run", ROOT / "tests" / "mutants" / "run.py")
+run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run)
+
+
+def test_every_listed_mutant_applies_once_and_changes_its_file():
+    mutants = run.load(None)
+    assert len(mutants) >= 100  # every topic's list loads; the harness's own scripts are not lists
+    for m in mutants:
+        text = (ROOT / m["path"]).read_text()
+        assert run.mutated(m, text) != text, m["name"]
+
+
+def test_every_listed_mutant_names_tests_that_exist_and_a_name_of_its_own():
+    mutants = run.load(None)
+    assert not [name for name, n in Counter(m["name"] for m in mutants).items() if n > 1]
+    for m in mutants:
+        assert m["tests"] and m["why"], m["name"]
+        for test in m["tests"]:
+            path, _, name = test.partition("::")
+            assert (ROOT / path).is_file(), (m["name"], test)
+            if name:
+                function = re.sub(r"\[.*\]$", "", name.split("::")[-1])
+                assert re.search(rf"^\s*def {re.escape(function)}\(", (ROOT / path).read_text(), re.M), \
+                    (m["name"], test)
