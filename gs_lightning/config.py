@@ -208,6 +208,10 @@ def _check_node(node: DictConfig, schema: type, prefix: str) -> None:
 def validate(cfg: DictConfig, schema: type) -> None:
     """Every field's range and choices, then the checks that span fields or need the model's own config."""
     _check_node(cfg, schema, "")
+    if schema is FitRun and 2 ** len(cfg.fit.coarse_iterations) > cfg.fit.image_size:
+        raise UserError("fit.coarse_iterations", f"{len(cfg.fit.coarse_iterations)} levels average the images down "
+                                                 f"{2 ** len(cfg.fit.coarse_iterations)}x, more than fit.image_size "
+                                                 f"{cfg.fit.image_size}")
     if schema is TrainRun:
         _validate_model(cfg.model)
         from gs_lightning.zeroshot.tasks import EVAL_SETS

@@ -70,6 +70,9 @@ class FitConfig:
     solve_steps: int = setting(20, "conjugate-gradient steps of a colour solve, each about 1.6 iterations' "
                                    "cost (a forward and a backward, unfused)", ge=1)
     solve_ridge: float = setting(1e-3, "the colour solve's ridge, relative to each Gaussian's energy", ge=0)
+    coarse_iterations: list[int] = setting(lambda: [], "coarse-to-fine: Adam steps on the images averaged down "
+                                                       "2^k x before the full-resolution fit, coarsest first ([400, 100]: "
+                                                       "400 at a quarter, then 100 at half); []: none", ge=1)
     target_psnr: Optional[float] = setting(None, "each image stops once its PSNR (dB) reaches this; null: "
                                                  "every image runs fit.iterations", gt=0)
     record: str = setting("fp16", "how a splat set is stored: fp16 (16 B a splat, the paper's) | quantized "

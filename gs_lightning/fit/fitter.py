@@ -11,9 +11,11 @@ Gaussian whose luminance 0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshol
 turns False), so every image ends with its own N.
 
 Beyond the paper: the colours may start from a least-squares solve for the init's geometry (fit.solve_colours,
-again after each prune); the cosine decay spans the run; and with fit.target_psnr each image stops at the
+again after each prune); the cosine decay spans the run; with fit.target_psnr each image stops at the
 first step whose render reaches it, keeping those splats, and its rows leave every tensor (Adam's moments
-included), so a finished image costs nothing more and the others go on exactly as they would alone.
+included), so a finished image costs nothing more and the others go on exactly as they would alone; and with
+fit.coarse_iterations the fit starts from fits of the images averaged down (coarse_to_fine), whose steps cost
+a fraction of a full-resolution one.
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from gs_lightning.fit.config import FitConfig
+from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.fit.init import initialise
 from gs_lightning.fit.parameterization import PARAMETERIZATIONS
 from gs_lightning.fit.refine import quantized_render, refine_quantized
@@ -145,7 +148,7 @@ def fit_batch(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
     *,
-    init: Splats | None = None,
+    init: Splats | None = None,  # a start to fit from, colours and all, instead of fit.init's (solved) one
     callback=None,  # callback(step, psnr [B]): each image's PSNR (unclamped render) at that step
     callback_every: int = 100,
 ) -> tuple[Splats, FitStats]:
@@ -157,9 +160,11 @@ def fit_batch(
     how = PARAMETERIZATIONS[cfg.parameterization]
     B, _, H, W = images.shape
     images = images.float().contiguous()
-    start = init if init is not None else initialise(images, cfg)
-    if cfg.solve_colours:
-        start = replace(start, rgb=_solve(start, images, cfg))
+    start = init
+    if start is None:
+        start = initialise(images, cfg)
+        if cfg.solve_colours:
+            start = replace(start, rgb=_solve(start, images, cfg))
     size = torch.tensor([W, H], dtype=torch.float32, device=images.device)
     xy, diagonal, shear = (t.requires_grad_(True) for t in how.to_params(start, size))
     rgb = start.rgb.detach().clone().requires_grad_(True)
@@ -231,14 +236,38 @@ def _solve(splats: Splats, images: Tensor, cfg: FitConfig) -> Tensor:  # [B, N, 
     return solve_colours(splats, images, steps=cfg.solve_steps, ridge=cfg.solve_ridge, backend=cfg.backend)
 
 
+def coarse_to_fine(images: Tensor, cfg: FitConfig) -> Splats:  # images [B, 3, H, W]
+    """The full-resolution fit's start, from fit.coarse_iterations: level k of K fits the images averaged down
+    2^(K-k)x for its steps, coarsest first; the coarsest starts from fit.init's start, each other from the level
+    before. Pruning, its L1 penalty and fit.target_psnr wait for full resolution.
+
+    A level's splats scale up 2x exactly: a coarse pixel averages 2x2 finer ones, whose centres (at i + 0.5)
+    average to twice its own centre, so xy and the Cholesky factor double; a Gaussian's peak weight is 1 at
+    any size, so the colours stay."""
+    K = len(cfg.coarse_iterations)
+    H, W = images.shape[-2:]
+    if 2**K > min(H, W):
+        raise ValueError(f"fit.coarse_iterations: {K} levels average the images down {2**K}x, more than "
+                         f"{H}x{W} images allow")
+    coarse = replace(cfg, prune=PruneConfig.off(), target_psnr=None)
+    start = None
+    for k, steps in enumerate(cfg.coarse_iterations):
+        level, _ = fit_batch(F.avg_pool2d(images.float(), 2 ** (K - k)), replace(coarse, iterations=steps),
+                             init=start)
+        start = replace(level, xy=level.xy * 2, chol=level.chol * 2)
+    return start
+
+
 def fit_images(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
     **progress,  # fit_batch's callback and callback_every
 ) -> tuple[Splats, FitStats]:
-    """The fit: fit_batch, then, for the quantized record, the refinement through what it stores; stats.psnr is
-    then that of what is stored (stats.iterations stays the fit's own)."""
-    splats, stats = fit_batch(images, cfg, **progress)
+    """The fit: the coarse levels (fit.coarse_iterations), fit_batch at full resolution, then, for the quantized
+    record, the refinement through what it stores; stats.psnr is then that of what is stored (stats.iterations
+    stays the full-resolution fit's own)."""
+    start = coarse_to_fine(images, cfg) if cfg.coarse_iterations else None
+    splats, stats = fit_batch(images, cfg, init=start, **progress)
     if cfg.record != "quantized":
         return splats, stats
     H, W = images.shape[-2:]

@@ -1,0 +1,112 @@
+"""Coarse-to-fine (fit.coarse_iterations): the 2x scaling against the dense reference, the levels against
+their definition written out, a given start's colours, batching, and the config's checks."""
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import shipped_fit_config
+from helpers import random_splats, smooth_photo
+
+from gs_lightning.config import load_fit_config
+from gs_lightning.errors import UserError
+from gs_lightning.fit.config import PruneConfig
+from gs_lightning.fit.fitter import coarse_to_fine, fit_batch, fit_images, psnr_per_image
+from gs_lightning.render import rasterize, render_reference
+from gs_lightning.splats import Splats
+
+
+def photos(*seeds: int, size: int = 32) -> torch.Tensor:  # [len(seeds), 3, size, size]
+    return torch.stack([torch.from_numpy(smooth_photo(size, size, seed=s)).permute(2, 0, 1).float() / 255
+                        for s in seeds])
+
+
+@pytest.mark.parametrize("row, col", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_splats_scaled_2x_draw_the_coarse_image_at_the_finer_pixel_centres(row, col):
+    """Fine pixel (2i + row, 2j + col) has its centre at coarse point (i + 0.5 + (row - 0.5) / 2, ...): the
+    splats doubled in xy and L, drawn at 2h x 2w, must show there what the coarse splats, moved by the
+    opposite offset, show at pixel (i, j) of h x w. Dense reference on both sides, colours unchanged."""
+    coarse = random_splats(2, 12, 10, 14, seed=3, requires_grad=False)
+    fine = render_reference(replace(coarse, xy=coarse.xy * 2, chol=coarse.chol * 2), 20, 28)
+    shift = torch.tensor([(col - 0.5) / 2, (row - 0.5) / 2])
+    want = render_reference(replace(coarse, xy=coarse.xy - shift), 10, 14)
+    torch.testing.assert_close(fine[..., row::2, col::2], want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_levels_are_fits_of_the_averaged_images_each_from_the_last_scaled_up():
+    """Two levels written out: 30 steps at a quarter from fit.init's (solved) start, then 20 at half from those
+    splats doubled, whose colours are kept; doubled again. Pruning, the L1 penalty and the PSNR target are for
+    full resolution: a config that would prune everything or stop at once gives the same levels."""
+    images = photos(0, 1)
+    cfg = shipped_fit_config(num_splats=9, iterations=5, coarse_iterations=[30, 20])
+    level = replace(cfg, prune=PruneConfig.off(), target_psnr=None)
+    quarter, _ = fit_batch(F.avg_pool2d(images, 4), replace(level, iterations=30))
+    half, _ = fit_batch(F.avg_pool2d(images, 2), replace(level, iterations=20),
+                        init=replace(quarter, xy=quarter.xy * 2, chol=quarter.chol * 2))
+    eager = replace(cfg, prune=PruneConfig(l1_weight=1.0, threshold=100.0, at=[0.0]), target_psnr=1.0)
+    for c in (cfg, eager):
+        start = coarse_to_fine(images, c)
+        torch.testing.assert_close(start.xy, half.xy * 2, rtol=0, atol=0)
+        torch.testing.assert_close(start.chol, half.chol * 2, rtol=0, atol=0)
+        torch.testing.assert_close(start.rgb, half.rgb, rtol=0, atol=0)
+        assert start.mask.all()
+
+
+def test_a_given_start_keeps_its_colours():
+    """fit.solve_colours solves the colours of fit.init's start, not of a start handed in: after one Adam step
+    (its first moves every parameter by its lr) each colour is within lr of where it began."""
+    images = photos(2)
+    start = replace(random_splats(1, 9, 32, 32, seed=1, requires_grad=False), rgb=torch.full((1, 9, 3), 5.0))
+    cfg = shipped_fit_config(num_splats=9, iterations=1)
+    assert cfg.solve_colours
+    end, _ = fit_batch(images, cfg, init=start)
+    assert (end.rgb - 5.0).abs().max() <= cfg.lr.rgb * 1.001
+    assert (end.rgb - 5.0).abs().min() >= cfg.lr.rgb * 0.999
+
+
+def test_an_image_fitted_coarse_to_fine_in_a_batch_is_the_image_fitted_alone_and_a_rerun_repeats():
+    images = photos(3, 4, 5)
+    cfg = shipped_fit_config(num_splats=16, iterations=20, coarse_iterations=[40, 20],
+                             prune=PruneConfig(l1_weight=0.01, threshold=0.05, at=[0.5]))
+    batch, stats = fit_images(images, cfg)
+    alone, stats1 = fit_images(images[1:2], cfg)
+    for name in ("xy", "chol", "rgb", "mask"):
+        torch.testing.assert_close(getattr(batch, name)[1:2], getattr(alone, name), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats.psnr[1:2], stats1.psnr, rtol=1e-4, atol=1e-4)
+    again, _ = fit_images(images, cfg)
+    for name in ("xy", "chol", "rgb", "mask"):
+        assert torch.equal(getattr(again, name), getattr(batch, name)), name
+
+
+def test_coarse_levels_lift_a_short_fit():
+    """The same 20 full-resolution steps, from 200 at half resolution: a clearly better fit of every image
+    (each coarse step moves the Gaussians over a quarter of the pixels)."""
+    images = photos(6, 7, 8, size=64)
+    cfg = shipped_fit_config(num_splats=24, iterations=20)
+    _, plain = fit_images(images, cfg)
+    splats, coarse = fit_images(images, replace(cfg, coarse_iterations=[200]))
+    assert (coarse.psnr > plain.psnr + 1.0).all(), (plain.psnr, coarse.psnr)
+    torch.testing.assert_close(coarse.psnr, psnr_per_image(rasterize(splats, 64, 64), images))
+    assert coarse.iterations.tolist() == [20, 20, 20]  # the full-resolution fit's own steps
+
+
+def test_more_levels_than_the_image_allows_are_named():
+    with pytest.raises(ValueError, match=r"fit.coarse_iterations: 3 levels .* 8x, more than 6x6"):
+        coarse_to_fine(torch.rand(1, 3, 6, 6), shipped_fit_config(num_splats=1, coarse_iterations=[5, 5, 5]))
+    with pytest.raises(UserError, match=r"fit.coarse_iterations.*16x, more than fit.image_size 8"):
+        load_fit_config([], ["fit.image_size=8", "fit.coarse_iterations=[1,1,1,1]"])
+    with pytest.raises(UserError, match=r"fit.coarse_iterations\[1\].*>= 1"):
+        load_fit_config([], ["fit.coarse_iterations=[5,0]"])
+    assert load_fit_config(["coarse"]).coarse_iterations == [400, 100]
+
+
+def test_the_fit_records_the_coarse_start_it_was_given():
+    """fit_images hands the levels' splats to the full-resolution fit: with every learning rate at ~0, what it
+    stores is that start (the coarsest level's solved colours on its init, doubled)."""
+    images = photos(9)
+    cfg = shipped_fit_config(num_splats=9, iterations=1, coarse_iterations=[15])
+    cfg = replace(cfg, lr=replace(cfg.lr, xy=1e-12, diagonal=1e-12, shear=1e-12, rgb=1e-12))
+    end, _ = fit_images(images, cfg)
+    start = coarse_to_fine(images, cfg)
+    for name in ("xy", "chol", "rgb"):
+        torch.testing.assert_close(getattr(end, name), getattr(start, name), rtol=1e-6, atol=1e-6)
