@@ -97,7 +97,7 @@ def test_more_levels_than_the_image_allows_are_named():
         load_fit_config([], ["fit.image_size=8", "fit.coarse_iterations=[1,1,1,1]"])
     with pytest.raises(UserError, match=r"fit.coarse_iterations\[1\].*>= 1"):
         load_fit_config([], ["fit.coarse_iterations=[5,0]"])
-    assert load_fit_config(["coarse"]).coarse_iterations == [400, 100]
+    assert load_fit_config(["coarse"]).coarse_iterations == [400, 200]
 
 
 def test_the_fit_records_the_coarse_start_it_was_given():

@@ -493,6 +493,24 @@ def test_fit_benchmark_tables_and_plots(tmp_path, capsys):
     assert (tmp_path / "fit_paper.png").stat().st_size > 10_000
 
 
+def test_fit_benchmark_time_to_quality_runs_every_route_against_the_default_at_300(tmp_path, capsys):
+    from gs_lightning.benchmarks import fit as bench
+
+    images = torch.stack([torch.from_numpy(smooth_photo(16, 16, seed=i)).permute(2, 0, 1).float() / 255 for i in (0, 1)])
+    bench.time_to_quality(images, tmp_path, counts=(4,), batch=2)
+    rows = [line.split(None, 2) for line in capsys.readouterr().out.splitlines()]
+    table = {r[2].rsplit(None, 4)[0]: r[2].rsplit(None, 4)[1:] for r in rows if len(r) == 3 and r[0] == "4"
+             and r[1] in ("default", "coarse-to-fine")}
+    assert set(table) == {f"{T} it." for T in bench.TIME_BUDGETS} | {f"{c} + {t}" for c, t in bench.COARSE}
+    assert table["300 it."][2:] == ["yes", "1.00x"]
+    target = float(table["300 it."][1])
+    for _, psnr, reached, factor in table.values():  # the factor is given exactly where the target is reached
+        assert (factor != "-") == (reached == "yes")
+        if float(psnr) != target:  # equal to two decimals: either side of the target
+            assert (reached == "yes") == (float(psnr) > target)
+    assert (tmp_path / "fit_time.png").stat().st_size > 10_000
+
+
 def test_fit_benchmark_throughput_times_both_recipes_on_each_path(capsys):
     from gs_lightning.benchmarks import fit as bench
     from gs_lightning.render import simd_paths

@@ -165,12 +165,8 @@ def batch_of(images: torch.Tensor, batch: int) -> torch.Tensor:  # [k, 3, H, W] 
 
 TIME_BUDGETS = (60, 100, 150, 200, 300)  # the default's iterations; 300 sets the target
 # Coarse-to-fine: (fit.coarse_iterations, full-resolution iterations); the last is experiments/fit/coarse.yaml.
-COARSE = (([200], 40), ([400], 100), ([400, 200], 80), ([400, 100], 60))
+COARSE = (([200], 40), ([400], 100), ([400, 100], 60), ([400, 200], 80))
 GOAL = 5.0  # less wall time to the default's PSNR
-
-
-def coarse_label(levels: list[int], iterations: int) -> str:  # ([400, 100], 60) -> "400 at 1/4, 100 at 1/2 + 60"
-    return ", ".join(f"{t} at 1/{2 ** (len(levels) - k)}" for k, t in enumerate(levels)) + f" + {iterations}"
 
 
 def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64) -> None:
@@ -182,15 +178,15 @@ def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64
     print(f"\n== Time to quality: {k} images in batches of {batch} at {SIZE}x{SIZE}, {torch.get_num_threads()} "
           f"threads, no pruning; ms per image count the init, the colour solve and every pass")
     fit_batch(stack[:2], replace(recipe_config("default"), iterations=3))  # warm up
-    points = {}  # (n, route) -> [(ms per image, PSNR)]
+    points = {}  # (n, route) -> [(ms per image, PSNR, setting)]
 
     def timed(n: int, route: str, label: str, run) -> tuple[float, float]:
         t0 = time.perf_counter()
         psnr = run()
         ms = 1000 * (time.perf_counter() - t0) / batch
-        points.setdefault((n, route), []).append((ms, psnr[:k].mean().item()))
+        points.setdefault((n, route), []).append((ms, psnr[:k].mean().item(), label))
         print(f"  {n:5d} {route:15s} {label:28s} {ms:7.1f} ms/image  {psnr[:k].mean():.2f} dB", flush=True)
-        return points[n, route][-1]
+        return points[n, route][-1][:2]
 
     for n in counts:
         cfg = recipe_config("default", num_splats=n)
@@ -199,17 +195,17 @@ def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64
             results.append(("default", f"{T} it.", *timed(n, "default", f"{T} it.",
                                                           lambda: fit_batch(stack, replace(cfg, iterations=T))[1].psnr)))
         for levels, fine in COARSE:
-            label = coarse_label(levels, fine)
+            label = f"{levels} + {fine}"  # fit.coarse_iterations + fit.iterations
             results.append(("coarse-to-fine", label, *timed(n, "coarse-to-fine", label, lambda: fit_images(
                 stack, replace(cfg, coarse_iterations=levels, iterations=fine))[1].psnr)))
-        target_ms, target_psnr = points[n, "default"][-1]
+        target_ms, target_psnr, _ = points[n, "default"][-1]
         for route, label, ms, psnr in results:
             reached = psnr >= target_psnr
             rows.append([n, route, label, f"{ms:.1f}", f"{psnr:.2f}", "yes" if reached else "no",
                          f"{target_ms / ms:.2f}x" if reached else "-"])
         print_table(["Gaussians", "route", "setting", "ms/image", "PSNR", "reaches target", "less time"], rows)
         best = max((target_ms / ms for _, _, ms, psnr in results if psnr >= target_psnr), default=1.0)
-        fifth = max((p for ms, p in points[n, "default"] if ms <= target_ms / GOAL * 1.1), default=None)
+        fifth = max((p for ms, p, _ in points[n, "default"] if ms <= target_ms / GOAL * 1.1), default=None)
         print(f"  {n} Gaussians: target {target_psnr:.2f} dB (the default at 300 it., {target_ms:.1f} ms/image); "
               f"fastest route to it: {best:.2f}x less time (goal {GOAL:.0f}x: {'met' if best >= GOAL else 'short'})"
               + (f"; at a fifth of the time the default gives {fifth:.2f} dB" if fifth is not None else ""))
@@ -225,10 +221,13 @@ def _plot_time(points: dict, counts, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 3.8), squeeze=False)
     for ax, n in zip(axes[0], counts):
-        target_ms, target_psnr = points[n, "default"][-1]
-        for route, style in (("default", "o-"), ("coarse-to-fine", "s--")):
-            ms, psnr = zip(*points[n, route])
-            ax.plot(ms, psnr, style, label=route)
+        target_ms, target_psnr, _ = points[n, "default"][-1]
+        ms, psnr, _ = zip(*points[n, "default"])
+        ax.plot(ms, psnr, "o-", label="default at 60-300 it.")
+        ms, psnr, settings = zip(*points[n, "coarse-to-fine"])  # settings, not a curve: each point named
+        ax.plot(ms, psnr, "s", color="tab:orange", label="coarse-to-fine, [levels] + it.")
+        for x, y, setting in zip(ms, psnr, settings):
+            ax.annotate(setting, (x, y), fontsize=7, xytext=(4, -9), textcoords="offset points")
         ax.axhline(target_psnr, color="gray", lw=0.8, ls=":", label="default at 300 it.")
         ax.axvline(target_ms / GOAL, color="tab:red", lw=0.8, ls=":", label=f"{GOAL:.0f}x less time")
         ax.set_xlabel("wall ms per image (batch of 64)")
