@@ -1,7 +1,7 @@
 """The fit: images to splat sets, a whole batch at once (paper 4.2-4.4).
 
-fit_images is the entry point: fit_batch, then, for the quantized record, the refinement through what it
-stores (fit/refine.py). fit_batch runs one Adam over every image's parameters, through the batched
+fit_images is the entry point: the coarse levels if any (coarse_to_fine), fit_batch, then, for the quantized
+record, the refinement through what it stores (fit/refine.py). fit_batch runs one Adam over every image's parameters, through the batched
 rasterizer. The loss is a per-image sum, and Adam is element-wise, so each image's fit is the same as if it
 were fitted alone: batching buys speed, never coupling.
 
