@@ -377,7 +377,8 @@ def main(argv=None) -> None:
     p.add_argument("--input", help="shard pattern or image folder (default: the embedded photos)")
     p.add_argument("--photos", type=int, default=len(PHOTOS), help="how many images")
     p.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="(budgets)")
-    p.add_argument("--counts", type=int, nargs="+", help="Gaussians per image (budgets: 400 4900; time: 196 400 4900; paper: all five)")
+    p.add_argument("--counts", type=int, nargs="+",
+                   help="Gaussians per image (budgets: 400 4900; time: 196 400 4900; paper: all five)")
     p.add_argument("--iterations", type=int, default=3000, help="(paper)")
     p.add_argument("--throughput-iterations", type=int, default=50)
     p.add_argument("--out", default="outputs/bench")

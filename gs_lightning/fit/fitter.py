@@ -1,9 +1,9 @@
 """The fit: images to splat sets, a whole batch at once (paper 4.2-4.4).
 
 fit_images is the entry point: the coarse levels if any (coarse_to_fine), fit_batch, then, for the quantized
-record, the refinement through what it stores (fit/refine.py). fit_batch runs one Adam over every image's parameters, through the batched
-rasterizer. The loss is a per-image sum, and Adam is element-wise, so each image's fit is the same as if it
-were fitted alone: batching buys speed, never coupling.
+record, the refinement through what it stores (fit/refine.py). fit_batch runs one Adam over every image's
+parameters, through the batched rasterizer. The loss is a per-image sum, and Adam is element-wise, so each
+image's fit is the same as if it were fitted alone: batching buys speed, never coupling.
 
 What Adam steps is set by fit.parameterization (fit/parameterization.py). An L1 penalty on the colours
 drives weak Gaussians towards zero; at the configured points of the run (fractions of the iterations), a
