@@ -72,6 +72,7 @@ CASES = {
     "beta2_one": ("fit fit.lr.beta2=1", "fit.lr.beta2"),
     "decay_above_one": ("fit fit.lr.decay_to=1.5", "fit.lr.decay_to"),
     "adaptive_floor_above_one": ("fit fit.adaptive_floor=1.2", "fit.adaptive_floor"),
+    "oriented_aspect_below_one": ("fit fit.oriented_max_aspect=0.5", "fit.oriented_max_aspect"),
     "model_beta_one": ("train gs196 demo model.betas=[0.9,1.0]", "model.betas"),
     "heads_do_not_divide_width": ("train gs196_scratch demo model.splat_encoder.resampler_heads=7",
                                   "model.splat_encoder.resampler_heads"),
@@ -139,7 +140,7 @@ def test_fit_help_lists_recipes_and_every_key_with_type_default_and_meaning():
         line = next(l for l in out.stdout.splitlines() if l.split()[:1] == [key])
         assert line.endswith(bounds), line
     line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.init"])
-    assert "adaptive" in line and "structured" in line and "random" in line
+    assert all(init in line for init in ("oriented", "adaptive", "structured", "random"))
     paper = run_cli("fit", "paper", "--help")  # the values the named recipe gives
     line = next(l for l in paper.stdout.splitlines() if l.split()[:1] == ["fit.iterations"])
     assert line.split()[1:3] == ["int", "3000"]

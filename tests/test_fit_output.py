@@ -109,12 +109,14 @@ def test_two_ddp_ranks_share_the_shards_and_the_summary_counts_both(tmp_path):
 
 
 @pytest.mark.parametrize("init, keys", [("structured", []), ("random", ["fit.seed=7"]),
-                                        ("adaptive", ["fit.adaptive_floor=0.7", "fit.adaptive_scale=0.6"])])
+                                        ("adaptive", ["fit.adaptive_floor=0.7", "fit.adaptive_scale=0.6"]),
+                                        ("oriented", ["fit.adaptive_floor=0.7", "fit.adaptive_scale=0.6",
+                                                      "fit.oriented_max_aspect=1.5"])])
 def test_fit_init_and_its_keys_reach_the_fit(tmp_path, init, keys):
     """With steps too small to move anything, what a fit stores is where it started: the init that fit.init
     names, with its own keys at values other than their defaults (the oracle: the init functions, called on the
     resized images)."""
-    from gs_lightning.fit.init import adaptive_init, random_init, structured_init
+    from gs_lightning.fit.init import adaptive_init, oriented_init, random_init, structured_init
 
     pattern = shards(tmp_path / "in", [2])
     still = [f"fit.lr.{k}=1e-12" for k in ("xy", "diagonal", "shear", "rgb")]
@@ -126,7 +128,8 @@ def test_fit_init_and_its_keys_reach_the_fit(tmp_path, init, keys):
     images = torch.stack([resize_center_crop(decode_image(source[k]["png"]), size) for k in names])
     start = {"structured": lambda: structured_init(images, n),
              "random": lambda: random_init(images, n, generator=torch.Generator().manual_seed(7)),
-             "adaptive": lambda: adaptive_init(images, n, floor=0.7, scale=0.6)}[init]()
+             "adaptive": lambda: adaptive_init(images, n, floor=0.7, scale=0.6),
+             "oriented": lambda: oriented_init(images, n, floor=0.7, scale=0.6, max_aspect=1.5)}[init]()
     for b, key in enumerate(names):
         got = np.load(io.BytesIO(fitted[key]["splats.npy"])).astype(np.float32)
         np.testing.assert_allclose(got, start.to_rows(size, size)[b], rtol=2e-3, atol=1e-3, err_msg=key)

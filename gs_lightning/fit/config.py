@@ -51,12 +51,16 @@ class FitConfig:
     output: str = setting("outputs/fit/photos-400", "folder of the fitted shards (a rerun there resumes)")
     num_splats: int = setting(400, "Gaussians per image", ge=1)
     iterations: int = setting(300, "Adam steps per image (the cap, with target_psnr)", ge=1)
-    init: str = setting("adaptive", "adaptive (cells of equal detail) | structured (the paper's grid, 4.3) | "
-                                    "random (GaussianImage's)", choices=INITS)
+    init: str = setting("oriented", "oriented (cells of equal detail, each Gaussian along its cell's edges) | "
+                                    "adaptive (the same cells, axis-aligned) | structured (the paper's grid, "
+                                    "4.3) | random (GaussianImage's)", choices=INITS)
     seed: int = setting(0, "random init: every batch draws from a generator seeded with this, so a fit repeats")
-    adaptive_floor: float = setting(0.3, "adaptive init: share of the detail density spread uniformly, so "
-                                         "flat regions keep some Gaussians", ge=0, le=1)
-    adaptive_scale: float = setting(1.0, "adaptive init: each Gaussian's sigma over its cell's half side", gt=0)
+    adaptive_floor: float = setting(0.3, "oriented and adaptive inits: share of the detail density spread "
+                                         "uniformly, so flat regions keep some Gaussians", ge=0, le=1)
+    adaptive_scale: float = setting(1.0, "oriented and adaptive inits: a Gaussian's sigma over its cell's half "
+                                         "side (oriented: their geometric means)", gt=0)
+    oriented_max_aspect: float = setting(4.0, "oriented init: the cap on a Gaussian's sigma along its cell's edges "
+                                              "over sigma across them", ge=1)
     image_size: int = setting(224, "images are resized (shorter side) and centre-cropped to this", ge=1)
     batch_size: int = setting(64, "images fitted at once", ge=1)
     backend: str = setting("auto", "rasterizer backend", choices=BACKENDS)

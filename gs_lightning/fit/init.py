@@ -1,4 +1,4 @@
-"""Initial splat sets: structured (the paper's grid, 4.3), adaptive (ours) and random (the baseline).
+"""Initial splat sets: structured (the paper's grid, 4.3), adaptive and oriented (ours), random (the baseline).
 
 Structured: n Gaussians on a grid whose cells tile the image exactly (rows of
 near-equal cell counts, so any n and any aspect ratio work), each isotropic
@@ -14,6 +14,12 @@ Adaptive: the same rows of cells, warped so that every cell holds an equal share
 y-marginal into equal parts, and the cells of a row split that band's x-profile. Cells are small where
 the image is busy and large where it is flat; each Gaussian is axis-aligned with the half-sides of its
 cell, coloured like the structured init. Deterministic (no sampling), batched, any n and aspect ratio.
+
+Oriented: the adaptive cells, each Gaussian turned and stretched along the edges in its cell. The cell's mean
+structure tensor (the colour gradient's outer product) has its larger eigenvalue across the edges and the
+smaller along them; their ratio, capped, is the Gaussian's aspect (sigma along over sigma across), and the
+product of its sigmas stays the adaptive one's, so the colour normalisation and a flat region's render are
+unchanged. A cell with no direction (a flat one, or texture alike in every direction) keeps a circle.
 """
 from __future__ import annotations
 
@@ -86,12 +92,18 @@ def structured_init(images: Tensor, n: int) -> Splats:  # images [B, 3, H, W] in
     return _splats_of_cells(images, boxes, torch.stack([sigma, torch.zeros_like(sigma), sigma], -1))
 
 
+def _gradients(images: Tensor) -> tuple[Tensor, Tensor]:  # [B, 3, H, W] -> dx, dy [B, 3, H, W]
+    """Forward differences, 0 past the last column (dx) and the last row (dy)."""
+    dx = F.pad(images[..., :, 1:] - images[..., :, :-1], (0, 1))
+    dy = F.pad(images[..., 1:, :] - images[..., :-1, :], (0, 0, 0, 1))
+    return dx, dy
+
+
 def detail_density(images: Tensor, n: int, floor: float) -> Tensor:  # [B, 3, H, W] -> [B, H, W]
     """Where Gaussians should go: the colour gradient magnitude, blurred over about a cell (the spacing of
     n Gaussians), normalised to mean 1 and mixed with a uniform floor (its share) so flat regions keep some."""
     B, _, H, W = images.shape
-    dx = F.pad(images[..., :, 1:] - images[..., :, :-1], (0, 1))
-    dy = F.pad(images[..., 1:, :] - images[..., :-1, :], (0, 0, 0, 1))
+    dx, dy = _gradients(images)
     grad = (dx.square() + dy.square()).sum(1).sqrt()  # [B, H, W]
     sigma = 0.5 * math.sqrt(H * W / n)
 
@@ -117,9 +129,9 @@ def _inverse_cdf(cdf: Tensor, q: Tensor) -> Tensor:
     return i + ((q - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
 
 
-def adaptive_init(images: Tensor, n: int, *, floor: float, scale: float) -> Splats:
-    """Cells of equal detail (see the module docstring); floor: the density's uniform share; scale: sigma over
-    the half cell side."""
+def _adaptive_cells(images: Tensor, n: int, floor: float) -> Tensor:  # [B, 3, H, W] -> boxes [B, n, 4]
+    """Cells of equal detail (see the module docstring), as (x0, y0, x1, y1) pixels in the structured grid's
+    order; floor: the density's uniform share."""
     B, _, H, W = images.shape
     dev = images.device
     counts = torch.tensor(grid_rows(n, H, W), device=dev)
@@ -145,10 +157,47 @@ def adaptive_init(images: Tensor, n: int, *, floor: float, scale: float) -> Spla
     real = (k[None, :C] < counts[:, None]).reshape(-1)  # [R * C]: which (row, cell) slots are cells
     boxes = torch.stack([x_edges[..., :-1], y_edges[:, :-1, None].expand(B, R, C),
                          x_edges[..., 1:], y_edges[:, 1:, None].expand(B, R, C)], -1)
-    boxes = boxes.reshape(B, R * C, 4)[:, real]  # [B, n, 4], in the order of the structured grid
-    half = scale * (boxes[..., 2:] - boxes[..., :2]).clamp(min=0.5) / 2  # [B, n, 2] sigma_x, sigma_y
+    return boxes.reshape(B, R * C, 4)[:, real]
+
+
+def _half_sides(boxes: Tensor, scale: float) -> Tensor:  # [B, n, 4] -> [B, n, 2] sigma_x, sigma_y pixels
+    return scale * (boxes[..., 2:] - boxes[..., :2]).clamp(min=0.5) / 2
+
+
+def adaptive_init(images: Tensor, n: int, *, floor: float, scale: float) -> Splats:
+    """Cells of equal detail, one axis-aligned Gaussian each; scale: sigma over the half cell side."""
+    boxes = _adaptive_cells(images, n, floor)
+    half = _half_sides(boxes, scale)
     return _splats_of_cells(images, boxes, torch.stack([half[..., 0], torch.zeros_like(half[..., 0]),
                                                         half[..., 1]], -1))
+
+
+def oriented_init(images: Tensor, n: int, *, floor: float, scale: float, max_aspect: float) -> Splats:
+    """The adaptive cells, each Gaussian along its cell's edges (see the module docstring); max_aspect: the cap
+    on sigma along over sigma across."""
+    boxes = _adaptive_cells(images, n, floor)
+    area = _half_sides(boxes, scale).prod(-1)  # [B, n] sigma_1 sigma_2, the adaptive Gaussian's
+    dx, dy = _gradients(images)
+    outer = torch.stack([(dx * dx).sum(1), (dx * dy).sum(1), (dy * dy).sum(1)], 1)  # [B, 3, H, W]
+    a, b, c = _cell_means(outer, boxes).unbind(-1)  # [B, n] each: the cell's mean Jxx, Jxy, Jyy
+    root = ((a - c).square() / 4 + b.square()).sqrt()
+    across, along = (a + c) / 2 + root, ((a + c) / 2 - root).clamp(min=0)  # the eigenvalues
+    # A cell whose gradients are weak against the image's typical cell has no reliable direction: the floor,
+    # a share of that typical energy, keeps it near a circle.
+    floor_energy = 1e-4 + 0.05 * across.mean(1, keepdim=True)  # [B, 1], each image its own
+    aspect = ((across + floor_energy) / (along + floor_energy)).clamp(max=max_aspect)
+    # The larger eigenvalue's direction theta (across the edges), by its double angle: cos 2 theta and
+    # sin 2 theta are ratios, where atan2, cos and sin would round an image differently in another batch
+    # (vectorised and scalar paths). A circle (root 0) takes any direction: 0 and 0 give Sigma = area I.
+    root = root.clamp(min=1e-30)
+    cos2, sin2 = (a - c) / 2 / root, b / root
+    var_across, var_along = area / aspect, area * aspect
+    sxx = var_across * (1 + cos2) / 2 + var_along * (1 - cos2) / 2  # Sigma = R diag(across, along) R^T
+    sxy = (var_across - var_along) * sin2 / 2
+    l11 = sxx.sqrt()
+    l21 = sxy / l11
+    l22 = area / l11  # det Sigma = area^2 = (l11 l22)^2
+    return _splats_of_cells(images, boxes, torch.stack([l11, l21, l22], -1))
 
 
 def random_init(images: Tensor, n: int, *, generator: torch.Generator | None = None) -> Splats:
@@ -166,6 +215,8 @@ def random_init(images: Tensor, n: int, *, generator: torch.Generator | None = N
 
 # fit.init's choices: each takes the images and the `fit` config (num_splats and the init's own keys).
 INITS = {
+    "oriented": lambda images, cfg: oriented_init(images, cfg.num_splats, floor=cfg.adaptive_floor,
+                                                  scale=cfg.adaptive_scale, max_aspect=cfg.oriented_max_aspect),
     "adaptive": lambda images, cfg: adaptive_init(images, cfg.num_splats, floor=cfg.adaptive_floor,
                                                   scale=cfg.adaptive_scale),
     "structured": lambda images, cfg: structured_init(images, cfg.num_splats),

@@ -1,4 +1,4 @@
-"""Mutants of the fit beyond the paper: least-squares colours, adaptive init, fit-to-quality."""
+"""Mutants of the fit beyond the paper: least-squares colours, adaptive and oriented inits, fit-to-quality."""
 
 MUTANTS = [
     {"name": "solve-without-ridge", "path": "gs_lightning/fit/fitter.py",
@@ -31,4 +31,32 @@ MUTANTS = [
      "old": "grad = grad / grad.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)", "new": "grad = grad / grad.mean().clamp(min=1e-12)",
      "tests": ["tests/test_fit.py::test_adaptive_init_is_deterministic_and_each_image_its_own"],
      "why": "one image's detail changes the uniform floor's weight in another's"},
+    {"name": "oriented-stretched-across-the-edges", "path": "gs_lightning/fit/init.py",
+     "old": "var_across, var_along = area / aspect, area * aspect", "new": "var_across, var_along = area * aspect, area / aspect",
+     "tests": ["tests/test_fit.py::test_oriented_init_lies_along_a_straight_edge"],
+     "why": "each Gaussian is long across its cell's edges instead of along them"},
+    {"name": "oriented-aspect-uncapped", "path": "gs_lightning/fit/init.py",
+     "old": "(along + floor_energy)).clamp(max=max_aspect)", "new": "(along + floor_energy))",
+     "tests": ["tests/test_fit.py::test_oriented_init_lies_along_a_straight_edge"],
+     "why": "fit.oriented_max_aspect caps nothing: an edge's Gaussians become needles"},
+    {"name": "oriented-no-floor-energy", "path": "gs_lightning/fit/init.py",
+     "old": "floor_energy = 1e-4 + 0.05 * across.mean(1, keepdim=True)", "new": "floor_energy = 1e-12 + 0 * across.mean(1, keepdim=True)",
+     "tests": ["tests/test_fit.py::test_oriented_init_lies_along_a_straight_edge"],
+     "why": "a cell with faint gradients takes their direction as if it were an edge"},
+    {"name": "oriented-floor-energy-over-the-batch", "path": "gs_lightning/fit/init.py",
+     "old": "floor_energy = 1e-4 + 0.05 * across.mean(1, keepdim=True)", "new": "floor_energy = 1e-4 + 0.05 * across.mean()",
+     "tests": ["tests/test_fit.py::test_adaptive_init_is_deterministic_and_each_image_its_own"],
+     "why": "the other images of a batch change an image's shapes"},
+    {"name": "oriented-double-angle-sign", "path": "gs_lightning/fit/init.py",
+     "old": "cos2, sin2 = (a - c) / 2 / root, b / root", "new": "cos2, sin2 = (a - c) / 2 / root, -b / root",
+     "tests": ["tests/test_fit.py::test_oriented_init_against_the_structure_tensor_by_brute_force"],
+     "why": "each Gaussian is mirrored: turned by -theta instead of theta"},
+    {"name": "oriented-no-shear", "path": "gs_lightning/fit/init.py",
+     "old": "    l21 = sxy / l11", "new": "    l21 = 0 * sxy",
+     "tests": ["tests/test_fit.py::test_oriented_init_against_the_structure_tensor_by_brute_force"],
+     "why": "the Cholesky factor drops its off-diagonal: Sigma is not the one built from the tensor"},
+    {"name": "oriented-max-aspect-ignored", "path": "gs_lightning/fit/init.py",
+     "old": "max_aspect=cfg.oriented_max_aspect", "new": "max_aspect=4.0",
+     "tests": ["tests/test_fit_output.py::test_fit_init_and_its_keys_reach_the_fit"],
+     "why": "fit.oriented_max_aspect does not reach the oriented init"},
 ]
