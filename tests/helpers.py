@@ -53,6 +53,14 @@ def smooth_photo(height: int, width: int, seed: int = 0):
     return (255 * img.clip(0, 1)).astype(np.uint8)
 
 
+def smooth_photos(seeds, height: int, width: int | None = None):  # -> [len(seeds), 3, height, width] in [0, 1]
+    """smooth_photo for each seed (width: height's by default), as one float batch, the way images are fitted."""
+    import torch
+
+    return torch.stack([torch.from_numpy(smooth_photo(height, width or height, seed=s)).permute(2, 0, 1).float() / 255
+                        for s in seeds])
+
+
 def datacomp_shards(root, counts: list[int], *, size: int = 24, labelled: bool = False) -> str:
     """DataComp-layout shards with real JPEG bytes (`counts[i]` samples in shard i) and sizes.json; the pattern."""
     import json

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import shipped_fit_config
-from helpers import random_splats, smooth_photo
+from helpers import random_splats, smooth_photos
 
 from gs_lightning.config import load_fit_config
 from gs_lightning.errors import UserError
@@ -17,8 +17,7 @@ from gs_lightning.splats import Splats
 
 
 def photos(*seeds: int, size: int = 32) -> torch.Tensor:  # [len(seeds), 3, size, size]
-    return torch.stack([torch.from_numpy(smooth_photo(size, size, seed=s)).permute(2, 0, 1).float() / 255
-                        for s in seeds])
+    return smooth_photos(seeds, size)
 
 
 @pytest.mark.parametrize("row, col", [(0, 0), (0, 1), (1, 0), (1, 1)])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_FIT
-from helpers import image_bytes, random_splats, smooth_photo
+from helpers import image_bytes, random_splats, smooth_photo, smooth_photos
 
 from gs_lightning.errors import UserError
 from gs_lightning.fit.config import FitConfig, PruneConfig
@@ -62,7 +62,7 @@ def test_structured_init_reproduces_a_flat_image(n, h, w):
 
 
 def photo(h: int, w: int, seed: int = 0) -> torch.Tensor:  # [1, 3, h, w] in [0, 1]
-    return torch.from_numpy(smooth_photo(h, w, seed=seed)).permute(2, 0, 1).float()[None] / 255
+    return smooth_photos([seed], h, w)
 
 
 @pytest.mark.parametrize("n, h, w", [(64, 32, 32), (37, 40, 70), (7, 300, 20), (1, 10, 10)])
@@ -281,7 +281,7 @@ def test_fit_recovers_an_image_made_of_gaussians(fit_cfg):
 
 
 def test_batched_fit_is_the_same_as_fitting_each_image_alone(fit_cfg):
-    imgs = torch.stack([torch.from_numpy(smooth_photo(32, 32, seed=i)).permute(2, 0, 1).float() / 255 for i in (0, 1)])
+    imgs = smooth_photos((0, 1), 32)
     cfg = fit_cfg(num_splats=36, iterations=60, prune=PruneConfig(l1_weight=0.01, threshold=0.1, at=[0.5]))
     both, st = fit_batch(imgs, cfg)
     alone, st1 = fit_batch(imgs[1:], cfg)
@@ -297,7 +297,7 @@ def test_batched_fit_is_the_same_as_fitting_each_image_alone(fit_cfg):
 def test_a_fit_on_cuda_reaches_the_psnr_of_the_cpu_fit(fit_cfg):
     """fit_batch on CUDA tensors, pruning and colour solves included (its loss is rasterize + the mean there: the
     fused l2_loss is the CPU's), fits each image to the CPU fit's PSNR: the same maths, summed in another order."""
-    imgs = torch.stack([torch.from_numpy(smooth_photo(64, 64, seed=i)).permute(2, 0, 1).float() / 255 for i in range(4)])
+    imgs = smooth_photos(range(4), 64)
     cfg = fit_cfg(num_splats=64, iterations=100, prune=PruneConfig())
     _, cpu = fit_batch(imgs, cfg)
     splats, gpu = fit_batch(imgs.cuda(), cfg)
@@ -330,7 +330,7 @@ def test_fit_to_quality_stops_each_image_as_if_it_were_fitted_alone(fit_cfg):
 
 
 def test_reported_psnr_is_the_psnr_of_the_returned_splats(fit_cfg):
-    img = torch.from_numpy(smooth_photo(24, 40)).permute(2, 0, 1).float()[None] / 255
+    img = smooth_photos([0], 24, 40)
     splats, stats = fit_batch(img, fit_cfg(num_splats=30, iterations=50))
     mse = (rasterize(splats, 24, 40).clamp(0, 1) - img).square().mean()
     assert stats.psnr.item() == pytest.approx(-10 * torch.log10(mse).item(), abs=1e-3)
@@ -365,7 +365,7 @@ def test_gaussianimage_factors_through_zero_keep_the_covariance():
 def test_under_gaussianimage_random_gaussians_keep_their_size_and_under_ours_they_grow(fit_cfg):
     """The mechanism behind the paper's wide random-vs-structured gap (benchmarks/fit.py shows the PSNR):
     GaussianImage's raw factors at lr 1e-3 move ~1e-3 pixel per step, our log scales take relative steps."""
-    img = torch.from_numpy(smooth_photo(64, 64)).permute(2, 0, 1).float()[None] / 255
+    img = smooth_photos([0], 64)
     start = random_init(img, 16, generator=torch.Generator().manual_seed(0))  # 0.5-1.5 pixel Gaussians
     growth = {}
     for names in ([], ["gaussianimage"]):  # the shipped configs
@@ -572,16 +572,22 @@ def test_fit_benchmark_tables_and_plots(tmp_path, capsys):
 def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_path, capsys):
     from gs_lightning.benchmarks import fit as bench
 
-    images = torch.stack([torch.from_numpy(smooth_photo(16, 16, seed=i)).permute(2, 0, 1).float() / 255 for i in (0, 1)])
+    images = smooth_photos((0, 1), 16)
     bench.time_to_quality(images, tmp_path, counts=(4,), batch=2)
     rows = [line.split(None, 2) for line in capsys.readouterr().out.splitlines()]
     table = {r[2].rsplit(None, 4)[0]: r[2].rsplit(None, 4)[1:] for r in rows if len(r) == 3 and r[0] == "4"
-             and r[1] in ("target", "default", "coarse-to-fine")}
-    goal = f"{bench.TARGET[0]}, {bench.TARGET[1]} it."
-    assert set(table) == {goal} | {f"{T} it." for T in bench.TIME_BUDGETS} | {f"{c} + {t}" for c, t in bench.COARSE}
-    assert table[goal][2:] == ["yes", "1.00x"]
-    target = float(table[goal][1])
-    for _, psnr, reached, factor in table.values():  # the factor is given exactly where the target is reached
+             and r[1] in ("default", "coarse-to-fine")}
+    init, budgets = bench.REFERENCE
+    reference = {r[2].rsplit(None, 4)[0]: r[2].rsplit(None, 4)[1:] for r in rows if len(r) == 3 and r[0] == "4"
+                 and r[1] == init}
+    assert set(reference) == {f"{T} it." for T in budgets}
+    assert set(table) == {f"{T} it." for T in bench.TIME_BUDGETS} | {f"{c} + {t}" for c, t in bench.COARSE}
+    assert reference[f"{budgets[-1]} it."][2:] == ["yes", "1.00x"]  # the target
+    target = float(reference[f"{budgets[-1]} it."][1])
+    from dataclasses import replace
+    own = fit_batch(images, replace(bench.recipe_config("default", num_splats=4), init=init, iterations=budgets[-1]))
+    assert target == pytest.approx(own[1].psnr.mean().item(), abs=0.006)  # the reference init's fit, not the default's
+    for _, psnr, reached, factor in [*table.values(), *reference.values()]:  # a factor exactly where it is reached
         assert (factor != "-") == (reached == "yes")
         if float(psnr) != target:  # equal to two decimals: either side of the target
             assert (reached == "yes") == (float(psnr) > target)
@@ -608,5 +614,5 @@ def test_fit_benchmark_reads_a_folder_of_images_as_fit_does(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     got = photos(2, str(tmp_path))
     assert got.shape == (2, 3, SIZE, SIZE)
-    want = torch.from_numpy(smooth_photo(300, 400, seed=0)).permute(2, 0, 1).float() / 255
+    want = smooth_photos([0], 300, 400)[0]
     torch.testing.assert_close(got[0], resize_center_crop(want, SIZE), atol=1 / 255, rtol=0)
