@@ -170,12 +170,13 @@ TIME_BUDGETS = (60, 100, 150, 200, 300)  # the default's iterations
 REFERENCE = ("adaptive", (60, 300))
 # Coarse-to-fine: (fit.coarse_iterations, full-resolution iterations); the last is experiments/fit/coarse.yaml.
 COARSE = (([200], 40), ([400], 100), ([400, 100], 60), ([400, 200], 80))
-GOAL = 5.0  # less wall time to the default's PSNR
+GOAL = 5.0  # less wall time to the target's PSNR
 
 
 def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64) -> None:
-    """Each route's wall time per image and mean PSNR, against the target (TARGET; pruning off). Every fit is
-    one batch of `batch` (the images repeated); the PSNR is the mean over the distinct images."""
+    """Each route's wall time per image and mean PSNR, against the target (REFERENCE at its last budget;
+    pruning off). Every fit is one batch of `batch` (the images repeated); the PSNR is the mean over the
+    distinct images."""
     k = min(len(images), batch)
     stack = batch_of(images, batch)
     print(f"\n== Time to quality: {k} images in batches of {batch} at {SIZE}x{SIZE}, {torch.get_num_threads()} "
