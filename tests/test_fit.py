@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -575,16 +576,18 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
     images = smooth_photos((0, 1), 16)
     bench.time_to_quality(images, tmp_path, counts=(4,), batch=2)
     rows = [line.split(None, 2) for line in capsys.readouterr().out.splitlines()]
-    table = {r[2].rsplit(None, 4)[0]: r[2].rsplit(None, 4)[1:] for r in rows if len(r) == 3 and r[0] == "4"
-             and r[1] in ("default", "coarse-to-fine")}
+    cells = {}  # route -> {setting: [ms, PSNR, reaches, factor]}; the table's row follows the route's progress line
+    for r in rows:
+        if len(r) == 3 and r[0] == "4":
+            setting, *rest = r[2].rsplit(None, 4)
+            cells.setdefault(r[1], {})[setting] = rest
+    table = {**cells["default"], **cells["coarse-to-fine"]}
     init, budgets = bench.REFERENCE
-    reference = {r[2].rsplit(None, 4)[0]: r[2].rsplit(None, 4)[1:] for r in rows if len(r) == 3 and r[0] == "4"
-                 and r[1] == init}
+    reference = cells[init]
     assert set(reference) == {f"{T} it." for T in budgets}
     assert set(table) == {f"{T} it." for T in bench.TIME_BUDGETS} | {f"{c} + {t}" for c, t in bench.COARSE}
     assert reference[f"{budgets[-1]} it."][2:] == ["yes", "1.00x"]  # the target
     target = float(reference[f"{budgets[-1]} it."][1])
-    from dataclasses import replace
     own = fit_batch(images, replace(bench.recipe_config("default", num_splats=4), init=init, iterations=budgets[-1]))
     assert target == pytest.approx(own[1].psnr.mean().item(), abs=0.006)  # the reference init's fit, not the default's
     for _, psnr, reached, factor in [*table.values(), *reference.values()]:  # a factor exactly where it is reached
