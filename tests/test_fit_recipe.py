@@ -85,16 +85,19 @@ def test_pruning_looks_at_the_colours_of_its_step_and_keeps_dark_negative_ones()
 def test_adams_moment_decays_are_fit_lr_beta1_and_beta2():
     """After a prune the survivors' L1 gradient grows (it is averaged over fewer real splats), and Adam's steps
     lr * m_hat / sqrt(v_hat) then depend on beta1 and beta2. A watched probe's colour must follow Adam's update
-    written out by hand with the configured decays: the default's, and others for each."""
+    written out by hand with the configured decays: the default's (beta2 null: 1 - 15 / T within [0.85, 0.95]),
+    and others for each."""
     T, P, threshold, l1 = 41, 20, 0.2, 0.5  # the 4 Gaussians on the image keep colours near 0.57: never pruned
     victim, watched = threshold + (P - 0.5) * LR_RGB, 2.0  # the victim is under the threshold at step P: pruned
     image, start = with_probes([victim, watched])
     ends = {}
-    for beta1, beta2 in ((0.9, 0.95), (0.9, 0.999), (0.7, 0.95)):
+    for beta1, beta2 in ((0.9, None), (0.9, 0.95), (0.9, 0.999), (0.7, 0.95)):
         cfg = recipe(T, PruneConfig(l1_weight=l1, threshold=threshold, at=[P / T]), decay_to=1.0, beta1=beta1,
                      beta2=beta2)
         end, stats = fit_batch(image, cfg, init=start)
         assert stats.n_final.item() == 5  # the victim alone was pruned
+        if beta2 is None:
+            beta2 = min(max(1 - 15 / T, 0.85), 0.95)  # a horizon 1 / (1 - beta2) of a fifteenth of the run
         c, m, v = watched, 0.0, 0.0
         for t in range(1, T + 1):  # step t sees 4 + 2 real splats before the prune, 5 from step P + 1 on
             g = l1 / (6 if t <= P else 5)
@@ -104,6 +107,19 @@ def test_adams_moment_decays_are_fit_lr_beta1_and_beta2():
         ends[beta1, beta2] = end.rgb[0, 5, 0].item()
     # the oracle tells them apart
     assert abs(ends[0.9, 0.95] - ends[0.9, 0.999]) > 1e-3 and abs(ends[0.9, 0.95] - ends[0.7, 0.95]) > 1e-3
+    assert abs(ends[0.9, 0.85] - ends[0.9, 0.95]) > 1e-3
+
+
+@pytest.mark.parametrize("T, beta2", [(1000, 0.95), (150, 0.9), (20, 0.85)])
+def test_a_null_beta2_spans_a_fifteenth_of_the_run_within_0_85_and_0_95(T, beta2):
+    """fit.lr.beta2 null fits exactly as the decay 1 - 15 / T written out, floored at 0.85 for short runs (at 20
+    steps 1 - 15 / 20 = 0.25) and capped at 0.95 for long ones (at 1000 steps 0.985)."""
+    image, start = with_probes([0.3, 2.0])
+    auto = fit_batch(image, recipe(T, PruneConfig.off()), init=start)[0]
+    given = fit_batch(image, recipe(T, PruneConfig.off(), beta2=beta2), init=start)[0]
+    assert torch.equal(auto.xy, given.xy) and torch.equal(auto.chol, given.chol) and torch.equal(auto.rgb, given.rgb)
+    other = fit_batch(image, recipe(T, PruneConfig.off(), beta2=0.8), init=start)[0]
+    assert not torch.equal(auto.rgb, other.rgb)  # the probe tells decays apart
 
 
 def test_a_rotated_ellipse_is_fitted_with_its_shear():

@@ -183,6 +183,7 @@ def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64
           f"threads, no pruning; ms per image count the init, the colour solve and every pass")
     fit_batch(stack[:2], replace(recipe_config("default"), iterations=3))  # warm up
     points = {}  # (n, route) -> [(ms per image, PSNR, setting)]
+    init, budgets = REFERENCE
 
     def timed(n: int, route: str, label: str, run) -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -195,7 +196,6 @@ def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64
     for n in counts:
         cfg = recipe_config("default", num_splats=n)
         rows, results = [], []
-        init, budgets = REFERENCE
         for T in budgets:
             results.append((init, f"{T} it.", *timed(n, init, f"{T} it.",
                                                      lambda: fit_batch(stack, replace(cfg, init=init, iterations=T))[1].psnr)))
@@ -228,8 +228,8 @@ def _plot_time(points: dict, counts, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 3.8), squeeze=False)
+    init, budgets = REFERENCE
     for ax, n in zip(axes[0], counts):
-        init, budgets = REFERENCE
         ms, psnr, _ = zip(*points[n, init])
         target_ms, target_psnr = ms[-1], psnr[-1]
         ax.plot(ms, psnr, "D", color="gray", label=f"{init} init at {', '.join(map(str, budgets))} it. (target: {budgets[-1]})")

@@ -11,11 +11,11 @@ Gaussian whose luminance 0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshol
 turns False), so every image ends with its own N.
 
 Beyond the paper: the colours may start from a least-squares solve for the init's geometry (fit.solve_colours,
-again after each prune); the cosine decay spans the run; with fit.target_psnr each image stops at the
-first step whose render reaches it, keeping those splats, and its rows leave every tensor (Adam's moments
-included), so a finished image costs nothing more and the others go on exactly as they would alone; and with
-fit.coarse_iterations the fit starts from fits of the images averaged down (coarse_to_fine), whose steps cost
-a fraction of a full-resolution one.
+again after each prune); the cosine decay spans the run, and Adam's second-moment horizon is a fifteenth of
+it; with fit.target_psnr each image stops at the first step whose render reaches it, keeping those splats, and
+its rows leave every tensor (Adam's moments included), so a finished image costs nothing more and the others
+go on exactly as they would alone; and with fit.coarse_iterations the fit starts from fits of the images
+averaged down (coarse_to_fine), whose steps cost a fraction of a full-resolution one.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.fit.init import initialise
 from gs_lightning.fit.parameterization import PARAMETERIZATIONS
 from gs_lightning.fit.refine import quantized_render, refine_quantized
-from gs_lightning.fit.schedule import cosine_schedule
+from gs_lightning.fit.schedule import adam_beta2, cosine_schedule
 from gs_lightning.render import l2_loss, rasterize
 from gs_lightning.splats import Splats
 
@@ -178,7 +178,7 @@ def fit_batch(
             {"params": [shear], "lr": cfg.lr.shear},
             {"params": [rgb], "lr": cfg.lr.rgb},
         ],
-        betas=(cfg.lr.beta1, cfg.lr.beta2),
+        betas=(cfg.lr.beta1, adam_beta2(cfg.lr.beta2, cfg.iterations)),
     )
     sched = cosine_schedule(opt, cfg.iterations, end=cfg.lr.decay_to)
     prune_steps = {round(a * cfg.iterations) for a in cfg.prune.at}
