@@ -131,7 +131,7 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
 def test_fit_help_lists_recipes_and_every_key_with_type_default_and_meaning():
     out = run_cli("fit", "--help")
     assert out.returncode == 0, out.stderr
-    assert "recipes and overlays (experiments/fit/): coarse, demo, demo_test, demo_test_quantized, gaussianimage, paper" in out.stdout
+    assert "recipes and overlays (experiments/fit/): coarse, demo, demo_test, demo_test_quantized, gaussianimage, log_scale, paper" in out.stdout
     line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.num_splats"])
     assert line.split()[1:3] == ["int", "400"] and "Gaussians per image (>= 1)" in line
     line = next(l for l in out.stdout.splitlines() if l.split()[:1] == ["fit.lr.xy"])

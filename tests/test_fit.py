@@ -337,7 +337,7 @@ def test_reported_psnr_is_the_psnr_of_the_returned_splats(fit_cfg):
     assert stats.psnr.item() == pytest.approx(-10 * torch.log10(mse).item(), abs=1e-3)
 
 
-@pytest.mark.parametrize("how", ["log_scale", "gaussianimage"])
+@pytest.mark.parametrize("how", ["axes", "log_scale", "gaussianimage"])
 def test_parameterizations_start_from_the_init_they_are_given(how):
     img = torch.rand(2, 3, 30, 50)
     size = torch.tensor([50.0, 30.0])
@@ -375,7 +375,7 @@ def test_under_gaussianimage_random_gaussians_keep_their_size_and_under_ours_the
         growth[cfg.parameterization] = (end.chol[..., [0, 2]] / start.chol[..., [0, 2]]).median().item()
         if cfg.parameterization == "gaussianimage":
             assert (end.chol - start.chol).abs().max() < 2 * 150 * cfg.lr.diagonal
-    assert growth["gaussianimage"] < 1.3 and growth["log_scale"] > 2, growth
+    assert growth["gaussianimage"] < 1.3 and growth["axes"] > 2, growth
 
 
 def test_unknown_parameterization_is_named(fit_cfg):
@@ -549,7 +549,7 @@ def test_a_rerun_into_the_same_output_must_fit_the_same_way(tmp_path):
     out = [f"fit.output={tmp_path}/out", *TINY_FIT]
     fit([f"fit.input={tmp_path}/in/00000.tar", *out])
     first = (tmp_path / "out" / "00000.tar").read_bytes()
-    with pytest.raises(UserError, match=r"fit\.num_splats was 16, now 32; fit\.parameterization was 'log_scale', "
+    with pytest.raises(UserError, match=r"fit\.num_splats was 16, now 32; fit\.parameterization was 'axes', "
                                           r"now 'gaussianimage'"):
         fit([f"fit.input={tmp_path}/in/00000.tar", *out, "fit.num_splats=32", "fit.parameterization=gaussianimage"])
     # more shards, another batch size: the same kind of fit, so it goes on
@@ -562,7 +562,7 @@ def test_fit_benchmark_tables_and_plots(tmp_path, capsys):
 
     bench.main(["--section", "budgets", "--photos", "1", "--budgets", "2", "4", "--counts", "16", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "structured (paper)" in out and "default" in out and "16 Gaussians at 3000 it." not in out
+    assert "structured (paper)" in out and "default" in out and "log_scale" in out and "16 Gaussians at 3000 it." not in out
     assert (tmp_path / "fit_quality.png").stat().st_size > 10_000
     bench.main(["--section", "paper", "--photos", "1", "--iterations", "4", "--counts", "16", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -582,14 +582,15 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
             setting, *rest = r[2].rsplit(None, 4)
             cells.setdefault(r[1], {})[setting] = rest
     table = {**cells["default"], **cells["coarse-to-fine"]}
-    init, budgets = bench.REFERENCE
+    recipe, init, budgets = bench.REFERENCE
     reference = cells[init]
     assert set(reference) == {f"{T} it." for T in budgets}
     assert set(table) == {f"{T} it." for T in bench.TIME_BUDGETS} | {f"{c} + {t}" for c, t in bench.COARSE}
     assert reference[f"{budgets[-1]} it."][2:] == ["yes", "1.00x"]  # the target
     target = float(reference[f"{budgets[-1]} it."][1])
-    own = fit_batch(images, replace(bench.recipe_config("default", num_splats=4), init=init, iterations=budgets[-1]))
-    assert target == pytest.approx(own[1].psnr.mean().item(), abs=0.006)  # the reference init's fit, not the default's
+    own = fit_batch(images, replace(bench.recipe_config(recipe, num_splats=4), init=init, iterations=budgets[-1]))
+    assert target == pytest.approx(own[1].psnr.mean().item(), abs=0.006)  # the reference's fit, not the default's
+    assert (recipe, init) == ("log_scale", "adaptive")  # the default when the goal was set
     for _, psnr, reached, factor in [*table.values(), *reference.values()]:  # a factor exactly where it is reached
         assert (factor != "-") == (reached == "yes")
         if float(psnr) != target:  # equal to two decimals: either side of the target

@@ -17,7 +17,7 @@ class LearningRates:
     """Adam's learning rate per parameter, in the units of fit.parameterization; each decays (cosine) over
     fit.iterations."""
 
-    xy: float = setting(0.5, "centres (pixels under log_scale)", gt=0)
+    xy: float = setting(0.2, "centres: sigmas along each Gaussian's axes under axes, pixels under log_scale", gt=0)
     diagonal: float = setting(0.08, "l11, l22 (their logs under log_scale)", gt=0)
     shear: float = setting(0.08, "l21", gt=0)
     rgb: float = setting(0.015, "colour weights", gt=0)
@@ -71,8 +71,10 @@ class FitConfig:
     backend: str = setting("auto", "rasterizer backend", choices=BACKENDS)
     shard_size: int = setting(1000, "images per output shard when the input is an image folder", ge=1)
     num_workers: int = setting(1, "decoding workers per rank", ge=0)
-    parameterization: str = setting("log_scale", "what Adam steps: log_scale | gaussianimage (GaussianImage's "
-                                                 "own, the paper's baseline)", choices=PARAMETERIZATIONS)
+    parameterization: str = setting("axes", "what Adam steps: axes (log scales, each centre stepped along its "
+                                            "own Gaussian's axes) | log_scale (the same, centres in pixels) | "
+                                            "gaussianimage (GaussianImage's own, the paper's baseline)",
+                                    choices=PARAMETERIZATIONS)
     lr: LearningRates = setting(LearningRates)
     prune: PruneConfig = setting(PruneConfig)
     solve_colours: bool = setting(True, "colours by least squares for the init's geometry and after each prune")

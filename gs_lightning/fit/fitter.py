@@ -29,7 +29,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.fit.init import initialise
-from gs_lightning.fit.parameterization import PARAMETERIZATIONS
+from gs_lightning.fit.parameterization import PARAMETERIZATIONS, axes_to_pixels
 from gs_lightning.fit.refine import quantized_render, refine_quantized
 from gs_lightning.fit.schedule import adam_beta2, cosine_schedule
 from gs_lightning.render import l2_loss, rasterize
@@ -220,11 +220,18 @@ def fit_batch(
             break
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
+        frame = splats.chol.detach()
         if finished.any():
             keep = ~finished
             xy, diagonal, shear, rgb = _keep_rows(opt, keep)
-            active, mask, work = active[keep], mask[keep], work[keep]
+            active, mask, work, frame = active[keep], mask[keep], work[keep], frame[keep]
+        if how.steps_in_axes:  # Adam sees the centre in this step's axes, and its step goes back to pixels
+            xy.grad = axes_to_pixels(frame, xy.grad, transpose=True)
+            before = xy.detach().clone()
         opt.step()
+        if how.steps_in_axes:
+            with torch.no_grad():
+                xy.copy_(before + axes_to_pixels(frame, xy - before))
         sched.step()
 
     with torch.no_grad():

@@ -3,6 +3,12 @@ fit.lr is in its units; fit.parameterization names one of PARAMETERIZATIONS.
 
 log_scale      xy in pixels, log l11 and log l22, l21 in pixels. The log diagonal takes relative steps, so a
                Gaussian started at 1 pixel reaches 10 within a few hundred steps.
+axes           (the default) log_scale, but Adam steps each centre in its own Gaussian's axes: the centre's
+               gradient g goes to Adam as L^T g and Adam's step s comes back as L s (L: the Cholesky factor at
+               that step, Sigma = L L^T), so fit.lr.xy is in sigmas. A step runs along the ellipse (a turned,
+               stretched Gaussian moves further along its long axis than across it) and scales with its size.
+               Adam's moments carry over in the axes' units from step to step. On held-out photos it gained
+               0.3 dB at 300 iterations and 0.5-0.8 dB at 100 over pixel steps (README "Fitting").
 gaussianimage  GaussianImage's GaussianImage_Cholesky, the code the paper builds on: atanh of the centre in
                [-1, 1] image coordinates, and the raw Cholesky factors. With its one learning rate of 1e-3 a
                factor moves by about 1e-3 pixel per step, so a Gaussian keeps roughly the size it started
@@ -17,6 +23,8 @@ from gs_lightning.splats import Splats
 
 
 class LogScale:
+    steps_in_axes = False
+
     @staticmethod
     def to_params(start: Splats, size: Tensor) -> list[Tensor]:  # size: [2] (W, H) pixels
         xy, chol = start.xy.detach(), start.chol.detach()
@@ -33,6 +41,8 @@ class LogScale:
 
 
 class GaussianImage:
+    steps_in_axes = False
+
     @staticmethod
     def to_params(start: Splats, size: Tensor) -> list[Tensor]:
         xy, chol = start.xy.detach(), start.chol.detach()
@@ -53,4 +63,21 @@ class GaussianImage:
         return (xy.tanh() + 1) / 2 * size, chol
 
 
-PARAMETERIZATIONS = {"log_scale": LogScale, "gaussianimage": GaussianImage}
+class Axes(LogScale):
+    steps_in_axes = True
+
+
+def axes_to_pixels(
+    chol: Tensor,  # [B, N, 3] l11, l21, l22
+    v: Tensor,  # [B, N, 2]
+    *,
+    transpose: bool = False,
+) -> Tensor:  # [B, N, 2]: L v, or L^T v with transpose
+    l11, l21, l22 = chol.unbind(-1)
+    x, y = v.unbind(-1)
+    if transpose:
+        return torch.stack([l11 * x + l21 * y, l22 * y], -1)
+    return torch.stack([l11 * x, l21 * x + l22 * y], -1)
+
+
+PARAMETERIZATIONS = {"log_scale": LogScale, "axes": Axes, "gaussianimage": GaussianImage}

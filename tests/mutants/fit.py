@@ -1,6 +1,22 @@
 """Mutants of fitting: the recipe (pruning, L1, shear, schedule), the init, and the fit command's output."""
 
 MUTANTS = [
+    {"name": "axes-gradient-not-transposed", "path": "gs_lightning/fit/fitter.py",
+     "old": "xy.grad = axes_to_pixels(frame, xy.grad, transpose=True)", "new": "xy.grad = axes_to_pixels(frame, xy.grad)",
+     "tests": ["tests/test_fit_axes.py"], "why": "Adam sees L g, not the gradient in the axes' coordinates L^T g"},
+    {"name": "axes-step-left-in-pixels", "path": "gs_lightning/fit/fitter.py",
+     "old": "xy.copy_(before + axes_to_pixels(frame, xy - before))", "new": "xy.copy_(xy)",
+     "tests": ["tests/test_fit_axes.py"], "why": "the axes' step is taken in pixels: a stretched Gaussian moves as a round one"},
+    {"name": "axes-frame-kept-for-finished-images", "path": "gs_lightning/fit/fitter.py",
+     "old": "active, mask, work, frame = active[keep], mask[keep], work[keep], frame[keep]",
+     "new": "active, mask, work, frame = active[keep], mask[keep], work[keep], frame[:int(keep.sum())]",
+     "tests": ["tests/test_fit_axes.py"], "why": "after an image leaves the batch the others step in the wrong Gaussians' axes"},
+    {"name": "axes-transpose-is-l", "path": "gs_lightning/fit/parameterization.py",
+     "old": "        return torch.stack([l11 * x + l21 * y, l22 * y], -1)\n", "new": "        return torch.stack([l11 * x, l21 * x + l22 * y], -1)\n",
+     "tests": ["tests/test_fit_axes.py"], "why": "L^T v computed as L v"},
+    {"name": "axes-ignored", "path": "gs_lightning/fit/parameterization.py",
+     "old": "class Axes(LogScale):\n    steps_in_axes = True\n", "new": "class Axes(LogScale):\n    steps_in_axes = False\n",
+     "tests": ["tests/test_fit_axes.py"], "why": "the default, fit.parameterization=axes, fits as log_scale, its rate read in pixels"},
     {"name": "adam-betas-ignored", "path": "gs_lightning/fit/fitter.py",
      "old": "        betas=(cfg.lr.beta1, adam_beta2(cfg.lr.beta2, cfg.iterations)),\n", "new": "",
      "tests": ["tests/test_fit_recipe.py"],
