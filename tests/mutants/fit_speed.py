@@ -60,7 +60,7 @@ MUTANTS = [
      "tests": ["tests/test_fit_output.py::test_fit_init_and_its_keys_reach_the_fit"],
      "why": "fit.oriented_max_aspect does not reach the oriented init"},
     {"name": "bench-reference-on-the-default-init", "path": "gs_lightning/benchmarks/fit.py",
-     "old": "fit_batch(stack, replace(cfg, init=init, iterations=T))", "new": "fit_batch(stack, replace(cfg, iterations=T))",
+     "old": "recipe_config(recipe, num_splats=n, init=init)", "new": "recipe_config(\"default\", num_splats=n)",
      "tests": ["tests/test_fit.py::test_fit_benchmark_time_to_quality_runs_every_route_against_the_target"],
-     "why": "bench-fit's target is the default's own PSNR, not the adaptive init's the goal is set against"},
+     "why": "bench-fit's target is the default's own PSNR, not that of the adaptive init with pixel steps the goal is set against"},
 ]
