@@ -18,7 +18,7 @@ class LearningRates:
     fit.iterations."""
 
     xy: float = setting(0.2, "centres: sigmas along each Gaussian's axes under axes, pixels under log_scale", gt=0)
-    diagonal: float = setting(0.08, "l11, l22 (their logs under log_scale)", gt=0)
+    diagonal: float = setting(0.08, "l11, l22 (their logs under axes and log_scale)", gt=0)
     shear: float = setting(0.08, "l21", gt=0)
     rgb: float = setting(0.015, "colour weights", gt=0)
     decay_to: float = setting(0.05, "the cosine decay's end, as a fraction of every lr", gt=0, le=1)
