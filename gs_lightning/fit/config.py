@@ -78,8 +78,8 @@ class FitConfig:
     lr: LearningRates = setting(LearningRates)
     prune: PruneConfig = setting(PruneConfig)
     solve_colours: bool = setting(True, "colours by least squares for the init's geometry and after each prune")
-    solve_steps: int = setting(20, "conjugate-gradient steps of a colour solve, each about 1.6 iterations' "
-                                   "cost (a forward and a backward, unfused)", ge=1)
+    solve_steps: int = setting(20, "conjugate-gradient steps of a colour solve, each about one iteration's "
+                                   "cost (the fitting loss's fused pass)", ge=1)
     solve_ridge: float = setting(1e-3, "the colour solve's ridge, relative to each Gaussian's energy", ge=0)
     coarse_iterations: list[int] = setting(lambda: [], "coarse-to-fine: Adam steps on the images averaged down "
                                                        "2^k x before the full-resolution fit, coarsest first ([400, 100]: "

@@ -2,9 +2,17 @@
 
 MUTANTS = [
     {"name": "solve-without-ridge", "path": "gs_lightning/fit/fitter.py",
-     "old": "return transpose(render, c) + ridge * diag * c", "new": "return transpose(render, c)",
+     "old": "return gram(c, zeros) + ridge * diag * c", "new": "return gram(c, zeros)",
      "tests": ["tests/test_fit.py::test_least_squares_colours_equal_a_dense_solve"],
      "why": "the solve ignores its ridge: not the documented least-squares problem"},
+    {"name": "solve-gram-off-by-a-constant", "path": "gs_lightning/fit/fitter.py",
+     "old": "* (1.5 * H * W)", "new": "* (3 * H * W)",
+     "tests": ["tests/test_fit.py::test_least_squares_colours_equal_a_dense_solve"],
+     "why": "A^T A taken as a multiple of the loss's gradient other than 3HW/2: the ridge is no longer the one asked for"},
+    {"name": "solve-normal-against-the-image", "path": "gs_lightning/fit/fitter.py",
+     "old": "return gram(c, zeros) + ridge", "new": "return gram(c, images) + ridge",
+     "tests": ["tests/test_fit.py::test_least_squares_colours_equal_a_dense_solve"],
+     "why": "the normal product subtracts the image: conjugate gradients solves another system"},
     {"name": "solve-one-cg-step", "path": "gs_lightning/fit/fitter.py",
      "old": "    for _ in range(steps):\n        q = normal(p)", "new": "    for _ in range(min(steps, 1)):\n        q = normal(p)",
      "tests": ["tests/test_fit.py::test_least_squares_colours_equal_a_dense_solve"],
