@@ -71,4 +71,13 @@ MUTANTS = [
      "old": "recipe_config(recipe, num_splats=n, init=init)", "new": "recipe_config(\"default\", num_splats=n)",
      "tests": ["tests/test_fit.py::test_fit_benchmark_time_to_quality_runs_every_route_against_the_target"],
      "why": "bench-fit's target is the default's own PSNR, not that of the adaptive init with pixel steps the goal is set against"},
+    {"name": "probe-move-in-the-transposed-frame", "path": "notebooks/learned_init_probe.py",
+     "old": "xy = start.xy + (L @ t[..., :2, None])[..., 0]",
+     "new": "xy = start.xy + (L.transpose(-1, -2) @ t[..., :2, None])[..., 0]",
+     "tests": ["tests/test_learned_init_probe.py"],
+     "why": "the learned init's move is read in another frame than its targets were written in"},
+    {"name": "probe-half-log", "path": "notebooks/learned_init_probe.py",
+     "old": "torch.diag_embed(e.clamp(min=1e-6).log())", "new": "torch.diag_embed(e.clamp(min=1e-6).log() / 2)",
+     "tests": ["tests/test_learned_init_probe.py"],
+     "why": "the targets' shape is the square root of the whitened covariance, not its log"},
 ]
