@@ -109,10 +109,13 @@ def crops(folder: str, count: int, seed: int = 0) -> Tensor:  # [count, 3, SIZE,
     return torch.stack(out).clamp(0, 1)
 
 
-def train(X: Tensor, Y: Tensor, epochs: int) -> nn.Module:  # [M, 300], [M, 5]; the last 64 x N rows validate
+def make_net() -> nn.Module:  # [M, 300] features -> [M, 5] moves, as targets() writes them
+    return nn.Sequential(nn.Linear(300, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 5))
+
+
+def train(X: Tensor, Y: Tensor, epochs: int, held: int) -> nn.Module:  # [M, 300], [M, 5]; the last held rows validate
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(X.shape[-1], 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 5))
-    held = 64 * 400
+    net = make_net()
     Xt, Yt, Xv, Yv = X[:-held], Y[:-held], X[-held:], Y[-held:]
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * (len(Xt) // 2048))
@@ -142,7 +145,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = recipe_config("default", num_splats=args.num_splats)
     if args.net and Path(args.net).exists():
-        net = nn.Sequential(nn.Linear(300, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 5))
+        net = make_net()
         net.load_state_dict(torch.load(args.net))
         evaluate(net.eval(), args, cfg)
         return
@@ -155,7 +158,7 @@ def main() -> None:
         X.append(features(x, start).flatten(0, 1))
         Y.append(targets(start, fitted).flatten(0, 1))
         print(f"  fitted {b + len(x)} / {len(images)} crops, {time.perf_counter() - t0:.0f} s", flush=True)
-    net = train(torch.cat(X), torch.cat(Y), args.epochs)
+    net = train(torch.cat(X), torch.cat(Y), args.epochs, held=len(Y[-1]))  # the last batch of crops validates
     if args.net:
         torch.save(net.state_dict(), args.net)
     evaluate(net, args, cfg)
