@@ -33,8 +33,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from gs_lightning.benchmarks.fit import REFERENCE, batch_of, named_photos, recipe_config
-from gs_lightning.fit.fitter import _solve, fit_batch, psnr_per_image
-from gs_lightning.fit.init import initialise
+from gs_lightning.data.shards import FOLDER_EXTS
+from gs_lightning.fit.fitter import fit_batch, fit_start, psnr_per_image, solve_colours
+from gs_lightning.fit.parameterization import axes_to_pixels
 from gs_lightning.render import rasterize
 from gs_lightning.splats import Splats
 
@@ -81,23 +82,19 @@ def refine(images: Tensor, start: Splats, net: nn.Module, cfg) -> Splats:  # mov
     with torch.no_grad():
         t = net(features(images, start))
         L = lower(start.chol)
-        xy = start.xy + (L @ t[..., :2, None])[..., 0]
+        xy = start.xy + axes_to_pixels(start.chol, t[..., :2])
         sigma = torch.linalg.cholesky(L @ torch.linalg.matrix_exp(sym(t[..., 2:])) @ L.transpose(-1, -2))
         H, W = images.shape[-2:]
         xy = torch.stack([xy[..., 0].clamp(0, W), xy[..., 1].clamp(0, H)], -1)
         moved = replace(start, xy=xy, chol=torch.stack([sigma[..., 0, 0], sigma[..., 1, 0], sigma[..., 1, 1]], -1))
-        return replace(moved, rgb=_solve(moved, images, cfg))
-
-
-def start_of(images: Tensor, cfg) -> Splats:
-    s = initialise(images, cfg)
-    return replace(s, rgb=_solve(s, images, cfg))
+        return replace(moved, rgb=solve_colours(moved, images, steps=cfg.solve_steps, ridge=cfg.solve_ridge,
+                                                backend=cfg.backend))
 
 
 def crops(folder: str, count: int, seed: int = 0) -> Tensor:  # [count, 3, SIZE, SIZE]
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in FOLDER_EXTS)
     if not files:
-        raise SystemExit(f"--train {folder}: no .jpg, .png or .webp images")
+        raise SystemExit(f"--train {folder}: no {', '.join(FOLDER_EXTS)} images")
     images = [TF.to_tensor(Image.open(f).convert("RGB")) for f in files]
     rng, out = random.Random(seed), []
     for i in range(count):
@@ -153,7 +150,7 @@ def main() -> None:
     X, Y, t0 = [], [], time.perf_counter()
     for b in range(0, len(images), 64):
         x = images[b:b + 64].contiguous()
-        start = start_of(x, cfg)
+        start = fit_start(x, cfg)
         fitted, _ = fit_batch(x, cfg, init=start)
         X.append(features(x, start).flatten(0, 1))
         Y.append(targets(start, fitted).flatten(0, 1))
@@ -171,7 +168,7 @@ def evaluate(net: nn.Module, args, cfg) -> None:
         _, photos = named_photos(None, None) if folder == "embedded" else named_photos(13, folder)
         k, x = len(photos), batch_of(photos, 64)
         psnr = lambda s: psnr_per_image(rasterize(s, SIZE, SIZE), x)[:k].mean().item()  # noqa: E731
-        starts = {"init": start_of(x, cfg)}
+        starts = {"init": fit_start(x, cfg)}
         t0 = time.perf_counter()
         starts["once"] = refine(x, starts["init"], net, cfg)
         ms = 1000 * (time.perf_counter() - t0) / len(x)
@@ -187,7 +184,7 @@ def evaluate(net: nn.Module, args, cfg) -> None:
         print(f"  target ({recipe}, {init} init, {budgets[-1]} it.): {target:.2f} dB in {target_ms:.1f} ms/image")
         for T in (60, 100, 200):
             t0 = time.perf_counter()
-            start = refine(x, refine(x, start_of(x, cfg), net, cfg), net, cfg)
+            start = refine(x, refine(x, fit_start(x, cfg), net, cfg), net, cfg)
             got = fit_batch(x, replace(cfg, iterations=T), init=start)[1].psnr[:k].mean().item()
             ms = 1000 * (time.perf_counter() - t0) / len(x)
             print(f"  twice + {T} it.: {got:.2f} dB in {ms:.1f} ms/image"

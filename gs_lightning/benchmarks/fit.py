@@ -170,8 +170,8 @@ TIME_BUDGETS = (60, 100, 150, 200, 300)  # the default's iterations
 # The reference: (recipe, init, iterations): the axis-aligned adaptive init with centres stepped in pixels, the
 # default when the goal was set; its last budget sets the target, the PSNR the goal is set against.
 REFERENCE = ("log_scale", "adaptive", (60, 300))
-# Coarse-to-fine: (fit.coarse_iterations, full-resolution iterations); the last is experiments/fit/coarse.yaml.
-COARSE = (([200], 40), ([400], 100), ([400, 100], 60), ([400, 200], 80))
+# Coarse-to-fine: (fit.coarse_iterations, full-resolution iterations); the first is experiments/fit/coarse.yaml.
+COARSE = (([150], 80), ([60], 60), ([100], 100), ([150], 150), ([50, 100], 80))
 GOAL = 5.0  # less wall time to the target's PSNR
 
 

@@ -82,8 +82,9 @@ class FitConfig:
                                    "cost (the fitting loss's fused pass)", ge=1)
     solve_ridge: float = setting(1e-3, "the colour solve's ridge, relative to each Gaussian's energy", ge=0)
     coarse_iterations: list[int] = setting(lambda: [], "coarse-to-fine: Adam steps on the images averaged down "
-                                                       "2^k x before the full-resolution fit, coarsest first ([400, 100]: "
-                                                       "400 at a quarter, then 100 at half); []: none", ge=1)
+                                                       "2^k x, coarsest first, before fit.iterations at full "
+                                                       "resolution, all under one Adam and one decay ([150]: 150 at "
+                                                       "half); []: none", ge=1)
     target_psnr: Optional[float] = setting(None, "each image stops once its PSNR (dB) reaches this; null: "
                                                  "every image runs fit.iterations", gt=0)
     record: str = setting("fp16", "how a splat set is stored: fp16 (16 B a splat, the paper's) | quantized "

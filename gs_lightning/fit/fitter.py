@@ -1,7 +1,7 @@
 """The fit: images to splat sets, a whole batch at once (paper 4.2-4.4).
 
-fit_images is the entry point: the coarse levels if any (coarse_to_fine), fit_batch, then, for the quantized
-record, the refinement through what it stores (fit/refine.py). fit_batch runs one Adam over every image's
+fit_images is the entry point: fit_batch, then, for the quantized record, the refinement through what it
+stores (fit/refine.py). fit_batch runs one Adam over every image's
 parameters, through the batched rasterizer. The loss is a per-image sum, and Adam is element-wise, so each
 image's fit is the same as if it were fitted alone: batching buys speed, never coupling.
 
@@ -14,8 +14,8 @@ Beyond the paper: the colours may start from a least-squares solve for the init'
 again after each prune); the cosine decay spans the run, and Adam's second-moment horizon is a fifteenth of
 it; with fit.target_psnr each image stops at the first step whose render reaches it, keeping those splats, and
 its rows leave every tensor (Adam's moments included), so a finished image costs nothing more and the others
-go on exactly as they would alone; and with fit.coarse_iterations the fit starts from fits of the images
-averaged down (coarse_to_fine), whose steps cost a fraction of a full-resolution one.
+go on exactly as they would alone; and with fit.coarse_iterations the run starts with steps on the images
+averaged down (coarse-to-fine), which cost a fraction of a full-resolution one, under the same Adam.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from gs_lightning.fit.config import FitConfig, PruneConfig
+from gs_lightning.fit.config import FitConfig
 from gs_lightning.fit.init import initialise
 from gs_lightning.fit.parameterization import PARAMETERIZATIONS, axes_to_pixels
 from gs_lightning.fit.refine import quantized_render, refine_quantized
@@ -114,13 +114,14 @@ def solve_colours(
     return c
 
 
-def _render_loss(splats: Splats, images: Tensor, cfg: FitConfig) -> tuple[Tensor, Tensor]:  # -> loss, mse [B]
+def _render_loss(splats: Splats, images: Tensor, cfg: FitConfig, *, l1: bool = True
+                 ) -> tuple[Tensor, Tensor]:  # -> loss, mse [B]
     """One step's forward: each image's MSE (+ the colours' L1), and the MSE alone for the PSNR. On the CPU one
     pass per tile renders, takes the residual and runs the backward, in cache: no [B, 3, H, W] render or image
     gradient (38 MB each at batch 64) goes through memory."""
     mse = l2_loss(splats, images, backend=cfg.backend)
     loss = mse
-    if cfg.prune.l1_weight > 0:
+    if l1 and cfg.prune.l1_weight > 0:
         real = splats.mask.float()
         l1 = (splats.rgb.abs().sum(-1) * real).sum(1) / real.sum(1).clamp(min=1)
         loss = loss + cfg.prune.l1_weight * l1
@@ -144,12 +145,27 @@ def _keep_rows(opt: torch.optim.Optimizer, keep: Tensor) -> list[Tensor]:
     return out
 
 
+def fit_start(images: Tensor, cfg: FitConfig) -> Splats:  # images [B, 3, H, W] float in [0, 1]
+    """fit.init's splats for these images, their colours solved for its geometry where fit.solve_colours."""
+    start = initialise(images, cfg)
+    if cfg.solve_colours:
+        start = replace(start, rgb=_solve(start, images, cfg))
+    return start
+
+
+def coarse_factors(coarse_iterations: list[int]) -> list[int]:
+    """What each coarse step averages the images down by, in step order: level k of K runs its steps at
+    2^(K-k)x, coarsest first ([2, 1] -> [4, 4, 2])."""
+    K = len(coarse_iterations)
+    return [2 ** (K - k) for k, steps in enumerate(coarse_iterations) for _ in range(steps)]
+
+
 def fit_batch(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
     *,
-    init: Splats | None = None,  # a start to fit from, colours and all, instead of fit.init's (solved) one
-    callback=None,  # callback(step, psnr [B]): each image's PSNR (unclamped render) at that step
+    init: Splats | None = None,  # a start to fit from, colours and all, instead of fit_start's
+    callback=None,  # callback(step, psnr [B]): each image's PSNR (unclamped render) at that full-resolution step
     callback_every: int = 100,
 ) -> tuple[Splats, FitStats]:
     if images.dim() != 4 or images.shape[1] != 3:
@@ -159,17 +175,27 @@ def fit_batch(
                          f"{cfg.parameterization!r}")
     how = PARAMETERIZATIONS[cfg.parameterization]
     B, _, H, W = images.shape
+    K = len(cfg.coarse_iterations)
+    if 2**K > min(H, W):
+        raise ValueError(f"fit.coarse_iterations: {K} levels average the images down {2**K}x, more than "
+                         f"{H}x{W} images allow")
     images = images.float().contiguous()
-    start = init
-    if start is None:
-        start = initialise(images, cfg)
-        if cfg.solve_colours:
-            start = replace(start, rgb=_solve(start, images, cfg))
+    start = init if init is not None else fit_start(images, cfg)
     size = torch.tensor([W, H], dtype=torch.float32, device=images.device)
     xy, diagonal, shear = (t.requires_grad_(True) for t in how.to_params(start, size))
     rgb = start.rgb.detach().clone().requires_grad_(True)
     mask = start.mask.clone()
     n_init = mask.sum(1)
+
+    # Coarse-to-fine: the run's first steps render the splats scaled down f x against the images averaged down
+    # f x (a coarse pixel averages f x f finer ones, so its centre is at 1/f of their coordinates, and a
+    # Gaussian's peak weight is 1 at any size: the colours stay). One Adam, one cosine decay and one beta2 span
+    # every step, so the full-resolution steps go on from the coarse ones' moments and rates. Pruning, its L1
+    # penalty and fit.target_psnr are for full resolution: they wait for it.
+    factors = coarse_factors(cfg.coarse_iterations)
+    averaged = {f: F.avg_pool2d(images, f) for f in set(factors)}
+    coarse = len(factors)
+    total = coarse + cfg.iterations
 
     opt = torch.optim.Adam(
         [
@@ -178,10 +204,10 @@ def fit_batch(
             {"params": [shear], "lr": cfg.lr.shear},
             {"params": [rgb], "lr": cfg.lr.rgb},
         ],
-        betas=(cfg.lr.beta1, adam_beta2(cfg.lr.beta2, cfg.iterations)),
+        betas=(cfg.lr.beta1, adam_beta2(cfg.lr.beta2, total)),
     )
-    sched = cosine_schedule(opt, cfg.iterations, end=cfg.lr.decay_to)
-    prune_steps = {round(a * cfg.iterations) for a in cfg.prune.at}
+    sched = cosine_schedule(opt, total, end=cfg.lr.decay_to)
+    prune_steps = {coarse + round(a * cfg.iterations) for a in cfg.prune.at}
 
     def current() -> Splats:
         return Splats(*how.to_geometry(xy, diagonal, shear, size), rgb, mask)
@@ -195,29 +221,35 @@ def fit_batch(
     psnr_now = images.new_zeros(B)
     target = cfg.target_psnr
     work = images
-    for step in range(cfg.iterations + 1):  # the last pass only measures
-        if step in prune_steps and cfg.prune.threshold > 0 and step < cfg.iterations:
+    for step in range(total + 1):  # the last pass only measures
+        if step in prune_steps and cfg.prune.threshold > 0 and step < total:
             with torch.no_grad():
                 mask &= luminance(rgb) >= cfg.prune.threshold
                 if cfg.solve_colours:  # the survivors take over the pruned ones' share of the image
                     rgb.copy_(_solve(current(), work, cfg))
         splats = current()
-        last = step == cfg.iterations
-        with torch.set_grad_enabled(not last):
-            loss, mse = _render_loss(splats, work, cfg)
-        psnr_now[active] = -10 * mse.clamp(min=1e-20).log10()
-        if last:
-            finished = torch.ones_like(mse, dtype=torch.bool)
+        if step < coarse:
+            f = factors[step]
+            scaled = Splats(splats.xy / f, splats.chol / f, splats.rgb, splats.mask)
+            loss = _render_loss(scaled, averaged[f], cfg, l1=False)[0]
+            finished = torch.zeros_like(active, dtype=torch.bool)
         else:
-            finished = psnr_now[active] >= (target if target is not None else math.inf)
-        if finished.any():
-            for name in ("xy", "chol", "rgb", "mask"):
-                getattr(done, name)[active[finished]] = getattr(splats, name).detach()[finished]
-            used[active[finished]] = step
-        if callback is not None and (step % callback_every == 0 or last):
-            callback(step, psnr_now.clone())
-        if last or finished.all():
-            break
+            last = step == total
+            with torch.set_grad_enabled(not last):
+                loss, mse = _render_loss(splats, work, cfg)
+            psnr_now[active] = -10 * mse.clamp(min=1e-20).log10()
+            if last:
+                finished = torch.ones_like(mse, dtype=torch.bool)
+            else:
+                finished = psnr_now[active] >= (target if target is not None else math.inf)
+            if finished.any():
+                for name in ("xy", "chol", "rgb", "mask"):
+                    getattr(done, name)[active[finished]] = getattr(splats, name).detach()[finished]
+                used[active[finished]] = step - coarse
+            if callback is not None and ((step - coarse) % callback_every == 0 or last):
+                callback(step - coarse, psnr_now.clone())
+            if last or finished.all():
+                break
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         frame = splats.chol.detach()
@@ -243,38 +275,14 @@ def _solve(splats: Splats, images: Tensor, cfg: FitConfig) -> Tensor:  # [B, N, 
     return solve_colours(splats, images, steps=cfg.solve_steps, ridge=cfg.solve_ridge, backend=cfg.backend)
 
 
-def coarse_to_fine(images: Tensor, cfg: FitConfig) -> Splats:  # images [B, 3, H, W]
-    """The full-resolution fit's start, from fit.coarse_iterations: level k of K fits the images averaged down
-    2^(K-k)x for its steps, coarsest first; the coarsest starts from fit.init's start, each other from the level
-    before. Pruning, its L1 penalty and fit.target_psnr wait for full resolution.
-
-    A level's splats scale up 2x exactly: a coarse pixel averages 2x2 finer ones, whose centres (at i + 0.5)
-    average to twice its own centre, so xy and the Cholesky factor double; a Gaussian's peak weight is 1 at
-    any size, so the colours stay."""
-    K = len(cfg.coarse_iterations)
-    H, W = images.shape[-2:]
-    if 2**K > min(H, W):
-        raise ValueError(f"fit.coarse_iterations: {K} levels average the images down {2**K}x, more than "
-                         f"{H}x{W} images allow")
-    coarse = replace(cfg, prune=PruneConfig.off(), target_psnr=None)
-    start = None
-    for k, steps in enumerate(cfg.coarse_iterations):
-        level, _ = fit_batch(F.avg_pool2d(images.float(), 2 ** (K - k)), replace(coarse, iterations=steps),
-                             init=start)
-        start = replace(level, xy=level.xy * 2, chol=level.chol * 2)
-    return start
-
-
 def fit_images(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
     **progress,  # fit_batch's callback and callback_every
 ) -> tuple[Splats, FitStats]:
-    """The fit: the coarse levels (fit.coarse_iterations), fit_batch at full resolution, then, for the quantized
-    record, the refinement through what it stores; stats.psnr is then that of what is stored (stats.iterations
-    stays the full-resolution fit's own)."""
-    start = coarse_to_fine(images, cfg) if cfg.coarse_iterations else None
-    splats, stats = fit_batch(images, cfg, init=start, **progress)
+    """The fit: fit_batch, then, for the quantized record, the refinement through what it stores; stats.psnr is
+    then that of what is stored (stats.iterations stays the fit's own)."""
+    splats, stats = fit_batch(images, cfg, **progress)
     if cfg.record != "quantized":
         return splats, stats
     H, W = images.shape[-2:]
