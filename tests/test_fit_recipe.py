@@ -144,24 +144,32 @@ def test_random_init_draws_gaussianimages_cholesky_factors():
     assert (s.xy[..., 0].max() <= 50) and (s.xy[..., 1].max() <= 30) and s.xy.min() >= 0
 
 
-def test_coarse_steps_share_the_runs_adam_and_decay_and_leave_the_l1_penalty_to_full_resolution():
+@pytest.mark.parametrize("restart", [False, True])
+def test_coarse_steps_share_the_runs_adam_and_decay_and_leave_the_l1_penalty_to_full_resolution(restart):
     """fit.coarse_iterations' steps are the first of one run: one Adam (its step count, bias correction and
-    beta2 over all C + T steps) and one cosine decay over them. The probes see no L1 gradient while the steps
-    are coarse (Adam's moments stay 0, so they stay put), then the constant one: Adam written out by hand."""
+    beta2 over all C + T steps) and one cosine decay over them, or with fit.coarse_restart a second decay over
+    the T full-resolution steps. The probes see no L1 gradient while the steps are coarse (Adam's moments stay
+    0, so they stay put), then the constant one: Adam written out by hand."""
     C, T = 50, 250
     colours = [3.0, -2.5]  # far enough from 0 that the L1 gradient keeps its sign
     image, start = with_probes(colours)
-    cfg = replace(recipe(T, PruneConfig(l1_weight=0.5)), coarse_iterations=[C])
+    cfg = replace(recipe(T, PruneConfig(l1_weight=0.5)), coarse_iterations=[C], coarse_restart=restart)
     end, stats = fit_batch(image, cfg, init=start)
     assert stats.iterations.item() == T
     beta1, beta2 = cfg.lr.beta1, min(max(1 - 15 / (C + T), 0.85), 0.95)
-    moved, m, v = 0.0, 0.0, 0.0
-    for t in range(1, C + T + 1):
-        g = 0.0 if t <= C else 0.5 / 6  # sign(c) * l1_weight / real splats, for c > 0
-        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
-        moved += LR_RGB * schedule(t - 1, C + T, cfg.lr.decay_to) * (m / (1 - beta1**t)) / (
-            math.sqrt(v / (1 - beta2**t)) + 1e-8)
-    want = torch.tensor([c - math.copysign(moved, c) for c in colours])[:, None].expand(2, 3)
+
+    def moved(restart: bool) -> float:
+        out, m, v = 0.0, 0.0, 0.0
+        for t in range(1, C + T + 1):
+            g = 0.0 if t <= C else 0.5 / 6  # sign(c) * l1_weight / real splats, for c > 0
+            m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+            rate = schedule(t - 1 - C, T, cfg.lr.decay_to) if restart and t > C else \
+                schedule(t - 1, C + T, cfg.lr.decay_to)
+            out += LR_RGB * rate * (m / (1 - beta1**t)) / (math.sqrt(v / (1 - beta2**t)) + 1e-8)
+        return out
+
+    want = torch.tensor([c - math.copysign(moved(restart), c) for c in colours])[:, None].expand(2, 3)
     torch.testing.assert_close(end.rgb[0, 4:], want, atol=1e-5, rtol=0)
     fresh = LR_RGB * sum(schedule(t, T, cfg.lr.decay_to) for t in range(T))  # a fresh Adam and decay at full
-    assert abs(moved - fresh) > 1e-2  # resolution would move them this far: the oracle tells the two apart
+    assert abs(moved(False) - fresh) > 1e-2  # resolution would move them this far, and the two decays apart:
+    assert abs(moved(False) - moved(True)) > 1e-2  # the oracle tells them apart

@@ -14,7 +14,7 @@ budgets     PSNR after 100 / 300 / 1000 / 3000 iterations (--budgets) at 400 and
 time        time to quality at batch 64: wall ms per image (init, colour solve and every pass counted) to
             reach the target, the PSNR of the axis-aligned adaptive init (fit.init=adaptive) with centres
             stepped in pixels (log_scale) at 300 iterations, for it (and at 60) and for each route (the default at 60-300 iterations;
-            coarse-to-fine, fit.coarse_iterations), at 196, 400 and 4900 Gaussians; the factor over the
+            coarse-to-fine, fit.coarse_iterations and fit.coarse_restart), at 196, 400 and 4900 Gaussians; the factor over the
             target's time; the default's PSNR at a fifth of that time; writes a plot.
 target      fit.target_psnr=25 (cap 3000): mean iterations per image and wall time, against a fixed 3000.
 pruning     pruning ratio and PSNR cost of luminance pruning vs no pruning (paper 4.4), default recipe.
@@ -170,9 +170,16 @@ TIME_BUDGETS = (60, 100, 150, 200, 300)  # the default's iterations
 # The reference: (recipe, init, iterations): the axis-aligned adaptive init with centres stepped in pixels, the
 # default when the goal was set; its last budget sets the target, the PSNR the goal is set against.
 REFERENCE = ("log_scale", "adaptive", (60, 300))
-# Coarse-to-fine: (fit.coarse_iterations, full-resolution iterations); the first is experiments/fit/coarse.yaml.
-COARSE = (([150], 80), ([60], 60), ([100], 100), ([150], 150), ([50, 100], 80))
+# Coarse-to-fine: (fit.coarse_iterations, full-resolution iterations, fit.coarse_restart); the first is
+# experiments/fit/coarse.yaml.
+COARSE = (([150], 80, False), ([60], 60, False), ([100], 100, False), ([150], 150, False), ([400], 100, True),
+          ([400, 200], 80, True))
 GOAL = 5.0  # less wall time to the target's PSNR
+
+
+def coarse_label(levels: list[int], fine: int, restart: bool) -> str:
+    """fit.coarse_iterations + fit.iterations, and `restart` where fit.coarse_restart."""
+    return f"{levels} + {fine}" + (" restart" if restart else "")
 
 
 def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64) -> None:
@@ -204,10 +211,10 @@ def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64
         for T in TIME_BUDGETS:
             results.append(("default", f"{T} it.", *timed(n, "default", f"{T} it.",
                                                           lambda: fit_batch(stack, replace(cfg, iterations=T))[1].psnr)))
-        for levels, fine in COARSE:
-            label = f"{levels} + {fine}"  # fit.coarse_iterations + fit.iterations
+        for levels, fine, restart in COARSE:
+            label = coarse_label(levels, fine, restart)
             results.append(("coarse-to-fine", label, *timed(n, "coarse-to-fine", label, lambda: fit_images(
-                stack, replace(cfg, coarse_iterations=levels, iterations=fine))[1].psnr)))
+                stack, replace(cfg, coarse_iterations=levels, iterations=fine, coarse_restart=restart))[1].psnr)))
         target_ms, target_psnr, _ = points[n, init][-1]
         for route, label, ms, psnr in results:
             reached = psnr >= target_psnr

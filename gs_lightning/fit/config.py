@@ -85,6 +85,9 @@ class FitConfig:
                                                        "2^k x, coarsest first, before fit.iterations at full "
                                                        "resolution, all under one Adam and one decay ([150]: 150 at "
                                                        "half); []: none", ge=1)
+    coarse_restart: bool = setting(False, "coarse-to-fine: the full-resolution steps restart the cosine decay from "
+                                          "the full rates (Adam's moments carry on), which pays after long "
+                                          "coarse runs ([400] + 100); false: one decay spans every step")
     target_psnr: Optional[float] = setting(None, "each image stops once its PSNR (dB) reaches this; null: "
                                                  "every image runs fit.iterations", gt=0)
     record: str = setting("fp16", "how a splat set is stored: fp16 (16 B a splat, the paper's) | quantized "

@@ -189,9 +189,10 @@ def fit_batch(
 
     # Coarse-to-fine: the run's first steps render the splats scaled down f x against the images averaged down
     # f x (a coarse pixel averages f x f finer ones, so its centre is at 1/f of their coordinates, and a
-    # Gaussian's peak weight is 1 at any size: the colours stay). One Adam, one cosine decay and one beta2 span
-    # every step, so the full-resolution steps go on from the coarse ones' moments and rates. Pruning, its L1
-    # penalty and fit.target_psnr are for full resolution: they wait for it.
+    # Gaussian's peak weight is 1 at any size: the colours stay). One Adam and one beta2 span every step, so
+    # the full-resolution steps go on from the coarse ones' moments; so does one cosine decay, unless
+    # fit.coarse_restart starts a second one at full resolution. Pruning, its L1 penalty and fit.target_psnr
+    # are for full resolution: they wait for it.
     factors = coarse_factors(cfg.coarse_iterations)
     averaged = {f: F.avg_pool2d(images, f) for f in set(factors)}
     coarse = len(factors)
@@ -206,7 +207,7 @@ def fit_batch(
         ],
         betas=(cfg.lr.beta1, adam_beta2(cfg.lr.beta2, total)),
     )
-    sched = cosine_schedule(opt, total, end=cfg.lr.decay_to)
+    sched = cosine_schedule(opt, total, end=cfg.lr.decay_to, restart=coarse if cfg.coarse_restart else 0)
     prune_steps = {coarse + round(a * cfg.iterations) for a in cfg.prune.at}
 
     def current() -> Splats:

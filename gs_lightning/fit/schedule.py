@@ -7,11 +7,15 @@ import math
 import torch
 
 
-def cosine_schedule(opt: torch.optim.Optimizer, iterations: int, end: float = 0.0):
-    """Every lr from its value down to `end` times it on a half cosine over `iterations` steps, then held."""
-    total = max(iterations, 1)
+def cosine_schedule(opt: torch.optim.Optimizer, iterations: int, end: float = 0.0, *, restart: int = 0):
+    """Every lr from its value down to `end` times it on a half cosine over `iterations` steps, then held; with
+    `restart`, the first `restart` steps take one half cosine and the rest another, from the full rates."""
+    def cosine(t: int, total: int) -> float:
+        total = max(total, 1)
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+        opt, lambda t: cosine(t, restart) if t < restart else cosine(t - restart, iterations - restart)
     )
 
 
