@@ -64,8 +64,8 @@ def test_a_coarse_step_is_a_step_of_the_splats_scaled_down_on_the_averaged_image
 
 
 def test_a_given_start_keeps_its_colours():
-    """fit.solve_colours solves the colours of fit.init's start (fit_start), not of a start handed in: after one Adam step
-    (its first moves every parameter by its lr) each colour is within lr of where it began."""
+    """fit.solve_colours solves the colours of fit.init's start (fit_start), not of a start handed in: after one
+    Adam step (its first moves every parameter by its lr) each colour is within lr of where it began."""
     images = photos(2)
     start = replace(random_splats(1, 9, 32, 32, seed=1, requires_grad=False), rgb=torch.full((1, 9, 3), 5.0))
     cfg = shipped_fit_config(num_splats=9, iterations=1)

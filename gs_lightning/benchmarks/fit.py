@@ -13,9 +13,10 @@ budgets     PSNR after 100 / 300 / 1000 / 3000 iterations (--budgets) at 400 and
             300 iterations against the paper's recipe at 3000; writes a plot.
 time        time to quality at batch 64: wall ms per image (init, colour solve and every pass counted) to
             reach the target, the PSNR of the axis-aligned adaptive init (fit.init=adaptive) with centres
-            stepped in pixels (log_scale) at 300 iterations, for it (and at 60) and for each route (the default at 60-300 iterations;
-            coarse-to-fine, fit.coarse_iterations and fit.coarse_restart), at 196, 400 and 4900 Gaussians; the factor over the
-            target's time; the default's PSNR at a fifth of that time; writes a plot.
+            stepped in pixels (log_scale) at 300 iterations, for it (and at 60) and for each route (the
+            default at 60-300 iterations; coarse-to-fine, fit.coarse_iterations and fit.coarse_restart), at
+            196, 400 and 4900 Gaussians; the factor over the target's time; the default's PSNR at a fifth of
+            that time; writes a plot.
 target      fit.target_psnr=25 (cap 3000): mean iterations per image and wall time, against a fixed 3000.
 pruning     pruning ratio and PSNR cost of luminance pruning vs no pruning (paper 4.4), default recipe.
 throughput  images/s at 400 Gaussians for a fixed iteration count: batch 1 run
@@ -214,7 +215,8 @@ def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64
         for levels, fine, restart in COARSE:
             label = coarse_label(levels, fine, restart)
             results.append(("coarse-to-fine", label, *timed(n, "coarse-to-fine", label, lambda: fit_images(
-                stack, replace(cfg, coarse_iterations=levels, iterations=fine, coarse_restart=restart))[1].psnr)))
+                stack, replace(cfg, coarse_iterations=levels, iterations=fine,
+                               coarse_restart=restart))[1].psnr)))
         target_ms, target_psnr, _ = points[n, init][-1]
         for route, label, ms, psnr in results:
             reached = psnr >= target_psnr

@@ -1,9 +1,9 @@
 """The fit: images to splat sets, a whole batch at once (paper 4.2-4.4).
 
 fit_images is the entry point: fit_batch, then, for the quantized record, the refinement through what it
-stores (fit/refine.py). fit_batch runs one Adam over every image's
-parameters, through the batched rasterizer. The loss is a per-image sum, and Adam is element-wise, so each
-image's fit is the same as if it were fitted alone: batching buys speed, never coupling.
+stores (fit/refine.py). fit_batch runs one Adam over every image's parameters, through the batched
+rasterizer. The loss is a per-image sum, and Adam is element-wise, so each image's fit is the same as if it
+were fitted alone: batching buys speed, never coupling.
 
 What Adam steps is set by fit.parameterization (fit/parameterization.py). An L1 penalty on the colours
 drives weak Gaussians towards zero; at the configured points of the run (fractions of the iterations), a
@@ -116,15 +116,16 @@ def solve_colours(
 
 def _render_loss(splats: Splats, images: Tensor, cfg: FitConfig, *, l1: bool = True
                  ) -> tuple[Tensor, Tensor]:  # -> loss, mse [B]
-    """One step's forward: each image's MSE (+ the colours' L1), and the MSE alone for the PSNR. On the CPU one
+    """One step's forward: each image's MSE (+ the colours' L1 unless l1=False), and the MSE alone for the
+    PSNR. On the CPU one
     pass per tile renders, takes the residual and runs the backward, in cache: no [B, 3, H, W] render or image
     gradient (38 MB each at batch 64) goes through memory."""
     mse = l2_loss(splats, images, backend=cfg.backend)
     loss = mse
     if l1 and cfg.prune.l1_weight > 0:
         real = splats.mask.float()
-        l1 = (splats.rgb.abs().sum(-1) * real).sum(1) / real.sum(1).clamp(min=1)
-        loss = loss + cfg.prune.l1_weight * l1
+        mean_abs = (splats.rgb.abs().sum(-1) * real).sum(1) / real.sum(1).clamp(min=1)
+        loss = loss + cfg.prune.l1_weight * mean_abs
     return loss, mse.detach()
 
 

@@ -48,7 +48,7 @@ MUTANTS = [
      "new": "prune_steps = {coarse + round(a * cfg.iterations) - 1 for a in cfg.prune.at}",
      "tests": ["tests/test_fit_recipe.py"], "why": "pruning happens before the configured point of the run"},
     {"name": "l1-penalty-dropped", "path": "gs_lightning/fit/fitter.py",
-     "old": "loss = loss + cfg.prune.l1_weight * l1", "new": "loss = loss",
+     "old": "loss = loss + cfg.prune.l1_weight * mean_abs", "new": "loss = loss",
      "tests": ["tests/test_fit_recipe.py"], "why": "fit.prune.l1_weight does nothing"},
     {"name": "shear-never-learned", "path": "gs_lightning/fit/fitter.py",
      "old": '{"params": [shear], "lr": cfg.lr.shear}', "new": '{"params": [shear], "lr": 0.0}',
