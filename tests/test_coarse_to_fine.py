@@ -76,10 +76,16 @@ def test_a_given_start_keeps_its_colours():
 
 
 def test_an_image_fitted_coarse_to_fine_in_a_batch_is_the_image_fitted_alone_and_a_rerun_repeats():
+    """With pruning, and a PSNR target that the images reach at different full-resolution steps (the PSNR
+    the middle image has after 8 of them), so rows leave the batch after the coarse steps."""
     images = photos(3, 4, 5)
     cfg = shipped_fit_config(num_splats=16, iterations=20, coarse_iterations=[40, 20],
                              prune=PruneConfig(l1_weight=0.01, threshold=0.05, at=[0.5]))
+    seen = []
+    fit_images(images, cfg, callback=lambda step, psnr: seen.append(psnr[1].item()), callback_every=1)
+    cfg = replace(cfg, target_psnr=seen[8])
     batch, stats = fit_images(images, cfg)
+    assert stats.iterations[1] == 8 and len(set(stats.iterations.tolist())) > 1, stats.iterations
     alone, stats1 = fit_images(images[1:2], cfg)
     for name in ("xy", "chol", "rgb", "mask"):
         torch.testing.assert_close(getattr(batch, name)[1:2], getattr(alone, name), rtol=1e-5, atol=1e-5)
@@ -89,9 +95,16 @@ def test_an_image_fitted_coarse_to_fine_in_a_batch_is_the_image_fitted_alone_and
         assert torch.equal(getattr(again, name), getattr(batch, name)), name
 
 
+def test_the_progress_callback_counts_full_resolution_steps():
+    seen = []
+    cfg = shipped_fit_config(num_splats=9, iterations=4, coarse_iterations=[3])
+    fit_batch(photos(0), cfg, callback=lambda step, psnr: seen.append(step), callback_every=2)
+    assert seen == [0, 2, 4]
+
+
 def test_coarse_levels_lift_a_short_fit():
-    """The same 20 full-resolution steps, from 200 at half resolution: a clearly better fit of every image
-    (each coarse step moves the Gaussians over a quarter of the pixels)."""
+    """20 full-resolution steps, and 200 at half resolution before the same 20: a clearly better fit of every
+    image (each coarse step moves the Gaussians over a quarter of the pixels)."""
     images = photos(6, 7, 8, size=64)
     cfg = shipped_fit_config(num_splats=24, iterations=20)
     _, plain = fit_images(images, cfg)

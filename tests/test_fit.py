@@ -18,7 +18,7 @@ from helpers import image_bytes, random_splats, smooth_photo, smooth_photos
 from gs_lightning.errors import UserError
 from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.data.shards import resize_center_crop, write_image_shard
-from gs_lightning.fit.fitter import fit_batch, solve_colours
+from gs_lightning.fit.fitter import fit_batch, fit_images, solve_colours
 from gs_lightning.fit.init import (_cell_means, adaptive_init, detail_density, grid_rows, oriented_init, random_init,
                                    structured_init)
 from gs_lightning.fit.parameterization import PARAMETERIZATIONS
@@ -592,6 +592,12 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
     own = fit_batch(images, replace(bench.recipe_config(recipe, num_splats=4), init=init, iterations=budgets[-1]))
     assert target == pytest.approx(own[1].psnr.mean().item(), abs=0.006)  # the reference's fit, not the default's
     assert (recipe, init) == ("log_scale", "adaptive")  # the default when the goal was set
+    levels, fine, restart = next(route for route in bench.COARSE if route[2])  # the route runs its own settings
+    cfg = replace(bench.recipe_config("default", num_splats=4), coarse_iterations=levels, iterations=fine)
+    for r in (restart, not restart):
+        psnr = fit_images(images, replace(cfg, coarse_restart=r))[1].psnr.mean().item()
+        shown = float(table[bench.coarse_label(levels, fine, restart)][1])
+        assert (shown == pytest.approx(psnr, abs=0.006)) == (r == restart)
     for _, psnr, reached, factor in [*table.values(), *reference.values()]:  # a factor exactly where it is reached
         assert (factor != "-") == (reached == "yes")
         if float(psnr) != target:  # equal to two decimals: either side of the target

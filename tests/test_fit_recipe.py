@@ -16,6 +16,7 @@ from conftest import shipped_fit_config
 from gs_lightning.fit.config import PruneConfig
 from gs_lightning.fit.fitter import fit_batch
 from gs_lightning.fit.init import random_init, structured_init
+from gs_lightning.fit.schedule import cosine_schedule
 from gs_lightning.render import rasterize
 from gs_lightning.splats import Splats
 
@@ -163,8 +164,10 @@ def test_coarse_steps_share_the_runs_adam_and_decay_and_leave_the_l1_penalty_to_
         for t in range(1, C + T + 1):
             g = 0.0 if t <= C else 0.5 / 6  # sign(c) * l1_weight / real splats, for c > 0
             m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
-            rate = schedule(t - 1 - C, T, cfg.lr.decay_to) if restart and t > C else \
-                schedule(t - 1, C + T, cfg.lr.decay_to)
+            if restart:  # one decay over the coarse steps, another over the full-resolution ones
+                rate = schedule(t - 1, C, cfg.lr.decay_to) if t <= C else schedule(t - 1 - C, T, cfg.lr.decay_to)
+            else:
+                rate = schedule(t - 1, C + T, cfg.lr.decay_to)
             out += LR_RGB * rate * (m / (1 - beta1**t)) / (math.sqrt(v / (1 - beta2**t)) + 1e-8)
         return out
 
@@ -173,3 +176,21 @@ def test_coarse_steps_share_the_runs_adam_and_decay_and_leave_the_l1_penalty_to_
     fresh = LR_RGB * sum(schedule(t, T, cfg.lr.decay_to) for t in range(T))  # a fresh Adam and decay at full
     assert abs(moved(False) - fresh) > 1e-2  # resolution would move them this far, and the two decays apart:
     assert abs(moved(False) - moved(True)) > 1e-2  # the oracle tells them apart
+
+
+@pytest.mark.parametrize("restart", [0, 7])
+def test_the_decay_restarts_at_full_resolution_with_a_cosine_of_its_own(restart):
+    """The rate at every step, against the cosine written out: over all 20 steps, or over the first `restart`
+    steps and then over the other 20 - restart from the full rate; held at its end after the run."""
+    T, end = 20, 0.05
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = cosine_schedule(opt, T, end=end, restart=restart)
+    rates = []
+    for _ in range(T + 3):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    want = [schedule(t, restart, end) if t < restart else schedule(min(t - restart, T - restart), T - restart, end)
+            for t in range(T + 3)]
+    assert rates == pytest.approx(want, abs=1e-12)
+    assert rates[restart] == pytest.approx(1.0) and rates[-1] == pytest.approx(end)

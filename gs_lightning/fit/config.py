@@ -14,8 +14,8 @@ from gs_lightning.schema import setting
 
 @dataclass
 class LearningRates:
-    """Adam's learning rate per parameter, in the units of fit.parameterization; each decays (cosine) over
-    fit.iterations."""
+    """Adam's learning rate per parameter, in the units of fit.parameterization; each decays (cosine) over the
+    run's Adam steps (fit.coarse_iterations' and fit.iterations; with fit.coarse_restart, over each part)."""
 
     xy: float = setting(0.2, "centres: sigmas along each Gaussian's axes under axes, pixels under log_scale", gt=0)
     diagonal: float = setting(0.08, "l11, l22 (their logs under axes and log_scale)", gt=0)
@@ -55,7 +55,8 @@ class FitConfig:
                                      "'embedded': the photos that ship with scikit-image")
     output: str = setting("outputs/fit/photos-400", "folder of the fitted shards (a rerun there resumes)")
     num_splats: int = setting(400, "Gaussians per image", ge=1)
-    iterations: int = setting(300, "Adam steps per image (the cap, with target_psnr)", ge=1)
+    iterations: int = setting(300, "Adam steps per image at full resolution, after any fit.coarse_iterations "
+                                   "(the cap, with target_psnr)", ge=1)
     init: str = setting("oriented", "oriented (cells of equal detail, each Gaussian along its cell's edges) | "
                                     "adaptive (the same cells, axis-aligned) | structured (the paper's grid, "
                                     "4.3) | random (GaussianImage's)", choices=INITS)
@@ -85,9 +86,10 @@ class FitConfig:
                                                        "2^k x, coarsest first, before fit.iterations at full "
                                                        "resolution, all under one Adam and one decay ([150]: 150 at "
                                                        "half); []: none", ge=1)
-    coarse_restart: bool = setting(False, "coarse-to-fine: the full-resolution steps restart the cosine decay from "
-                                          "the full rates (Adam's moments carry on), which pays after long "
-                                          "coarse runs ([400] + 100); false: one decay spans every step")
+    coarse_restart: bool = setting(False, "coarse-to-fine: the coarse steps take one cosine decay and the "
+                                          "full-resolution steps a second, from the full rates (Adam's moments "
+                                          "carry on), which pays after long coarse runs ([400] + 100); false: "
+                                          "one decay spans every step")
     target_psnr: Optional[float] = setting(None, "each image stops once its PSNR (dB) reaches this; null: "
                                                  "every image runs fit.iterations", gt=0)
     record: str = setting("fp16", "how a splat set is stored: fp16 (16 B a splat, the paper's) | quantized "

@@ -11,11 +11,12 @@ Gaussian whose luminance 0.2126|R| + 0.7152|G| + 0.0722|B| is below the threshol
 turns False), so every image ends with its own N.
 
 Beyond the paper: the colours may start from a least-squares solve for the init's geometry (fit.solve_colours,
-again after each prune); the cosine decay spans the run, and Adam's second-moment horizon is a fifteenth of
-it; with fit.target_psnr each image stops at the first step whose render reaches it, keeping those splats, and
-its rows leave every tensor (Adam's moments included), so a finished image costs nothing more and the others
-go on exactly as they would alone; and with fit.coarse_iterations the run starts with steps on the images
-averaged down (coarse-to-fine), which cost a fraction of a full-resolution one, under the same Adam.
+again after each prune); the cosine decay spans the run (unless fit.coarse_restart), and Adam's
+second-moment horizon is a fifteenth of it; with fit.target_psnr each image stops at the first step whose
+render reaches it, keeping those splats, and its rows leave every tensor (Adam's moments included), so a
+finished image costs nothing more and the others go on exactly as they would alone; and with
+fit.coarse_iterations the run starts with steps on the images averaged down (coarse-to-fine), which cost a
+fraction of a full-resolution one, under the same Adam.
 """
 from __future__ import annotations
 
@@ -117,9 +118,8 @@ def solve_colours(
 def _render_loss(splats: Splats, images: Tensor, cfg: FitConfig, *, l1: bool = True
                  ) -> tuple[Tensor, Tensor]:  # -> loss, mse [B]
     """One step's forward: each image's MSE (+ the colours' L1 unless l1=False), and the MSE alone for the
-    PSNR. On the CPU one
-    pass per tile renders, takes the residual and runs the backward, in cache: no [B, 3, H, W] render or image
-    gradient (38 MB each at batch 64) goes through memory."""
+    PSNR. On the CPU one pass per tile renders, takes the residual and runs the backward, in cache: no
+    [B, 3, H, W] render or image gradient (38 MB each at batch 64) goes through memory."""
     mse = l2_loss(splats, images, backend=cfg.backend)
     loss = mse
     if l1 and cfg.prune.l1_weight > 0:
