@@ -150,7 +150,7 @@ def fit_start(images: Tensor, cfg: FitConfig) -> Splats:  # images [B, 3, H, W] 
     """fit.init's splats for these images, their colours solved for its geometry where fit.solve_colours."""
     start = initialise(images, cfg)
     if cfg.solve_colours:
-        start = replace(start, rgb=_solve(start, images, cfg))
+        start = replace(start, rgb=colours_for(start, images, cfg))
     return start
 
 
@@ -228,7 +228,7 @@ def fit_batch(
             with torch.no_grad():
                 mask &= luminance(rgb) >= cfg.prune.threshold
                 if cfg.solve_colours:  # the survivors take over the pruned ones' share of the image
-                    rgb.copy_(_solve(current(), work, cfg))
+                    rgb.copy_(colours_for(current(), work, cfg))
         splats = current()
         if step < coarse:
             f = factors[step]
@@ -273,7 +273,8 @@ def fit_batch(
     return done, FitStats(psnr=psnr, n_init=n_init, n_final=done.mask.sum(1), iterations=used)
 
 
-def _solve(splats: Splats, images: Tensor, cfg: FitConfig) -> Tensor:  # [B, N, 3]
+def colours_for(splats: Splats, images: Tensor, cfg: FitConfig) -> Tensor:  # images [B, 3, H, W] -> [B, N, 3]
+    """The least-squares colours for the splats' geometry, solved as fit.solve_steps and fit.solve_ridge say."""
     return solve_colours(splats, images, steps=cfg.solve_steps, ridge=cfg.solve_ridge, backend=cfg.backend)
 
 

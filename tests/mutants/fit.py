@@ -158,7 +158,7 @@ MUTANTS = [
      "tests": ["tests/test_coarse_to_fine.py"], "why": "stats.iterations counts the coarse steps too"},
     {"name": "given-start-colours-solved", "path": "gs_lightning/fit/fitter.py",
      "old": "start = init if init is not None else fit_start(images, cfg)",
-     "new": "start = replace(init, rgb=_solve(init, images, cfg)) if init is not None else fit_start(images, cfg)",
+     "new": "start = replace(init, rgb=colours_for(init, images, cfg)) if init is not None else fit_start(images, cfg)",
      "tests": ["tests/test_coarse_to_fine.py"], "why": "a start handed in loses its colours to a solve"},
     {"name": "coarse-levels-unchecked", "path": "gs_lightning/config.py",
      "old": "if schema is FitRun and 2 ** len(cfg.fit.coarse_iterations) > cfg.fit.image_size:",
