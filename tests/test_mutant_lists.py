@@ -32,3 +32,17 @@ def test_every_listed_mutant_names_tests_that_exist_and_a_name_of_its_own():
                 function = re.sub(r"\[.*\]$", "", name.split("::")[-1])
                 assert re.search(rf"^\s*def {re.escape(function)}\(", (ROOT / path).read_text(), re.M), \
                     (m["name"], test)
+
+
+def test_every_equivalent_mutant_still_writes_the_line_its_entry_names(monkeypatch):
+    """equivalent.txt names mutmut's mutants by their number within a function, which an edit above them
+    shifts: each must still be the mutation its reason is about."""
+    spec = importlib.util.spec_from_file_location("mutants_sample", ROOT / "tests" / "mutants" / "sample.py")
+    sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    monkeypatch.chdir(ROOT)  # mutmut reads setup.cfg, whose do_not_mutate_patterns take part in the numbering
+    listed = sample.equivalent()
+    assert len(listed) >= 10
+    for name, (piece, _) in listed.items():
+        lines = sample.mutated_lines(name)
+        assert any(piece in line for line in lines), (name, piece, lines)
