@@ -15,7 +15,8 @@ the colours again; `twice` refines the refined start once more with the same net
 For each --eval set (the first 13 photos of a folder, or the embedded ones; batch 64, the photos repeated)
 it prints the PSNR of the start and after 60 / 100 / 200 default iterations from it, for the init, one
 refinement and two; then, side by side, the wall ms per image of the bench's time-to-quality target
-(benchmarks/fit.py REFERENCE) and of two refinements plus 60 / 100 / 200 iterations, everything counted.
+(benchmarks/fit.py REFERENCE) and of each of ROUTES, everything counted: two refinements plus 60 / 100 / 200
+iterations, and coarse-to-fine steps (fit.coarse_iterations) from the oriented init and from two refinements.
 --net: the predictor's weights, loaded if the file exists, else trained and saved there.
 """
 from __future__ import annotations
@@ -34,12 +35,16 @@ from torch import Tensor, nn
 
 from gs_lightning.benchmarks.fit import REFERENCE, batch_of, named_photos, recipe_config
 from gs_lightning.data.shards import FOLDER_EXTS
-from gs_lightning.fit.fitter import fit_batch, fit_start, psnr_per_image, solve_colours
+from gs_lightning.fit.fitter import colours_for, fit_batch, fit_start, psnr_per_image
 from gs_lightning.fit.parameterization import axes_to_pixels
 from gs_lightning.render import rasterize
 from gs_lightning.splats import Splats
 
 SIZE = 224
+# The timed routes: (refinements, fit.coarse_iterations, full-resolution iterations). The coarse ones stack the
+# learned init with coarse-to-fine, beside coarse-to-fine from the oriented init alone.
+ROUTES = ((2, [], 60), (2, [], 100), (2, [], 200), (0, [60], 60), (2, [60], 60), (0, [100], 100), (2, [100], 100),
+          (0, [150], 80), (2, [150], 80))
 EXTENT = torch.linspace(-2.4, 2.4, 7)
 GRID = torch.stack(torch.meshgrid(EXTENT, EXTENT, indexing="xy"), -1).reshape(-1, 2)  # [49, 2] sigmas
 
@@ -87,8 +92,7 @@ def refine(images: Tensor, start: Splats, net: nn.Module, cfg) -> Splats:  # mov
         H, W = images.shape[-2:]
         xy = torch.stack([xy[..., 0].clamp(0, W), xy[..., 1].clamp(0, H)], -1)
         moved = replace(start, xy=xy, chol=torch.stack([sigma[..., 0, 0], sigma[..., 1, 0], sigma[..., 1, 1]], -1))
-        return replace(moved, rgb=solve_colours(moved, images, steps=cfg.solve_steps, ridge=cfg.solve_ridge,
-                                                backend=cfg.backend))
+        return replace(moved, rgb=colours_for(moved, images, cfg))
 
 
 def crops(folder: str, count: int, seed: int = 0) -> Tensor:  # [count, 3, SIZE, SIZE]
@@ -182,12 +186,15 @@ def evaluate(net: nn.Module, args, cfg) -> None:
         target = fit_batch(x, reference)[1].psnr[:k].mean().item()
         target_ms = 1000 * (time.perf_counter() - t0) / len(x)
         print(f"  target ({recipe}, {init} init, {budgets[-1]} it.): {target:.2f} dB in {target_ms:.1f} ms/image")
-        for T in (60, 100, 200):
+        for refined, coarse, T in ROUTES:
             t0 = time.perf_counter()
-            start = refine(x, refine(x, fit_start(x, cfg), net, cfg), net, cfg)
-            got = fit_batch(x, replace(cfg, iterations=T), init=start)[1].psnr[:k].mean().item()
+            start = fit_start(x, cfg)
+            for _ in range(refined):
+                start = refine(x, start, net, cfg)
+            route = replace(cfg, coarse_iterations=coarse, iterations=T)
+            got = fit_batch(x, route, init=start)[1].psnr[:k].mean().item()
             ms = 1000 * (time.perf_counter() - t0) / len(x)
-            print(f"  twice + {T} it.: {got:.2f} dB in {ms:.1f} ms/image"
+            print(f"  {['init', 'once', 'twice'][refined]} + {coarse} + {T} it.: {got:.2f} dB in {ms:.1f} ms/image"
                   + (f", {target_ms / ms:.2f}x less time than the target" if got >= target else ", misses the target"),
                   flush=True)
 
