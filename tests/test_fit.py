@@ -615,15 +615,19 @@ def test_fit_benchmark_throughput_times_both_recipes_on_each_path(capsys):
     assert timed == {(r, p) for r in ("default", "paper") for p in (simd_paths()[0], "scalar")}
 
 
-def test_fit_benchmark_reads_a_folder_of_images_as_fit_does(tmp_path):
+def test_fit_benchmark_reads_a_folder_of_images_as_fit_does(tmp_path, capsys):
+    """An image that does not decode is left out and named with the reason; the rest are read as fit reads
+    them."""
     from PIL import Image
 
-    from gs_lightning.benchmarks.fit import SIZE, photos
+    from gs_lightning.benchmarks.fit import SIZE, named_photos
 
     for i, (h, w) in enumerate([(300, 400), (250, 250), (224, 500)]):
         Image.fromarray(smooth_photo(h, w, seed=i)).save(tmp_path / f"{i}.png")
+    (tmp_path / "0a.jpg").write_bytes(b"\xff\xd8 cut off")
     (tmp_path / "notes.txt").write_text("not an image")
-    got = photos(2, str(tmp_path))
-    assert got.shape == (2, 3, SIZE, SIZE)
+    names, got = named_photos(2, str(tmp_path))
+    assert names == ["0", "1"] and got.shape == (2, 3, SIZE, SIZE)
     want = smooth_photos([0], 300, 400)[0]
     torch.testing.assert_close(got[0], resize_center_crop(want, SIZE), atol=1 / 255, rtol=0)
+    assert "left out 1: 0a (cannot decode image" in capsys.readouterr().out

@@ -34,8 +34,9 @@ def test_cmyk_and_grey_become_rgb():
 
 @pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
 def test_undecodable_bytes_raise_badsample(data):
-    with pytest.raises(BadSample, match="cannot decode image"):
+    with pytest.raises(BadSample, match="cannot decode image") as e:
         decode_image(data)
+    assert "BytesIO" not in str(e.value)  # the buffer's address tells a user nothing
 
 
 def test_resize_center_crop_keeps_the_centre():
@@ -55,6 +56,24 @@ def test_expand_urls_and_missing_folder(tmp_path):
     sources = list_sources(str(tmp_path / "a"), shard_size=1)
     assert [s.name for s in sources] == ["00000.tar", "00001.tar"]
     assert [f[2] for s in sources for f in s.files] == [0, 1]  # class = sorted folder index
+
+
+def test_an_image_folder_reads_every_format_imagefolder_does(tmp_path):
+    """A folder of scans and camera files (TIFF, PPM, PGM, upper-case suffixes) is read, pixel for pixel; other
+    files in it are not images and are left out."""
+    a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    files = {"scan.TIFF": image_bytes(a, "TIFF"), "frame.ppm": image_bytes(a, "PPM"),
+             "page.tif": image_bytes(a, "TIFF"), "grey.pgm": image_bytes(a[..., 0], "PPM"),
+             "notes.txt": b"not an image"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (source,) = list_sources(str(tmp_path))
+    samples = {r.key: decode_image(r.image) for r in source.samples([])}
+    assert sorted(samples) == ["frame", "grey", "page", "scan"]
+    expect = torch.from_numpy(a).permute(2, 0, 1).float() / 255
+    for key in ("frame", "page", "scan"):
+        torch.testing.assert_close(samples[key], expect, rtol=0, atol=1e-6)
+    torch.testing.assert_close(samples["grey"], expect[:1].expand(3, -1, -1), rtol=0, atol=1e-6)
 
 
 def test_records_round_trip_in_the_unit_square():

@@ -71,18 +71,23 @@ def named_photos(count: int | None, source: str | None = None, size: int = SIZE)
             names.append(name)
             out.append(resize_center_crop(a.contiguous(), size))
         return names, torch.stack(out)
-    errors: list = []
+    errors: list = []  # (key, why) of each sample left out
     for s in existing_sources(source, "--input", "Give a shard pattern or a folder of images."):
         for sample in s.samples(errors):
             try:
                 out.append(resize_center_crop(decode_image(sample.image), size))
                 names.append(sample.key)
-            except BadSample:  # no image member, or one that does not decode
-                errors.append((sample.key, "not a readable image"))
+            except BadSample as e:  # no image member, or one that does not decode
+                errors.append((sample.key, str(e)))
             if len(out) == count:
-                return names, torch.stack(out)
+                break
+        if len(out) == count:
+            break
     if not out:
         raise SystemExit(f"--input {source}: no readable images ({errors[:3]})")
+    if errors:
+        print(f"--input {source}: left out {len(errors)}: " + "; ".join(f"{k} ({why})" for k, why in errors[:5])
+              + ("; ..." if len(errors) > 5 else ""))
     return names, torch.stack(out)
 
 

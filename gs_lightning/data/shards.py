@@ -2,7 +2,7 @@
 
 Input shard (webdataset tar): {key}.jpg|jpeg|png|webp, {key}.txt (caption),
 {key}.json (uid, url, ...), and {key}.cls for labelled eval shards. An image
-folder (ImageNet val as val/<wnid>/*.JPEG) reads as shards of `shard_size`
+folder (ImageNet val as val/<wnid>/*.JPEG; any of FOLDER_EXTS, in any case) reads as shards of `shard_size`
 files, labelled by sorted folder name.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
 from gs_lightning.codec import MEMBERS, RECORDS, RecordError
@@ -44,7 +45,7 @@ from gs_lightning.errors import UserError
 from gs_lightning.splats import RECORD_DIM, Splats, invalid_rows
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+FOLDER_EXTS = IMG_EXTENSIONS  # what torchvision's ImageFolder reads: TIFF, PPM and PGM as well as the web formats
 
 
 class BadSample(ValueError):
@@ -70,6 +71,8 @@ def decode_array(data: bytes) -> np.ndarray:  # -> [H, W, 3] float32 in [0, 1]
                     rgba = im.convert("RGBA")
                     im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
                 a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except UnidentifiedImageError:  # its message names only the in-memory buffer
+        raise BadSample("cannot decode image: not in a format Pillow reads") from None
     except Exception as e:  # PIL raises many types for bad bytes
         raise BadSample(f"cannot decode image: {type(e).__name__}: {e}") from None
     if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:

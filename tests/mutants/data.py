@@ -18,4 +18,14 @@ MUTANTS = [
      "old": "        if k in seen:\n", "new": "        if False:\n",
      "tests": ["tests/test_fit.py::test_hostile_and_duplicate_keys_are_skipped_named_and_counted"],
      "why": "a key seen earlier in the shard is fitted again"},
+    {"name": "folder-web-formats-only", "path": "gs_lightning/data/shards.py",
+     "old": "FOLDER_EXTS = IMG_EXTENSIONS", "new": 'FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")',
+     "tests": ["tests/test_shards.py::test_an_image_folder_reads_every_format_imagefolder_does"],
+     "why": "a folder of TIFF scans or PPM frames is read as empty"},
+    {"name": "decode-error-names-buffer", "path": "gs_lightning/data/shards.py",
+     "old": '    except UnidentifiedImageError:  # its message names only the in-memory buffer\n'
+            '        raise BadSample("cannot decode image: not in a format Pillow reads") from None\n',
+     "new": "",
+     "tests": ["tests/test_shards.py::test_undecodable_bytes_raise_badsample"],
+     "why": "a file that is no image is reported as <_io.BytesIO object at 0x...>"},
 ]

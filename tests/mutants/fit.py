@@ -164,4 +164,12 @@ MUTANTS = [
      "old": "if schema is FitRun and 2 ** len(cfg.fit.coarse_iterations) > cfg.fit.image_size:",
      "new": "if schema is FitRun and 2 ** len(cfg.fit.coarse_iterations) > 2 * cfg.fit.image_size:",
      "tests": ["tests/test_coarse_to_fine.py"], "why": "a level coarser than the image passes the config and fails mid-fit"},
+    {"name": "bench-input-left-out-silently", "path": "gs_lightning/benchmarks/fit.py",
+     "old": "    if errors:\n        print(", "new": "    if False:\n        print(",
+     "tests": ["tests/test_fit.py::test_fit_benchmark_reads_a_folder_of_images_as_fit_does"],
+     "why": "a photo that does not decode drops out of the benchmark unseen, and the figures are on fewer photos"},
+    {"name": "bench-input-stops-counting-late", "path": "gs_lightning/benchmarks/fit.py",
+     "old": "            if len(out) == count:\n                break\n", "new": "",
+     "tests": ["tests/test_fit.py::test_fit_benchmark_reads_a_folder_of_images_as_fit_does"],
+     "why": "--photos K reads past the first K images"},
 ]
