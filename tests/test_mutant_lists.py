@@ -7,9 +7,17 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("mutants_run", ROOT / "tests" / "mutants" / "run.py")
-run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run)
+
+
+def harness(script: str):
+    """One of tests/mutants/'s scripts, as a module: the folder is not a package pytest imports."""
+    spec = importlib.util.spec_from_file_location(f"mutants_{script}", ROOT / "tests" / "mutants" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run = harness("run")
 
 
 def test_every_listed_mutant_applies_once_and_changes_its_file():
@@ -37,9 +45,7 @@ def test_every_listed_mutant_names_tests_that_exist_and_a_name_of_its_own():
 def test_every_equivalent_mutant_still_writes_the_line_its_entry_names(monkeypatch):
     """equivalent.txt names mutmut's mutants by their number within a function, which an edit above them
     shifts: each must still be the mutation its reason is about."""
-    spec = importlib.util.spec_from_file_location("mutants_sample", ROOT / "tests" / "mutants" / "sample.py")
-    sample = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sample)
+    sample = harness("sample")
     monkeypatch.chdir(ROOT)  # mutmut reads setup.cfg, whose do_not_mutate_patterns take part in the numbering
     listed = sample.equivalent()
     assert len(listed) >= 10
