@@ -30,11 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-from PIL import Image
 from torch import Tensor, nn
 
 from gs_lightning.benchmarks.fit import REFERENCE, batch_of, named_photos, recipe_config
-from gs_lightning.data.shards import FOLDER_EXTS
+from gs_lightning.data.shards import FOLDER_EXTS, decode_image
 from gs_lightning.fit.fitter import colours_for, fit_batch, fit_start, psnr_per_image
 from gs_lightning.fit.parameterization import axes_to_pixels
 from gs_lightning.render import rasterize
@@ -99,7 +98,7 @@ def crops(folder: str, count: int, seed: int = 0) -> Tensor:  # [count, 3, SIZE,
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in FOLDER_EXTS)
     if not files:
         raise SystemExit(f"--train {folder}: no {', '.join(FOLDER_EXTS)} images")
-    images = [TF.to_tensor(Image.open(f).convert("RGB")) for f in files]
+    images = [decode_image(f.read_bytes()) for f in files]
     rng, out = random.Random(seed), []
     for i in range(count):
         a = images[i % len(images)]

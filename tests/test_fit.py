@@ -631,3 +631,15 @@ def test_fit_benchmark_reads_a_folder_of_images_as_fit_does(tmp_path, capsys):
     want = smooth_photos([0], 300, 400)[0]
     torch.testing.assert_close(got[0], resize_center_crop(want, SIZE), atol=1 / 255, rtol=0)
     assert "left out 1: 0a (cannot decode image" in capsys.readouterr().out
+
+
+def test_fit_benchmark_names_a_shard_sample_with_no_image(tmp_path, capsys):
+    from gs_lightning.benchmarks.fit import named_photos
+
+    photo = smooth_photo(224, 224, seed=0)
+    write_image_shard(str(tmp_path / "00000.tar"), [{"key": "a", "txt": "a caption, no image"},
+                                                    {"key": "b", "png": image_bytes(photo, "PNG")}])
+    names, got = named_photos(None, str(tmp_path / "00000.tar"))
+    assert names == ["b"]
+    torch.testing.assert_close(got[0], torch.from_numpy(photo).permute(2, 0, 1).float() / 255, rtol=0, atol=1e-6)
+    assert "left out 1: a (no image member (jpg, jpeg, png, webp))" in capsys.readouterr().out

@@ -76,6 +76,28 @@ def test_an_image_folder_reads_every_format_imagefolder_does(tmp_path):
     torch.testing.assert_close(samples["grey"], expect[:1].expand(3, -1, -1), rtol=0, atol=1e-6)
 
 
+def test_folder_keys_survive_webdataset_and_a_repeated_key_is_skipped_named(tmp_path):
+    """A photo's name may hold dots (2020.05.01.jpg), and photo.jpg may sit beside photo.tif: each key reads back
+    through webdataset's member names as itself, and a key the shard already has is skipped as in a tar, the
+    first file kept."""
+    import webdataset as wds
+
+    a = np.zeros((4, 4, 3), np.uint8)
+    (tmp_path / "trip.v2").mkdir()
+    for name, fmt in (("2020.05.01.jpg", "JPEG"), ("photo.jpg", "JPEG"), ("photo.tif", "TIFF"),
+                      ("trip.v2/IMG.0001.png", "PNG")):
+        (tmp_path / name).write_bytes(image_bytes(a + len(name), fmt))
+    (source,) = list_sources(str(tmp_path))
+    errors = []
+    samples = list(source.samples(errors))
+    keys = [r.key for r in samples]
+    assert keys == ["2020_05_01", "photo", "trip_v2__IMG_0001"]
+    for key in keys:
+        assert wds.tariterators.base_plus_ext(f"{key}.splats.npy") == (key, "splats.npy")
+    assert samples[1].image == (tmp_path / "photo.jpg").read_bytes()
+    assert len(errors) == 1 and errors[0][0] == "photo" and "photo.tif" in errors[0][1], errors
+
+
 def test_records_round_trip_in_the_unit_square():
     s = Splats(torch.tensor([[[10.0, 5.0], [1.0, 2.0]]]), torch.tensor([[[2.0, 0.5, 1.0], [1.0, 0.0, 1.0]]]),
                torch.tensor([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]]), torch.tensor([[True, False]]))

@@ -36,7 +36,7 @@ import torch
 from gs_lightning.benchmarks.common import print_table, simd_path
 from gs_lightning.config import load_fit_config
 from gs_lightning.data.demo import PHOTOS, photo_array
-from gs_lightning.data.shards import BadSample, decode_image, existing_sources, resize_center_crop
+from gs_lightning.data.shards import IMAGE_EXTS, BadSample, decode_image, existing_sources, resize_center_crop
 from gs_lightning.fit.config import FitConfig, PruneConfig
 from gs_lightning.fit.fitter import fit_batch, fit_images
 from gs_lightning.render import simd_paths
@@ -74,10 +74,13 @@ def named_photos(count: int | None, source: str | None = None, size: int = SIZE)
     errors: list = []  # (key, why) of each sample left out
     for s in existing_sources(source, "--input", "Give a shard pattern or a folder of images."):
         for sample in s.samples(errors):
+            if sample.image is None:
+                errors.append((sample.key, f"no image member ({', '.join(IMAGE_EXTS)})"))
+                continue
             try:
                 out.append(resize_center_crop(decode_image(sample.image), size))
                 names.append(sample.key)
-            except BadSample as e:  # no image member, or one that does not decode
+            except BadSample as e:
                 errors.append((sample.key, str(e)))
             if len(out) == count:
                 break

@@ -3,7 +3,8 @@
 Input shard (webdataset tar): {key}.jpg|jpeg|png|webp, {key}.txt (caption),
 {key}.json (uid, url, ...), and {key}.cls for labelled eval shards. An image
 folder (ImageNet val as val/<wnid>/*.JPEG; any of FOLDER_EXTS, in any case) reads as shards of `shard_size`
-files, labelled by sorted folder name.
+files, labelled by sorted folder name; a file's key is its path in the folder without the suffix, with `__`
+for `/` and `_` for `.`.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
 (x/W, y/H, l11/W, l21/H, l22/H, r, g, b) in one of gs_lightning/codec.py's records, whose member name says
@@ -14,7 +15,8 @@ final name is always whole.
 
 Sample keys come from strangers' tars: a key that could escape a folder when
 written (absolute, `..`, backslash, control characters) is skipped, and so is
-any later sample whose key an earlier one of the shard had (the first is kept).
+any later sample whose key an earlier one of the shard had (the first is kept;
+in a folder too, where photo.jpg and photo.tif share a key).
 Every skip is warned naming shard and key, and counted by the caller.
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ from gs_lightning.errors import UserError
 from gs_lightning.splats import RECORD_DIM, Splats, invalid_rows
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-FOLDER_EXTS = IMG_EXTENSIONS  # what torchvision's ImageFolder reads: TIFF, PPM and PGM as well as the web formats
+FOLDER_EXTS = IMG_EXTENSIONS  # torchvision ImageFolder's: a folder it reads is read here
 
 
 class BadSample(ValueError):
@@ -72,7 +74,8 @@ def decode_array(data: bytes) -> np.ndarray:  # -> [H, W, 3] float32 in [0, 1]
                     im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
                 a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except UnidentifiedImageError:  # its message names only the in-memory buffer
-        raise BadSample("cannot decode image: not in a format Pillow reads") from None
+        raise BadSample("cannot decode image: Pillow finds no image in it (corrupt, or a format it does not "
+                        "read)") from None
     except Exception as e:  # PIL raises many types for bad bytes
         raise BadSample(f"cannot decode image: {type(e).__name__}: {e}") from None
     if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
@@ -192,7 +195,13 @@ class Source:
     def samples(self, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
         """Yield the samples; unreadable members or shards are appended to `errors` as (key, reason)."""
         if self.files is not None:
+            seen: set[str] = set()
             for key, path, cls in self.files:
+                if key in seen:  # photo.jpg beside photo.tif: the rule of a tar's repeated key
+                    errors.append((key, f"duplicate key: {path} has the key of an earlier file of this shard, "
+                                        "which is the one kept"))
+                    continue
+                seen.add(key)
                 try:
                     yield RawSample(key, Path(path).read_bytes(), cls=cls)
                 except OSError as e:
@@ -284,7 +293,9 @@ def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
             if p.suffix.lower() in FOLDER_EXTS and p.is_file():
                 rel = p.relative_to(path)
                 cls = classes.index(rel.parts[0]) if len(rel.parts) > 1 and rel.parts[0] in classes else None
-                files.append((str(rel.with_suffix("")).replace(os.sep, "__"), str(p), cls))
+                # webdataset splits a member's name at its first dot into key and extension: a key holds none
+                key = str(rel.with_suffix("")).replace(os.sep, "__").replace(".", "_")
+                files.append((key, str(p), cls))
         return [
             Source(name=f"{i // shard_size:05d}.tar", files=files[i : i + shard_size])
             for i in range(0, len(files), shard_size)

@@ -24,8 +24,17 @@ MUTANTS = [
      "why": "a folder of TIFF scans or PPM frames is read as empty"},
     {"name": "decode-error-names-buffer", "path": "gs_lightning/data/shards.py",
      "old": '    except UnidentifiedImageError:  # its message names only the in-memory buffer\n'
-            '        raise BadSample("cannot decode image: not in a format Pillow reads") from None\n',
+            '        raise BadSample("cannot decode image: Pillow finds no image in it (corrupt, or a format it does not "\n'
+            '                        "read)") from None\n',
      "new": "",
      "tests": ["tests/test_shards.py::test_undecodable_bytes_raise_badsample"],
      "why": "a file that is no image is reported as <_io.BytesIO object at 0x...>"},
+    {"name": "folder-keys-keep-dots", "path": "gs_lightning/data/shards.py",
+     "old": '.replace(os.sep, "__").replace(".", "_")', "new": '.replace(os.sep, "__")',
+     "tests": ["tests/test_shards.py::test_folder_keys_survive_webdataset_and_a_repeated_key_is_skipped_named"],
+     "why": "2020.05.01.jpg is written as 2020.05.01.splats.npy, which webdataset reads back as key 2020"},
+    {"name": "folder-repeated-key-kept", "path": "gs_lightning/data/shards.py",
+     "old": "                if key in seen:  # photo.jpg", "new": "                if False:  # photo.jpg",
+     "tests": ["tests/test_shards.py::test_folder_keys_survive_webdataset_and_a_repeated_key_is_skipped_named"],
+     "why": "photo.jpg and photo.tif are both written under key photo; reading the shard back drops one"},
 ]

@@ -172,4 +172,8 @@ MUTANTS = [
      "old": "            if len(out) == count:\n                break\n", "new": "",
      "tests": ["tests/test_fit.py::test_fit_benchmark_reads_a_folder_of_images_as_fit_does"],
      "why": "--photos K reads past the first K images"},
+    {"name": "bench-no-image-called-undecodable", "path": "gs_lightning/benchmarks/fit.py",
+     "old": "            if sample.image is None:\n", "new": "            if False:\n",
+     "tests": ["tests/test_fit.py::test_fit_benchmark_names_a_shard_sample_with_no_image"],
+     "why": "a shard sample with no image member is reported as an image Pillow cannot read"},
 ]
