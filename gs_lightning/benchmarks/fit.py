@@ -72,18 +72,16 @@ def named_photos(count: int | None, source: str | None = None, size: int = SIZE)
             out.append(resize_center_crop(a.contiguous(), size))
         return names, torch.stack(out)
     errors: list = []  # (key, why) of each sample left out
-    for s in existing_sources(source, "--input", "Give a shard pattern or a folder of images."):
-        for sample in s.samples(errors):
-            if sample.image is None:
-                errors.append((sample.key, f"no image member ({', '.join(IMAGE_EXTS)})"))
-                continue
-            try:
-                out.append(resize_center_crop(decode_image(sample.image), size))
-                names.append(sample.key)
-            except BadSample as e:
-                errors.append((sample.key, str(e)))
-            if len(out) == count:
-                break
+    sources = existing_sources(source, "--input", "Give a shard pattern or a folder of images.")
+    for sample in (sample for s in sources for sample in s.samples(errors)):
+        if sample.image is None:
+            errors.append((sample.key, f"no image member ({', '.join(IMAGE_EXTS)})"))
+            continue
+        try:
+            out.append(resize_center_crop(decode_image(sample.image), size))
+            names.append(sample.key)
+        except BadSample as e:
+            errors.append((sample.key, str(e)))
         if len(out) == count:
             break
     if not out:

@@ -30,7 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import braceexpand
 import numpy as np
@@ -194,14 +194,8 @@ class Source:
 
     def samples(self, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
         """Yield the samples; unreadable members or shards are appended to `errors` as (key, reason)."""
-        if self.files is not None:
-            seen: set[str] = set()
-            for key, path, cls in self.files:
-                if key in seen:  # photo.jpg beside photo.tif: the rule of a tar's repeated key
-                    errors.append((key, f"duplicate key: {path} has the key of an earlier file of this shard, "
-                                        "which is the one kept"))
-                    continue
-                seen.add(key)
+        if self.files is not None:  # photo.jpg beside photo.tif: one key, as a tar's repeated key
+            for key, path, cls in first_of_each_key(self.files, errors, name=lambda f: f[1]):
                 try:
                     yield RawSample(key, Path(path).read_bytes(), cls=cls)
                 except OSError as e:
@@ -222,13 +216,24 @@ def unsafe_key(key: str) -> str | None:
     return None
 
 
-def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
-    """(key, {ext: bytes}) per sample: consecutive tar members of one key, as webdataset groups them.
-
-    An unsafe key, or a key that an earlier sample of the shard already had, is skipped and reported in
-    `errors`: the first sample of a key is kept, later ones are dropped whole.
-    """
+def first_of_each_key(items: Iterable[tuple], errors: list[tuple[str, str]], *,
+                      name: Callable[[tuple], str] = lambda item: "this sample") -> Iterator[tuple]:
+    """The items (key, ...) whose key no earlier item had: a later sample of a key would write the same member
+    names into the output shard, so the first is kept and each later one goes to `errors`, named by `name`."""
     seen: set[str] = set()
+    for item in items:
+        if item[0] in seen:
+            errors.append((item[0], f"duplicate key: {name(item)} has the key of an earlier sample of this shard, "
+                                    "which is the one kept"))
+            continue
+        seen.add(item[0])
+        yield item
+
+
+def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
+    """(key, {ext: bytes}) per sample: consecutive tar members of one key, as webdataset groups them. A member
+    whose extension the group already has starts a new group of the same key. An unsafe key is skipped and
+    reported in `errors`."""
     key, group = None, None  # group None: the current key's members are being dropped
     for m in members:
         k, ext = wds.tariterators.base_plus_ext(m["fname"])
@@ -242,25 +247,23 @@ def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Ite
         if group is not None:
             yield key, group
         key, group = k, {ext: m["data"]}
-        if k in seen:
-            errors.append((k, "duplicate key: an earlier sample of this shard has it, and it is the one kept"))
-            group = None
-        elif (why := unsafe_key(k)) is not None:
+        if (why := unsafe_key(k)) is not None:
             errors.append((k, why))
             group = None
-        seen.add(k)
     if group is not None:
         yield key, group
 
 
 def tar_groups(url: str, errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
-    """(key, {ext: bytes}) of a tar's samples (group_members); what cannot be read goes to `errors`."""
+    """(key, {ext: bytes}) of a tar's samples (group_members), the first of each key; what cannot be read goes
+    to `errors`."""
     def handler(exn: Exception) -> bool:
         errors.append((f"{Path(url).name}", f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"))
         return True  # keep going with what is readable
 
     opened = wds.tariterators.url_opener([{"url": url}], handler=handler)
-    yield from group_members(wds.tariterators.tar_file_expander(opened, handler=handler, eof_value=None), errors)
+    members = wds.tariterators.tar_file_expander(opened, handler=handler, eof_value=None)
+    yield from first_of_each_key(group_members(members, errors), errors)
 
 
 def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]:

@@ -169,11 +169,11 @@ MUTANTS = [
      "tests": ["tests/test_fit.py::test_fit_benchmark_reads_a_folder_of_images_as_fit_does"],
      "why": "a photo that does not decode drops out of the benchmark unseen, and the figures are on fewer photos"},
     {"name": "bench-input-stops-counting-late", "path": "gs_lightning/benchmarks/fit.py",
-     "old": "            if len(out) == count:\n                break\n", "new": "",
+     "old": "        if len(out) == count:\n            break\n", "new": "",
      "tests": ["tests/test_fit.py::test_fit_benchmark_reads_a_folder_of_images_as_fit_does"],
      "why": "--photos K reads past the first K images"},
     {"name": "bench-no-image-called-undecodable", "path": "gs_lightning/benchmarks/fit.py",
-     "old": "            if sample.image is None:\n", "new": "            if False:\n",
+     "old": "        if sample.image is None:\n", "new": "        if False:\n",
      "tests": ["tests/test_fit.py::test_fit_benchmark_names_a_shard_sample_with_no_image"],
      "why": "a shard sample with no image member is reported as an image Pillow cannot read"},
 ]
