@@ -3,7 +3,7 @@
 Every user error ends the same way: one line `error: <key or file>: <what to do>` and exit status 2,
 before any work starts where it can be known then. SIGTERM or Ctrl-C stops a fit at once, keeping every
 finished shard (a rerun does the rest); during training SIGTERM first saves last.ckpt (resume=true).
-`COMMAND --help` lists the command's configs and every key; `--cfg` prints the composed config and exits.
+`COMMAND --help` lists the command's configs and every key; `--cfg` checks and prints the composed config and exits.
 """
 from __future__ import annotations
 
@@ -146,19 +146,21 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
     """Print `--help` (the configs to name, then every key) or `--cfg` (the composed config); True if done."""
     from omegaconf import OmegaConf
 
-    from gs_lightning.config import describe, split_args
+    from gs_lightning.config import describe, split_args, validate
 
     if not {"-h", "--help", "--cfg"} & set(args):
         return False
     names, overrides = split_args([a for a in args if a not in ("-h", "--help", "--cfg")])
     cfg = compose(names, overrides)
-    if "--cfg" in args:
+    if "--cfg" in args:  # what the command would run: a value it would refuse is refused here too
+        validate(cfg, schema)
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return True
     print(f"usage: {usage}\n\n{about}\n")
     for title, items in groups.items():
         print(f"{title}: {', '.join(items)}")
-    print("\n--help: this text; --cfg: print the composed config (names and overrides applied) and exit\n")
+    print("\n--help: this text; --cfg: print the composed config (names and overrides applied, values checked) and "
+          "exit\n")
     print(f"keys, with their type, {'the value the names above give' if names else 'default'} and meaning:")
     print(describe(schema, cfg))
     return True

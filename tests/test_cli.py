@@ -169,6 +169,9 @@ def test_cfg_prints_the_composed_config_and_runs_nothing(tmp_path):
     assert cfg["name"] == "gs98" and cfg["model"]["lr"] == 0.0042 and cfg["model"]["splat_encoder"]["num_queries"] == 49
     assert cfg["model"]["rgb_checkpoint"] == f"{tmp_path}/runs/rgb/checkpoints/best.ckpt"  # resolved
     assert not (tmp_path / "runs").exists()
+    out = run_cli("train", "gs98", "demo", "model.mode=distil", "--cfg")  # what train would refuse, --cfg refuses
+    assert out.returncode == 2 and not out.stdout, out.stdout
+    assert out.stderr.strip().splitlines()[-1].startswith("error: model.mode: must be one of rgb, distill"), out.stderr
 
 
 def test_the_console_script_is_the_cli():

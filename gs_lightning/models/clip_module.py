@@ -73,8 +73,10 @@ def embedding_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
 class ModelConfig:
     name: str = setting("ViT-B-16-w512", "open_clip model config (gs_lightning/models/configs/*.json or "
                                          "open_clip's own)")
-    mode: str = setting("rgb", "rgb (the teacher) | transfer (splat encoder on the RGB checkpoint's frozen ViT) | "
-                               "scratch (the splat encoder from random init)", choices=MODES)
+    mode: str = setting("rgb", "rgb (the teacher) | distill (stage 1: the splat stem and resampler learn the "
+                               "teacher's image embeddings, the rest frozen) | transfer (splat encoder on the RGB "
+                               "checkpoint's frozen ViT) | scratch (the splat encoder from random init)",
+                        choices=MODES)
     rgb_checkpoint: Optional[str] = setting(None, "the RGB teacher's best checkpoint: distill and transfer start "
                                                   "from its weights; any run that distills names its teacher here")
     init_checkpoint: Optional[str] = setting(None, "distill, transfer: the splat CLIP weights to start from "

@@ -1,6 +1,10 @@
 """Mutants of the typed configs' checks and the layer contract."""
 
 MUTANTS = [
+    {"name": "cfg-prints-unchecked", "path": "gs_lightning/cli.py",
+     "old": "        validate(cfg, schema)\n", "new": "",
+     "tests": ["tests/test_cli.py::test_cfg_prints_the_composed_config_and_runs_nothing"],
+     "why": "--cfg prints model.mode=distil as a good config; the run it checks then stops on it"},
     {"name": "lower-bounds-unchecked", "path": "gs_lightning/config.py",
      "old": '        if m.get(bound) is not None and not ok(value, m[bound]):', "new": '        if False:',
      "tests": ["tests/test_cli.py"], "why": "fit.num_splats=0 and friends start work instead of an error"},
