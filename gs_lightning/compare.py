@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from gs_lightning.errors import UserError
 from gs_lightning.splats import BYTES_PER_SPLAT
 
 PIXEL_BASELINES = ("jpeg", "webp")
@@ -107,7 +108,7 @@ def load_run(run_dir: str | Path) -> Run:
     cfg_file, metrics_file = run_dir / "config.yaml", run_dir / "csv" / "metrics.csv"
     for f in (cfg_file, metrics_file):
         if not f.exists():
-            raise FileNotFoundError(f"{run_dir} is not a finished train run: {f} is missing")
+            raise UserError(str(run_dir), f"is not a finished train run: {f} is missing")
     cfg = yaml.safe_load(cfg_file.read_text())
     mode = cfg["model"]["mode"]
     run = Run(cfg["name"], mode, None, None, 1.0, None, run_dir=run_dir, config=cfg)

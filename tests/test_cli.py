@@ -45,7 +45,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 # (command line, with {file}, {random}, {payload}, {dir} and {gs} (existing splat shards) filled from the
-# fixture; what the error must name)
+# fixture; what the error must name, filled the same way)
 CASES = {
     # what a new user hits first
     "num_splats_zero": ("fit fit.num_splats=0", "fit.num_splats"),
@@ -87,6 +87,7 @@ CASES = {
     "checkpoint_missing": ("train gs196 demo model.rgb_checkpoint={dir}/none.ckpt", "model.rgb_checkpoint"),
     "train_data_missing": ("train gs196_scratch demo data.splats.train={dir}/nowhere/{{0..3}}.tar", "data.splats.train"),
     "experiment_unknown": ("train gs197", "gs197"),
+    "compare_not_a_run": ("compare {dir}", "{dir}"),
     "output_dir_is_a_file": ("train rgb demo output_dir={file}", "output_dir"),
     # the splat record
     "record_unknown": ("fit fit.record=zip", "fit.record"),
@@ -110,7 +111,7 @@ def answers(files) -> dict[str, subprocess.CompletedProcess]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_user_errors_are_one_line_naming_the_key(case, answers, files):
-    key = CASES[case][1]
+    key = CASES[case][1].format(**files)
     out = answers[case]
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stdout + out.stderr, out.stderr[-2000:]

@@ -1,6 +1,11 @@
 """Mutants of the typed configs' checks and the layer contract."""
 
 MUTANTS = [
+    {"name": "compare-not-a-run-traceback", "path": "gs_lightning/compare.py",
+     "old": 'raise UserError(str(run_dir), f"is not a finished train run: {f} is missing")',
+     "new": 'raise FileNotFoundError(f"{run_dir} is not a finished train run: {f} is missing")',
+     "tests": ["tests/test_cli.py::test_user_errors_are_one_line_naming_the_key[compare_not_a_run]"],
+     "why": "compare on a folder that is no finished run answers with a traceback"},
     {"name": "cfg-prints-unchecked", "path": "gs_lightning/cli.py",
      "old": "        validate(cfg, schema)\n", "new": "",
      "tests": ["tests/test_cli.py::test_cfg_prints_the_composed_config_and_runs_nothing"],
