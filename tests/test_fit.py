@@ -529,6 +529,30 @@ def test_hostile_and_duplicate_keys_are_skipped_named_and_counted(tmp_path):
     assert "skipping 00000.tar/../../escape" in out.stderr and "skipping 00000.tar/'ctl\\x01key'" in out.stderr
 
 
+def test_a_compressed_shard_and_an_image_file_fit_to_plain_shards_the_summary_counts(tmp_path):
+    """fit.input may name a .tar.gz shard and image files: their fitted shards are plain tars (x.tar.gz ->
+    x.tar, the images -> 00000.tar), which the summary, sizes.json and a reader of the output all find."""
+    jpeg = image_bytes(smooth_photo(20, 20), "JPEG")
+    with tarfile.open(tmp_path / "in.tar.gz", "w:gz") as tar:
+        for member, data in (("k1.jpg", jpeg), ("k1.txt", b"a caption")):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, __import__("io").BytesIO(data))
+    (tmp_path / "photo.jpg").write_bytes(jpeg)
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", "fit", f"fit.input={tmp_path}/in.tar.gz,"
+                          f"{tmp_path}/photo.jpg", f"fit.output={tmp_path}/out", *TINY_FIT], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images_fitted"] == 2 and summary["images_skipped"] == 0, summary
+    assert json.loads((tmp_path / "out" / "sizes.json").read_text()) == {"00000.tar": 1, "in.tar": 1}
+    assert read_tar_keys(tmp_path / "out" / "in.tar") == {"k1": "a caption"}
+    from gs_lightning.data.shards import list_sources  # the output folder, as data.splats.train may name it
+
+    sources = list_sources(str(tmp_path / "out"))
+    assert [(s.name, [r.key for r in s.samples([])]) for s in sources] == [("00000.tar", ["photo"]), ("in.tar", ["k1"])]
+
+
 def read_tar_keys(path: Path) -> dict[str, str]:
     """{key: caption} of a fitted shard, keys split at the first dot of the member's base name."""
     out = {}

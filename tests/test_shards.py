@@ -6,7 +6,7 @@ from helpers import image_bytes
 
 from gs_lightning.codec import RECORDS
 from gs_lightning.data.shards import (
-    BadSample, decode_image, expand_urls, list_sources, resize_center_crop, write_image_shard,
+    BadSample, decode_image, expand_urls, list_sources, read_sizes, resize_center_crop, shard_sizes, write_image_shard,
 )
 from gs_lightning.splats import Splats, compression_ratio
 
@@ -56,6 +56,41 @@ def test_expand_urls_and_missing_folder(tmp_path):
     sources = list_sources(str(tmp_path / "a"), shard_size=1)
     assert [s.name for s in sources] == ["00000.tar", "00001.tar"]
     assert [f[2] for s in sources for f in s.files] == [0, 1]  # class = sorted folder index
+
+
+def test_image_files_and_compressed_tars_in_a_pattern_read_as_shards(tmp_path):
+    """photos/*.{jpg,png} reads the image files as an unlabelled folder, and a .tar.gz or .tgz shard as webdataset
+    reads it, named as the plain tar its outputs are; two inputs of one such name are refused."""
+    import io
+    import tarfile
+
+    a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    (tmp_path / "one.jpg").write_bytes(image_bytes(a, "JPEG"))
+    (tmp_path / "two.v2.png").write_bytes(image_bytes(a, "PNG"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    for name, mode in (("in.tar.gz", "w:gz"), ("old.tgz", "w:gz")):
+        with tarfile.open(tmp_path / name, mode) as tar:
+            for member, data in (("k1.png", image_bytes(a, "PNG")), ("k1.txt", name.encode())):
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    assert expand_urls("d/{0..1}.tar, e/{x,y}.png") == ["d/0.tar", "d/1.tar", "e/x.png", "e/y.png"]
+    sources = list_sources(f"{tmp_path}/*.{{jpg,png}},{tmp_path}/in.tar.gz,{tmp_path}/old.tgz")
+    assert [s.name for s in sources] == ["in.tar", "old.tar", "00000.tar"]
+    assert sources[2].files == [("one", str(tmp_path / "one.jpg"), None),
+                                ("two_v2", str(tmp_path / "two.v2.png"), None)]
+    for source, caption in zip(sources[:2], ("in.tar.gz", "old.tgz")):
+        errors = []
+        (sample,) = list(source.samples(errors))
+        assert not errors and sample.key == "k1" and sample.caption == caption
+        torch.testing.assert_close(decode_image(sample.image), torch.from_numpy(a).permute(2, 0, 1) / 255)
+    assert [r.key for r in list_sources(str(tmp_path / "one.jpg"))[0].samples([])] == ["one"]
+    (tmp_path / "sizes.json").write_text('{"in.tar.gz": 3, "old.tgz": 4}')  # beside the inputs, by file name
+    urls = [str(tmp_path / "in.tar.gz"), str(tmp_path / "old.tgz")]
+    assert shard_sizes(urls) == {"in.tar": 3, "old.tar": 4} and read_sizes(urls) == 7
+    (tmp_path / "in.tar").write_bytes(b"")
+    with pytest.raises(ValueError, match="distinct names"):
+        list_sources(f"{tmp_path}/in.tar,{tmp_path}/in.tar.gz")
 
 
 def test_an_image_folder_reads_every_format_imagefolder_does(tmp_path):

@@ -4,7 +4,9 @@ Input shard (webdataset tar): {key}.jpg|jpeg|png|webp, {key}.txt (caption),
 {key}.json (uid, url, ...), and {key}.cls for labelled eval shards. An image
 folder (ImageNet val as val/<wnid>/*.JPEG; any of FOLDER_EXTS, in any case) reads as shards of `shard_size`
 files, labelled by sorted folder name; a file's key is its path in the folder without the suffix, with `__`
-for `/` and `_` for `.`.
+for `/` and `_` for `.`. Image files named by a pattern or glob (photos/*.jpg) read as an unlabelled folder,
+and a folder of shards with no image in it (`fit`'s output) as its shards.
+A compressed input tar (x.tar.gz, x.tgz) is read as webdataset reads it, and its shard is named x.tar.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
 (x/W, y/H, l11/W, l21/H, l22/H, r, g, b) in one of gs_lightning/codec.py's records, whose member name says
@@ -48,6 +50,7 @@ from gs_lightning.splats import RECORD_DIM, Splats, invalid_rows
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 FOLDER_EXTS = IMG_EXTENSIONS  # torchvision ImageFolder's: a folder it reads is read here
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")  # the shards webdataset's tarfile reader opens
 
 
 class BadSample(ValueError):
@@ -147,14 +150,14 @@ def shard_sizes(urls: list[str]) -> dict[str, int]:
             f = d / "sizes.json"
             cache[d] = json.loads(f.read_text()) if f.exists() else {}
         if Path(u).name in cache[d]:
-            out[Path(u).name] = int(cache[d][Path(u).name])
+            out[shard_name(u)] = int(cache[d][Path(u).name])
     return out
 
 
 def read_sizes(urls: list[str]) -> int | None:
     """Total samples of `urls` from the sizes.json beside them ({shard name: count}); None if any is unknown."""
     sizes = shard_sizes(urls)
-    return sum(sizes.values()) if len(sizes) == len({Path(u).name for u in urls}) else None
+    return sum(sizes.values()) if len(sizes) == len({shard_name(u) for u in urls}) else None
 
 
 def update_sizes(directory: str | os.PathLike, counts: dict[str, int]) -> None:
@@ -165,9 +168,16 @@ def update_sizes(directory: str | os.PathLike, counts: dict[str, int]) -> None:
 
 
 def expand_urls(pattern: str) -> list[str]:
-    """`dir/{00000..00003}.tar`, globs, or comma-separated lists of either."""
+    """`dir/{00000..00003}.tar`, globs, or comma-separated lists of either; a comma inside braces is the
+    braces' own (`photos/*.{jpg,png}`)."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(pattern):
+        depth += (c == "{") - (c == "}")
+        if c == "," and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
     urls: list[str] = []
-    for part in pattern.split(","):
+    for part in parts + [pattern[start:]]:
         for p in braceexpand.braceexpand(part.strip()):
             urls.extend(sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p])
     return urls
@@ -286,8 +296,32 @@ def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]
         yield RawSample(key, image, caption, s.get(member), cls, meta, MEMBERS[member].name if member else None)
 
 
+def shard_name(url: str) -> str:
+    """The name of an input tar's shard, which its fitted shard and its teacher embeddings take: the file name
+    as a plain tar (x.tar.gz and x.tgz -> x.tar), since the shards the project writes are plain tars."""
+    name = Path(url).name
+    for suffix in TAR_SUFFIXES[1:]:
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + ".tar"
+    return name if name.endswith(".tar") else f"{name}.tar"
+
+
+def image_sources(files: list[tuple[str, str, int | None]], shard_size: int) -> list[Source]:
+    """Image files (key, path, cls), in order, as shards of `shard_size` named 00000.tar, 00001.tar, ..."""
+    return [Source(name=f"{i // shard_size:05d}.tar", files=files[i : i + shard_size])
+            for i in range(0, len(files), shard_size)]
+
+
+def image_key(relative: str | Path) -> str:
+    """A file's key: its path without the suffix, `__` for `/`; webdataset splits a member's name at its first
+    dot into key and extension, so a key holds none (`_` for `.`)."""
+    return str(Path(relative).with_suffix("")).replace(os.sep, "__").replace(".", "_")
+
+
 def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
-    """The input shards of `pattern` (shards or an image folder), sorted by name."""
+    """The input shards of `pattern`: an image folder's, by file name, or a folder of shards with no image
+    (`fit`'s output), its shards by name; or shards (a pattern, glob or list, see expand_urls) in its order, the
+    image files among them read as an unlabelled folder, after them."""
     path = Path(pattern)
     if path.is_dir():
         classes = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -296,18 +330,21 @@ def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
             if p.suffix.lower() in FOLDER_EXTS and p.is_file():
                 rel = p.relative_to(path)
                 cls = classes.index(rel.parts[0]) if len(rel.parts) > 1 and rel.parts[0] in classes else None
-                # webdataset splits a member's name at its first dot into key and extension: a key holds none
-                key = str(rel.with_suffix("")).replace(os.sep, "__").replace(".", "_")
-                files.append((key, str(p), cls))
-        return [
-            Source(name=f"{i // shard_size:05d}.tar", files=files[i : i + shard_size])
-            for i in range(0, len(files), shard_size)
-        ]
-    urls = expand_urls(pattern)
-    names = [Path(u).name for u in urls]
+                files.append((image_key(rel), str(p), cls))
+        shards = sorted(str(p) for p in path.iterdir() if p.name.endswith(TAR_SUFFIXES) and p.is_file())
+        if files or not shards:
+            return image_sources(files, shard_size)
+        urls = shards
+    else:
+        urls = expand_urls(pattern)
+    images = {u for u in urls if Path(u).suffix.lower() in FOLDER_EXTS and Path(u).is_file()}
+    sources = [Source(name=shard_name(u), url=u) for u in urls if u not in images]
+    sources += image_sources([(image_key(Path(u).name), u, None) for u in urls if u in images], shard_size)
+    names = [s.name for s in sources]
     if len(set(names)) != len(names):
-        raise ValueError(f"input shards must have distinct file names (outputs mirror them): {pattern}")
-    return [Source(name=Path(u).name, url=u) for u in urls]
+        raise ValueError(f"input shards must have distinct names, as plain tars (x.tar.gz is x.tar; image files "
+                         f"are 00000.tar, ...), since their outputs take them: {pattern}")
+    return sources
 
 
 class DataPathError(UserError):

@@ -51,8 +51,9 @@ class PruneConfig:
 
 @dataclass
 class FitConfig:
-    input: str = setting("embedded", "shard pattern (dir/{00000..00099}.tar), glob, or image folder; "
-                                     "'embedded': the photos that ship with scikit-image")
+    input: str = setting("embedded", "shard pattern (dir/{00000..00099}.tar, .tar.gz too), glob, comma list, "
+                                     "image folder or image files (photos/*.{jpg,png}); 'embedded': the photos "
+                                     "that ship with scikit-image")
     output: str = setting("outputs/fit/photos-400", "folder of the fitted shards (a rerun there resumes)")
     num_splats: int = setting(400, "Gaussians per image", ge=1)
     iterations: int = setting(300, "Adam steps per image at full resolution, after any fit.coarse_iterations "
