@@ -547,10 +547,12 @@ def test_a_compressed_shard_and_an_image_file_fit_to_plain_shards_the_summary_co
     assert summary["images_fitted"] == 2 and summary["images_skipped"] == 0, summary
     assert json.loads((tmp_path / "out" / "sizes.json").read_text()) == {"00000.tar": 1, "in.tar": 1}
     assert read_tar_keys(tmp_path / "out" / "in.tar") == {"k1": "a caption"}
-    from gs_lightning.data.shards import list_sources  # the output folder, as data.splats.train may name it
+    from gs_lightning.data.shards import DataPathError, existing_sources
 
-    sources = list_sources(str(tmp_path / "out"))
+    sources = existing_sources(f"{tmp_path}/out/*.tar", "data.splats.train")
     assert [(s.name, [r.key for r in s.samples([])]) for s in sources] == [("00000.tar", ["photo"]), ("in.tar", ["k1"])]
+    with pytest.raises(DataPathError, match=r"it holds shards \(00000.tar, in.tar\): give them as '.*/out/\*.tar'"):
+        existing_sources(str(tmp_path / "out"), "data.splats.train")  # the folder, named as an image folder
 
 
 def read_tar_keys(path: Path) -> dict[str, str]:

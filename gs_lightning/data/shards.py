@@ -4,8 +4,7 @@ Input shard (webdataset tar): {key}.jpg|jpeg|png|webp, {key}.txt (caption),
 {key}.json (uid, url, ...), and {key}.cls for labelled eval shards. An image
 folder (ImageNet val as val/<wnid>/*.JPEG; any of FOLDER_EXTS, in any case) reads as shards of `shard_size`
 files, labelled by sorted folder name; a file's key is its path in the folder without the suffix, with `__`
-for `/` and `_` for `.`. Image files named by a pattern or glob (photos/*.jpg) read as an unlabelled folder,
-and a folder of shards with no image in it (`fit`'s output) as its shards.
+for `/` and `_` for `.`. Image files named by a pattern or glob (photos/*.jpg) read as an unlabelled folder.
 A compressed input tar (x.tar.gz, x.tgz) is read as webdataset reads it, and its shard is named x.tar.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
@@ -319,9 +318,8 @@ def image_key(relative: str | Path) -> str:
 
 
 def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
-    """The input shards of `pattern`: an image folder's, by file name, or a folder of shards with no image
-    (`fit`'s output), its shards by name; or shards (a pattern, glob or list, see expand_urls) in its order, the
-    image files among them read as an unlabelled folder, after them."""
+    """The input shards of `pattern`: an image folder's, by file name; or shards (a pattern, glob or list, see
+    expand_urls) in its order, the image files among them read as an unlabelled folder, after them."""
     path = Path(pattern)
     if path.is_dir():
         classes = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -331,12 +329,8 @@ def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
                 rel = p.relative_to(path)
                 cls = classes.index(rel.parts[0]) if len(rel.parts) > 1 and rel.parts[0] in classes else None
                 files.append((image_key(rel), str(p), cls))
-        shards = sorted(str(p) for p in path.iterdir() if p.name.endswith(TAR_SUFFIXES) and p.is_file())
-        if files or not shards:
-            return image_sources(files, shard_size)
-        urls = shards
-    else:
-        urls = expand_urls(pattern)
+        return image_sources(files, shard_size)
+    urls = expand_urls(pattern)
     images = {u for u in urls if Path(u).suffix.lower() in FOLDER_EXTS and Path(u).is_file()}
     sources = [Source(name=shard_name(u), url=u) for u in urls if u not in images]
     sources += image_sources([(image_key(Path(u).name), u, None) for u in urls if u in images], shard_size)
@@ -359,10 +353,14 @@ def existing_sources(pattern: str, key: str, hint: str = "", shard_size: int = 1
         raise DataPathError(key, str(e)) from None
     missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
     if not sources or missing:
+        # a folder of shards (fit's output) is named by its shards' pattern: its summary.json sits beside them
+        shards = sorted(p.name for p in Path(pattern).glob("*") if p.name.endswith(TAR_SUFFIXES)) if pattern else []
         raise DataPathError(
             key,
             f"no shards or images found at {pattern!r}"
             + (f" (missing {missing[0]}{' and others' if len(missing) > 1 else ''})" if missing else "")
+            + (f"; it holds shards ({', '.join(shards[:2])}{', ...' if len(shards) > 2 else ''}): give them as "
+               f"{str(Path(pattern) / ('*' + Path(shards[0]).suffix))!r}" if shards else "")
             + (f". {hint}" if hint else ""),
         )
     return sources
