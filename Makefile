@@ -89,17 +89,19 @@ bench-codec: build ## Rate-distortion: splat records (fp16, quantized) vs JPEG/W
 
 EXP  ?= gs196
 DATA ?=
+# fit, embed and train pass ARGS as written (set -f +B): a pattern in it, fit.input=dir/{00000..00099}.tar or
+# photos/*.jpg, is the command's to expand, not the shell's
 ARGS ?=
 SWEEP ?= gs196_lr
 
 fit: build ## Fit images to splat shards (default: the embedded photos). ARGS="fit.input=... fit.num_splats=..."
-	$(PY) -m gs_lightning fit $(ARGS)
+	set -f +B; $(PY) -m gs_lightning fit $(ARGS)
 
 embed: build ## The teacher's embeddings of the training pairs, once (distillation): make embed EXP=gs196_distill
-	$(PY) -m gs_lightning embed $(EXP) $(DATA) $(ARGS)
+	set -f +B; $(PY) -m gs_lightning embed $(EXP) $(DATA) $(ARGS)
 
 train: build ## Train CLIP: make train EXP=gs196 [DATA=demo] [ARGS="key=value ..."]
-	$(PY) -m gs_lightning train $(EXP) $(DATA) $(ARGS)
+	set -f +B; $(PY) -m gs_lightning train $(EXP) $(DATA) $(ARGS)
 
 eval: build ## Zero-shot suite: make eval RUNS="outputs/runs/rgb outputs/runs/gs196" ARGS="suite=datacomp suite.root=DIR"
 	$(PY) -m gs_lightning eval $(RUNS) $(ARGS)

@@ -551,6 +551,21 @@ def demo(args: list[str]) -> None:
           "(largest single process)")
 
 
+def check_repeated_keys(args: list[str]) -> None:
+    """A key given twice on the command line is a shell's expansion of an unquoted pattern (bash makes
+    `fit.input=d/{0..99}.tar` a hundred overrides, of which the last would win): refuse it, naming the fix."""
+    from collections import Counter
+
+    from gs_lightning.errors import UserError
+
+    keys = Counter(a.split("=", 1)[0] for a in args if "=" in a and not a.startswith("-"))
+    for key, n in keys.items():
+        if n > 1:
+            values = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
+            raise UserError(key, f"given {n} times ({', '.join(values[:2])}{', ...' if n > 2 else ''}): the shell "
+                                 f"expanded an unquoted pattern; quote it, e.g. '{key}=dir/{{00000..00099}}.tar'")
+
+
 COMMANDS = {"fit": fit, "embed": embed, "train": train, "eval": evaluate_suite, "demo": demo, "compare": compare,
             "sweep": sweep}
 
@@ -573,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     from gs_lightning.errors import UserError
 
     try:
+        check_repeated_keys(argv[1:])
         COMMANDS[argv[0]](argv[1:])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -88,6 +88,7 @@ CASES = {
     "train_data_missing": ("train gs196_scratch demo data.splats.train={dir}/nowhere/{{0..3}}.tar", "data.splats.train"),
     "experiment_unknown": ("train gs197", "gs197"),
     "compare_not_a_run": ("compare {dir}", "{dir}"),
+    "pattern_expanded_by_the_shell": ("fit fit.input={dir}/0.tar fit.input={dir}/1.tar", "fit.input"),
     "output_dir_is_a_file": ("train rgb demo output_dir={file}", "output_dir"),
     # the splat record
     "record_unknown": ("fit fit.record=zip", "fit.record"),
@@ -119,6 +120,8 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
     assert last.startswith(f"error: {key}: "), last
     if case == "output_is_a_file":  # says what to give, not only that the path cannot be made
         assert "exists and is not a folder; give a folder" in last, last
+    if case == "pattern_expanded_by_the_shell":  # says why, and what to do
+        assert "given 2 times" in last and "quote it" in last, last
     if case == "train_data_missing":  # says how to get data without a download
         assert "DATA=demo" in last, last
     if case == "checkpoint_pickled_payload":
@@ -173,6 +176,16 @@ def test_cfg_prints_the_composed_config_and_runs_nothing(tmp_path):
     out = run_cli("train", "gs98", "demo", "model.mode=distil", "--cfg")  # what train would refuse, --cfg refuses
     assert out.returncode == 2 and not out.stdout, out.stdout
     assert out.stderr.strip().splitlines()[-1].startswith("error: model.mode: must be one of rgb, distill"), out.stderr
+
+
+def test_make_passes_patterns_to_the_command_as_written():
+    """bash would expand ARGS="fit.input=d/{00000..00002}.tar" into three overrides, of which the last wins."""
+    out = subprocess.run(["make", "-s", "-o", "build", "fit", "train", "PY=echo", "EXP=gs196",
+                          "ARGS=fit.input=d/{00000..00002}.tar x=photos/*.jpg"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["-m gs_lightning fit fit.input=d/{00000..00002}.tar x=photos/*.jpg",
+                                       "-m gs_lightning train gs196 fit.input=d/{00000..00002}.tar x=photos/*.jpg"]
 
 
 def test_the_console_script_is_the_cli():

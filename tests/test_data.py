@@ -93,15 +93,22 @@ def test_a_shard_shared_by_more_workers_than_shards_counts_a_dropped_sample_once
     assert sum(b["skipped"] for b in batches) == 1
 
 
-def test_a_torn_shard_shared_by_workers_counts_every_sample_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_a_torn_shard_shared_by_workers_counts_every_sample_once(tmp_path, monkeypatch, suffix):
     """One torn shard read by two workers: each of its samples is yielded or counted skipped, once, by the
     workers together, so what the tar never reached counts as sizes.json's samples less those read. Without
-    sizes.json that rest is unknown, and counts as one."""
+    sizes.json that rest is unknown, and counts as one. A gzipped shard, cut, is counted the same way."""
+    import gzip
+
     import gs_lightning.data.datamodules as dm
 
     fitted_shards(tmp_path, [20])
-    torn = tmp_path / "00000.tar"
-    torn.write_bytes(torn.read_bytes()[:21000])  # some samples read, one cut, the rest never reached
+    whole = (tmp_path / "00000.tar").read_bytes()
+    (tmp_path / "00000.tar").unlink()
+    torn = tmp_path / f"00000{suffix}"
+    data = whole if suffix == ".tar" else gzip.compress(whole)
+    torn.write_bytes(data[: 21000 if suffix == ".tar" else len(data) // 2])  # some samples read, one cut, the rest
+    (tmp_path / "sizes.json").write_text(json.dumps({torn.name: 20}))
 
     def read_by_two_workers():
         seen, skipped, told = [], 0, []

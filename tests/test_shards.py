@@ -6,7 +6,8 @@ from helpers import image_bytes
 
 from gs_lightning.codec import RECORDS
 from gs_lightning.data.shards import (
-    BadSample, decode_image, expand_urls, list_sources, read_sizes, resize_center_crop, shard_sizes, write_image_shard,
+    BadSample, DataPathError, decode_image, existing_sources, expand_urls, list_sources, read_sizes, resize_center_crop,
+    shard_sizes, write_image_shard,
 )
 from gs_lightning.splats import Splats, compression_ratio
 
@@ -67,7 +68,6 @@ def test_image_files_and_compressed_tars_in_a_pattern_read_as_shards(tmp_path):
     a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     (tmp_path / "one.jpg").write_bytes(image_bytes(a, "JPEG"))
     (tmp_path / "two.v2.png").write_bytes(image_bytes(a, "PNG"))
-    (tmp_path / "notes.txt").write_text("not an image")
     for name, mode in (("in.tar.gz", "w:gz"), ("old.tgz", "w:gz")):
         with tarfile.open(tmp_path / name, mode) as tar:
             for member, data in (("k1.png", image_bytes(a, "PNG")), ("k1.txt", name.encode())):
@@ -91,6 +91,22 @@ def test_image_files_and_compressed_tars_in_a_pattern_read_as_shards(tmp_path):
     (tmp_path / "in.tar").write_bytes(b"")
     with pytest.raises(ValueError, match="distinct names"):
         list_sources(f"{tmp_path}/in.tar,{tmp_path}/in.tar.gz")
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "photo.jpg").write_bytes(image_bytes(a, "JPEG"))
+    (tmp_path / "mixed" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataPathError, match=r"notes\.txt is neither a shard .* nor an image"):
+        existing_sources(f"{tmp_path}/mixed/*", "fit.input")  # it would be opened as a tar, an empty shard written
+    assert [s.name for s in list_sources(f"{tmp_path}/OLD.TGZ,{tmp_path}/X.TAR")] == ["OLD.tar", "X.tar"]
+
+
+def test_image_files_of_several_folders_are_keyed_below_the_folder_they_share(tmp_path):
+    """A camera's day folders repeat file names: day1/IMG_1.jpg and day2/IMG_1.jpg are two samples."""
+    for day in ("day1", "day2"):
+        (tmp_path / "cam" / day).mkdir(parents=True)
+        (tmp_path / "cam" / day / "IMG_1.jpg").write_bytes(image_bytes(np.zeros((4, 4, 3), np.uint8), "JPEG"))
+    (source,) = list_sources(f"{tmp_path}/cam/*/IMG_1.jpg")
+    errors = []
+    assert [r.key for r in source.samples(errors)] == ["day1__IMG_1", "day2__IMG_1"] and not errors, errors
 
 
 def test_an_image_folder_reads_every_format_imagefolder_does(tmp_path):

@@ -267,7 +267,7 @@ def tar_groups(url: str, errors: list[tuple[str, str]]) -> Iterator[tuple[str, d
     """(key, {ext: bytes}) of a tar's samples (group_members), the first of each key; what cannot be read goes
     to `errors`."""
     def handler(exn: Exception) -> bool:
-        errors.append((f"{Path(url).name}", f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"))
+        errors.append((shard_name(url), f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"))
         return True  # keep going with what is readable
 
     opened = wds.tariterators.url_opener([{"url": url}], handler=handler)
@@ -299,10 +299,13 @@ def shard_name(url: str) -> str:
     """The name of an input tar's shard, which its fitted shard and its teacher embeddings take: the file name
     as a plain tar (x.tar.gz and x.tgz -> x.tar), since the shards the project writes are plain tars."""
     name = Path(url).name
-    for suffix in TAR_SUFFIXES[1:]:
-        if name.endswith(suffix):
-            return name[: -len(suffix)] + ".tar"
-    return name if name.endswith(".tar") else f"{name}.tar"
+    suffix = tar_suffix(name)
+    return f"{name[: -len(suffix)] if suffix else name}.tar"
+
+
+def tar_suffix(name: str) -> str | None:
+    """Which of TAR_SUFFIXES `name` ends with, in any case (None: none)."""
+    return next((s for s in TAR_SUFFIXES if name.lower().endswith(s)), None)
 
 
 def image_sources(files: list[tuple[str, str, int | None]], shard_size: int) -> list[Source]:
@@ -333,7 +336,10 @@ def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
     urls = expand_urls(pattern)
     images = {u for u in urls if Path(u).suffix.lower() in FOLDER_EXTS and Path(u).is_file()}
     sources = [Source(name=shard_name(u), url=u) for u in urls if u not in images]
-    sources += image_sources([(image_key(Path(u).name), u, None) for u in urls if u in images], shard_size)
+    listed = [u for u in urls if u in images]  # keyed by their path below the folder they share: day1/IMG_1
+    base = os.path.commonpath([os.path.dirname(os.path.abspath(u)) for u in listed]) if listed else ""
+    sources += image_sources([(image_key(os.path.relpath(os.path.abspath(u), base)), u, None) for u in listed],
+                             shard_size)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"input shards must have distinct names, as plain tars (x.tar.gz is x.tar; image files "
@@ -349,18 +355,23 @@ def existing_sources(pattern: str, key: str, hint: str = "", shard_size: int = 1
     """list_sources, but nothing found or a missing shard stops the run naming the config key, with a hint."""
     try:
         sources = list_sources(pattern, shard_size) if pattern else []
-    except ValueError as e:  # shards of one name in several folders
+    except ValueError as e:  # shards of one name, or a pattern braceexpand cannot read
         raise DataPathError(key, str(e)) from None
+    stray = [s.url for s in sources if s.url is not None and Path(s.url).is_file() and tar_suffix(s.url) is None]
+    if stray:  # photos/* caught a .txt or .DS_Store: it would be opened as a tar and written as an empty shard
+        raise DataPathError(key, f"{stray[0]} is neither a shard ({', '.join(TAR_SUFFIXES)}) nor an image "
+                                 f"({', '.join(FOLDER_EXTS)}); name only those, e.g. 'photos/*.jpg'")
     missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
     if not sources or missing:
         # a folder of shards (fit's output) is named by its shards' pattern: its summary.json sits beside them
-        shards = sorted(p.name for p in Path(pattern).glob("*") if p.name.endswith(TAR_SUFFIXES)) if pattern else []
+        shards = sorted(p.name for p in Path(pattern).glob("*") if tar_suffix(p.name)) if pattern else []
+        glob_ = str(Path(pattern) / f"*{shards[0][-len(tar_suffix(shards[0])):]}") if shards else ""
         raise DataPathError(
             key,
             f"no shards or images found at {pattern!r}"
             + (f" (missing {missing[0]}{' and others' if len(missing) > 1 else ''})" if missing else "")
             + (f"; it holds shards ({', '.join(shards[:2])}{', ...' if len(shards) > 2 else ''}): give them as "
-               f"{str(Path(pattern) / ('*' + Path(shards[0]).suffix))!r}" if shards else "")
+               f"{glob_!r}" if shards else "")
             + (f". {hint}" if hint else ""),
         )
     return sources

@@ -71,7 +71,7 @@ class FitConfig:
     image_size: int = setting(224, "images are resized (shorter side) and centre-cropped to this", ge=1)
     batch_size: int = setting(64, "images fitted at once", ge=1)
     backend: str = setting("auto", "rasterizer backend", choices=BACKENDS)
-    shard_size: int = setting(1000, "images per output shard when the input is an image folder", ge=1)
+    shard_size: int = setting(1000, "images per output shard when the input is an image folder or image files", ge=1)
     num_workers: int = setting(1, "decoding workers per rank", ge=0)
     parameterization: str = setting("axes", "what Adam steps: axes (log scales, each centre stepped along its "
                                             "own Gaussian's axes) | log_scale (the same, centres in pixels) | "

@@ -1,6 +1,14 @@
 """Mutants of the typed configs' checks and the layer contract."""
 
 MUTANTS = [
+    {"name": "repeated-key-last-wins", "path": "gs_lightning/cli.py",
+     "old": "        check_repeated_keys(argv[1:])\n", "new": "",
+     "tests": ["tests/test_cli.py::test_user_errors_are_one_line_naming_the_key[pattern_expanded_by_the_shell]"],
+     "why": "an unquoted fit.input=d/{0..99}.tar, expanded by bash, fits only the last shard"},
+    {"name": "make-expands-patterns", "path": "Makefile",
+     "old": "\tset -f +B; $(PY) -m gs_lightning fit $(ARGS)", "new": "\t$(PY) -m gs_lightning fit $(ARGS)",
+     "tests": ["tests/test_cli.py::test_make_passes_patterns_to_the_command_as_written"],
+     "why": "make fit ARGS=\"fit.input=d/{00000..00099}.tar\", the README's example, fits only 00099.tar"},
     {"name": "compare-not-a-run-traceback", "path": "gs_lightning/compare.py",
      "old": 'raise UserError(str(run_dir), f"is not a finished train run: {f} is missing")',
      "new": 'raise FileNotFoundError(f"{run_dir} is not a finished train run: {f} is missing")',
