@@ -201,9 +201,10 @@ def fit(args: list[str]) -> None:
     with folder_lock(f.output, "fit.output"), quiet_lightning():
         keep_fit_settings(f)
         dataset = ImageBatches(sources, f.output, f.image_size, f.batch_size)
+        dataset.check_done("fit.input", "fit.output")
         kept = len(sources) - len(dataset.shards_to_do())
         run = trainer(**cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
-                      use_distributed_sampler=False, callbacks=[FitWriter(f), FitProgressBar()])
+                      use_distributed_sampler=False, callbacks=[FitWriter(f, dataset.origins), FitProgressBar()])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
         with stop_on_signals():
             run.predict(SplatFitModule(f), dataloaders=loader, return_predictions=False)
@@ -260,11 +261,13 @@ def embed(args: list[str]) -> None:
         size = build.image_size(cfg)
         dataset = ImageBatches(sources, cfg.data.embeddings, size, cfg.data.batch_size,
                                preprocess=open_clip.image_transform(size, is_train=False))
+        dataset.check_done("data.rgb.train", "data.embeddings")
         kept = len(sources) - len(dataset.shards_to_do())
         t = cfg.trainer
         run = build.trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                             logger=False, enable_checkpointing=False, use_distributed_sampler=False,
-                            enable_progress_bar=t.enable_progress_bar, callbacks=[EmbeddingWriter(cfg.data.embeddings)])
+                            enable_progress_bar=t.enable_progress_bar,
+                            callbacks=[EmbeddingWriter(cfg.data.embeddings, dataset.origins)])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=cfg.data.num_workers)
         with stop_on_signals():
             run.predict(teacher, dataloaders=loader, return_predictions=False)
@@ -552,18 +555,18 @@ def demo(args: list[str]) -> None:
 
 
 def check_repeated_keys(args: list[str]) -> None:
-    """A key given twice on the command line is a shell's expansion of an unquoted pattern (bash makes
-    `fit.input=d/{0..99}.tar` a hundred overrides, of which the last would win): refuse it, naming the fix."""
-    from collections import Counter
-
+    """A key given in several arguments in a row is a shell's brace expansion of an unquoted pattern (bash makes
+    `fit.input=d/{0..99}.tar` a hundred overrides, of which the last would win): refuse it, naming the fix. A key
+    given again further on is an override of an earlier one (a preset, then the user's), and the last wins."""
     from gs_lightning.errors import UserError
 
-    keys = Counter(a.split("=", 1)[0] for a in args if "=" in a and not a.startswith("-"))
-    for key, n in keys.items():
-        if n > 1:
-            values = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
-            raise UserError(key, f"given {n} times ({', '.join(values[:2])}{', ...' if n > 2 else ''}): the shell "
-                                 f"expanded an unquoted pattern; quote it, e.g. '{key}=dir/{{00000..00099}}.tar'")
+    keys = [a.split("=", 1)[0] if "=" in a and not a.startswith("-") else None for a in args]
+    for i, key in enumerate(keys):
+        if key is not None and i + 1 < len(keys) and keys[i + 1] == key:
+            n = next((j for j in range(i, len(keys)) if keys[j] != key), len(keys)) - i
+            values = [a.split("=", 1)[1] for a in args[i : i + 2]]
+            raise UserError(key, f"given {n} times in a row ({', '.join(values)}{', ...' if n > 2 else ''}): the "
+                                 f"shell expanded an unquoted pattern; quote it, e.g. '{key}=dir/{{00000..00099}}.tar'")
 
 
 COMMANDS = {"fit": fit, "embed": embed, "train": train, "eval": evaluate_suite, "demo": demo, "compare": compare,

@@ -13,6 +13,8 @@ import pytest
 import torch
 from helpers import fitted_shards
 
+from gs_lightning.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -121,7 +123,7 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
     if case == "output_is_a_file":  # says what to give, not only that the path cannot be made
         assert "exists and is not a folder; give a folder" in last, last
     if case == "pattern_expanded_by_the_shell":  # says why, and what to do
-        assert "given 2 times" in last and "quote it" in last, last
+        assert "given 2 times in a row" in last and "quote it" in last, last
     if case == "train_data_missing":  # says how to get data without a download
         assert "DATA=demo" in last, last
     if case == "checkpoint_pickled_payload":
@@ -176,6 +178,14 @@ def test_cfg_prints_the_composed_config_and_runs_nothing(tmp_path):
     out = run_cli("train", "gs98", "demo", "model.mode=distil", "--cfg")  # what train would refuse, --cfg refuses
     assert out.returncode == 2 and not out.stdout, out.stdout
     assert out.stderr.strip().splitlines()[-1].startswith("error: model.mode: must be one of rgb, distill"), out.stderr
+
+
+def test_a_key_given_in_a_row_is_a_shell_expansion_and_given_again_later_an_override():
+    from gs_lightning.cli import check_repeated_keys
+
+    check_repeated_keys(["fit.iterations=5", "fit.num_splats=16", "fit.iterations=40"])  # a preset, then the user's
+    with pytest.raises(UserError, match=r"^fit\.input: given 3 times in a row \(d/0\.tar, d/1\.tar, \.\.\.\)"):
+        check_repeated_keys(["fit.output=o", "fit.input=d/0.tar", "fit.input=d/1.tar", "fit.input=d/2.tar", "x=1"])
 
 
 def test_make_passes_patterns_to_the_command_as_written():

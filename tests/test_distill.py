@@ -336,6 +336,14 @@ def test_embed_writes_the_teachers_embeddings_and_a_rerun_keeps_them(tmp_path, t
                            timeout=600)
     assert again.returncode == 0 and "2 of this run's 2 shards were done before it" in again.stdout
     assert {p.name: p.read_bytes() for p in emb.glob("*.tar")} == before
+    # another data set whose shards and keys are named alike (img2dataset's are): refused, not kept as embedded
+    other = datacomp_shards(tmp_path / "other", [2, 2], size=16)
+    refused = subprocess.run([sys.executable, "-m", "gs_lightning", *args, f"data.rgb.train={other}"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+        "error: data.rgb.train: its shard 00000.tar is 00000.tar, "), refused.stderr[-2000:]
+    assert "give a new data.embeddings" in refused.stderr
+    assert {p.name: p.read_bytes() for p in emb.glob("*.tar")} == before
 
 
 # ---- the teacher on rendered splats -------------------------------------------------------------------------

@@ -583,6 +583,30 @@ def test_a_rerun_into_the_same_output_must_fit_the_same_way(tmp_path):
     assert (tmp_path / "out" / "00000.tar").read_bytes() == first and (tmp_path / "out" / "00001.tar").exists()
 
 
+def test_a_rerun_whose_shard_holds_other_images_is_refused_and_a_moved_one_resumes(tmp_path, capsys):
+    """Image folders are chunked into 00000.tar, ... by file order, so a second folder fitted into the first
+    one's output meets 00000.tar done: it is refused, naming both, not kept as done. The same images moved
+    elsewhere are the same shard, and resume."""
+    from gs_lightning.cli import fit
+
+    for day, seed in (("day1", 0), ("day2", 5)):
+        for i in range(2):
+            (tmp_path / day).mkdir(exist_ok=True)
+            (tmp_path / day / f"{day}_{i}.png").write_bytes(image_bytes(smooth_photo(24, 24, seed=seed + i), "PNG"))
+    out = [f"fit.output={tmp_path}/out", *TINY_FIT]
+    fit([f"fit.input={tmp_path}/day1", *out])
+    first = (tmp_path / "out" / "00000.tar").read_bytes()
+    with pytest.raises(UserError, match=r"fit\.input: its shard 00000\.tar is 2 image files, day2_0 \.\. day2_1 "
+                                          r".* was made from 2 image files, day1_0 \.\. day1_1 .*new fit\.output"):
+        fit([f"fit.input={tmp_path}/day2", *out])
+    (tmp_path / "day1").rename(tmp_path / "moved")
+    capsys.readouterr()
+    fit([f"fit.input={tmp_path}/moved", *out])
+    assert "all 1 shards of" in capsys.readouterr().out
+    assert (tmp_path / "out" / "00000.tar").read_bytes() == first
+    assert sorted(read_tar(tmp_path / "out" / "00000.tar")) == ["day1_0", "day1_1"]
+
+
 def test_fit_benchmark_tables_and_plots(tmp_path, capsys):
     from gs_lightning.benchmarks import fit as bench
 

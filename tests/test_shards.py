@@ -109,6 +109,26 @@ def test_image_files_of_several_folders_are_keyed_below_the_folder_they_share(tm
     assert [r.key for r in source.samples(errors)] == ["day1__IMG_1", "day2__IMG_1"] and not errors, errors
 
 
+def test_a_shards_origin_follows_its_content_not_its_place(tmp_path):
+    """A rerun resumes by shard name; origin tells an output shard fitted from other images. The same tar or
+    photos moved elsewhere keep it; another tar of that name, or another photo among them, change it."""
+    def origin(pattern):
+        return [s.origin() for s in list_sources(pattern)]
+
+    photo = image_bytes(np.zeros((4, 4, 3), np.uint8), "PNG")
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        write_image_shard(tmp_path / where / "00000.tar", [{"key": "k", "png": photo, "txt": "x" * 600}])
+        (tmp_path / where / "1.png").write_bytes(photo)
+    write_image_shard(tmp_path / "c.tar", [{"key": "k", "png": photo, "txt": "y"}])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "00000.tar").write_bytes((tmp_path / "c.tar").read_bytes())
+    assert origin(f"{tmp_path}/a/00000.tar") == origin(f"{tmp_path}/b/00000.tar") != origin(f"{tmp_path}/c/00000.tar")
+    assert origin(f"{tmp_path}/a/*.png") == origin(f"{tmp_path}/b/*.png")
+    (tmp_path / "b" / "2.png").write_bytes(photo)
+    assert origin(f"{tmp_path}/a/*.png") != origin(f"{tmp_path}/b/*.png")
+
+
 def test_an_image_folder_reads_every_format_imagefolder_does(tmp_path):
     """A folder of scans and camera files (TIFF, PPM, PGM, upper-case suffixes) is read, pixel for pixel; other
     files in it are not images and are left out."""

@@ -4,10 +4,12 @@ shard at a time.
 Input shards are split across ranks and each rank's dataloader workers by shard, so `trainer.devices=8` or
 several nodes each fit their share. A batch never spans two shards, and the last batch of a shard says so:
 its output shard is complete once that batch is written. Shards whose output already exists are not read,
-which is how a rerun of an interrupted fit resumes.
+which is how a rerun of an interrupted fit resumes; each output shard's account (_stats/<shard>.json) names the
+input it was made from, so a rerun whose shard of that name holds other images is refused, not skipped.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,6 +21,12 @@ from torch.utils.data import IterableDataset
 from gs_lightning.data.shards import (
     BadSample, RawSample, Source, decode_image, decode_pil, resize_center_crop, worker_slot,
 )
+from gs_lightning.errors import UserError
+
+
+def stats_path(output: str | Path, shard: str) -> Path:
+    """The account of an output shard, written beside it once the shard is complete."""
+    return Path(output) / "_stats" / f"{shard}.json"
 
 
 @dataclass
@@ -45,6 +53,22 @@ class ImageBatches(IterableDataset):
         default the fit's resize and centre crop, in [0, 1]."""
         self.sources, self.output = sources, Path(output)
         self.image_size, self.batch_size, self.preprocess = image_size, batch_size, preprocess
+        self.origins = {s.name: s.origin() for s in sources}  # what each shard holds, kept in its output's account
+
+    def check_done(self, key: str, output_key: str) -> None:
+        """Refuse a run whose input shard of a name already made in the output holds other images: it would be
+        skipped as done and those images never read. Image files are chunked into 00000.tar, ... by their order,
+        so a second photo folder run into the first one's output meets this at once. key, output_key: the config
+        keys of the input and the output, which the message names."""
+        for source in self.sources:
+            f = stats_path(self.output, source.name)
+            if not ((self.output / source.name).exists() and f.exists()):
+                continue
+            before, now = json.loads(f.read_text()).get("inputs", {}).get(source.name), self.origins[source.name]
+            if before is not None and before != now:
+                raise UserError(key, f"its shard {source.name} is {now}, but {self.output / source.name} was made "
+                                     f"from {before}. A rerun into the same {output_key} resumes by shard name, so "
+                                     f"these images would be skipped as done: give a new {output_key}.")
 
     def shards_to_do(self) -> list[Source]:
         return [s for s in self.sources if not (self.output / s.name).exists()]

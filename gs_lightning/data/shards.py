@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import io
 import json
 import os
@@ -211,6 +212,22 @@ class Source:
                     errors.append((key, f"cannot read {path}: {e}"))
             return
         yield from _tar_samples(self.url, errors)
+
+    def origin(self) -> str:
+        """What this shard is made of, in a line that stays the same when its files move and changes with their
+        content: a rerun resumes by shard name, and this tells an output shard fitted from other images."""
+        digest = hashlib.sha1()
+        if self.files is None:
+            if not Path(self.url).is_file():
+                return self.url
+            with open(self.url, "rb") as f:  # its first MiB holds the first members' names: enough, and cheap
+                digest.update(f.read(1 << 20))
+            return (f"{Path(self.url).name}, {Path(self.url).stat().st_size:,} bytes "
+                    f"(sha1 of its first MiB {digest.hexdigest()[:12]})")
+        for key, path, _ in self.files:
+            digest.update(f"{key}\t{Path(path).stat().st_size if Path(path).is_file() else -1}\n".encode())
+        return (f"{len(self.files)} image files, {self.files[0][0]} .. {self.files[-1][0]} "
+                f"(sha1 of keys and sizes {digest.hexdigest()[:12]})")
 
 
 def unsafe_key(key: str) -> str | None:

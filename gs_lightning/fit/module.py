@@ -54,9 +54,9 @@ class FitWriter(ShardWriter):
     """Writes this rank's fitted shards as their batches arrive; each finished shard's account goes beside it
     (_stats/<shard>.json)."""
 
-    def __init__(self, cfg: FitConfig):
+    def __init__(self, cfg: FitConfig, origins: dict[str, str]):  # origins: shard -> Source.origin
         super().__init__()
-        self.cfg, self.output = cfg, Path(cfg.output)
+        self.cfg, self.output, self.origins = cfg, Path(cfg.output), origins
         self.open: dict[str, tuple[FittedShard, Tally]] = {}
 
     def write_on_batch_end(self, trainer, pl_module, prediction: FittedBatch, batch_indices, batch, batch_idx,
@@ -77,6 +77,7 @@ class FitWriter(ShardWriter):
         if b.last:
             shard.commit()
             tally.shards[b.shard], tally.ranks[b.shard] = shard.count, trainer.global_rank
+            tally.inputs[b.shard] = self.origins[b.shard]
             tally.bytes_splats += shard.bytes_splats
             tally.save(self.output, b.shard)
             del self.open[b.shard]

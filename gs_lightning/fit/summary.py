@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from gs_lightning.atomic import write_text_atomic
+from gs_lightning.data.image_batches import stats_path
 from gs_lightning.data.shards import update_sizes
 from gs_lightning.errors import UserError
 from gs_lightning.fit.config import FitConfig
@@ -63,6 +64,7 @@ class Tally:
     skipped: list[str] = field(default_factory=list)  # "shard/key: reason"
     shards: dict[str, int] = field(default_factory=dict)  # completed shard -> samples in it
     ranks: dict[str, int] = field(default_factory=dict)  # completed shard -> the rank that fitted it
+    inputs: dict[str, str] = field(default_factory=dict)  # completed shard -> its input's origin
     bytes_splats: int = 0
     psnr_sum: float = 0.0
     psnr_min: float = math.inf
@@ -107,10 +109,6 @@ class Tally:
 
     def save(self, output: str | Path, shard: str) -> None:
         write_text_atomic(stats_path(output, shard), json.dumps(asdict(self)))
-
-
-def stats_path(output: str | Path, shard: str) -> Path:
-    return Path(output) / "_stats" / f"{shard}.json"
 
 
 def tally_of_shard(path: Path, cap: int) -> Tally:
