@@ -204,7 +204,7 @@ def fit(args: list[str]) -> None:
         dataset.check_done("fit.input", "fit.output")
         kept = len(sources) - len(dataset.shards_to_do())
         run = trainer(**cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
-                      use_distributed_sampler=False, callbacks=[FitWriter(f, dataset.origins), FitProgressBar()])
+                      use_distributed_sampler=False, callbacks=[FitWriter(f, sources), FitProgressBar()])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
         with stop_on_signals():
             run.predict(SplatFitModule(f), dataloaders=loader, return_predictions=False)
@@ -267,7 +267,7 @@ def embed(args: list[str]) -> None:
         run = build.trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                             logger=False, enable_checkpointing=False, use_distributed_sampler=False,
                             enable_progress_bar=t.enable_progress_bar,
-                            callbacks=[EmbeddingWriter(cfg.data.embeddings, dataset.origins)])
+                            callbacks=[EmbeddingWriter(cfg.data.embeddings, sources)])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=cfg.data.num_workers)
         with stop_on_signals():
             run.predict(teacher, dataloaders=loader, return_predictions=False)

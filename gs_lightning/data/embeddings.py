@@ -22,7 +22,7 @@ import yaml
 
 from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
 from gs_lightning.data.image_batches import stats_path
-from gs_lightning.data.shards import ShardWriter, tar_groups, update_sizes, warn_skipped
+from gs_lightning.data.shards import ShardWriter, Source, tar_groups, update_sizes, warn_skipped
 from gs_lightning.errors import UserError
 
 MEMBER = "teacher.npy"
@@ -124,16 +124,16 @@ class EmbeddingWriter(ShardWriter):
     """Writes this rank's embedding shards as their batches arrive (predictions: (ImageBatch, rows [b, 2, D])),
     with each finished shard's account beside it (_stats/<shard>.json: images, seconds, skips, its input)."""
 
-    def __init__(self, folder: str | Path, origins: dict[str, str]):  # origins: shard -> Source.origin
+    def __init__(self, folder: str | Path, sources: list[Source]):
         super().__init__()
-        self.folder, self.origins = Path(folder), origins
+        self.folder = Path(folder)
+        self.sources = {s.name: s for s in sources}  # a finished shard's account names its input (Source.origin)
         self.open: dict[str, tuple[EmbeddingShard, dict]] = {}
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         b, rows = prediction
         if b.shard not in self.open:
-            account = {"images": 0, "seconds": 0.0, "skipped": [], "inputs": {b.shard: self.origins[b.shard]}}
-            self.open[b.shard] = EmbeddingShard(self.folder / b.shard), account
+            self.open[b.shard] = EmbeddingShard(self.folder / b.shard), {"images": 0, "seconds": 0.0, "skipped": []}
         shard, account = self.open[b.shard]
         for key, reason in b.skipped:
             warn_skipped(b.shard, key, reason)
@@ -144,6 +144,7 @@ class EmbeddingWriter(ShardWriter):
         account["seconds"] += self.batch_seconds()
         if b.last:
             shard.commit()
+            account["inputs"] = {b.shard: self.sources[b.shard].origin()}
             write_text_atomic(stats_path(self.folder, b.shard), json.dumps(account))
             del self.open[b.shard]
 

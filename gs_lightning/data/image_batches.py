@@ -53,7 +53,6 @@ class ImageBatches(IterableDataset):
         default the fit's resize and centre crop, in [0, 1]."""
         self.sources, self.output = sources, Path(output)
         self.image_size, self.batch_size, self.preprocess = image_size, batch_size, preprocess
-        self.origins = {s.name: s.origin() for s in sources}  # what each shard holds, kept in its output's account
 
     def check_done(self, key: str, output_key: str) -> None:
         """Refuse a run whose input shard of a name already made in the output holds other images: it would be
@@ -64,8 +63,8 @@ class ImageBatches(IterableDataset):
             f = stats_path(self.output, source.name)
             if not ((self.output / source.name).exists() and f.exists()):
                 continue
-            before, now = json.loads(f.read_text()).get("inputs", {}).get(source.name), self.origins[source.name]
-            if before is not None and before != now:
+            before = json.loads(f.read_text()).get("inputs", {}).get(source.name)
+            if before is not None and before != (now := source.origin()):
                 raise UserError(key, f"its shard {source.name} is {now}, but {self.output / source.name} was made "
                                      f"from {before}. A rerun into the same {output_key} resumes by shard name, so "
                                      f"these images would be skipped as done: give a new {output_key}.")

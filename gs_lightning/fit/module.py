@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from gs_lightning.data.image_batches import ImageBatch
-from gs_lightning.data.shards import FittedShard, ShardWriter, warn_skipped
+from gs_lightning.data.shards import FittedShard, ShardWriter, Source, warn_skipped
 from gs_lightning.fit.config import FitConfig
 from gs_lightning.fit.fitter import FitStats, fit_images
 from gs_lightning.fit.summary import Tally
@@ -54,9 +54,10 @@ class FitWriter(ShardWriter):
     """Writes this rank's fitted shards as their batches arrive; each finished shard's account goes beside it
     (_stats/<shard>.json)."""
 
-    def __init__(self, cfg: FitConfig, origins: dict[str, str]):  # origins: shard -> Source.origin
+    def __init__(self, cfg: FitConfig, sources: list[Source]):
         super().__init__()
-        self.cfg, self.output, self.origins = cfg, Path(cfg.output), origins
+        self.cfg, self.output = cfg, Path(cfg.output)
+        self.sources = {s.name: s for s in sources}  # a finished shard's account names its input (Source.origin)
         self.open: dict[str, tuple[FittedShard, Tally]] = {}
 
     def write_on_batch_end(self, trainer, pl_module, prediction: FittedBatch, batch_indices, batch, batch_idx,
@@ -77,7 +78,7 @@ class FitWriter(ShardWriter):
         if b.last:
             shard.commit()
             tally.shards[b.shard], tally.ranks[b.shard] = shard.count, trainer.global_rank
-            tally.inputs[b.shard] = self.origins[b.shard]
+            tally.inputs[b.shard] = self.sources[b.shard].origin()
             tally.bytes_splats += shard.bytes_splats
             tally.save(self.output, b.shard)
             del self.open[b.shard]
