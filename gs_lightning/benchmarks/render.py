@@ -17,7 +17,7 @@ import math
 import torch
 
 from gs_lightning.benchmarks.common import interleaved_seconds, num_threads, print_table, simd_path
-from gs_lightning.render import CUTOFF, SIMD_ENV, cuda_backend_available, rasterize, render_reference, simd_paths
+from gs_lightning.render import CUTOFF, SIMD_ENV, cuda_backend_available, l2_loss, rasterize, render_reference, simd_paths
 from gs_lightning.splats import Splats
 
 SIZE = 224
@@ -58,6 +58,14 @@ def fwd_bwd(s: Splats, backend: str, grad: torch.Tensor):  # grad: [B, 3, SIZE, 
     else:
         image = rasterize(sp, SIZE, SIZE, backend=backend)
     image.backward(grad)
+
+
+def loss_step(s: Splats, target: torch.Tensor, fused: bool):  # target: [B, 3, SIZE, SIZE]
+    """A fitting step's loss and gradients: the fused l2_loss, or rasterize, the loss in torch and the backward."""
+    leaves = [t.detach().requires_grad_(True) for t in (s.xy, s.chol, s.rgb)]
+    sp = Splats(*leaves, s.mask)
+    loss = l2_loss(sp, target) if fused else (rasterize(sp, SIZE, SIZE) - target).square().mean(dim=(1, 2, 3))
+    loss.sum().backward()
 
 
 def upstream(batch: int, device: str = "cpu") -> torch.Tensor:  # [batch, 3, SIZE, SIZE]
@@ -148,6 +156,20 @@ def cpu_benchmark(quick: bool = False) -> None:
     print_table(["splats", "batch", "path", "ms/image", "Mpairs/s (visited)", "vs scalar", "vs dense"], rows)
     if scaling:
         print(f"  {paths[0]}, {threads} vs 1 thread: " + "; ".join(scaling))
+
+    # Fitting's step: the fused loss renders, takes the residual and runs the backward of a tile in cache,
+    # reusing the render's weights; the separate calls write the image, and the backward evaluates every
+    # pair's weight again.
+    batch, rows = batches[-1], []
+    for n in (400, 3136):
+        s = fitted_like_splats(batch, n)
+        target = torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+        t = interleaved_seconds({fused: lambda fused=fused: loss_step(s, target, fused) for fused in (True, False)},
+                                reps=reps)
+        rows.append([n, batch, f"{1e3 * t[True] / batch:.2f}", f"{1e3 * t[False] / batch:.2f}",
+                     f"{t[False] / t[True]:.2f}x"])
+    print(f"Fitting's L2 loss and its gradients, {paths[0]}: the fused l2_loss against rasterize + loss + backward")
+    print_table(["splats", "batch", "fused ms/image", "separate ms/image", "fused speed-up"], rows)
 
 
 def main(argv=None) -> None:

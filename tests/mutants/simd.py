@@ -4,6 +4,7 @@ TILES = "extensions/splat2d/cpu/tiles.cpp"
 SIMD = "extensions/splat2d/cpu/simd.h"
 CPU = "extensions/splat2d/cpu/splat2d_cpu.cpp"
 TESTS = ["tests/test_render.py"]
+L2_LOSS_TEST = "tests/test_render.py::test_l2_loss_matches_autograd_through_the_reference"
 
 MUTANTS = [
     # The exp.
@@ -19,9 +20,16 @@ MUTANTS = [
      "new": "const F w = gaussian_weight_in_range(s2);\n    float* a", "tests": TESTS,
      "why": "the forward adds the lanes beyond the cut-off of every row chunk it visits"},
     {"name": "grad-cutoff-unmasked", "path": TILES,
-     "old": "const F w = where_le(s2, cutoff, gaussian_weight_in_range(s2));\n    const float* g",
-     "new": "const F w = gaussian_weight_in_range(s2);\n    const float* g", "tests": TESTS,
+     "old": "      w = where_le(s2, cutoff, gaussian_weight_in_range(s2));\n    }",
+     "new": "      w = gaussian_weight_in_range(s2);\n    }", "tests": TESTS,
      "why": "the backward adds the gradient of pairs beyond the cut-off"},
+    {"name": "kept-weights-not-advanced", "path": TILES,
+     "old": "      memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);\n      kept += 2 * sizeof w / sizeof(float);",
+     "new": "      memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);", "tests": [L2_LOSS_TEST],
+     "why": "the fused loss's backward reads its first row's weights for every row of an entry"},
+    {"name": "kept-weights-restart-each-entry", "path": TILES, "old": "    kept = span.kept;\n    float M[kGradDim];",
+     "new": "    float M[kGradDim];", "tests": [L2_LOSS_TEST],
+     "why": "the fused loss's backward reads the tile's first entry's weights for every entry"},
     {"name": "half-chunk-upper-offset", "path": TILES, "old": "span.template run<H, H>(c);",
      "new": "span.template run<H, 0>(c);", "tests": TESTS,
      "why": "a box in the right half of a 16-lane chunk is evaluated at the left half's pixels (avx512)"},

@@ -1,7 +1,7 @@
 // CPU backend: the tile kernels of tiles.cpp over (image, tile) work items with
 // OpenMP, on the SIMD path chosen at run time (active_path below): the forward,
 // the backward, and the fused L2 loss of fitting (render, residual and backward
-// of a tile in one pass, in cache).
+// of a tile in one pass, in cache, the backward reading the weights its render kept).
 //
 // The backward writes one partial gradient per (tile, Gaussian) entry into its
 // own slot and sums the slots per Gaussian afterwards: no atomics, and the
@@ -197,6 +197,28 @@ void advise_huge_pages(void* data, size_t bytes) {
 #endif
 }
 
+// Each thread's buffer for the weights its tiles keep (tiles.h, tile_weights_size),
+// grown to the largest tile it meets in a call.
+class ThreadWeights {
+ public:
+  explicit ThreadWeights(int threads) : buffers_(threads) {}
+  float* of(int64_t size) {
+    Buffer& b = buffers_[omp_get_thread_num()];
+    if (b.size < size) {
+      b.data.reset(new float[size]);
+      b.size = size;
+    }
+    return b.data.get();
+  }
+
+ private:
+  struct Buffer {
+    std::unique_ptr<float[]> data;
+    int64_t size = 0;
+  };
+  std::vector<Buffer> buffers_;
+};
+
 }  // namespace
 
 std::pair<torch::Tensor, CpuBinningHandle> forward_cpu(const torch::Tensor& xy, const torch::Tensor& chol,
@@ -209,7 +231,7 @@ std::pair<torch::Tensor, CpuBinningHandle> forward_cpu(const torch::Tensor& xy, 
   advise_huge_pages(out, image.numel() * sizeof(float));
   call.for_each_item([&](int64_t b, int t) {
     alignas(64) float acc[3 * kTilePlane];
-    call.path.render(call.job, b, t, acc);
+    call.path.render(call.job, b, t, acc, nullptr);
     call.each_tile_row(b, t, [&](int64_t at, int from, int n) { copy_row(acc + from, out + at, n); });
   });
   return {image, CpuBinningHandle{call.binning}};
@@ -233,7 +255,7 @@ std::vector<torch::Tensor> backward_cpu(const torch::Tensor& xy, const torch::Te
     if (call.bins[b].offsets[t] == call.bins[b].offsets[t + 1]) return;
     alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
     call.each_tile_row(b, t, [&](int64_t at, int to, int n) { copy_row(gimg + at, dimg + to, n); });
-    call.path.grad(call.job, b, t, dimg, call.slots_of(b));
+    call.path.grad(call.job, b, t, dimg, call.slots_of(b), nullptr);
   });
   return call.gradients(xy, chol, rgb);
 }
@@ -246,10 +268,12 @@ std::vector<torch::Tensor> l2_loss_cpu(const torch::Tensor& xy, const torch::Ten
   const float count = float(3 * height * width);
   call.make_slots();
   std::vector<double> tile_sse(call.items());
+  ThreadWeights weights(call.threads);
   call.for_each_item([&](int64_t b, int t) {
     // The render, its residual and the backward of the tile, all in cache.
     alignas(64) float acc[3 * kTilePlane];
-    call.path.render(call.job, b, t, acc);
+    float* kept = weights.of(tile_weights_size(call.bins[b], t));
+    call.path.render(call.job, b, t, acc, kept);
     alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
     double sse = 0.0;
     call.each_tile_row(b, t, [&](int64_t at, int from, int n) {
@@ -260,7 +284,8 @@ std::vector<torch::Tensor> l2_loss_cpu(const torch::Tensor& xy, const torch::Ten
       }
     });
     tile_sse[b * call.job.grid.tiles() + t] = sse;
-    if (call.bins[b].offsets[t] != call.bins[b].offsets[t + 1]) call.path.grad(call.job, b, t, dimg, call.slots_of(b));
+    if (call.bins[b].offsets[t] != call.bins[b].offsets[t + 1])
+      call.path.grad(call.job, b, t, dimg, call.slots_of(b), kept);
   });
   auto loss = torch::empty({call.batch}, xy.options());
   float* pl = loss.data_ptr<float>();

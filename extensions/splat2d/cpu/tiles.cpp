@@ -182,12 +182,15 @@ SPLAT_INLINE void for_each_row(Span& span, const PixelBox& box, const PixelBox& 
 }
 
 // Adds entry e's colour times its weight to acc [3][kTile][kTile] over its rows.
-template <int W>
+// With Keep it also writes each row evaluation's weights w and substitutions v to
+// kept, in visiting order, for GradSpan to read back (tiles.h, tile_weights_size).
+template <int W, bool Keep>
 struct RenderSpan {
   const Entry& e;
   const PixelBox& tile;
   float cutoff;
   float* acc;
+  float* kept;
 
   template <int S, int Off>
   SPLAT_INLINE void run(int c) {
@@ -205,6 +208,11 @@ struct RenderSpan {
     R::add_rows(a, G.r * w);
     R::add_rows(a + kTilePlane, G.g * w);
     R::add_rows(a + 2 * kTilePlane, G.b * w);
+    if constexpr (Keep) {
+      memcpy(kept, &w, sizeof w);
+      memcpy(kept + sizeof w / sizeof(float), &v, sizeof v);
+      kept += 2 * sizeof w / sizeof(float);
+    }
   }
 };
 
@@ -223,7 +231,9 @@ SPLAT_INLINE Vec<W> in_chunk_of(Vec<S> x) {
 // and lane (column of the tile). Down a span's columns it sums the row moments,
 // even rows and odd rows (counted from the box's first) apart and then added; the
 // column's u then turns them into the kGradDim moments. Lanes the box misses stay 0.
-template <int W>
+// With Keep it reads each row evaluation's w and v from kept, where RenderSpan wrote them
+// (the same visiting order), instead of evaluating them again.
+template <int W, bool Keep>
 struct GradSpan {
   static constexpr int C = kTile / W;
   static_assert(kGradDim == 8, "tree_sums8 sums eight moments");
@@ -231,6 +241,7 @@ struct GradSpan {
   const PixelBox& tile;
   float cutoff;
   const float* dimg;
+  const float* kept;
   Vec<W> lanes[kGradDim][C];
 
   // A span's sums per row moment: of its row pairs, and of its last row.
@@ -267,11 +278,18 @@ struct GradSpan {
   SPLAT_INLINE void rows(int i, int first, typename R::F px, Sums& sums) {
     using F = typename R::F;
     const Gaussian& G = e.G;
-    F u, v;
-    const F s2 = mahalanobis2(G, px, R::py(i), u, v);
-    // Beyond the cut-off w = 0 makes every moment of the pair +-0 (v and the
-    // reciprocals are finite unless l11 or l22 is below ~1e-36).
-    const F w = where_le(s2, cutoff, gaussian_weight_in_range(s2));
+    F w, v;
+    if constexpr (Keep) {
+      memcpy(&w, kept, sizeof w);
+      memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);
+      kept += 2 * sizeof w / sizeof(float);
+    } else {
+      F u;
+      const F s2 = mahalanobis2(G, px, R::py(i), u, v);
+      // Beyond the cut-off w = 0 makes every moment of the pair +-0 (v and the
+      // reciprocals are finite unless l11 or l22 is below ~1e-36).
+      w = where_le(s2, cutoff, gaussian_weight_in_range(s2));
+    }
     const float* g = dimg + (i - tile.y0) * kTile + first;
     F m[kRowMoments];
     row_moments(G, R::load_rows(g), R::load_rows(g + kTilePlane), R::load_rows(g + 2 * kTilePlane), w, v, m);
@@ -280,28 +298,31 @@ struct GradSpan {
   }
 };
 
-template <int W, bool Halve>
-SPLAT_INLINE void render_tile(const TileJob& job, int64_t b, int t, float* acc) {
+template <int W, bool Halve, bool Keep>
+SPLAT_INLINE void render_tile(const TileJob& job, int64_t b, int t, float* acc, float* kept) {
   const TileBins& bin = job.bins[b];
   const PixelBox tile = tile_box(t, job.grid);
   std::fill(acc, acc + 3 * kTilePlane, 0.0f);
   for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
     const Entry e = entry(job, b, k, tile);
-    RenderSpan<W> span{e, tile, job.cutoff, acc};
+    RenderSpan<W, Keep> span{e, tile, job.cutoff, acc, kept};
     for_each_span<W, Halve>(e.box, tile, span);
+    kept = span.kept;
   }
 }
 
-template <int W, bool Halve>
-SPLAT_INLINE void grad_tile(const TileJob& job, int64_t b, int t, const float* dimg, float* slots) {
+template <int W, bool Halve, bool Keep>
+SPLAT_INLINE void grad_tile(const TileJob& job, int64_t b, int t, const float* dimg, float* slots,
+                            const float* kept) {
   const TileBins& bin = job.bins[b];
   const PixelBox tile = tile_box(t, job.grid);
   for (int k = bin.offsets[t]; k < bin.offsets[t + 1]; ++k) {
     const Entry e = entry(job, b, k, tile);
-    GradSpan<W> span{e, tile, job.cutoff, dimg, {}};
+    GradSpan<W, Keep> span{e, tile, job.cutoff, dimg, kept, {}};
     for_each_span<W, Halve>(e.box, tile, span);
+    kept = span.kept;
     float M[kGradDim];
-    tree_sums8<W, GradSpan<W>::C>(span.lanes, M);
+    tree_sums8<W, GradSpan<W, Keep>::C>(span.lanes, M);
     moments_grad(e.G, M, slots + int64_t(k) * kGradDim);
   }
 }
@@ -322,11 +343,18 @@ bool always() { return true; }
 // The kernels of one path: render_NAME and grad_NAME, compiled for TARGET with W
 // lanes (and half chunks if HALVE).
 #define SPLAT_PATH_KERNELS(NAME, TARGET, W, HALVE)                                                   \
-  TARGET void render_##NAME(const TileJob& job, int64_t b, int t, float* acc) {                     \
-    render_tile<W, HALVE>(job, b, t, acc);                                                          \
+  TARGET void render_##NAME(const TileJob& job, int64_t b, int t, float* acc, float* kept) {        \
+    if (kept)                                                                                       \
+      render_tile<W, HALVE, true>(job, b, t, acc, kept);                                            \
+    else                                                                                            \
+      render_tile<W, HALVE, false>(job, b, t, acc, nullptr);                                        \
   }                                                                                                 \
-  TARGET void grad_##NAME(const TileJob& job, int64_t b, int t, const float* dimg, float* slots) { \
-    grad_tile<W, HALVE>(job, b, t, dimg, slots);                                                    \
+  TARGET void grad_##NAME(const TileJob& job, int64_t b, int t, const float* dimg, float* slots,   \
+                          const float* kept) {                                                      \
+    if (kept)                                                                                       \
+      grad_tile<W, HALVE, true>(job, b, t, dimg, slots, kept);                                      \
+    else                                                                                            \
+      grad_tile<W, HALVE, false>(job, b, t, dimg, slots, nullptr);                                  \
   }
 
 #ifdef SPLAT_X86

@@ -51,12 +51,23 @@ struct TileJob {
 // at [c][i][j]); entries past the image edge are ignored (render) or must be 0 (grad).
 constexpr int kTilePlane = kTile * kTile;
 
-// Render tile t of image b into acc [3][kTile][kTile].
-using RenderTile = void (*)(const TileJob& job, int64_t b, int t, float* acc);
+// A tile's pair weights w and substitutions v as its render evaluates them, kept
+// for its backward when both run in one pass (the fused loss): the backward then
+// reads them instead of evaluating s2 and exp again, about a third of its work.
+// At most 2 * kTilePlane floats per entry of the tile's list.
+inline int64_t tile_weights_size(const TileBins& bins, int t) {
+  return int64_t(bins.offsets[t + 1] - bins.offsets[t]) * 2 * kTilePlane;
+}
+
+// Render tile t of image b into acc [3][kTile][kTile]; kept: null, or
+// tile_weights_size floats to keep the tile's weights in.
+using RenderTile = void (*)(const TileJob& job, int64_t b, int t, float* acc, float* kept);
 // Given dL/dI of tile t of image b as dimg [3][kTile][kTile], write each of the
 // tile's entries k (offsets[t] <= k < offsets[t + 1]) its gradient terms into
-// slots[k * kGradDim + d], d over (x, y, l11, l21, l22, r, g, b).
-using GradTile = void (*)(const TileJob& job, int64_t b, int t, const float* dimg, float* slots);
+// slots[k * kGradDim + d], d over (x, y, l11, l21, l22, r, g, b). kept: null, or
+// the weights that the tile's render kept.
+using GradTile = void (*)(const TileJob& job, int64_t b, int t, const float* dimg, float* slots,
+                          const float* kept);
 
 // One way to run the tile kernels. Every path computes the same bits.
 struct SimdPath {
