@@ -250,6 +250,29 @@ def test_thread_count_does_not_change_a_bit(simd):
         assert torch.equal(a, b)
 
 
+def test_the_fused_loss_gives_the_bits_of_a_render_and_a_backward(simd):
+    """The fused loss's backward reads the weights its render kept, where the backward of rasterize
+    evaluates them again: given the residual's gradient in the same float32 operations, the same bits,
+    on edge tiles and on either thread count."""
+    from gs_lightning import _C
+
+    height, width = 53, 70
+    s = random_splats(2, 200, height, width, scale=(0.5, 30.0), margin=10.0, requires_grad=False)
+    fields = (s.xy, s.chol, s.rgb, s.mask)
+    target = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(5))
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            _, *fused = _C.l2_loss(*fields, target, CUTOFF)
+            image, binning = _C.forward(*fields, height, width, CUTOFF)
+            residual_grad = 2.0 * (image - target) / (3 * height * width)  # d mean(r^2) / d render
+            for got, want in zip(fused, _C.backward(*fields, residual_grad, CUTOFF, binning)):
+                assert torch.equal(got, want)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_backward_differentiates_the_splats_its_forward_binned():
     """The CPU backward reuses its forward's binning: the same bits as binning again, and the gradient
     is of the splats that were rendered even where their storage changed behind autograd's back."""

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <string>
 
 #if defined(__linux__)
@@ -197,26 +198,30 @@ void advise_huge_pages(void* data, size_t bytes) {
 #endif
 }
 
-// Each thread's buffer for the weights its tiles keep (tiles.h, tile_weights_size),
-// grown to the largest tile it meets in a call.
+// One buffer per thread for the weights its tiles keep (tiles.h), each as large as
+// the batch's largest tile needs: allocated before the parallel loop, where a failure
+// can still raise (inside it, bad_alloc would terminate the process), and read
+// there without locking by the thread's OpenMP id.
 class ThreadWeights {
  public:
-  explicit ThreadWeights(int threads) : buffers_(threads) {}
-  float* of(int64_t size) {
-    Buffer& b = buffers_[omp_get_thread_num()];
-    if (b.size < size) {
-      b.data.reset(new float[size]);
-      b.size = size;
+  explicit ThreadWeights(const Call& call) : size_(0) {
+    for (int64_t b = 0; b < call.batch; ++b)
+      for (int t = 0; t < call.job.grid.tiles(); ++t) size_ = std::max(size_, tile_weights_size(call.bins[b], t));
+    buffers_.resize(call.threads);
+    try {
+      for (auto& buffer : buffers_) buffer.reset(new float[size_]);
+    } catch (const std::bad_alloc&) {
+      TORCH_CHECK(false, "splat2d: l2_loss: out of memory for its tiles' weights (", call.threads, " x ",
+                  size_ * sizeof(float), " bytes: ", size_ / tile_weights_size_per_entry(),
+                  " Gaussians on one tile)");
     }
-    return b.data.get();
   }
+  // This thread's buffer: call inside Call::for_each_item.
+  float* here() const { return buffers_[omp_get_thread_num()].get(); }
 
  private:
-  struct Buffer {
-    std::unique_ptr<float[]> data;
-    int64_t size = 0;
-  };
-  std::vector<Buffer> buffers_;
+  int64_t size_;
+  std::vector<std::unique_ptr<float[]>> buffers_;
 };
 
 }  // namespace
@@ -268,11 +273,11 @@ std::vector<torch::Tensor> l2_loss_cpu(const torch::Tensor& xy, const torch::Ten
   const float count = float(3 * height * width);
   call.make_slots();
   std::vector<double> tile_sse(call.items());
-  ThreadWeights weights(call.threads);
+  const ThreadWeights weights(call);
   call.for_each_item([&](int64_t b, int t) {
     // The render, its residual and the backward of the tile, all in cache.
     alignas(64) float acc[3 * kTilePlane];
-    float* kept = weights.of(tile_weights_size(call.bins[b], t));
+    float* kept = weights.here();
     call.path.render(call.job, b, t, acc, kept);
     alignas(64) float dimg[3 * kTilePlane] = {};  // zero past the image edge
     double sse = 0.0;

@@ -278,6 +278,9 @@ struct GradSpan {
   SPLAT_INLINE void rows(int i, int first, typename R::F px, Sums& sums) {
     using F = typename R::F;
     const Gaussian& G = e.G;
+    // Beyond the cut-off w = 0 makes every moment of the pair +-0 (v and the
+    // reciprocals are finite unless l11 or l22 is below ~1e-36); a kept w is masked
+    // the same way by the render.
     F w, v;
     if constexpr (Keep) {
       memcpy(&w, kept, sizeof w);
@@ -286,8 +289,6 @@ struct GradSpan {
     } else {
       F u;
       const F s2 = mahalanobis2(G, px, R::py(i), u, v);
-      // Beyond the cut-off w = 0 makes every moment of the pair +-0 (v and the
-      // reciprocals are finite unless l11 or l22 is below ~1e-36).
       w = where_le(s2, cutoff, gaussian_weight_in_range(s2));
     }
     const float* g = dimg + (i - tile.y0) * kTile + first;
