@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import random_splats
 
+from gs_lightning.benchmarks.common import num_threads
 from gs_lightning.render import (
     CUTOFF,
     SIMD_ENV,
@@ -237,15 +238,11 @@ def test_the_cutoff_argument_is_the_one_rendered_with(cutoff):
 def test_thread_count_does_not_change_a_bit(simd):
     s = random_splats(2, 300, 96, 80, scale=(1.0, 10.0))
     weight = torch.randn(2, 3, 96, 80)
-    before = torch.get_num_threads()
     out = {}
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with num_threads(threads):
             image = rasterize(s, 96, 80)
             out[threads] = (image, *grads(image, s, weight))
-    finally:
-        torch.set_num_threads(before)
     for a, b in zip(out[1], out[2]):
         assert torch.equal(a, b)
 
@@ -260,17 +257,14 @@ def test_the_fused_loss_gives_the_bits_of_a_render_and_a_backward(simd):
     s = random_splats(2, 200, height, width, scale=(0.5, 30.0), margin=10.0, requires_grad=False)
     fields = (s.xy, s.chol, s.rgb, s.mask)
     target = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(5))
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with num_threads(threads):
             _, *fused = _C.l2_loss(*fields, target, CUTOFF)
             image, binning = _C.forward(*fields, height, width, CUTOFF)
             residual_grad = 2.0 * (image - target) / (3 * height * width)  # d mean(r^2) / d render
-            for got, want in zip(fused, _C.backward(*fields, residual_grad, CUTOFF, binning)):
-                assert torch.equal(got, want)
-    finally:
-        torch.set_num_threads(before)
+            backward = _C.backward(*fields, residual_grad, CUTOFF, binning)
+        for got, want in zip(fused, backward):
+            assert torch.equal(got, want)
 
 
 def test_backward_differentiates_the_splats_its_forward_binned():

@@ -1,6 +1,7 @@
 """Mutants of the CPU backend's SIMD kernels and its exp, for tests/test_render.py."""
 SPLAT = "extensions/splat2d/splat2d.h"
 TILES = "extensions/splat2d/cpu/tiles.cpp"
+TILES_H = "extensions/splat2d/cpu/tiles.h"
 SIMD = "extensions/splat2d/cpu/simd.h"
 CPU = "extensions/splat2d/cpu/splat2d_cpu.cpp"
 TESTS = ["tests/test_render.py"]
@@ -24,10 +25,14 @@ MUTANTS = [
      "old": "      w = where_le(s2, cutoff, gaussian_weight_in_range(s2));\n    }",
      "new": "      w = gaussian_weight_in_range(s2);\n    }", "tests": TESTS,
      "why": "the backward adds the gradient of pairs beyond the cut-off"},
-    {"name": "kept-weights-not-advanced", "path": TILES,
-     "old": "      memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);\n      kept += 2 * sizeof w / sizeof(float);",
-     "new": "      memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);", "tests": KEPT_TESTS,
+    {"name": "kept-weights-not-advanced", "path": TILES_H,
+     "old": "  memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);\n  kept += 2 * sizeof w / sizeof(float);",
+     "new": "  memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);", "tests": KEPT_TESTS,
      "why": "the fused loss's backward reads its first row's weights for every row of an entry"},
+    {"name": "kept-weights-overwritten", "path": TILES_H,
+     "old": "  memcpy(kept + sizeof w / sizeof(float), &v, sizeof v);\n  kept += 2 * sizeof w / sizeof(float);",
+     "new": "  memcpy(kept + sizeof w / sizeof(float), &v, sizeof v);", "tests": KEPT_TESTS,
+     "why": "the fused loss's render keeps every row's weights in one record: its backward reads the tile's last row"},
     {"name": "kept-weights-restart-each-entry", "path": TILES, "old": "    kept = span.kept;\n    float M[kGradDim];",
      "new": "    float M[kGradDim];", "tests": KEPT_TESTS,
      "why": "the fused loss's backward reads the tile's first entry's weights for every entry"},

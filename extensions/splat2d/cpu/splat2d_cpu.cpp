@@ -204,23 +204,22 @@ void advise_huge_pages(void* data, size_t bytes) {
 // there without locking by the thread's OpenMP id.
 class ThreadWeights {
  public:
-  explicit ThreadWeights(const Call& call) : size_(0) {
+  explicit ThreadWeights(const Call& call) {
+    int64_t size = 0;
     for (int64_t b = 0; b < call.batch; ++b)
-      for (int t = 0; t < call.job.grid.tiles(); ++t) size_ = std::max(size_, tile_weights_size(call.bins[b], t));
+      for (int t = 0; t < call.job.grid.tiles(); ++t) size = std::max(size, tile_weights_size(call.bins[b], t));
     buffers_.resize(call.threads);
     try {
-      for (auto& buffer : buffers_) buffer.reset(new float[size_]);
+      for (auto& buffer : buffers_) buffer.reset(new float[size]);
     } catch (const std::bad_alloc&) {
       TORCH_CHECK(false, "splat2d: l2_loss: out of memory for its tiles' weights (", call.threads, " x ",
-                  size_ * sizeof(float), " bytes: ", size_ / tile_weights_size_per_entry(),
-                  " Gaussians on one tile)");
+                  size * sizeof(float), " bytes: ", size / kTileWeightsPerEntry, " Gaussians on one tile)");
     }
   }
   // This thread's buffer: call inside Call::for_each_item.
   float* here() const { return buffers_[omp_get_thread_num()].get(); }
 
  private:
-  int64_t size_;
   std::vector<std::unique_ptr<float[]>> buffers_;
 };
 

@@ -183,7 +183,7 @@ SPLAT_INLINE void for_each_row(Span& span, const PixelBox& box, const PixelBox& 
 
 // Adds entry e's colour times its weight to acc [3][kTile][kTile] over its rows.
 // With Keep it also writes each row evaluation's weights w and substitutions v to
-// kept, in visiting order, for GradSpan to read back (tiles.h, tile_weights_size).
+// kept (tiles.h, keep_weights) for GradSpan to read back.
 template <int W, bool Keep>
 struct RenderSpan {
   const Entry& e;
@@ -208,11 +208,7 @@ struct RenderSpan {
     R::add_rows(a, G.r * w);
     R::add_rows(a + kTilePlane, G.g * w);
     R::add_rows(a + 2 * kTilePlane, G.b * w);
-    if constexpr (Keep) {
-      memcpy(kept, &w, sizeof w);
-      memcpy(kept + sizeof w / sizeof(float), &v, sizeof v);
-      kept += 2 * sizeof w / sizeof(float);
-    }
+    if constexpr (Keep) keep_weights(kept, w, v);
   }
 };
 
@@ -283,9 +279,7 @@ struct GradSpan {
     // the same way by the render.
     F w, v;
     if constexpr (Keep) {
-      memcpy(&w, kept, sizeof w);
-      memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);
-      kept += 2 * sizeof w / sizeof(float);
+      take_weights(kept, w, v);
     } else {
       F u;
       const F s2 = mahalanobis2(G, px, R::py(i), u, v);

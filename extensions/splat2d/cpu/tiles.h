@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../splat2d.h"
@@ -56,9 +57,25 @@ constexpr int kTilePlane = kTile * kTile;
 // reads them instead of evaluating s2, the exp and the cut-off again, 34 of its ~50
 // operations per pair. At most 2 * kTilePlane floats per entry of the tile's list:
 // an entry's spans cover at most the tile's 16 x 16 lanes, w and v once each.
-inline int64_t tile_weights_size_per_entry() { return 2 * kTilePlane; }
+constexpr int64_t kTileWeightsPerEntry = 2 * kTilePlane;
 inline int64_t tile_weights_size(const TileBins& bins, int t) {
-  return int64_t(bins.offsets[t + 1] - bins.offsets[t]) * tile_weights_size_per_entry();
+  return int64_t(bins.offsets[t + 1] - bins.offsets[t]) * kTileWeightsPerEntry;
+}
+
+// The kept weights' layout: one record per row evaluation, in visiting order, w
+// then v (each a SIMD vector F). keep_weights appends a record; take_weights reads
+// the next one. Both advance the cursor.
+template <class F>
+inline void keep_weights(float*& kept, const F& w, const F& v) {
+  memcpy(kept, &w, sizeof w);
+  memcpy(kept + sizeof w / sizeof(float), &v, sizeof v);
+  kept += 2 * sizeof w / sizeof(float);
+}
+template <class F>
+inline void take_weights(const float*& kept, F& w, F& v) {
+  memcpy(&w, kept, sizeof w);
+  memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);
+  kept += 2 * sizeof w / sizeof(float);
 }
 
 // Render tile t of image b into acc [3][kTile][kTile]; kept: null, or
