@@ -67,7 +67,8 @@ def test_a_full_disk_while_a_shard_is_written_is_one_line_and_a_rerun_completes(
 
 def test_a_rank_killed_mid_fit_leaves_whole_shards_and_the_rerun_fits_each_image_once(tmp_path):
     """2 DDP ranks (gloo); rank 1 is SIGKILLed with its second shard half written. Rank 0 meets the dead rank at
-    the closing barrier (one line naming the output, no traceback), unless Lightning's launcher kills it first.
+    the closing barrier (one line naming the output, no traceback), unless Lightning's launcher kills it first
+    (the next test forces that ordering).
     Whatever is under a final name is whole, and a rerun keeps those shards byte for byte and fits every image
     exactly once."""
     counts = [4, 4, 4, 4, 3]
@@ -96,6 +97,39 @@ def test_a_rank_killed_mid_fit_leaves_whole_shards_and_the_rerun_fits_each_image
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["images_fitted"] == sum(counts)
     sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
     assert sizes == {f"{i:05d}.tar": n for i, n in enumerate(counts)}
+
+
+PEER_DIES = """
+import datetime, os, sys, types
+import torch.distributed as dist
+from gs_lightning.cli import wait_for_other_ranks
+from gs_lightning.errors import UserError
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+if rank == 1:
+    os._exit(0)  # dies without leaving the group, as a SIGKILLed rank does
+try:
+    wait_for_other_ranks(types.SimpleNamespace(strategy=types.SimpleNamespace(barrier=dist.barrier)), "out/")
+except UserError as e:
+    print(e)
+"""
+
+
+def test_a_rank_meeting_a_dead_rank_at_the_barrier_says_so_in_one_line():
+    """The ordering the killed-rank fit above leaves to chance: rank 0 reaches the closing barrier after its peer
+    died. Whatever torch.distributed raises there (gloo, for real) becomes the one line naming the output."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen([sys.executable, "-c", PEER_DIES, str(r)], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
+    (out, err), _ = (p.communicate(timeout=120) for p in ranks)
+    assert ranks[0].returncode == 0, err[-3000:]
+    assert out.startswith("out/: another rank of this run stopped before the end ("), out + err[-3000:]
+    assert "rerun the same command" in out, out
 
 
 # ---- two fits into one folder -------------------------------------------------------------------------------------

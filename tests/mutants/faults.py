@@ -35,6 +35,6 @@ MUTANTS = [
      "why": "data.max_lost_share is ignored"},
     {"name": "dead-rank-is-a-traceback", "path": "gs_lightning/cli.py",
      "old": "    except RuntimeError as e:  # gloo's", "new": "    except ValueError as e:  # gloo's",
-     "tests": [f"{T}::test_a_rank_killed_mid_fit_leaves_whole_shards_and_the_rerun_fits_each_image_once"],
+     "tests": [f"{T}::test_a_rank_meeting_a_dead_rank_at_the_barrier_says_so_in_one_line"],
      "why": "the rank that lived ends with the process group's traceback, naming neither the output nor the rerun"},
 ]
