@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -104,10 +105,14 @@ import datetime, os, sys, types
 import torch.distributed as dist
 from gs_lightning.cli import wait_for_other_ranks
 from gs_lightning.errors import UserError
-rank = int(sys.argv[1])
-dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+rank, path = int(sys.argv[1]), sys.argv[2]
+store = dist.FileStore(path, 2)
+dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=datetime.timedelta(seconds=30))
 if rank == 1:
+    store.wait(["rank 0 is up"])  # gloo's connecting side can finish its init before the other side's
     os._exit(0)  # dies without leaving the group, as a SIGKILLed rank does
+store.set("rank 0 is up", "1")
+sys.stdin.readline()  # the test writes a line once rank 1 has exited
 try:
     wait_for_other_ranks(types.SimpleNamespace(strategy=types.SimpleNamespace(barrier=dist.barrier)), "out/")
 except UserError as e:
@@ -115,21 +120,27 @@ except UserError as e:
 """
 
 
-def test_a_rank_meeting_a_dead_rank_at_the_barrier_says_so_in_one_line():
+def test_a_rank_meeting_a_dead_rank_at_the_barrier_says_so_in_one_line(tmp_path):
     """The ordering the killed-rank fit above leaves to chance: rank 0 reaches the closing barrier after its peer
-    died. Whatever torch.distributed raises there (gloo, for real) becomes the one line naming the output."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    ranks = [subprocess.Popen([sys.executable, "-c", PEER_DIES, str(r)], cwd=ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
-    (out, err), _ = (p.communicate(timeout=120) for p in ranks)
-    assert ranks[0].returncode == 0, err[-3000:]
+    died. What torch.distributed raises there (gloo, for real: the closed connection, well before the group's
+    30 s timeout) becomes the one line naming the output."""
+    ranks = [subprocess.Popen([sys.executable, "-c", PEER_DIES, str(r), str(tmp_path / "store")], cwd=ROOT,
+                              text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for r in (0, 1)]
+    try:
+        _, dead = ranks[1].communicate(timeout=120)
+        t0 = time.monotonic()
+        out, err = ranks[0].communicate("go\n", timeout=120)
+        seconds = time.monotonic() - t0
+    finally:
+        for p in ranks:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert ranks[0].returncode == 0 and ranks[1].returncode == 0, err[-3000:] + dead[-3000:]
     assert out.startswith("out/: another rank of this run stopped before the end ("), out + err[-3000:]
     assert "rerun the same command" in out, out
+    assert seconds < 15, seconds  # the closed connection raised, not the timeout
 
 
 # ---- two fits into one folder -------------------------------------------------------------------------------------

@@ -66,13 +66,13 @@ inline int64_t tile_weights_size(const TileBins& bins, int t) {
 // then v (each a SIMD vector F). keep_weights appends a record; take_weights reads
 // the next one. Both advance the cursor.
 template <class F>
-inline void keep_weights(float*& kept, const F& w, const F& v) {
+SPLAT_HD void keep_weights(float*& kept, const F& w, const F& v) {
   memcpy(kept, &w, sizeof w);
   memcpy(kept + sizeof w / sizeof(float), &v, sizeof v);
   kept += 2 * sizeof w / sizeof(float);
 }
 template <class F>
-inline void take_weights(const float*& kept, F& w, F& v) {
+SPLAT_HD void take_weights(const float*& kept, F& w, F& v) {
   memcpy(&w, kept, sizeof w);
   memcpy(&v, kept + sizeof w / sizeof(float), sizeof v);
   kept += 2 * sizeof w / sizeof(float);
