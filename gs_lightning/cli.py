@@ -50,8 +50,13 @@ class Interrupted(BaseException):
 def stop_on_signals():
     """Turn SIGTERM and SIGINT into Interrupted wherever the main thread is. Lightning's predict loop would
     only note a SIGTERM, and a cluster kills a job that outlives its grace period (~30 s)."""
+    main = os.getpid()
+
     def handler(signum, frame):
-        raise Interrupted(signum)
+        # A dataloader worker inherits this handler, and Ctrl-C reaches it too: the main process stops the
+        # run and its workers with it, so a worker's own Interrupted would only print its traceback.
+        if os.getpid() == main:
+            raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -72,6 +77,18 @@ def wait_for_other_ranks(run, output: str) -> None:
         raise UserError(output, f"another rank of this run stopped before the end ({str(e).splitlines()[0][:160]}); "
                                 "its log says why. The shards finished here are kept and nothing half-written is: "
                                 "rerun the same command to do the rest") from None
+
+
+def check_all_written(dataset, key: str) -> None:
+    """The end of a fit or embed: an input shard that could not be read to its end was not written (its warning
+    says why), and the run's exit status says so, for the pipeline that runs the next step on these shards."""
+    from gs_lightning.errors import UserError
+
+    if left := [s.name for s in dataset.shards_to_do()]:
+        raise UserError(key, f"{len(left)} of its shards could not be read to their end and were not written "
+                             f"({', '.join(left[:5])}{', ...' if len(left) > 5 else ''}); the warnings above say "
+                             "why. Everything else is written: mend or drop those inputs and rerun the same "
+                             "command to do the rest")
 
 
 # ---- checks of paths, before any work ----------------------------------------------------------------------
@@ -217,6 +234,7 @@ def fit(args: list[str]) -> None:
             print(f"\nfit summary of {f.output} (summary.json); {kept} of this run's {len(sources)} shards were "
                   "done before it and kept")
             print(format_summary(summary))
+        check_all_written(dataset, "fit.input")
 
 
 def embed(args: list[str]) -> None:
@@ -280,6 +298,7 @@ def embed(args: list[str]) -> None:
               f"on one rank; skipped {len(s['skipped'])}")
         for k in s["skipped"]:
             print(f"skipped: {k}")
+        check_all_written(dataset, "data.rgb.train")
 
 
 def train(args: list[str]) -> None:

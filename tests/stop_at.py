@@ -4,7 +4,8 @@
         right after a file is renamed onto a file called NAME: the moment a final name appears
     python tests/stop_at.py signal-in-next-shard NAME SIGNAL -- ARGS...
         send SIGNAL (TERM, INT or KILL) to this process right after the first sample is written into the shard
-        that follows the one renamed onto a file called NAME: one shard finished, the next one open
+        that follows the one renamed onto a file called NAME: one shard finished, the next one open; with
+        SIGNAL-GROUP (INT-GROUP), to its whole process group, dataloader workers included, as Ctrl-C does
     python tests/stop_at.py kill-rank RANK N -- ARGS...
         SIGKILL the DDP rank RANK (its LOCAL_RANK) as it writes its Nth sample into a shard, its other ranks left
         running: one rank of a multi-rank fit lost (an OOM kill, a node gone)
@@ -55,7 +56,8 @@ def signal_in_next_shard(name: str, signame: str) -> None:
     def write_then_signal(self, obj):
         out = write(self, obj)
         if renamed:
-            os.kill(os.getpid(), getattr(signal, f"SIG{signame}"))
+            sig = getattr(signal, f"SIG{signame.removesuffix('-GROUP')}")
+            os.killpg(os.getpgid(0), sig) if signame.endswith("-GROUP") else os.kill(os.getpid(), sig)
         return out
 
     os.replace, wds.TarWriter.write = replace_and_note, write_then_signal

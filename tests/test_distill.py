@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -382,3 +383,20 @@ def test_a_rendered_eval_set_keeps_the_first_of_a_duplicate_key_and_counts_an_un
     assert account["images"] == 2 and account["unreadable"] == 1
     got = {raw.key: raw.cls for raw in list_sources(str(tmp_path / "out" / "00000.tar"))[0].samples([])}
     assert got == {"a": 0, "b": 1}
+
+
+def test_embed_writes_no_shard_of_a_torn_input_and_says_which(tmp_path, teacher):
+    """An input tar cut short is not written as embedded, or the rerun would skip its unread images for good."""
+    images = datacomp_shards(tmp_path / "rgb", [2, 3], size=16)
+    torn = tmp_path / "rgb" / "00001.tar"
+    with tarfile.open(torn) as t:
+        cut = [m for m in t.getmembers() if m.name.endswith(".jpg")][1].offset_data + 50  # inside the 2nd image
+    torn.write_bytes(torn.read_bytes()[:cut])
+    args = ["embed", "gs196_distill", "demo", f"data.rgb.train={images}", f"model.rgb_checkpoint={teacher}",
+            f"data.embeddings={tmp_path}/emb", f"output_dir={tmp_path}/runs", *TINY_TRAIN]
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(
+        "error: data.rgb.train: 1 of its shards could not be read to their end and were not written (00001.tar)"), \
+        out.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "emb").glob("*.tar")) == ["00000.tar"]

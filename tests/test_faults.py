@@ -231,3 +231,32 @@ def complete_samples(tar: Path, members: set[str] | None):
         return next(iter(found.values()))
     whole = sum(exts == members for exts in found.values())
     return whole, len(found) - whole
+
+
+# ---- a torn input shard while fitting --------------------------------------------------------------------------
+
+
+def test_a_torn_input_shard_is_not_written_and_the_rerun_of_the_mended_one_fits_it(tmp_path):
+    """An input tar cut short (a broken copy, a download that died) is read until it breaks; what was read is
+    not written as a finished shard, or the rerun would skip it as done and its other images would never be
+    fitted. The run fits the rest, then says which shard is missing (exit 2); once mended, the rerun fits it."""
+    pattern = shards(tmp_path / "in", [3, 3, 3])
+    whole = (tmp_path / "in" / "00001.tar").read_bytes()
+    with tarfile.open(tmp_path / "in" / "00001.tar") as t:
+        cut = next(m for m in t.getmembers() if m.name == "1_1.png").offset_data + 100
+    # Cut inside the second image (tarfile takes a tar cut at a header for a whole, shorter one).
+    (tmp_path / "in" / "00001.tar").write_bytes(whole[:cut])
+    args = ["fit", f"fit.input={pattern}", f"fit.output={tmp_path}/out", "fit.batch_size=1", *TINY_FIT]
+    out = run(args)
+    last = one_line_error(out)
+    assert last.startswith("error: fit.input: 1 of its shards could not be read to their end and were not "
+                           "written (00001.tar)"), last
+    assert re.search(r"not writing 00001\.tar: cannot read \S*00001\.tar to its end \(ReadError", out.stderr)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == ["00000.tar", "00002.tar"]
+    assert not list((tmp_path / "out").glob("*.tmp"))
+    (tmp_path / "in" / "00001.tar").write_bytes(whole)
+    out = run(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [keys(tmp_path / "out" / f"{i:05d}.tar") for i in range(3)] == [[f"{i}_{k}" for k in range(3)]
+                                                                            for i in range(3)]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["images_fitted"] == 9

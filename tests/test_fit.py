@@ -455,25 +455,50 @@ def test_unknown_key_is_named():
         fit(["fit.num_splat=3"])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_a_stopped_fit_resumes_without_partial_shards(tmp_path, sig):
+def test_a_folders_skips_name_their_files_and_each_batch_reports_its_own(tmp_path):
+    """A skip found after a shard's first batch was written is reported with the batch it came in, not lost with
+    one already written: with a batch of one, b.png (b.jpg's key, which is kept) and the unreadable c.jpg come
+    after two batches. A folder's skip names the file, which its key (`_` for `.`) may not."""
+    from gs_lightning.cli import fit
+
+    (tmp_path / "in").mkdir()
+    for name, data in [("a.jpg", image_bytes(smooth_photo(20, 20), "JPEG")), ("b.jpg", image_bytes(smooth_photo(20, 20, 1), "JPEG")),
+                       ("b.png", image_bytes(smooth_photo(20, 20, 2), "PNG")), ("c.v2.jpg", b"not an image")]:
+        (tmp_path / "in" / name).write_bytes(data)
+    with pytest.warns(UserWarning):
+        fit([f"fit.input={tmp_path}/in", f"fit.output={tmp_path}/out", "fit.batch_size=1", *TINY_FIT])
+    skipped = json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"]
+    assert len(skipped) == 2, skipped
+    assert skipped[0].startswith("00000.tar/b: duplicate key: ") and f"{tmp_path}/in/b.png" in skipped[0]
+    assert skipped[1].startswith(f"00000.tar/c_v2: {tmp_path}/in/c.v2.jpg: cannot decode image")
+    assert sorted(read_tar(tmp_path / "out" / "00000.tar")) == ["a", "b"]
+
+
+@pytest.mark.parametrize("sig, group", [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGINT, False),
+                                        (signal.SIGINT, True)],
+                         ids=["SIGKILL", "SIGTERM", "SIGINT", "SIGINT_to_the_group_with_a_worker"])
+def test_a_stopped_fit_resumes_without_partial_shards(tmp_path, sig, group):
     """Stop a fit after its first shard lands, while the next one is open; rerun; finished shards are kept
     byte for byte.
 
     SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) stop at once, with exit status 128 + signal and no
     temporary left; SIGKILL cannot be handled, and a temporary never has a final name. The signal comes from the
-    fault hook (tests/stop_at.py) right after the first sample is written into the second shard, every time."""
+    fault hook (tests/stop_at.py) right after the first sample is written into the second shard, every time.
+    Ctrl-C at a terminal reaches the whole process group, a dataloader worker too (`group`), which stays quiet:
+    the main process stops the run."""
     for i in range(3):
         write_image_shard(tmp_path / "in" / f"{i:05d}.tar", [
             {"key": f"{i}_{k}", "png": image_bytes(smooth_photo(24, 24, seed=10 * i + k), "PNG"), "txt": "x"}
             for k in range(4)
         ])
     fit_args = ["fit", f"fit.input={tmp_path}/in/{{00000..00002}}.tar", f"fit.output={tmp_path}/out",
-                "fit.batch_size=1", "fit.num_splats=16", "fit.iterations=20", "fit.image_size=24", "fit.num_workers=0",
-                "trainer.accelerator=cpu"]
+                "fit.batch_size=1", "fit.num_splats=16", "fit.iterations=20", "fit.image_size=24",
+                f"fit.num_workers={int(group)}", "trainer.accelerator=cpu"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    hook = [sys.executable, "tests/stop_at.py", "signal-in-next-shard", "00000.tar", sig.name[3:], "--"]
-    out = subprocess.run(hook + fit_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    signame = sig.name[3:] + ("-GROUP" if group else "")
+    hook = [sys.executable, "tests/stop_at.py", "signal-in-next-shard", "00000.tar", signame, "--"]
+    out = subprocess.run(hook + fit_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                         start_new_session=True)  # a group of its own: the signal to it never reaches pytest
     assert out.returncode in (128 + sig, -signal.SIGKILL), (out.returncode, out.stderr[-2000:])
     done = sorted(p.name for p in (tmp_path / "out").glob("*.tar"))
     assert done == ["00000.tar"]  # the first shard landed, the second was open

@@ -6,7 +6,7 @@ from helpers import image_bytes
 
 from gs_lightning.codec import RECORDS
 from gs_lightning.data.shards import (
-    BadSample, DataPathError, decode_image, existing_sources, expand_urls, list_sources, read_sizes, resize_center_crop,
+    BadSample, DataPathError, decode_image, decode_pil, existing_sources, expand_urls, list_sources, read_sizes, resize_center_crop,
     shard_sizes, write_image_shard,
 )
 from gs_lightning.splats import Splats, compression_ratio
@@ -38,6 +38,48 @@ def test_undecodable_bytes_raise_badsample(data):
     with pytest.raises(BadSample, match="cannot decode image") as e:
         decode_image(data)
     assert "BytesIO" not in str(e.value)  # the buffer's address tells a user nothing
+
+
+def test_a_photo_is_turned_upright_as_its_exif_orientation_says():
+    """A phone stores a portrait photo sideways with orientation 6 (turn 90 degrees clockwise to show): the stored
+    left side is the shown top."""
+    import io
+
+    from PIL import Image
+
+    a = np.zeros((16, 32, 3), np.uint8)
+    a[:, :16, 0] = 255  # stored: red left half, blue right half
+    a[:, 16:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=95, exif=exif)
+    out = decode_image(buf.getvalue())
+    assert out.shape == (3, 32, 16)
+    red, blue = torch.tensor([1.0, 0, 0])[:, None, None], torch.tensor([0, 0, 1.0])[:, None, None]
+    assert (out[:, 2:14] - red).abs().max() < 0.1 and (out[:, 18:30] - blue).abs().max() < 0.1
+
+
+def test_a_strip_is_cut_to_its_central_span_before_it_is_resized(monkeypatch):
+    """A 2 x 40000 strip would resize to 224 x 4.5M pixels (12 GB) before the crop. Only its central span of
+    MAX_ASPECT shorter sides is resized, and the crop, the centre, is the same as the whole strip's."""
+    import gs_lightning.data.shards as shards
+
+    resized, interpolate = [], shards.F.interpolate
+    monkeypatch.setattr(shards.F, "interpolate", lambda x, **kw: resized.append(x.shape[-2:]) or interpolate(x, **kw))
+    x = torch.linspace(0, 1, 40000)
+    strip = torch.stack([x.expand(2, -1), 1 - x.expand(2, -1), torch.full((2, 40000), 0.5)])  # [3, 2, 40000]
+    out = resize_center_crop(strip, 8)
+    assert resized == [(2, 16)]  # MAX_ASPECT (8) x 2 columns
+    # The centre 2 x 2 pixels of a ramp, each widened to 4 x 4: the ramp's value at the centre, everywhere
+    torch.testing.assert_close(out, torch.tensor([0.5, 0.5, 0.5])[:, None, None].expand(3, 8, 8), atol=1e-4, rtol=0)
+    resized.clear()
+    photo = torch.rand(3, 30, 200)  # aspect 6.7: resized whole, as before
+    resize_center_crop(photo, 8)
+    assert resized == [(30, 200)]
+    # open_clip's transforms take decode_pil's image: a strip's central span, which holds what they show
+    a = np.repeat(np.arange(200, dtype=np.uint8)[None, :, None], 3, -1).repeat(2, 0)  # [2, 200, 3] ramp
+    assert np.array_equal(np.asarray(decode_pil(image_bytes(a, "PNG"))), a[:, 92:108])
 
 
 def test_resize_center_crop_keeps_the_centre():

@@ -142,7 +142,9 @@ class EmbeddingWriter(ShardWriter):
             shard.write(sample.key, r)
         account["images"] += len(b.samples)
         account["seconds"] += self.batch_seconds()
-        if b.last:
+        if b.last and b.unreadable:
+            self.drop_unreadable(b.shard, b.unreadable)
+        elif b.last:
             shard.commit()
             account["inputs"] = {b.shard: self.sources[b.shard].origin()}
             write_text_atomic(stats_path(self.folder, b.shard), json.dumps(account))

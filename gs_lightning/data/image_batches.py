@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from gs_lightning.data.shards import (
-    BadSample, RawSample, Source, decode_image, decode_pil, resize_center_crop, worker_slot,
+    BadSample, RawSample, Source, UnreadableShard, decode_image, decode_pil, resize_center_crop, worker_slot,
 )
 from gs_lightning.errors import UserError
 
@@ -37,6 +37,7 @@ class ImageBatch:
     source_sizes: list[tuple[int, int]] = field(default_factory=list)  # per image: (H, W) before resizing
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) of unusable samples
     last: bool = False  # the shard's last batch
+    unreadable: str | None = None  # on the last batch: why the input shard could not be read to its end
 
 
 def as_is(batch: ImageBatch) -> ImageBatch:
@@ -78,29 +79,34 @@ class ImageBatches(IterableDataset):
             yield from self._batches(source)
 
     def _batches(self, source: Source):
-        images, batch = [], ImageBatch(source.name, torch.empty(0))
-        for sample in source.samples(batch.skipped):
-            try:
-                if sample.image is None:
-                    raise BadSample("no image member (.jpg/.png/.webp)")
-                if self.preprocess is None:
-                    image = decode_image(sample.image)
-                    prepared, size = resize_center_crop(image, self.image_size), tuple(image.shape[1:])
-                else:
-                    image = decode_pil(sample.image)
-                    prepared, size = self.preprocess(image), (image.height, image.width)
-            except BadSample as e:
-                batch.skipped.append((sample.key, str(e)))
-                continue
-            images.append(prepared)
-            batch.source_sizes.append(size)
-            sample.image = None  # the decoded pixels travel on; the bytes are done with
-            batch.samples.append(sample)
-            if len(images) == self.batch_size:
-                batch.images = torch.stack(images)
-                yield batch
-                images, batch = [], ImageBatch(source.name, torch.empty(0))
+        # `errors` is the one list the shard's reader reports into; each batch takes what came since the last.
+        images, batch, errors = [], ImageBatch(source.name, torch.empty(0)), []
+        try:
+            for sample in source.samples(errors, whole=True):
+                try:
+                    if sample.image is None:
+                        raise BadSample("no image member (.jpg/.png/.webp)")
+                    if self.preprocess is None:
+                        image = decode_image(sample.image)
+                        prepared, size = resize_center_crop(image, self.image_size), tuple(image.shape[1:])
+                    else:
+                        image = decode_pil(sample.image)
+                        prepared, size = self.preprocess(image), (image.height, image.width)
+                except BadSample as e:
+                    errors.append((sample.key, f"{sample.path}: {e}" if sample.path else str(e)))
+                    continue
+                images.append(prepared)
+                batch.source_sizes.append(size)
+                sample.image = None  # the decoded pixels travel on; the bytes are done with
+                batch.samples.append(sample)
+                if len(images) == self.batch_size:
+                    batch.images, batch.skipped = torch.stack(images), errors.copy()
+                    errors.clear()
+                    yield batch
+                    images, batch = [], ImageBatch(source.name, torch.empty(0))
+        except UnreadableShard as e:
+            batch.unreadable = str(e)
         size = self.image_size
         batch.images = torch.stack(images) if images else torch.zeros(0, 3, size, size)
-        batch.last = True
+        batch.skipped, batch.last = errors.copy(), True
         yield batch

@@ -18,7 +18,9 @@ Sample keys come from strangers' tars: a key that could escape a folder when
 written (absolute, `..`, backslash, control characters) is skipped, and so is
 any later sample whose key an earlier one of the shard had (the first is kept;
 in a folder too, where photo.jpg and photo.tif share a key).
-Every skip is warned naming shard and key, and counted by the caller.
+Every skip is warned naming shard and key, and counted by the caller. An input tar that
+cannot be read to its end (cut short, no tar) is not written by a fit or an embed
+(UnreadableShard): under its final name, a shard would be skipped as done by the rerun.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
@@ -57,14 +59,25 @@ class BadSample(ValueError):
     """A sample that cannot be used; the message says why."""
 
 
+class UnreadableShard(Exception):
+    """An input shard that cannot be read to its end (a truncated tar, a broken download, a file that is no tar);
+    the message says why. What was read of it must not be written as a finished shard."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # webdataset appends its stream and url to the args of what passes through
+
+
 # ---- images -----------------------------------------------------------------
 
 
 def decode_array(data: bytes) -> np.ndarray:  # -> [H, W, 3] float32 in [0, 1]
-    """Decode any common image to RGB: greyscale, palette, RGBA (over white), CMYK and 16-bit included."""
+    """Decode any common image to RGB: greyscale, palette, RGBA (over white), CMYK and 16-bit included, turned
+    upright as its EXIF orientation says (a phone's photo is stored sideways and shown upright)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # truncated or corrupt files fail here, not later
+            if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float32)
                 a = a / (65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0)
@@ -95,8 +108,11 @@ def to_uint8(a: np.ndarray) -> np.ndarray:  # [H, W, 3] float in [0, 1] -> uint8
 
 
 def decode_pil(data: bytes) -> Image.Image:
-    """8-bit RGB PIL image, for open_clip's (PIL) preprocessing."""
-    return Image.fromarray(to_uint8(decode_array(data)))
+    """8-bit RGB PIL image, for open_clip's (PIL) preprocessing, which shows the image's centre: a strip keeps
+    only its central_box."""
+    a = decode_array(data)
+    y0, x0, h, w = central_box(*a.shape[:2])
+    return Image.fromarray(to_uint8(a[y0 : y0 + h, x0 : x0 + w]))
 
 
 def decode_splats(data: bytes, record: str, max_splats: int | None = None, rng=None) -> np.ndarray:
@@ -122,9 +138,20 @@ def decode_splats(data: bytes, record: str, max_splats: int | None = None, rng=N
     return a
 
 
+MAX_ASPECT = 8  # the longest span of an image that is resized, in shorter sides
+
+
+def central_box(H: int, W: int) -> tuple[int, int, int, int]:
+    """(y0, x0, h, w): the image's centred span of at most MAX_ASPECT shorter sides. A strip (1 x 30000 pixels)
+    would resize to gigabytes before a centre crop; that crop shows the central square, far inside this span."""
+    h, w = min(H, MAX_ASPECT * W), min(W, MAX_ASPECT * H)
+    return (H - h) // 2, (W - w) // 2, h, w
+
+
 def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:  # [3, H, W] -> [3, size, size]
     """Resize the shorter side to `size` (bicubic, antialiased) and crop the centre."""
-    _, H, W = image.shape
+    y0, x0, H, W = central_box(*image.shape[1:])
+    image = image[:, y0 : y0 + H, x0 : x0 + W]
     scale = size / min(H, W)
     h, w = max(size, round(H * scale)), max(size, round(W * scale))
     out = F.interpolate(image[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0]
@@ -192,6 +219,7 @@ class RawSample:
     cls: int | None = None
     meta: dict = field(default_factory=dict)
     record: str | None = None  # which codec record `splats` is, from its member name
+    path: str | None = None  # the image file it was read from (an image folder's), for messages
 
 
 @dataclass
@@ -202,16 +230,17 @@ class Source:
     url: str | None = None
     files: list[tuple[str, str, int | None]] | None = None  # (key, path, cls) for image folders
 
-    def samples(self, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
-        """Yield the samples; unreadable members or shards are appended to `errors` as (key, reason)."""
+    def samples(self, errors: list[tuple[str, str]], *, whole: bool = False) -> Iterator[RawSample]:
+        """Yield the samples; unreadable members are appended to `errors` as (key, reason), and so is a tar that
+        cannot be read to its end, unless `whole`: then that raises UnreadableShard."""
         if self.files is not None:  # photo.jpg beside photo.tif: one key, as a tar's repeated key
             for key, path, cls in first_of_each_key(self.files, errors, name=lambda f: f[1]):
                 try:
-                    yield RawSample(key, Path(path).read_bytes(), cls=cls)
+                    yield RawSample(key, Path(path).read_bytes(), cls=cls, path=path)
                 except OSError as e:
                     errors.append((key, f"cannot read {path}: {e}"))
             return
-        yield from _tar_samples(self.url, errors)
+        yield from _tar_samples(self.url, errors, whole)
 
     def origin(self) -> str:
         """What this shard is made of, in a line that stays the same when its files move and changes with their
@@ -280,11 +309,16 @@ def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Ite
         yield key, group
 
 
-def tar_groups(url: str, errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
+def tar_groups(url: str, errors: list[tuple[str, str]], whole: bool = False) -> Iterator[tuple[str, dict]]:
     """(key, {ext: bytes}) of a tar's samples (group_members), the first of each key; what cannot be read goes
-    to `errors`."""
+    to `errors`, or with `whole`, a tar that cannot be read to its end raises UnreadableShard."""
     def handler(exn: Exception) -> bool:
-        errors.append((shard_name(url), f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}"))
+        if isinstance(exn, UnreadableShard):  # raised by the inner reader, now passing through the outer one
+            raise exn
+        why = f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}".split(" @ <")[0]  # not the stream's repr
+        if whole:
+            raise UnreadableShard(f"cannot read {url} to its end ({why})") from None
+        errors.append((shard_name(url), why))
         return True  # keep going with what is readable
 
     opened = wds.tariterators.url_opener([{"url": url}], handler=handler)
@@ -292,8 +326,8 @@ def tar_groups(url: str, errors: list[tuple[str, str]]) -> Iterator[tuple[str, d
     yield from first_of_each_key(group_members(members, errors), errors)
 
 
-def _tar_samples(url: str, errors: list[tuple[str, str]]) -> Iterator[RawSample]:
-    for key, s in tar_groups(url, errors):
+def _tar_samples(url: str, errors: list[tuple[str, str]], whole: bool) -> Iterator[RawSample]:
+    for key, s in tar_groups(url, errors, whole):
         image = next((s[e] for e in IMAGE_EXTS if e in s), None)
         meta = {}
         if "json" in s:
@@ -473,6 +507,12 @@ class ShardWriter(BasePredictionWriter):
 
     def on_exception(self, trainer, pl_module, exception):
         self._drop_open()
+
+    def drop_unreadable(self, shard: str, why: str) -> None:
+        """Abort an output shard whose input could not be read to its end: a shard under its final name is one
+        whose input was read whole, and this one's absence makes a rerun read it again."""
+        self.open.pop(shard)[0].abort()
+        warnings.warn(f"not writing {shard}: {why}; a rerun reads it again", stacklevel=2)
 
     def _drop_open(self):
         for shard, _ in self.open.values():

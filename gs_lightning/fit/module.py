@@ -75,7 +75,9 @@ class FitWriter(ShardWriter):
             shard.write(sample.key, rows, fit, sample.caption, sample.cls)
         tally.add(prediction.stats, self.cfg.iterations)
         tally.seconds += self.batch_seconds()
-        if b.last:
+        if b.last and b.unreadable:
+            self.drop_unreadable(b.shard, b.unreadable)
+        elif b.last:
             shard.commit()
             tally.shards[b.shard], tally.ranks[b.shard] = shard.count, trainer.global_rank
             tally.inputs[b.shard] = self.sources[b.shard].origin()
