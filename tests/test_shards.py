@@ -211,6 +211,22 @@ def test_folder_keys_survive_webdataset_and_a_repeated_key_is_skipped_named(tmp_
     assert len(errors) == 1 and errors[0][0] == "photo" and "photo.tif" in errors[0][1], errors
 
 
+@pytest.mark.parametrize("listed", ["folder", "pattern"])
+def test_two_photos_whose_names_make_one_key_are_both_kept(tmp_path, listed):
+    """a.b.jpg and a_b.jpg are two photos whose keys would both be a_b (a key holds no dot); so would a_b_2.png
+    after them take the second's a_b_2. Each keeps one key of its own, the first file of a name its plain one."""
+    a = np.zeros((4, 4, 3), np.uint8)
+    names = ["a.b.jpg", "a_b.jpg", "a_b_2.png", "a_b.tif"]  # a_b.tif: a_b.jpg's photo in another format
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(image_bytes(a + i, "TIFF" if name.endswith("tif") else "PNG"))
+    (source,) = list_sources(str(tmp_path) if listed == "folder" else f"{tmp_path}/*")
+    errors = []
+    got = {r.key: r.image for r in source.samples(errors)}
+    assert got == {"a_b": (tmp_path / "a.b.jpg").read_bytes(), "a_b_2": (tmp_path / "a_b.jpg").read_bytes(),
+                   "a_b_2_2": (tmp_path / "a_b_2.png").read_bytes()}
+    assert len(errors) == 1 and "a_b.tif" in errors[0][1], errors
+
+
 def test_records_round_trip_in_the_unit_square():
     s = Splats(torch.tensor([[[10.0, 5.0], [1.0, 2.0]]]), torch.tensor([[[2.0, 0.5, 1.0], [1.0, 0.0, 1.0]]]),
                torch.tensor([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]]), torch.tensor([[True, False]]))

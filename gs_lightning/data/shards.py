@@ -4,7 +4,8 @@ Input shard (webdataset tar): {key}.jpg|jpeg|png|webp, {key}.txt (caption),
 {key}.json (uid, url, ...), and {key}.cls for labelled eval shards. An image
 folder (ImageNet val as val/<wnid>/*.JPEG; any of FOLDER_EXTS, in any case) reads as shards of `shard_size`
 files, labelled by sorted folder name; a file's key is its path in the folder without the suffix, with `__`
-for `/` and `_` for `.`. Image files named by a pattern or glob (photos/*.jpg) read as an unlabelled folder.
+for `/` and `_` for `.`, and made distinct (a.b.jpg and a_b.jpg are a_b and a_b_2). Image files named by a pattern
+or glob (photos/*.jpg) read as an unlabelled folder.
 A compressed input tar (x.tar.gz, x.tgz) is read as webdataset reads it, and its shard is named x.tar.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
@@ -371,26 +372,40 @@ def image_key(relative: str | Path) -> str:
     return str(Path(relative).with_suffix("")).replace(os.sep, "__").replace(".", "_")
 
 
+def image_keys(relatives: list[str | Path]) -> list[str]:
+    """image_key of each file, made distinct where two names map to one: a.b.jpg and a_b.jpg both give a_b, so
+    the later one is a_b_2. The same name in another format (photo.jpg beside photo.tif) is the same photo and
+    keeps the shared key, of which the first is fitted (first_of_each_key)."""
+    stems: dict[str, Path] = {}  # key -> the file name, without its suffix, that holds it
+    out = []
+    for rel in relatives:
+        stem, key = Path(rel).with_suffix(""), image_key(rel)
+        base, n = key, 1
+        while stems.setdefault(key, stem) != stem:
+            n += 1
+            key = f"{base}_{n}"
+        out.append(key)
+    return out
+
+
 def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
     """The input shards of `pattern`: an image folder's, by file name; or shards (a pattern, glob or list, see
     expand_urls) in its order, the image files among them read as an unlabelled folder, after them."""
     path = Path(pattern)
     if path.is_dir():
         classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-        files = []
-        for p in sorted(path.rglob("*")):
-            if p.suffix.lower() in FOLDER_EXTS and p.is_file():
-                rel = p.relative_to(path)
-                cls = classes.index(rel.parts[0]) if len(rel.parts) > 1 and rel.parts[0] in classes else None
-                files.append((image_key(rel), str(p), cls))
+        found = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in FOLDER_EXTS and p.is_file()]
+        rels = [p.relative_to(path) for p in found]
+        files = [(key, str(p), classes.index(rel.parts[0]) if len(rel.parts) > 1 and rel.parts[0] in classes else None)
+                 for key, p, rel in zip(image_keys(rels), found, rels)]
         return image_sources(files, shard_size)
     urls = expand_urls(pattern)
     images = {u for u in urls if Path(u).suffix.lower() in FOLDER_EXTS and Path(u).is_file()}
     sources = [Source(name=shard_name(u), url=u) for u in urls if u not in images]
     listed = [u for u in urls if u in images]  # keyed by their path below the folder they share: day1/IMG_1
     base = os.path.commonpath([os.path.dirname(os.path.abspath(u)) for u in listed]) if listed else ""
-    sources += image_sources([(image_key(os.path.relpath(os.path.abspath(u), base)), u, None) for u in listed],
-                             shard_size)
+    keys = image_keys([os.path.relpath(os.path.abspath(u), base) for u in listed])
+    sources += image_sources([(key, u, None) for key, u in zip(keys, listed)], shard_size)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"input shards must have distinct names, as plain tars (x.tar.gz is x.tar; image files "
