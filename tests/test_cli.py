@@ -105,10 +105,14 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def answers(files) -> dict[str, subprocess.CompletedProcess]:
-    """Every case's run, a process per core at once: each is mostly interpreter and import start-up."""
+def answers(request, files) -> dict[str, subprocess.CompletedProcess]:
+    """The selected cases' runs, a process per core at once: each is mostly interpreter and import start-up, and
+    a mutant's run selects one case of dozens."""
+    selected = {item.callspec.params["case"] for item in request.session.items
+                if "case" in getattr(getattr(item, "callspec", None), "params", {})}
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        futures = {case: pool.submit(run_cli, *line.format(**files).split()) for case, (line, _) in CASES.items()}
+        futures = {case: pool.submit(run_cli, *line.format(**files).split()) for case, (line, _) in CASES.items()
+                   if case in selected}
     return {case: f.result() for case, f in futures.items()}
 
 
