@@ -123,13 +123,39 @@ def _load(path: Path, seen: tuple[str, ...] = ()) -> list[tuple[str, DictConfig]
     return out + [(str(path), cfg)]
 
 
+def _misshapen(expected: Any, given: Any, prefix: str = "") -> Optional[tuple[str, str]]:
+    """(key, what is wrong) of the first value in `given` whose shape is not the one `expected` (the config
+    so far, as plain containers) has there: a group of keys given one value, or a list given keys."""
+    if not isinstance(given, dict) or not isinstance(expected, dict):
+        return None
+    for k, v in given.items():
+        key, want = f"{prefix}{k}", expected.get(k)
+        if isinstance(want, dict) and not isinstance(v, dict):
+            names = list(map(str, want))
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            return key, (f"is a group of keys ({shown}), not a value; set the keys inside it, e.g. "
+                         f"{key}.{names[0] if names else 'KEY'}=... (--help lists them)")
+        if isinstance(want, list) and isinstance(v, dict):
+            return key, f"is a list, not a group of keys; give the whole list, e.g. {key}=[...]"
+        if found := _misshapen(want, v, f"{key}."):
+            return found
+    return None
+
+
 def _merge(cfg: DictConfig, other: DictConfig, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, other)
     except ConfigKeyError as e:
         raise UserError(e.full_key or source, f"unknown config key (from {source}); check the spelling") from None
-    except ValidationError as e:
-        raise UserError(e.full_key or source, f"{e.msg.splitlines()[0]} (from {source})") from None
+    except (ValidationError, TypeError) as e:
+        # omegaconf's refusal of a value where the schema has a group of keys names no key and has no message,
+        # and keys given to a list end in a bare TypeError: find the key by comparing the two shapes.
+        if shape := _misshapen(OmegaConf.to_container(cfg, resolve=False),
+                               OmegaConf.to_container(other, resolve=False)):
+            raise UserError(shape[0], f"{shape[1]} (from {source})") from None
+        if not isinstance(e, ValidationError):
+            raise
+        raise UserError(e.full_key or source, f"{(e.msg or str(e)).splitlines()[0]} (from {source})") from None
 
 
 def compose(schema: type, files: list[Path], overrides: list[str] = ()) -> DictConfig:

@@ -81,6 +81,12 @@ CASES = {
     "input_missing": ("fit fit.input={dir}/nowhere/{{00000..00003}}.tar", "fit.input"),
     "output_under_a_file": ("fit fit.output={file}/out", "fit.output"),
     "key_unknown": ("fit fit.num_splat=3", "fit.num_splat"),
+    # a value where the schema has a group of keys, or keys where it has a list
+    "group_given_a_value": ("fit fit=4 --cfg", "fit"),
+    "fit_lr_group_given_a_value": ("fit fit.lr=3 --cfg", "fit.lr"),
+    "model_group_given_a_value": ("train gs196 demo model=3 --cfg", "model"),
+    "splats_group_given_a_value": ("train gs196 demo data.splats=x --cfg", "data.splats"),
+    "list_given_keys": ("fit fit.prune.at.x=1 --cfg", "fit.prune.at"),
     "model_lr_zero": ("train gs196 demo model.lr=0", "model.lr"),
     "train_batch_size_zero": ("train gs196 demo data.batch_size=0", "data.batch_size"),
     "weight_decay_negative": ("train rgb demo model.weight_decay=-1", "model.weight_decay"),
@@ -126,6 +132,10 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
     assert last.startswith(f"error: {key}: "), last
     if case == "output_is_a_file":  # says what to give, not only that the path cannot be made
         assert "exists and is not a folder; give a folder" in last, last
+    if case.endswith("group_given_a_value"):  # says what to give instead
+        assert "is a group of keys" in last and f"set the keys inside it, e.g. {key}." in last, last
+    if case == "list_given_keys":
+        assert "is a list" in last and "fit.prune.at=[" in last, last
     if case == "pattern_expanded_by_the_shell":  # says why, and what to do
         assert "given 2 times in a row" in last and "quote it" in last, last
     if case == "train_data_missing":  # says how to get data without a download

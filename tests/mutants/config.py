@@ -1,5 +1,7 @@
 """Mutants of the typed configs' checks and the layer contract."""
 
+U = "tests/test_cli.py::test_user_errors_are_one_line_naming_the_key"
+
 MUTANTS = [
     {"name": "repeated-key-last-wins", "path": "gs_lightning/cli.py",
      "old": "        check_repeated_keys(argv[1:])\n", "new": "",
@@ -53,4 +55,20 @@ MUTANTS = [
      "old": '    splats.expect_units("pixels", "rasterize")\n', "new": "",
      "tests": ["tests/test_render.py::test_bad_splats_name_the_field"],
      "why": "unit-square splats are rendered as if in pixels: a blank image"},
+    {"name": "group-given-a-value-traceback", "path": "gs_lightning/config.py",
+     "old": """    except (ValidationError, TypeError) as e:
+        # omegaconf's refusal of a value where the schema has a group of keys names no key and has no message,
+        # and keys given to a list end in a bare TypeError: find the key by comparing the two shapes.
+        if shape := _misshapen(OmegaConf.to_container(cfg, resolve=False),
+                               OmegaConf.to_container(other, resolve=False)):
+            raise UserError(shape[0], f"{shape[1]} (from {source})") from None
+        if not isinstance(e, ValidationError):
+            raise
+        raise UserError(e.full_key or source, f"{(e.msg or str(e)).splitlines()[0]} (from {source})") from None
+""",
+     "new": """    except ValidationError as e:
+        raise UserError(e.full_key or source, f"{e.msg.splitlines()[0]} (from {source})") from None
+""",
+     "tests": [f"{U}[fit_lr_group_given_a_value]", f"{U}[splats_group_given_a_value]", f"{U}[list_given_keys]"],
+     "why": "fit.lr=3 or data.splats=x (a value where the schema has a group of keys) ends in a traceback"},
 ]
