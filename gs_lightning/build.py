@@ -122,6 +122,37 @@ def quiet_lightning():
             log.setLevel(level)
 
 
+# The trainer keys Lightning checks when a Trainer is built, in the order they depend on each other (the devices
+# an accelerator can have, the strategies a device count allows).
+PLACEMENT = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+
+
+def _refusal(**kwargs) -> Optional[Exception]:
+    import lightning as L
+
+    try:
+        L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                  **kwargs)
+    except Exception as e:  # noqa: BLE001  Lightning refuses settings with ValueError, TypeError, ImportError, ...
+        return e
+    return None
+
+
+def check_trainer(node, prefix: str = "trainer") -> None:
+    """Lightning's refusal of the trainer's placement and precision (node: DevicesConfig or TrainerConfig), as a
+    UserError naming the key, before any work: a Trainer built with them alone costs milliseconds, and its
+    refusals are a TypeError or an ImportError as often as the MisconfigurationException `trainer` expects. The
+    keys are added one at a time, so the one named is the first Lightning cannot take with those before it."""
+    given = {k: node[k] for k in PLACEMENT if k in node}
+    with quiet_lightning():
+        if _refusal(**given) is None:
+            return
+        for i, key in enumerate(given):
+            if e := _refusal(**dict(list(given.items())[: i + 1])):
+                raise UserError(f"{prefix}.{key}", f"Lightning cannot take {given[key]!r}: "
+                                                   f"{str(e).splitlines()[0][:200]}")
+
+
 def trainer(**kwargs):
     """L.Trainer, with Lightning's refusal of a trainer setting reported as the user error it is."""
     import lightning as L

@@ -163,6 +163,7 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
     """Print `--help` (the configs to name, then every key) or `--cfg` (the composed config); True if done."""
     from omegaconf import OmegaConf
 
+    from gs_lightning.build import check_trainer
     from gs_lightning.config import describe, split_args, validate
 
     if not {"-h", "--help", "--cfg"} & set(args):
@@ -171,6 +172,8 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
     cfg = compose(names, overrides)
     if "--cfg" in args:  # what the command would run: a value it would refuse is refused here too
         validate(cfg, schema)
+        if "trainer" in cfg:
+            check_trainer(cfg.trainer)
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return True
     print(f"usage: {usage}\n\n{about}\n")
@@ -185,6 +188,7 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
 
 def fit(args: list[str]) -> None:
     """Fit images to splat shards (paper section 4)."""
+    from gs_lightning.build import check_trainer
     from gs_lightning.config import FitRun, compose_fit, group_names, split_args, validate
 
     if _help_or_cfg(args, "python -m gs_lightning fit [RECIPE_OR_OVERLAY ...] [key=value ...]",
@@ -196,6 +200,7 @@ def fit(args: list[str]) -> None:
     cfg = compose_fit(names, overrides)
     validate(cfg, FitRun)  # before the heavy imports: a typo is answered at once
     check_output_folder(cfg.fit.output, "fit.output")
+    check_trainer(cfg.trainer)
 
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
@@ -239,6 +244,7 @@ def fit(args: list[str]) -> None:
 
 def embed(args: list[str]) -> None:
     """Compute the RGB teacher's embeddings of the training pairs once, for distillation."""
+    from gs_lightning.build import check_trainer
     from gs_lightning.config import TrainRun, compose_train, group_names, split_args, validate
 
     if _help_or_cfg(args, "python -m gs_lightning embed EXPERIMENT [OVERLAY ...] [key=value ...]",
@@ -258,6 +264,7 @@ def embed(args: list[str]) -> None:
     if not cfg.data.embeddings:
         raise UserError("data.embeddings", "is not set; give the folder to write the teacher's embeddings to")
     check_output_folder(cfg.data.embeddings, "data.embeddings")
+    check_trainer(cfg.trainer)
 
     import open_clip
     from torch.utils.data import DataLoader
@@ -303,6 +310,7 @@ def embed(args: list[str]) -> None:
 
 def train(args: list[str]) -> None:
     """Train CLIP on images (the RGB teacher) or on splats (transfer, scratch)."""
+    from gs_lightning.build import check_trainer
     from gs_lightning.config import TrainRun, compose_train, group_names, split_args, validate
 
     if _help_or_cfg(args, "python -m gs_lightning train EXPERIMENT [OVERLAY ...] [key=value ...]",
@@ -315,6 +323,7 @@ def train(args: list[str]) -> None:
     cfg = compose_train(names, overrides)
     validate(cfg, TrainRun)
     check_train_paths(cfg)
+    check_trainer(cfg.trainer)
 
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from helpers import fitted_shards
 
 from gs_lightning.errors import UserError
@@ -36,8 +37,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     torch.save({"state_dict": {"visual.proj": torch.zeros(2, 2)}, "extra": Payload(d / "PAYLOAD_RAN")},
                d / "payload.ckpt")
     gs = fitted_shards(d / "gs", [4])
+    (d / "pngs").mkdir()
+    for i in range(2):
+        Image.new("RGB", (16, 16), (100 * i, 50, 50)).save(d / "pngs" / f"{i}.png")
     return {"file": d / "a_file", "random": d / "random.ckpt", "payload": d / "payload.ckpt",
-            "marker": d / "PAYLOAD_RAN", "dir": d,
+            "marker": d / "PAYLOAD_RAN", "dir": d, "pngs": d / "pngs",
             "gs": f"data.splats.train={gs} data.splats.val={gs} data.splats.val_quantized={gs}"}
 
 
@@ -98,6 +102,13 @@ CASES = {
     "compare_not_a_run": ("compare {dir}", "{dir}"),
     "pattern_expanded_by_the_shell": ("fit fit.input={dir}/0.tar fit.input={dir}/1.tar", "fit.input"),
     "output_dir_is_a_file": ("train rgb demo output_dir={file}", "output_dir"),
+    # what Lightning refuses of the trainer keys (a TypeError, an ImportError), before anything is written
+    "devices_negative": ("fit fit.input={pngs} fit.output={dir}/out_devices trainer.devices=-1", "trainer.devices"),
+    "accelerator_not_installed": ("fit fit.input={pngs} fit.output={dir}/out_tpu trainer.accelerator=tpu",
+                                  "trainer.accelerator"),
+    "strategy_unknown": ("fit fit.input={pngs} fit.output={dir}/out_strategy trainer.strategy=foo",
+                         "trainer.strategy"),
+    "precision_unknown": ("train rgb demo trainer.precision=foo --cfg", "trainer.precision"),
     # the splat record
     "record_unknown": ("fit fit.record=zip", "fit.record"),
     "refine_iterations_negative": ("fit fit.refine_iterations=-1", "fit.refine_iterations"),
@@ -136,6 +147,9 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
         assert "is a group of keys" in last and f"set the keys inside it, e.g. {key}." in last, last
     if case == "list_given_keys":
         assert "is a list" in last and "fit.prune.at=[" in last, last
+    if case in ("devices_negative", "accelerator_not_installed", "strategy_unknown"):  # before fit.output is made
+        out_dir = CASES[case][0].split("fit.output=")[1].split()[0].format(**files)
+        assert not Path(out_dir).exists(), sorted(Path(out_dir).rglob("*"))
     if case == "pattern_expanded_by_the_shell":  # says why, and what to do
         assert "given 2 times in a row" in last and "quote it" in last, last
     if case == "train_data_missing":  # says how to get data without a download
