@@ -367,6 +367,7 @@ def compare(args: list[str]) -> None:
     parser.add_argument("--no-equal-bytes", action="store_true",
                         help="skip the evaluations at equal bytes (JPEG/WebP for the RGB teacher, quantized splats)")
     ns = parser.parse_args(args)
+    check_output_folder(ns.out, "--out")
     print(compare_runs(ns.runs, ns.out, with_equal_bytes=not ns.no_equal_bytes))
 
 
@@ -421,11 +422,19 @@ def evaluate_suite(args: list[str]) -> None:
     path = Path(name) if name.endswith(".yaml") else EXPERIMENTS / "suites" / f"{name}.yaml"
     if not path.is_file():
         raise UserError("suite", f"no suite {name!r} ({path}); known: {', '.join(suites)}, or a suite file")
+    # Every task of every run takes minutes: what would stop the table at its end is refused before the first.
+    check_output_folder(cfg.out, "out")
+    check_output_folder(cfg.fitted, "fitted")
 
     from gs_lightning.compare import SuiteRow, suite_csv, suite_plot, suite_table
     from gs_lightning.evaluate import evaluate, load_rate, run_config
     from gs_lightning.models.clip_module import input_kind
     from gs_lightning.zeroshot.tasks import METRICS, read_suite
+
+    names = [run_config(run).name for run in run_dirs]
+    if cfg.reference and cfg.reference not in names:
+        raise UserError("reference", f"{cfg.reference!r} is none of the runs given ({', '.join(names)}); give one "
+                                     "of their names, or leave it out for the first RGB run")
 
     tasks = read_suite(path, cfg.suite.root)
     rows = []
@@ -450,8 +459,6 @@ def evaluate_suite(args: list[str]) -> None:
         print(f"{row.name}: {', '.join(f'{t}={v:.3f}' for t, v in row.scores.items() if v is not None)}", flush=True)
     reference = next((r for r in rows if r.name == cfg.reference), None) if cfg.reference else \
         next((r for r in rows if r.kind == "rgb"), None)
-    if cfg.reference and reference is None:
-        raise UserError("reference", f"{cfg.reference!r} is none of the runs given ({', '.join(r.name for r in rows)})")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     text = suite_table(rows, tasks, reference)

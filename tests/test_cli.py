@@ -40,8 +40,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (d / "pngs").mkdir()
     for i in range(2):
         Image.new("RGB", (16, 16), (100 * i, 50, 50)).save(d / "pngs" / f"{i}.png")
+    run = d / "runs" / "a_run"  # what eval and compare check before they read a run: its config and best.ckpt
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: a_run\n")
+    (run / "checkpoints" / "best.ckpt").write_bytes(os.urandom(64))
     return {"file": d / "a_file", "random": d / "random.ckpt", "payload": d / "payload.ckpt",
-            "marker": d / "PAYLOAD_RAN", "dir": d, "pngs": d / "pngs",
+            "marker": d / "PAYLOAD_RAN", "dir": d, "pngs": d / "pngs", "run": run,
             "gs": f"data.splats.train={gs} data.splats.val={gs} data.splats.val_quantized={gs}"}
 
 
@@ -100,6 +104,10 @@ CASES = {
     "train_data_missing": ("train gs196_scratch demo data.splats.train={dir}/nowhere/{{0..3}}.tar", "data.splats.train"),
     "experiment_unknown": ("train gs197", "gs197"),
     "compare_not_a_run": ("compare {dir}", "{dir}"),
+    "compare_out_is_a_file": ("compare {run} --out {file}", "--out"),
+    "eval_out_is_a_file": ("eval {run} suite=demo suite.root={dir}/suite fitted={dir}/fitted out={file}", "out"),
+    "eval_reference_unknown": ("eval {run} suite=demo suite.root={dir}/suite fitted={dir}/fitted out={dir}/eval "
+                               "reference=foo", "reference"),
     "pattern_expanded_by_the_shell": ("fit fit.input={dir}/0.tar fit.input={dir}/1.tar", "fit.input"),
     "output_dir_is_a_file": ("train rgb demo output_dir={file}", "output_dir"),
     # what Lightning refuses of the trainer keys (a TypeError, an ImportError), before anything is written
@@ -150,6 +158,11 @@ def test_user_errors_are_one_line_naming_the_key(case, answers, files):
     if case in ("devices_negative", "accelerator_not_installed", "strategy_unknown"):  # before fit.output is made
         out_dir = CASES[case][0].split("fit.output=")[1].split()[0].format(**files)
         assert not Path(out_dir).exists(), sorted(Path(out_dir).rglob("*"))
+    if case.startswith("eval_"):  # refused before the first task: nothing fitted, nothing written
+        assert not (files["dir"] / "eval").exists() and not (files["dir"] / "fitted").exists(), out.stdout
+        assert "a_run:" not in out.stdout, out.stdout  # the line each run's scores print
+    if case == "eval_reference_unknown":
+        assert "'foo' is none of the runs given (a_run)" in last, last
     if case == "pattern_expanded_by_the_shell":  # says why, and what to do
         assert "given 2 times in a row" in last and "quote it" in last, last
     if case == "train_data_missing":  # says how to get data without a download

@@ -85,4 +85,24 @@ MUTANTS = [
      "new": "    except ValueError as e:  # noqa: BLE001  Lightning refuses settings with",
      "tests": [f"{U}[devices_negative]", f"{U}[accelerator_not_installed]"],
      "why": "Lightning's TypeError (devices=-1) and ImportError (accelerator=tpu) escape the check as tracebacks"},
+    {"name": "compare-out-unchecked", "path": "gs_lightning/cli.py",
+     "old": '    check_output_folder(ns.out, "--out")\n', "new": "",
+     "tests": [f"{U}[compare_out_is_a_file]"],
+     "why": "compare --out <a file> evaluates every run, then ends in FileExistsError"},
+    {"name": "eval-out-checked-late", "path": "gs_lightning/cli.py",
+     "old": '    check_output_folder(cfg.out, "out")\n', "new": "",
+     "tests": [f"{U}[eval_out_is_a_file]"],
+     "why": "eval out=<a file> evaluates every task of every run, then ends in FileExistsError"},
+    {"name": "eval-reference-checked-late", "path": "gs_lightning/cli.py",
+     "old": ["""    names = [run_config(run).name for run in run_dirs]
+    if cfg.reference and cfg.reference not in names:
+        raise UserError("reference", f"{cfg.reference!r} is none of the runs given ({', '.join(names)}); give one "
+                                     "of their names, or leave it out for the first RGB run")
+""", "    out = Path(cfg.out)\n    out.mkdir("],
+     "new": ["", """    if cfg.reference and reference is None:
+        raise UserError("reference", f"{cfg.reference!r} is none of the runs given")
+    out = Path(cfg.out)
+    out.mkdir("""],
+     "tests": [f"{U}[eval_reference_unknown]"],
+     "why": "eval reference=<no run's name> is refused only after every task of every run was evaluated"},
 ]
