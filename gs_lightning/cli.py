@@ -164,18 +164,21 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
     from omegaconf import OmegaConf
 
     from gs_lightning.build import check_trainer
+    from gs_lightning.config import compose as compose_schema
     from gs_lightning.config import describe, split_args, validate
 
     if not {"-h", "--help", "--cfg"} & set(args):
         return False
     names, overrides = split_args([a for a in args if a not in ("-h", "--help", "--cfg")])
-    cfg = compose(names, overrides)
     if "--cfg" in args:  # what the command would run: a value it would refuse is refused here too
+        cfg = compose(names, overrides)
         validate(cfg, schema)
         if "trainer" in cfg:
             check_trainer(cfg.trainer)
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return True
+    # With no names, the schema's own defaults (what every experiment starts from), not one experiment's values.
+    cfg = compose(names, overrides) if names else compose_schema(schema, [], overrides)
     print(f"usage: {usage}\n\n{about}\n")
     for title, items in groups.items():
         print(f"{title}: {', '.join(items)}")
@@ -253,7 +256,7 @@ def embed(args: list[str]) -> None:
                     "distillation then reads beside the splats.",
                     {"experiments (experiments/train/)": group_names("train"),
                      "overlays (experiments/overlays/)": group_names("overlays")}, TrainRun,
-                    lambda names, overrides: compose_train(names or ["gs196_distill"], overrides)):
+                    compose_train):
         return
     names, overrides = split_args(args)
     cfg = compose_train(names, overrides)
@@ -317,7 +320,7 @@ def train(args: list[str]) -> None:
                     "Train CLIP, with zero-shot evaluation every epoch; the run lands in output_dir/name.",
                     {"experiments (experiments/train/)": group_names("train"),
                      "overlays (experiments/overlays/)": group_names("overlays")}, TrainRun,
-                    lambda names, overrides: compose_train(names or ["rgb"], overrides)):
+                    compose_train):
         return
     names, overrides = split_args(args)
     cfg = compose_train(names, overrides)

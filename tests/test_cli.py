@@ -193,6 +193,19 @@ def test_fit_help_lists_recipes_and_every_key_with_type_default_and_meaning():
     assert line.split()[1:3] == ["int", "3000"]
 
 
+@pytest.mark.parametrize("command", ["train", "embed"])
+def test_help_without_names_shows_the_defaults(command):
+    """With no experiment named, the values shown are the dataclasses' defaults, which the heading says they are,
+    not those of the experiment the command would pick (rgb's 8 devices and bf16-mixed)."""
+    out = run_cli(command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "keys, with their type, default and meaning:" in out.stdout
+    rows = {l.split()[0]: l.split()[1:] for l in out.stdout.splitlines() if l.startswith("  trainer.")}
+    assert rows["trainer.devices"][:3] == ["int", "|", "str"] and rows["trainer.devices"][3] == "auto", rows
+    assert rows["trainer.precision"][:2] == ["str", "32-true"], rows
+    assert rows["trainer.strategy"][:2] == ["str", "auto"], rows
+
+
 def test_train_help_lists_experiments_overlays_and_keys():
     out = run_cli("train", "gs98", "--help")
     assert out.returncode == 0, out.stderr

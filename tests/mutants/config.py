@@ -105,4 +105,9 @@ MUTANTS = [
     out.mkdir("""],
      "tests": [f"{U}[eval_reference_unknown]"],
      "why": "eval reference=<no run's name> is refused only after every task of every run was evaluated"},
+    {"name": "help-shows-one-experiments-values", "path": "gs_lightning/cli.py",
+     "old": "cfg = compose(names, overrides) if names else compose_schema(schema, [], overrides)",
+     "new": "cfg = compose(names or ['rgb'], overrides)",
+     "tests": ["tests/test_cli.py::test_help_without_names_shows_the_defaults[train]"],
+     "why": "train --help shows rgb's 8 devices and bf16-mixed under a heading that calls them the defaults"},
 ]
