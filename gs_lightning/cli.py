@@ -546,7 +546,7 @@ def demo(args: list[str]) -> None:
     import time
 
     from gs_lightning.compare import compare as compare_runs
-    from gs_lightning.config import EXPERIMENTS, DemoPlan, compose, compose_train, split_args
+    from gs_lightning.config import EXPERIMENTS, DemoPlan, TrainRun, compose, compose_train, split_args, validate
     from gs_lightning.data.demo import write_fashion_mnist
     from gs_lightning.errors import UserError
 
@@ -556,19 +556,25 @@ def demo(args: list[str]) -> None:
               "\nkey=value overrides reach every training run; --with adds a group of optional steps ("
               f"{', '.join(plan.optional)}).\n\n" + (EXPERIMENTS / "demo.yaml").read_text())
         return
+    if args and args[-1] == "--with":
+        raise UserError("--with", f"needs the name of an optional group: {', '.join(plan.optional)}")
     extra = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--with"]
     args = [a for i, a in enumerate(args) if a != "--with" and (i == 0 or args[i - 1] != "--with")]
     if unknown := [name for name in extra if name not in plan.optional]:
         raise UserError("--with", f"{unknown[0]!r} is not an optional group of experiments/demo.yaml; there are "
                                   f"{', '.join(plan.optional)}")
-    t0 = time.perf_counter()
-    write_fashion_mnist(plan.data_root, train_limit=plan.train_images, test_limit=plan.test_images)
     commands = {"fit": fit, "embed": embed, "train": train}
-    runs, took = [], []
-    for command, *items in [*plan.steps, *(step for name in extra for step in plan.optional[name])]:
+    steps = [*plan.steps, *(step for name in extra for step in plan.optional[name])]
+    for command, *items in steps:  # a typo in an override is answered now, not after the fits
         if command not in commands:
             raise UserError(str(EXPERIMENTS / "demo.yaml"), f"a step runs {command!r}; steps run "
                                                             f"{', '.join(commands)}")
+        if command == "train":
+            validate(compose_train(*split_args([*items, *args])), TrainRun)
+    t0 = time.perf_counter()
+    write_fashion_mnist(plan.data_root, train_limit=plan.train_images, test_limit=plan.test_images)
+    runs, took = [], []
+    for command, *items in steps:
         t = time.perf_counter()
         commands[command]([*items, *args] if command == "train" else list(items))
         took.append((f"{command} {' '.join(items)}", time.perf_counter() - t))

@@ -258,3 +258,16 @@ def test_the_console_script_is_the_cli():
     assert out.returncode == 0 and "commands:" in out.stdout and "fit " in out.stdout, out.stderr
     out = subprocess.run([str(script), "fitt"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: fitt: not a command")
+
+
+@pytest.mark.parametrize("args, key", [(["model.lrr=1"], "model.lrr"), (["--with"], "--with"),
+                                       (["--with", "n8", "trainer.max_epochs=0"], "trainer.max_epochs")],
+                         ids=["typo", "with_no_name", "bad_value_for_an_optional_step"])
+def test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything(tmp_path, args, key):
+    """The demo's data and fits take minutes: its arguments are checked first, every training step's config
+    composed with them (the demo writes under the folder it runs in, here tmp_path)."""
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", "demo", *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)  # the answer takes seconds; the demo's fits, many minutes
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: {key}: "), out.stderr[-2000:]
+    assert not (tmp_path / "outputs").exists()

@@ -145,6 +145,9 @@ def test_a_run_is_deterministic_for_its_seed(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         ckpt = tmp_path / run / "gs196_scratch" / "checkpoints" / "best.ckpt"  # one epoch: its weights
         weights[run] = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        # last.ckpt is saved at the epoch's end too, though its 12 steps are fewer than every_n_train_steps
+        last = torch.load(ckpt.parent / "last.ckpt", map_location="cpu", weights_only=True)
+        assert last["global_step"] == 12 and all(torch.equal(last["state_dict"][k], v) for k, v in weights[run].items())
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
     assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
 

@@ -110,4 +110,20 @@ MUTANTS = [
      "new": "cfg = compose(names or ['rgb'], overrides)",
      "tests": ["tests/test_cli.py::test_help_without_names_shows_the_defaults[train]"],
      "why": "train --help shows rgb's 8 devices and bf16-mixed under a heading that calls them the defaults"},
+    {"name": "demo-overrides-checked-after-fits", "path": "gs_lightning/cli.py",
+     "old": "            validate(compose_train(*split_args([*items, *args])), TrainRun)\n",
+     "new": "            pass\n",
+     "tests": ["tests/test_cli.py::test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything"
+               "[bad_value_for_an_optional_step]"],
+     "why": "make demo ARGS=trainer.max_epochs=0 writes the data and runs every fit before it says no"},
+    {"name": "demo-dangling-with-dropped", "path": "gs_lightning/cli.py",
+     "old": '    if args and args[-1] == "--with":', "new": "    if False:",
+     "tests": ["tests/test_cli.py::test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything[with_no_name]"],
+     "why": "demo --with, its name forgotten, runs the whole demo without the group"},
+    {"name": "last-checkpoint-not-at-epoch-end", "path": "gs_lightning/build.py",
+     "old": '        AtomicCheckpoint(dirpath=folder, filename="last", every_n_epochs=1, save_top_k=1,',
+     "new": '        AtomicCheckpoint(dirpath=folder, filename="unused", every_n_epochs=1, save_top_k=1,',
+     "tests": ["tests/test_experiments.py::test_a_run_is_deterministic_for_its_seed"],
+     "why": "an epoch shorter than checkpoint.every_n_train_steps (or a run's last steps) leaves no last.ckpt to "
+            "resume or go on from"},
 ]
