@@ -99,6 +99,7 @@ CASES = {
     "train_batch_size_zero": ("train gs196 demo data.batch_size=0", "data.batch_size"),
     "weight_decay_negative": ("train rgb demo model.weight_decay=-1", "model.weight_decay"),
     "mode_unknown": ("train gs196 demo model.mode=finetune", "model.mode"),
+    "monitor_not_logged": ("train rgb demo checkpoint.monitor=val/acc --cfg", "checkpoint.monitor"),
     "model_unknown": ("train rgb demo model.name=ViT-Huge-99", "model.name"),
     "checkpoint_missing": ("train gs196 demo model.rgb_checkpoint={dir}/none.ckpt", "model.rgb_checkpoint"),
     "train_data_missing": ("train gs196_scratch demo data.splats.train={dir}/nowhere/{{0..3}}.tar", "data.splats.train"),
@@ -271,3 +272,12 @@ def test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything(tmp_path,
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: {key}: "), out.stderr[-2000:]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_monitor_choices_are_the_names_validation_logs():
+    """checkpoint.monitor's choices are what ModelCheckpoint can find: zero_shot_metrics' logged names."""
+    from gs_lightning.build import CheckpointConfig
+    from gs_lightning.zeroshot.classifier import zero_shot_metrics
+
+    choices = CheckpointConfig.__dataclass_fields__["monitor"].metadata["choices"]
+    assert sorted(choices) == sorted(zero_shot_metrics(10).keys(keep_base=False))

@@ -126,4 +126,9 @@ MUTANTS = [
      "tests": ["tests/test_experiments.py::test_a_run_is_deterministic_for_its_seed"],
      "why": "an epoch shorter than checkpoint.every_n_train_steps (or a run's last steps) leaves no last.ckpt to "
             "resume or go on from"},
+    {"name": "monitor-any-name", "path": "gs_lightning/build.py",
+     "old": '                           choices=("val/top1", "val/top5", "val/mean_per_class_recall", "val/f1_macro"))',
+     "new": '                           choices=None)',
+     "tests": ["tests/test_cli.py::test_user_errors_are_one_line_naming_the_key[monitor_not_logged]"],
+     "why": "checkpoint.monitor=val/acc trains a whole epoch, then stops: ModelCheckpoint finds no such metric"},
 ]
