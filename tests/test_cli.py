@@ -4,6 +4,7 @@ The cases are the ones a new user hits and every range the configs declare. Host
 input too: a checkpoint carrying a pickled payload must be refused without the payload running.
 """
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -267,10 +268,16 @@ def test_the_console_script_is_the_cli():
 def test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything(tmp_path, args, key):
     """The demo's data and fits take minutes: its arguments are checked first, every training step's config
     composed with them (the demo writes under the folder it runs in, here tmp_path)."""
-    out = subprocess.run([sys.executable, "-m", "gs_lightning", "demo", *args], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)  # the answer takes seconds; the demo's fits, many minutes
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
-    assert out.stderr.strip().splitlines()[-1].startswith(f"error: {key}: "), out.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, "-m", "gs_lightning", "demo", *args], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=120)  # the answer takes seconds; the demo's fits, many minutes
+    finally:
+        if proc.poll() is None:  # a demo that did start: it and its dataloader workers go
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith(f"error: {key}: "), err[-2000:]
     assert not (tmp_path / "outputs").exists()
 
 
