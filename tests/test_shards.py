@@ -1,4 +1,7 @@
 """Image decoding and shard plumbing against values computed by hand."""
+import json
+import tarfile
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +9,7 @@ from helpers import image_bytes
 
 from gs_lightning.codec import RECORDS
 from gs_lightning.data.shards import (
-    BadSample, DataPathError, decode_image, decode_pil, existing_sources, expand_urls, list_sources, read_sizes, resize_center_crop,
+    BadSample, DataPathError, UnreadableShard, decode_image, decode_pil, existing_sources, expand_urls, list_sources, read_sizes, resize_center_crop,
     shard_sizes, write_image_shard,
 )
 from gs_lightning.splats import Splats, compression_ratio
@@ -173,14 +176,16 @@ def test_a_shards_origin_follows_its_content_not_its_place(tmp_path):
 
 def test_an_image_folder_reads_every_format_imagefolder_does(tmp_path):
     """A folder of scans and camera files (TIFF, PPM, PGM, upper-case suffixes) is read, pixel for pixel; other
-    files in it are not images and are left out."""
+    files in it are left out, named in one warning (hidden ones unsaid)."""
     a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     files = {"scan.TIFF": image_bytes(a, "TIFF"), "frame.ppm": image_bytes(a, "PPM"),
              "page.tif": image_bytes(a, "TIFF"), "grey.pgm": image_bytes(a[..., 0], "PPM"),
-             "notes.txt": b"not an image"}
+             "notes.txt": b"not an image", "anim.GIF": image_bytes(a, "GIF"), ".DS_Store": b"finder"}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    (source,) = list_sources(str(tmp_path))
+    with pytest.warns(UserWarning, match=r"leaving out 2 file\(s\) .*\.gif: 1, \.txt: 1; e\.g\. .*anim\.GIF") as seen:
+        (source,) = list_sources(str(tmp_path))
+    assert len(seen) == 1 and "DS_Store" not in str(seen[0].message)
     samples = {r.key: decode_image(r.image) for r in source.samples([])}
     assert sorted(samples) == ["frame", "grey", "page", "scan"]
     expect = torch.from_numpy(a).permute(2, 0, 1).float() / 255
@@ -253,3 +258,41 @@ def test_the_same_samples_make_the_same_shard_bytes(tmp_path):
     write_image_shard(tmp_path / "b.tar", samples)
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     assert [r.key for s in list_sources(str(tmp_path / "a.tar")) for r in s.samples([])] == ["k0", "k1", "k2"]
+
+
+@pytest.mark.parametrize("compress", [None, "gz"])
+@pytest.mark.parametrize("cut", ["at_a_header", "inside_a_header", "before_the_end_block"])
+def test_a_tar_cut_between_members_is_torn_not_a_shorter_whole(tmp_path, cut, compress):
+    """tarfile reads a tar cut at or inside a member's header, or before its end block, as a whole, shorter one
+    (and a cut .tar.gz decompresses to such a prefix): a tar is whole only up to its end-of-archive block. The samples before the
+    cut are read, then the tear is named (reader) or raised (a fit's whole read); the whole tar reads whole."""
+    import gzip
+    import tarfile
+    import zlib
+
+    a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = tmp_path / "00000.tar"
+    write_image_shard(path, [{"key": f"{k:09d}", "jpg": image_bytes(a, "PNG"), "txt": "a caption"} for k in range(3)])
+    whole = path.read_bytes()
+    with tarfile.open(path) as t:
+        members = t.getmembers()
+    header = next(m for m in members if m.name == "000000001.jpg").offset  # sample 1's first member
+    last = members[-1]
+    at = {"at_a_header": header, "inside_a_header": header + 100,
+          "before_the_end_block": last.offset_data + -(-last.size // 512) * 512}[cut]
+    torn = whole[:at]
+    if compress:
+        path.unlink()
+        path = tmp_path / "00000.tar.gz"
+        deflate = zlib.compressobj(wbits=31)  # a gzip stream flushed at the cut, then cut: no end-of-stream
+        torn = deflate.compress(torn) + deflate.flush(zlib.Z_FULL_FLUSH)
+    path.write_bytes(gzip.compress(whole) if compress else whole)
+    (source,) = list_sources(str(path))
+    assert [r.key for r in source.samples([], whole=True)] == [f"{k:09d}" for k in range(3)]
+    path.write_bytes(torn)
+    read = ["000000000"] if cut != "before_the_end_block" else [f"{k:09d}" for k in range(3)]
+    errors = []
+    assert [r.key for r in source.samples(errors)] == read
+    assert [e[0] for e in errors] == ["00000.tar"] and errors[0][1].startswith(("ReadError", "EOFError")), errors
+    with pytest.raises(UnreadableShard, match=r"cannot read \S*00000\.tar(\.gz)? to its end \((ReadError|EOFError)"):
+        list(source.samples([], whole=True))

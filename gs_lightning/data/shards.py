@@ -6,7 +6,8 @@ folder (ImageNet val as val/<wnid>/*.JPEG; any of FOLDER_EXTS, in any case) read
 files, labelled by sorted folder name; a file's key is its path in the folder without the suffix, with `__`
 for `/` and `_` for `.`, and made distinct (a.b.jpg and a_b.jpg are a_b and a_b_2). Image files named by a pattern
 or glob (photos/*.jpg) read as an unlabelled folder.
-A compressed input tar (x.tar.gz, x.tgz) is read as webdataset reads it, and its shard is named x.tar.
+A compressed input tar (x.tar.gz, x.tgz) is read as tarfile's stream reader reads it (webdataset's way), and
+its shard is named x.tar.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
 (x/W, y/H, l11/W, l21/H, l22/H, r, g, b) in one of gs_lightning/codec.py's records, whose member name says
@@ -20,7 +21,7 @@ written (absolute, `..`, backslash, control characters) is skipped, and so is
 any later sample whose key an earlier one of the shard had (the first is kept;
 in a folder too, where photo.jpg and photo.tif share a key).
 Every skip is warned naming shard and key, and counted by the caller. An input tar that
-cannot be read to its end (cut short, no tar) is not written by a fit or an embed
+cannot be read to its end (cut short, anywhere before its end-of-archive block; no tar) is not written by a fit or an embed
 (UnreadableShard): under its final name, a shard would be skipped as done by the rerun.
 """
 from __future__ import annotations
@@ -31,8 +32,11 @@ import hashlib
 import io
 import json
 import os
+import re
+import tarfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -311,20 +315,50 @@ def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Ite
 
 
 def tar_groups(url: str, errors: list[tuple[str, str]], whole: bool = False) -> Iterator[tuple[str, dict]]:
-    """(key, {ext: bytes}) of a tar's samples (group_members), the first of each key; what cannot be read goes
-    to `errors`, or with `whole`, a tar that cannot be read to its end raises UnreadableShard."""
-    def handler(exn: Exception) -> bool:
-        if isinstance(exn, UnreadableShard):  # raised by the inner reader, now passing through the outer one
-            raise exn
-        why = f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}".split(" @ <")[0]  # not the stream's repr
+    """(key, {ext: bytes}) of a tar's samples (group_members), the first of each key; a tar that cannot be read to
+    its end goes to `errors` after what was read, or with `whole` raises UnreadableShard."""
+    broke: list[Exception] = []
+    yield from first_of_each_key(group_members(until_broken(tar_members(url), broke), errors), errors)
+    if broke:  # after the sample it was reading, as far as it got
+        why = f"{type(broke[0]).__name__}: {broke[0]}"
         if whole:
             raise UnreadableShard(f"cannot read {url} to its end ({why})") from None
         errors.append((shard_name(url), why))
-        return True  # keep going with what is readable
 
-    opened = wds.tariterators.url_opener([{"url": url}], handler=handler)
-    members = wds.tariterators.tar_file_expander(opened, handler=handler, eof_value=None)
-    yield from first_of_each_key(group_members(members, errors), errors)
+
+def until_broken(items: Iterator, broke: list[Exception]) -> Iterator:
+    """`items` until one cannot be read; what broke them (tarfile, zlib, a pipe's command) goes to `broke`."""
+    try:
+        yield from items
+    except Exception as exn:
+        broke.append(exn)
+
+
+META = re.compile(r"__[^/]*__($|/)")  # webdataset's own members (__key__, ...), not a sample's
+
+
+def tar_members(url: str) -> Iterator[dict]:
+    """{"fname", "data"} of each file in the tar at `url` (a path, or any URL webdataset's gopen opens: pipe:,
+    http, s3 through their command-line tools), compressed or not; raises when it cannot be read to its end."""
+    with contextlib.closing(wds.gopen(url)) as stream:  # a pipe's close checks its command's exit status
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=WholeTarInfo) as tar:
+            for info in tar:
+                if info.isreg() and not META.match(info.name):
+                    yield {"fname": info.name, "data": tar.extractfile(info).read()}
+                tar.members = []  # a stream's TarFile keeps every member's header otherwise
+
+
+class WholeTarInfo(tarfile.TarInfo):
+    """A tar ends at its end-of-archive block of zeros. Past its first member, tarfile also ends, silently, at a
+    header that is cut short, missing or corrupt: a download that died between two members, or a .tar.gz cut
+    anywhere (its decompressed stream just stops), would pass for a whole, shorter shard."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as e:
+            raise tarfile.ReadError(f"no end-of-archive block: {e} at byte {tar.offset:,} (cut short?)") from None
 
 
 def _tar_samples(url: str, errors: list[tuple[str, str]], whole: bool) -> Iterator[RawSample]:
@@ -388,13 +422,27 @@ def image_keys(relatives: list[str | Path]) -> list[str]:
     return out
 
 
+def warn_left_out(folder: Path, others: list[Path]) -> None:
+    """Name a folder's files of other formats (GIF, HEIC, ...), which a fit or embed would otherwise leave out
+    unsaid; hidden files (.DS_Store) are no one's photos."""
+    others = [p for p in others if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if others:
+        counts = Counter(p.suffix.lower() or "no suffix" for p in others)
+        warnings.warn(f"{folder}: leaving out {len(others)} file(s) of formats not read as images "
+                      f"({', '.join(f'{s}: {n}' for s, n in counts.most_common())}; e.g. {others[0]}); convert "
+                      f"them to one of {', '.join(FOLDER_EXTS)} to use them", stacklevel=3)
+
+
 def list_sources(pattern: str, shard_size: int = 1000) -> list[Source]:
     """The input shards of `pattern`: an image folder's, by file name; or shards (a pattern, glob or list, see
     expand_urls) in its order, the image files among them read as an unlabelled folder, after them."""
     path = Path(pattern)
     if path.is_dir():
         classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-        found = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in FOLDER_EXTS and p.is_file()]
+        every = [p for p in sorted(path.rglob("*")) if p.is_file()]
+        found = [p for p in every if p.suffix.lower() in FOLDER_EXTS]
+        if found:  # a folder with no image at all is no photo folder (fit's output): the caller says what it is
+            warn_left_out(path, [p for p in every if p.suffix.lower() not in FOLDER_EXTS])
         rels = [p.relative_to(path) for p in found]
         files = [(key, str(p), classes.index(rel.parts[0]) if len(rel.parts) > 1 and rel.parts[0] in classes else None)
                  for key, p, rel in zip(image_keys(rels), found, rels)]
