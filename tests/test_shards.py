@@ -296,3 +296,20 @@ def test_a_tar_cut_between_members_is_torn_not_a_shorter_whole(tmp_path, cut, co
     assert [e[0] for e in errors] == ["00000.tar"] and errors[0][1].startswith(("ReadError", "EOFError")), errors
     with pytest.raises(UnreadableShard, match=r"cannot read \S*00000\.tar(\.gz)? to its end \((ReadError|EOFError)"):
         list(source.samples([], whole=True))
+
+
+def test_a_tar_through_a_pipe_is_read_to_the_end_of_its_stream_and_its_commands_failure_is_named(tmp_path):
+    """A pipe: URL's command is read to its end, padding after the end block included (a large blocking factor,
+    appended zeros): closed on while writing, it dies of SIGPIPE and its exit status calls a whole tar torn. A
+    command that fails after writing a whole tar is a tear all the same: what it wrote cannot be trusted."""
+    a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = tmp_path / "00000.tar"
+    write_image_shard(path, [{"key": f"{k:09d}", "png": image_bytes(a, "PNG")} for k in range(3)])
+    path.write_bytes(path.read_bytes() + bytes(4 << 20))  # zeros past the end block, more than a pipe holds
+    keys = [f"{k:09d}" for k in range(3)]
+    (source,) = list_sources(f"pipe:exec cat {path}")  # exec: the status is cat's own, -13 on SIGPIPE
+    assert [r.key for r in source.samples([], whole=True)] == keys
+    (source,) = list_sources(f"pipe:cat {path}; exit 3")
+    errors = []
+    assert [r.key for r in source.samples(errors)] == keys
+    assert len(errors) == 1 and errors[0][1].startswith("OSError") and "exit 3" in errors[0][1], errors

@@ -338,14 +338,18 @@ META = re.compile(r"__[^/]*__($|/)")  # webdataset's own members (__key__, ...),
 
 
 def tar_members(url: str) -> Iterator[dict]:
-    """{"fname", "data"} of each file in the tar at `url` (a path, or any URL webdataset's gopen opens: pipe:,
-    http, s3 through their command-line tools), compressed or not; raises when it cannot be read to its end."""
+    """{"fname", "data"} of each file in the tar at `url` (a path, or a URL webdataset's gopen opens: pipe:,
+    http(s) through curl), compressed or not; raises when it cannot be read to its end."""
     with contextlib.closing(wds.gopen(url)) as stream:  # a pipe's close checks its command's exit status
         with tarfile.open(fileobj=stream, mode="r|*", tarinfo=WholeTarInfo) as tar:
             for info in tar:
                 if info.isreg() and not META.match(info.name):
                     yield {"fname": info.name, "data": tar.extractfile(info).read()}
                 tar.members = []  # a stream's TarFile keeps every member's header otherwise
+        # The rest (the end block's padding, up to a record or a large blocking factor's) is read too: a pipe's
+        # command closed on while it still writes dies of SIGPIPE, and its status would call a whole tar torn.
+        while stream.read(1 << 20):
+            pass
 
 
 class WholeTarInfo(tarfile.TarInfo):
