@@ -9,8 +9,8 @@ from helpers import image_bytes
 
 from gs_lightning.codec import RECORDS
 from gs_lightning.data.shards import (
-    BadSample, DataPathError, UnreadableShard, decode_image, decode_pil, existing_sources, expand_urls, list_sources, read_sizes, resize_center_crop,
-    shard_sizes, write_image_shard,
+    BadSample, DataPathError, UnreadableShard, decode_image, decode_pil, existing_sources, expand_urls,
+    list_sources, read_sizes, resize_center_crop, shard_sizes, write_image_shard,
 )
 from gs_lightning.splats import Splats, compression_ratio
 
@@ -264,8 +264,9 @@ def test_the_same_samples_make_the_same_shard_bytes(tmp_path):
 @pytest.mark.parametrize("cut", ["at_a_header", "inside_a_header", "before_the_end_block"])
 def test_a_tar_cut_between_members_is_torn_not_a_shorter_whole(tmp_path, cut, compress):
     """tarfile reads a tar cut at or inside a member's header, or before its end block, as a whole, shorter one
-    (and a cut .tar.gz decompresses to such a prefix): a tar is whole only up to its end-of-archive block. The samples before the
-    cut are read, then the tear is named (reader) or raised (a fit's whole read); the whole tar reads whole."""
+    (and a cut .tar.gz decompresses to such a prefix): a tar is whole only up to its end-of-archive block. The
+    samples before the cut are read, then the tear is named (reader) or raised (a fit's whole read); the whole
+    tar reads whole."""
     import gzip
     import tarfile
     import zlib

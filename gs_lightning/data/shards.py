@@ -21,8 +21,9 @@ written (absolute, `..`, backslash, control characters) is skipped, and so is
 any later sample whose key an earlier one of the shard had (the first is kept;
 in a folder too, where photo.jpg and photo.tif share a key).
 Every skip is warned naming shard and key, and counted by the caller. An input tar that
-cannot be read to its end (cut short, anywhere before its end-of-archive block; no tar) is not written by a fit or an embed
-(UnreadableShard): under its final name, a shard would be skipped as done by the rerun.
+cannot be read to its end (cut short, anywhere before its end-of-archive block; no tar) is not
+written by a fit or an embed (UnreadableShard): under its final name, a shard would be skipped
+as done by the rerun.
 """
 from __future__ import annotations
 

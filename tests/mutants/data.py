@@ -125,6 +125,7 @@ MUTANTS = [
      "why": "the sample read just before a tear is lost with it, and the tear is a traceback"},
     {"name": "pipe-closed-before-its-end", "path": "gs_lightning/data/shards.py",
      "old": "        while stream.read(1 << 20):\n            pass\n", "new": "",
-     "tests": ["tests/test_shards.py::test_a_tar_through_a_pipe_is_read_to_the_end_of_its_stream_and_its_commands_failure_is_named"],
+     "tests": [
+         "tests/test_shards.py::test_a_tar_through_a_pipe_is_read_to_the_end_of_its_stream_and_its_commands_failure_is_named"],
      "why": "a whole tar read through pipe: with padding past its end block is refused as torn (SIGPIPE)"},
 ]
