@@ -156,6 +156,19 @@ def check_trainer(node, prefix: str = "trainer") -> None:
                                                    f"{str(e).splitlines()[0][:200]}")
 
 
+def missing_accelerator(node) -> Optional[str]:
+    """The accelerator the trainer names (node: DevicesConfig or TrainerConfig) that this machine lacks, as
+    Lightning words it, or None: a cluster's login node has no GPU, yet it is where runs are composed."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator
+
+    name = str(node.get("accelerator", "auto"))
+    if name == "gpu":
+        return None if CUDAAccelerator.is_available() or MPSAccelerator.is_available() else "gpu"
+    if name in AcceleratorRegistry.available_accelerators():
+        return None if AcceleratorRegistry[name]["accelerator"].is_available() else name
+    return None
+
+
 def trainer(**kwargs):
     """L.Trainer, with Lightning's refusal of a trainer setting reported as the user error it is."""
     import lightning as L

@@ -163,7 +163,7 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
     """Print `--help` (the configs to name, then every key) or `--cfg` (the composed config); True if done."""
     from omegaconf import OmegaConf
 
-    from gs_lightning.build import check_trainer
+    from gs_lightning.build import check_trainer, missing_accelerator
     from gs_lightning.config import compose as compose_schema
     from gs_lightning.config import describe, split_args, validate
 
@@ -173,7 +173,10 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
     if "--cfg" in args:  # what the command would run: a value it would refuse is refused here too
         cfg = compose(names, overrides)
         validate(cfg, schema)
-        if "trainer" in cfg:
+        if "trainer" in cfg and (missing := missing_accelerator(cfg.trainer)) is not None:
+            print(f"note: trainer.accelerator={missing}: this machine has none, so the trainer keys were not "
+                  "checked; the run will check them where it runs", file=sys.stderr)
+        elif "trainer" in cfg:
             check_trainer(cfg.trainer)
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return True

@@ -236,6 +236,25 @@ def test_cfg_prints_the_composed_config_and_runs_nothing(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("error: model.mode: must be one of rgb, distill"), out.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU, as a login node is")
+def test_cfg_of_a_gpu_run_on_a_machine_without_one_prints_it_with_a_note_and_the_run_refuses_it(capsys):
+    import yaml
+
+    from gs_lightning.build import check_trainer
+    from gs_lightning.cli import train
+
+    train(["rgb", "demo", "trainer.accelerator=gpu", "trainer.devices=8", "trainer.strategy=ddp", "--cfg"])
+    out = capsys.readouterr()  # composed on a login node, for a job that runs on GPU nodes
+    trainer = yaml.safe_load(out.out)["trainer"]
+    assert trainer["devices"] == 8
+    assert out.err.startswith("note: trainer.accelerator=gpu: this machine has none, so the trainer keys were not "
+                              "checked"), out.err
+    with pytest.raises(UserError, match=r"^trainer\.accelerator: Lightning cannot take 'gpu'"):  # what train runs
+        check_trainer(trainer)
+    with pytest.raises(UserError, match=r"^trainer\.precision"):  # a machine that has the accelerator checks it
+        train(["rgb", "demo", "trainer.accelerator=cpu", "trainer.precision=foo", "--cfg"])
+
+
 def test_a_key_given_in_a_row_is_a_shell_expansion_and_given_again_later_an_override():
     from gs_lightning.cli import check_repeated_keys
 

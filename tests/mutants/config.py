@@ -85,7 +85,7 @@ MUTANTS = [
      "tests": [f"{U}[devices_negative]", f"{U}[accelerator_not_installed]"],
      "why": "fit trainer.devices=-1 writes fit.output's settings, then ends in Lightning's TypeError"},
     {"name": "cfg-trainer-unchecked", "path": "gs_lightning/cli.py",
-     "old": '        if "trainer" in cfg:\n            check_trainer(cfg.trainer)\n', "new": "",
+     "old": '        elif "trainer" in cfg:\n            check_trainer(cfg.trainer)\n', "new": "",
      "tests": [f"{U}[precision_unknown]"],
      "why": "--cfg prints trainer.precision=foo as a good config; the run it checks then stops on it"},
     {"name": "trainer-refusals-narrowed", "path": "gs_lightning/build.py",
@@ -139,4 +139,10 @@ MUTANTS = [
      "new": '                           choices=None)',
      "tests": ["tests/test_cli.py::test_user_errors_are_one_line_naming_the_key[monitor_not_logged]"],
      "why": "checkpoint.monitor=val/acc trains a whole epoch, then stops: ModelCheckpoint finds no such metric"},
+    {"name": "cfg-refuses-a-gpu-run-on-a-login-node", "path": "gs_lightning/build.py",
+     "old": '        return None if CUDAAccelerator.is_available() or MPSAccelerator.is_available() else "gpu"',
+     "new": '        return None',
+     "tests": ["tests/test_cli.py::test_cfg_of_a_gpu_run_on_a_machine_without_one_prints_it_with_a_note_and_the_"
+               "run_refuses_it"],
+     "why": "--cfg of a GPU run, composed on a login node without a GPU, is refused instead of printed"},
 ]
