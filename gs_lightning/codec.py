@@ -30,6 +30,12 @@ quantized  (GaussianImage, arXiv 2403.08551, quantizes positions to float16, the
           |dr|, |dg|, |db|          <= (hi - lo) / (2^COLOUR_BITS - 1) / 2
       where (lo, hi) is the column's range over the record, widened to float16.
 
+Both records hold float16 values (the quantized one its bounds), so each stores a value beyond float16's
+range as the nearest one it holds: +-65504 (`F16_MAX`), and a scale l11, l22 below float16's smallest as that
+smallest (2^-24), so that a real splat stays a valid one. No fit comes near these (a colour of 65504, a
+Gaussian 65504 images wide, a shear of 65504); without the clamp one such value made every row of its
+column NaN in the quantized record, and an fp16 record that its own decode refuses.
+
 `round_trip` is the quantized record's encode-decode as a torch function with a straight-through gradient,
 so a fit can refine its splats through exactly what will be stored (fit/refine.py).
 """
@@ -50,6 +56,10 @@ MAGIC, VERSION = b"GSQ", 1
 POS_BITS, COV_BITS, COLOUR_BITS = 12, 6, 7
 
 
+F16_MAX = float(torch.finfo(torch.float16).max)
+F16_TINY = 2.0**-24  # float16's smallest positive value (a subnormal)
+
+
 class RecordError(ValueError):
     """Bytes that are not a record of the kind they claim to be."""
 
@@ -59,7 +69,7 @@ class RecordError(ValueError):
 
 def to_domain(rows: Tensor) -> Tensor:  # [..., 8] unit-square rows -> [..., 8] (x, y, log l11, log l22, t, r, g, b)
     x, y, l11, l21, l22, r, g, b = rows.unbind(-1)
-    return torch.stack([x, y, l11.log(), l22.log(), l21 / l22, r, g, b], -1)
+    return torch.stack([x, y, l11.log(), l22.log(), l21 / l22, r, g, b], -1).clamp(-F16_MAX, F16_MAX)
 
 
 def from_domain(q: Tensor) -> Tensor:  # inverse of to_domain
@@ -183,8 +193,10 @@ class Fp16Record:
     name, member = "fp16", "splats.npy"
 
     def encode(self, rows: np.ndarray) -> bytes:  # [n, 8] unit-square rows
+        rows = np.clip(np.asarray(rows, dtype=np.float32), -F16_MAX, F16_MAX)
+        rows[:, [2, 4]] = np.maximum(rows[:, [2, 4]], F16_TINY)  # l11, l22: a real splat's are > 0
         buf = io.BytesIO()
-        np.save(buf, np.asarray(rows, dtype=np.float16), allow_pickle=False)
+        np.save(buf, rows.astype(np.float16), allow_pickle=False)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:  # -> float16 [n, 8]

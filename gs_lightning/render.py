@@ -25,6 +25,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from gs_lightning.splats import Splats
 
@@ -105,6 +106,7 @@ class _Rasterize(torch.autograd.Function):
         return image
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients are not differentiable again: say so, not a silent zero
     def backward(ctx, grad_image):
         xy, chol, rgb, mask = ctx.saved_tensors
         # Released here, not with the graph (a caller may keep the image); a second backward
@@ -184,6 +186,9 @@ class _L2Loss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):  # grad_loss: [B]
+        if torch.is_grad_enabled():  # create_graph: the saved gradients would pass for constants
+            raise RuntimeError("l2_loss: the fused CPU pass has no second derivative (create_graph=True); "
+                               "use backend='torch'")
         scale = grad_loss[:, None, None]
         return *(g * scale for g in ctx.saved_tensors), None, None, None
 
@@ -197,14 +202,15 @@ def l2_loss(
 ) -> Tensor:  # [B]
     """Per image, the mean over (3, H, W) of (rasterize(splats) - target)^2; differentiable in xy, chol
     and rgb. On the CPU backend one pass per tile renders, takes the residual and runs the backward in
-    cache, with no [B, 3, H, W] render or image gradient in memory; elsewhere it is rasterize + the mean."""
+    cache, with no [B, 3, H, W] render or image gradient in memory; elsewhere, or where the target needs a
+    gradient of its own (the fused pass gives it none), it is rasterize + the mean."""
     if target.dim() != 4 or target.shape[1] != 3 or target.shape[0] != splats.xy.shape[0]:
         raise ValueError(f"l2_loss: target must be [B, 3, H, W] with B = {splats.xy.shape[0]}, got {tuple(target.shape)}")
     if target.dtype != torch.float32 or target.device != splats.xy.device:
         raise ValueError(f"l2_loss: target must be float32 on {splats.xy.device}, got {target.dtype} on {target.device}")
     height, width = target.shape[2:]
     backend = _check_call(splats, height, width, backend, cutoff)
-    if backend != "cpu":  # checked once: rasterize would check again
+    if backend != "cpu" or target.requires_grad:  # checked once: rasterize would check again
         render = _render(splats, height, width, backend, cutoff)
         return (render - target).square().mean(dim=(1, 2, 3))
     with torch.autocast(splats.xy.device.type, enabled=False), _values_checked_by_extension(splats):

@@ -39,7 +39,9 @@ class Splats:
         return self.mask.sum(dim=1)
 
     def to(self, *args, **kwargs) -> "Splats":
-        return Splats(*(t.to(*args, **kwargs) for t in (self.xy, self.chol, self.rgb, self.mask)), self.units)
+        """Tensor.to on xy, chol and rgb; the mask only follows them to their device (it stays bool)."""
+        xy, chol, rgb = (t.to(*args, **kwargs) for t in (self.xy, self.chol, self.rgb))
+        return Splats(xy, chol, rgb, self.mask.to(xy.device), self.units)
 
     def detach(self) -> "Splats":
         return Splats(self.xy.detach(), self.chol.detach(), self.rgb.detach(), self.mask, self.units)

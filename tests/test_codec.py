@@ -14,7 +14,7 @@ from helpers import image_bytes, random_splats, smooth_photo
 from gs_lightning.codec import MAGIC, RECORDS, RecordError, round_trip
 from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 from gs_lightning.data.pixel_codecs import MATCH_TOLERANCE, QUALITIES, encode, fit_pixels, match_budget
-from gs_lightning.data.shards import FittedShard, decode_image, splat_bytes, update_sizes
+from gs_lightning.data.shards import FittedShard, decode_image, decode_splats, splat_bytes, update_sizes
 
 Q = RECORDS["quantized"]
 BITS = {"pos": 12, "cov": 6, "colour": 7}  # the record's stated widths (codec.py's docstring)
@@ -39,15 +39,13 @@ def by_y(a: np.ndarray) -> np.ndarray:
 def half_step(col: np.ndarray, bits: int) -> float:
     """Half a quantization step over the column's range, widened by a float16 ulp at each end."""
     lo, hi = np.float16(col.min()), np.float16(col.max())
-    span = float(col.max() - col.min()) + float(np.spacing(lo)) + float(np.spacing(hi))
+    with np.errstate(over="ignore"):  # float16's largest, 65504, has no next one: its spacing overflows
+        ulps = np.nan_to_num(np.spacing(np.array([lo, hi])), posinf=np.spacing(np.float16(32768)))
+    span = float(col.max() - col.min()) + float(ulps.astype(np.float64).sum())
     return 0.5 * span / (2**bits - 1) * (1 + 1e-5) + 1e-7
 
 
-@pytest.mark.parametrize("n", [2, 37, 400, 1000])  # y codes stay distinct up to ~1600 (12 bits)
-def test_quantized_round_trip_within_the_stated_bounds(n):
-    rows = rows_of(n, seed=n)
-    back = Q.decode(Q.encode(rows))
-    assert back.dtype == np.float32 and back.shape == rows.shape
+def round_trip_errors(rows: np.ndarray, back: np.ndarray) -> dict:  # name -> (|error| per row, stated bound)
     rows, back = by_y(rows), by_y(back)
     errors = {}
     for j, name in ((0, "x"), (1, "y")):
@@ -59,10 +57,37 @@ def test_quantized_round_trip_within_the_stated_bounds(n):
     errors["t"] = (np.abs(back[:, 3] / back[:, 4] - shear), half_step(shear, BITS["cov"]))
     for j in (5, 6, 7):
         errors["rgb"[j - 5]] = (np.abs(back[:, j] - rows[:, j]), half_step(rows[:, j], BITS["colour"]))
-    for name, (err, bound) in errors.items():
+    return errors
+
+
+@pytest.mark.parametrize("n", [2, 37, 400, 1000])  # y codes stay distinct up to ~1600 (12 bits)
+def test_quantized_round_trip_within_the_stated_bounds(n):
+    rows = rows_of(n, seed=n)
+    back = Q.decode(Q.encode(rows))
+    assert back.dtype == np.float32 and back.shape == rows.shape
+    for name, (err, bound) in round_trip_errors(rows, back).items():
         assert err.max() <= bound, (name, err.max(), bound)
         if n >= 400:  # rounding, not a finer grid than stated: errors reach most of the bound
             assert err.max() > 0.8 * bound, (name, err.max(), bound)
+
+
+def test_values_beyond_float16_are_stored_as_its_nearest_and_every_other_row_within_its_bound():
+    """A shear, a colour and a centre past float16's 65504, and a scale below its 2^-24: both records hold float16
+    values, so each stores them as the nearest it holds, and the other rows keep their stated bounds."""
+    rows = rows_of(40, seed=5)
+    rows[3, 3] = 1e5 * rows[3, 4]  # t = l21 / l22 = 1e5 (a needle), while l21 itself fits float16
+    rows[5, 6], rows[7, 0], rows[9, 2] = -7e4, 2e5, 1e-9
+    quantized, fp16 = rows.copy(), rows.copy()  # what each must store
+    quantized[3, 3], quantized[5, 6], quantized[7, 0] = 65504 * rows[3, 4], -65504, 65504  # its log l11 holds 1e-9
+    fp16[5, 6], fp16[7, 0], fp16[9, 2] = -65504, 65504, 2.0**-24
+
+    back = Q.decode(Q.encode(rows))
+    assert np.isfinite(back).all()
+    for name, (err, bound) in round_trip_errors(quantized, back).items():
+        assert err.max() <= bound, (name, err.max(), bound)
+    stored = round_trip(torch.from_numpy(rows)[None], torch.ones(1, 40, dtype=torch.bool))[0].numpy()
+    np.testing.assert_allclose(by_y(stored), by_y(back), rtol=1e-6, atol=1e-7)  # what a fit refines through
+    np.testing.assert_array_equal(decode_splats(RECORDS["fp16"].encode(rows), "fp16"), fp16.astype(np.float16))
 
 
 def test_quantize_is_what_the_record_stores_with_a_straight_through_gradient():

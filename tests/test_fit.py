@@ -383,6 +383,33 @@ def test_unknown_parameterization_is_named(fit_cfg):
         fit_batch(torch.rand(1, 3, 8, 8), fit_cfg(num_splats=4, iterations=1, parameterization="logscale"))
 
 
+def test_images_that_are_not_float_in_zero_one_are_named(fit_cfg):
+    """A uint8 or 0-255 image would fit on the wrong scale and a NaN pixel fail deep in the init: each is named."""
+    cfg = fit_cfg(num_splats=4, iterations=1)
+    img = smooth_photos([0, 1], 8)
+    with pytest.raises(ValueError, match=r"got torch.uint8 \(divide 8-bit images by 255\)"):
+        fit_batch((img * 255).to(torch.uint8), cfg)
+    scaled = img.clone()
+    scaled[1] *= 255
+    with pytest.raises(ValueError, match=rf"image 1 holds values from {scaled[1].min():g} to {scaled[1].max():g}$"):
+        fit_batch(scaled, cfg)
+    nan = img.clone()
+    nan[1, 0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"image 1 holds NaN or inf$"):
+        fit_batch(nan, cfg)
+    fit_batch(img, cfg)  # the same images in [0, 1] fit
+
+
+def test_an_init_that_is_not_one_pixel_set_per_image_is_named(fit_cfg):
+    img = smooth_photos([0, 1], 16)
+    cfg = fit_cfg(num_splats=8, iterations=1)
+    start = structured_init(img, 8)
+    with pytest.raises(ValueError, match=r"fit_batch's init takes splats in 'pixels' units, got 'unit'"):
+        fit_batch(img, cfg, init=Splats.from_unit_rows(start.unit_rows(16, 16), start.mask))
+    with pytest.raises(ValueError, match="init must hold one splat set per image on cpu, got 1 on cpu for 2 images"):
+        fit_batch(img, cfg, init=Splats(start.xy[:1], start.chol[:1], start.rgb[:1], start.mask[:1]))
+
+
 # ---- the fit command -------------------------------------------------------------
 
 

@@ -185,6 +185,36 @@ def test_l2_loss_matches_autograd_through_the_reference(case, simd):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"grad {name}: {m}")
 
 
+def test_l2_loss_gives_a_target_that_needs_one_its_gradient():
+    """The fused pass has no image gradient; a target that asks for one (a learned target, an attack) gets
+    autograd's through the dense reference, on every backend alike."""
+    s = random_splats(2, 30, 16, 24, requires_grad=False)
+    target = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(1))
+    weight = torch.tensor([1.0, 3.0])
+    got, want = (target.clone().requires_grad_(True) for _ in range(2))
+    (l2_loss(s, got) * weight).sum().backward()
+    ((render_reference(s, 16, 24, cutoff=CUTOFF) - want).square().mean(dim=(1, 2, 3)) * weight).sum().backward()
+    torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-7)
+    assert got.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss", ["rasterize", "l2_loss"])
+def test_a_second_derivative_through_the_kernels_is_refused_not_silently_zero(loss):
+    """A gradient penalty needs the gradient's own gradient, which the CPU kernels do not give: asking for it
+    must raise, not add nothing to the penalty's term."""
+    s = random_splats(1, 10, 12, 12)
+    target = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    out = (rasterize(s, 12, 12, backend="cpu") - target).square().mean() if loss == "rasterize" else \
+        l2_loss(s, target, backend="cpu").sum()
+    if loss == "rasterize":  # raised where the penalty's term reaches the kernel's backward
+        g, = torch.autograd.grad(out, s.xy, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            (out + g.square().sum()).backward()
+    else:  # the fused pass's gradients are constants saved in its forward: raised when they are asked for
+        with pytest.raises(RuntimeError, match="l2_loss: the fused CPU pass has no second derivative"):
+            torch.autograd.grad(out, s.xy, create_graph=True)
+
+
 def test_l2_loss_names_a_bad_target():
     s = random_splats(2, 5, 8, 8, requires_grad=False)
     with pytest.raises(ValueError, match=r"target must be \[B, 3, H, W\] with B = 2, got \(1, 3, 8, 8\)"):
@@ -347,6 +377,16 @@ def test_bad_splats_name_the_field(change, match, call):
         else:
             rasterize(change(s), 8, 8, backend="cpu" if call == "rasterize" else "torch")
     assert error.value.__context__ is None or error.value.__suppress_context__  # one message, not a chain
+
+
+def test_splats_to_a_dtype_casts_the_fields_and_keeps_the_mask_bool():
+    s = random_splats(2, 5, 8, 8, requires_grad=False)
+    half = s.to(torch.float16)
+    assert [t.dtype for t in (half.xy, half.chol, half.rgb, half.mask)] == [torch.float16] * 3 + [torch.bool]
+    back = half.to(torch.float32)
+    assert torch.equal(back.mask, s.mask) and back.units == s.units
+    rounded = Splats(*(t.half().float() for t in (s.xy, s.chol, s.rgb)), s.mask)
+    assert torch.equal(rasterize(back, 8, 8), rasterize(rounded, 8, 8))
 
 
 @pytest.mark.parametrize("entry", ["forward", "backward", "l2_loss"])

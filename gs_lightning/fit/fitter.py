@@ -161,6 +161,19 @@ def coarse_factors(coarse_iterations: list[int]) -> list[int]:
     return [2 ** (K - k) for k, steps in enumerate(coarse_iterations) for _ in range(steps)]
 
 
+def _check_pixels(images: Tensor) -> None:  # [B, 3, H, W]
+    """Raise ValueError naming the first image that is not float in [0, 1]: a uint8 or 0-255 image would fit
+    on the wrong scale without a word, and a NaN pixel fail deep in the init."""
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1], got {images.dtype} (divide 8-bit images by 255)")
+    bad = ~((images >= 0) & (images <= 1)).flatten(1).all(1)  # NaN fails both
+    if bad.any():
+        b = int(bad.nonzero()[0])
+        v = images[b][images[b].isfinite()]
+        what = "NaN or inf" if v.numel() < images[b].numel() else f"values from {v.min():g} to {v.max():g}"
+        raise ValueError(f"images must be float in [0, 1]: image {b} holds {what}")
+
+
 def fit_batch(
     images: Tensor,  # [B, 3, H, W] float in [0, 1]
     cfg: FitConfig,
@@ -171,6 +184,13 @@ def fit_batch(
 ) -> tuple[Splats, FitStats]:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    _check_pixels(images)
+    if init is not None:
+        init.check_layout("init")
+        init.expect_units("pixels", "fit_batch's init")
+        if init.xy.shape[0] != images.shape[0] or init.xy.device != images.device:
+            raise ValueError(f"init must hold one splat set per image on {images.device}, got "
+                             f"{init.xy.shape[0]} on {init.xy.device} for {images.shape[0]} images")
     if cfg.parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"fit.parameterization must be one of {sorted(PARAMETERIZATIONS)}, got "
                          f"{cfg.parameterization!r}")
