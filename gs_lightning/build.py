@@ -249,7 +249,7 @@ def callbacks(cfg, run_dir: Path) -> list:
     return [
         LostSamples(cfg.data.max_lost_share),
         AtomicCheckpoint(dirpath=folder, filename="best", monitor=cfg.checkpoint.monitor, mode="max",
-                         save_top_k=1, save_last=False),
+                         save_top_k=1, save_last=False, enable_version_counter=False),  # best.ckpt is what eval reads
         # Lightning takes steps or epochs for a checkpoint's schedule, not both: one writer of last.ckpt for each.
         AtomicCheckpoint(dirpath=folder, filename="last", every_n_train_steps=cfg.checkpoint.every_n_train_steps,
                          save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),

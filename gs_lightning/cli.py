@@ -11,6 +11,8 @@ import argparse
 import contextlib
 import logging
 import os
+import re
+import shutil
 import signal
 import sys
 import warnings
@@ -330,6 +332,8 @@ def train(args: list[str]) -> None:
     validate(cfg, TrainRun)
     check_train_paths(cfg)
     check_trainer(cfg.trainer)
+    run_dir = Path(cfg.output_dir) / cfg.name
+    check_run_folder(cfg, run_dir)
 
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor
@@ -339,7 +343,6 @@ def train(args: list[str]) -> None:
     from gs_lightning import build
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir = Path(cfg.output_dir) / cfg.name
     module = build.clip_module(cfg)
     data = build.train_data(cfg, module.tokenizer)
     callbacks = build.callbacks(cfg, run_dir)
@@ -353,10 +356,12 @@ def train(args: list[str]) -> None:
     keys = [k.split("=")[0].lstrip("+") for k in overrides]
     given = ", ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in keys)
     print(f"[rank {trainer.global_rank}] {cfg.name}: {given or 'no overrides'}", flush=True)
+    start = resume_checkpoint(cfg, run_dir) if cfg.resume else None
     if trainer.global_rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if start is not None:
+            keep_earlier_metrics(run_dir)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    start = resume_checkpoint(cfg, run_dir) if cfg.resume else None
     try:
         trainer.fit(module, datamodule=data, ckpt_path=start, weights_only=True)
     except SIGTERMException:
@@ -375,6 +380,58 @@ def compare(args: list[str]) -> None:
     ns = parser.parse_args(args)
     check_output_folder(ns.out, "--out")
     print(compare_runs(ns.runs, ns.out, with_equal_bytes=not ns.no_equal_bytes))
+
+
+# What a resume may change: where and how the steps run, what is logged, how often last.ckpt is written. Anything
+# else (the model, its rates, the data) would go on from a checkpoint trained otherwise under a config.yaml that
+# says the new values.
+RESUME_MAY_CHANGE = ("resume", "resume_from", "output_dir", "group", "logger", "trainer",
+                     "checkpoint.every_n_train_steps", "data.num_workers", "data.val_batch_size")
+
+
+def check_run_folder(cfg, run_dir: Path) -> None:
+    """A run folder holds one run: a new run may not write over another's (eval, compare and stage 2 read its
+    best.ckpt), and a resume goes on with the settings its run was trained with (its config.yaml). Checked by
+    rank 0 alone: the ranks Lightning starts for DDP start after it wrote config.yaml."""
+    from lightning.pytorch.utilities import rank_zero_only
+    from omegaconf import OmegaConf
+
+    from gs_lightning.errors import UserError
+
+    saved = run_dir / "config.yaml"
+    if rank_zero_only.rank != 0 or not (saved.exists() or any((run_dir / "checkpoints").glob("*.ckpt"))):
+        return
+    if not cfg.resume:
+        raise UserError("output_dir", f"{run_dir} already holds a run; go on from its last.ckpt with resume=true, "
+                                      "or give the new run another name= (or output_dir=)")
+    if not saved.exists():
+        return
+
+    def leaves(node, prefix=""):  # {dotted key: value} of a resolved container
+        if not isinstance(node, dict):
+            return {prefix[:-1]: node}
+        return {k: v for key, value in node.items() for k, v in leaves(value, f"{prefix}{key}.").items()}
+
+    before = leaves(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
+    now = leaves(OmegaConf.to_container(cfg, resolve=True))
+    changed = [k for k in before.keys() & now.keys() if before[k] != now[k]
+               and not any(k == p or k.startswith(p + ".") for p in RESUME_MAY_CHANGE)]
+    if changed:
+        shown = ", ".join(f"{k}={before[k]!r}, not {now[k]!r}" for k in sorted(changed)[:3])
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise UserError("resume", f"{run_dir} was trained with {shown}{more}; a resume goes on with its run's "
+                                  f"settings (it may change {', '.join(RESUME_MAY_CHANGE[2:])}): drop those "
+                                  "overrides, or train a new run under another name=")
+
+
+def keep_earlier_metrics(run_dir: Path) -> None:
+    """Lightning's CSVLogger deletes the metrics.csv it finds: a resume keeps the earlier attempt's as
+    csv/metrics-K.csv (K = 1, 2, ...), which compare.load_run reads before metrics.csv."""
+    metrics = run_dir / "csv" / "metrics.csv"
+    if metrics.exists():
+        k = 1 + max((int(m.group(1)) for f in metrics.parent.glob("metrics-*.csv")
+                     if (m := re.fullmatch(r"metrics-(\d+)\.csv", f.name))), default=0)
+        metrics.rename(metrics.with_name(f"metrics-{k}.csv"))
 
 
 def resume_checkpoint(cfg, run_dir: Path) -> str | None:
@@ -577,13 +634,19 @@ def demo(args: list[str]) -> None:
     t0 = time.perf_counter()
     write_fashion_mnist(plan.data_root, train_limit=plan.train_images, test_limit=plan.test_images)
     runs, took = [], []
+    own = Path(plan.data_root).resolve().parent  # outputs/demo: the demo's data, runs and results
     for command, *items in steps:
         t = time.perf_counter()
-        commands[command]([*items, *args] if command == "train" else list(items))
-        took.append((f"{command} {' '.join(items)}", time.perf_counter() - t))
         if command == "train":
             cfg = compose_train(*split_args([*items, *args]))
             runs.append(str(Path(cfg.output_dir) / cfg.name))
+            # A rerun of the demo trains its runs again; a run outside the demo's folder is not its own to remove
+            # (train refuses to write over it).
+            if Path(runs[-1]).exists() and own in Path(runs[-1]).resolve().parents:
+                print(f"demo: training {runs[-1]} again (the earlier demo's run is removed)")
+                shutil.rmtree(runs[-1])
+        commands[command]([*items, *args] if command == "train" else list(items))
+        took.append((f"{command} {' '.join(items)}", time.perf_counter() - t))
     print(f"\n== demo results ({plan.results})")
     t = time.perf_counter()
     print(compare_runs(runs, plan.results))

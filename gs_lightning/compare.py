@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +67,10 @@ class Run:
     def best(self) -> tuple[float, float]:
         """(top-1, top-5) at the epoch of the best top-1."""
         top1 = self.epochs.get("val/top1", [])
-        if not top1:
+        scored = [i for i, v in enumerate(top1) if math.isfinite(v)]  # an epoch whose validation gave NaN is no best
+        if not scored:
             return float("nan"), float("nan")
-        i = max(range(len(top1)), key=top1.__getitem__)
+        i = max(scored, key=top1.__getitem__)
         return top1[i], self.epochs.get("val/top5", [float("nan")] * len(top1))[i]
 
 
@@ -122,14 +124,19 @@ def load_run(run_dir: str | Path) -> Run:
     hparams_file = run_dir / "csv" / "hparams.yaml"
     hparams = (yaml.safe_load(hparams_file.read_text()) or {}) if hparams_file.exists() else {}
     run.queries, run.trainable = hparams.get("queries"), hparams.get("trainable_share")
+    # A resumed run's earlier attempts left csv/metrics-K.csv (cli.keep_earlier_metrics): read in order, an
+    # epoch that a later attempt logged again takes the later value.
+    earlier = sorted((int(m.group(1)), f) for f in metrics_file.parent.glob("metrics-*.csv")
+                     if (m := re.fullmatch(r"metrics-(\d+)\.csv", f.name)))
     per_epoch: dict[str, dict[int, float]] = {}
-    with open(metrics_file) as f:
-        for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                continue
-            for key, value in row.items():
-                if value and key not in ("epoch", "step"):
-                    per_epoch.setdefault(key, {})[int(row["epoch"])] = float(value)
+    for path in [*(f for _, f in earlier), metrics_file]:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if not row.get("epoch"):
+                    continue
+                for key, value in row.items():
+                    if value and key not in ("epoch", "step"):
+                        per_epoch.setdefault(key, {})[int(row["epoch"])] = float(value)
     run.epochs = {k: [v[e] for e in sorted(v)] for k, v in per_epoch.items()}
     return run
 
@@ -143,6 +150,10 @@ def _bytes(b: float | None) -> str:
     return "-" if b is None else f"{b:,.0f}"
 
 
+def _percent(v: float) -> str:
+    return f"{100 * v:.1f}%" if math.isfinite(v) else "n/a"
+
+
 def table(runs: list[Run], points: list[Point] = ()) -> str:
     head = ("| model | mode | input | splats | bytes/image | compression | trainable | top-1 | top-5 |\n"
             "|---|---|---|---|---|---|---|---|---|")
@@ -153,7 +164,7 @@ def table(runs: list[Run], points: list[Point] = ()) -> str:
         lines.append(
             f"| {r.name} | {r.mode}{f' ({r.queries} queries)' if r.queries else ''} | {given} | "
             f"{'-' if r.splats is None else f'{r.splats:.0f}'} | {_bytes(r.bytes)} | {r.compression:.1f}x | "
-            f"{'-' if r.trainable is None else f'{100 * r.trainable:.1f}%'} | {100 * top1:.1f}% | {100 * top5:.1f}% |"
+            f"{'-' if r.trainable is None else f'{100 * r.trainable:.1f}%'} | {_percent(top1)} | {_percent(top5)} |"
         )
     for p in points:
         what = f"{p.input} at the bytes of {p.matches}" if p.input in PIXEL_BASELINES else \

@@ -300,6 +300,31 @@ def test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything(tmp_path,
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("where", ["the demo's folder", "elsewhere"])
+def test_a_rerun_of_the_demo_trains_its_own_runs_again_and_leaves_other_runs_alone(tmp_path, monkeypatch, where):
+    """train refuses a folder that holds a run; the demo removes its own earlier runs (under outputs/demo) before
+    training them again, and never a run outside its folder that an output_dir= override points it to."""
+    import gs_lightning.cli as cli
+    import gs_lightning.compare
+    import gs_lightning.data.demo
+    import gs_lightning.zeroshot.demo
+
+    monkeypatch.chdir(tmp_path)
+    args = [] if where == "the demo's folder" else [f"output_dir={tmp_path}/elsewhere"]
+    earlier = (tmp_path / ("outputs/demo/runs" if not args else "elsewhere") / "rgb")
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "best.ckpt").write_text("an earlier run")
+    seen = {}
+    monkeypatch.setattr(cli, "train", lambda a: seen.setdefault(a[0], earlier.exists()))
+    for name in ("fit", "embed", "evaluate_suite"):
+        monkeypatch.setattr(cli, name, lambda a: None)
+    monkeypatch.setattr(gs_lightning.data.demo, "write_fashion_mnist", lambda *a, **k: None)
+    monkeypatch.setattr(gs_lightning.compare, "compare", lambda *a, **k: "")
+    monkeypatch.setattr(gs_lightning.zeroshot.demo, "write_demo_suite", lambda *a, **k: None)
+    cli.demo(args)
+    assert seen["rgb"] is (where == "elsewhere") and "gs196" in seen
+
+
 def test_the_monitor_choices_are_the_names_validation_logs():
     """checkpoint.monitor's choices are what ModelCheckpoint can find: zero_shot_metrics' logged names."""
     from gs_lightning.build import CheckpointConfig

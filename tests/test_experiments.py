@@ -1,6 +1,7 @@
 """Experiments: every config composes; a sweep agent's command reaches every DDP rank; a killed run resumes;
 compare reads CSV logs right."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,9 +123,11 @@ def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
                    "trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1, "data.batch_size": 2,
                    "data.val_batch_size": 2})
     params.update(dict(a.split("=", 1) for a in TINY_TRAIN))
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    # The agent sets WANDB_RUN_ID for each trial (wandb_agent.py), which names the trial's run folder.
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_RUN_ID": "trial7"}
     out = subprocess.run(agent_command(spec, params), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "runs" / "demo_gs196-trial7" / "checkpoints" / "best.ckpt").exists()
     for rank in (0, 1):
         line = next(l for l in out.stdout.splitlines() if l.startswith(f"[rank {rank}]"))
         given = line.split(": ", 1)[1].split(", ")  # each override as key=value, the value as the run sees it
@@ -168,6 +171,13 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     proc.wait()
     saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < saved < 60, "killed mid-epoch"
+    config = (run / "config.yaml").read_text()
+    for extra, why in (([], rf"^error: output_dir: {run} already holds a run; go on from its last.ckpt with resume=true"),
+                       (["resume=true", "model.lr=0.01", "data.batch_size=4"],
+                        rf"^error: resume: {run} was trained with data.batch_size=2, not 4, model.lr=0.001, not 0.01; ")):
+        refused = subprocess.run(args + extra, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert refused.returncode == 2 and re.search(why, refused.stderr, re.M), refused.stderr[-3000:]
+    assert (run / "config.yaml").read_text() == config  # nothing written over
     out = subprocess.run(args + ["resume=true"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"training from global step {saved} " in out.stdout + out.stderr
@@ -219,6 +229,35 @@ def test_a_checkpoint_killed_mid_write_is_never_torn(tmp_path):
     assert out.returncode == -signal.SIGKILL, f"the fault hook did not fire: {out.returncode} {out.stderr[-2000:]}"
     last = tmp_path / "runs" / "gs196_scratch" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+
+
+def test_a_resumed_runs_earlier_metrics_are_kept_and_read_before_its_own(tmp_path):
+    """Lightning's CSVLogger deletes the metrics.csv it finds: each resume keeps the earlier attempt's, and compare
+    reads every attempt, an epoch logged again taking the later value."""
+    from gs_lightning.cli import keep_earlier_metrics
+
+    run = tmp_path / "r"
+    fake_run(run, "gs196", "transfer", top1=[0.10, 0.30], top5=[0.40, 0.50])  # attempt 1: epochs 0 and 1
+    keep_earlier_metrics(run)
+    fake_run(run, "gs196", "transfer", top1=[0.0, 0.20, 0.25], top5=[0.0, 0.60, 0.70])  # attempt 2 redid epoch 1
+    (run / "csv" / "metrics.csv").write_text("\n".join(
+        l for l in (run / "csv" / "metrics.csv").read_text().splitlines() if not l.startswith("0,")) + "\n")
+    keep_earlier_metrics(run)
+    fake_run(run, "gs196", "transfer", top1=[0.0, 0.0, 0.0, 0.27], top5=[0.0, 0.0, 0.0, 0.80])  # attempt 3
+    (run / "csv" / "metrics.csv").write_text("\n".join(
+        l for l in (run / "csv" / "metrics.csv").read_text().splitlines() if l[0] not in "012") + "\n")
+    assert sorted(f.name for f in (run / "csv").glob("metrics*.csv")) == ["metrics-1.csv", "metrics-2.csv", "metrics.csv"]
+    r = load_run(run)
+    assert r.epochs["val/top1"] == [0.10, 0.20, 0.25, 0.27]
+    assert r.best() == (0.27, 0.80)
+    keep_earlier_metrics(tmp_path / "none")  # a run with no metrics yet: nothing to keep
+
+
+def test_the_best_epoch_skips_an_epoch_whose_validation_gave_nan(tmp_path):
+    fake_run(tmp_path / "a", "gs196", "transfer", top1=[float("nan"), 0.40, 0.30], top5=[0.5, 0.6, 0.7])
+    assert load_run(tmp_path / "a").best() == (0.40, 0.6)
+    fake_run(tmp_path / "b", "gs196", "transfer", top1=[float("nan")], top5=[0.5])
+    assert "| n/a | n/a |" in table([load_run(tmp_path / "b")])
 
 
 def test_compare_reads_the_best_epoch(tmp_path):
