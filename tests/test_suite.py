@@ -2,6 +2,7 @@
 the suite's mean against a known answer, the tasks' images fitted once per fit setting, and clear errors."""
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from helpers import image_bytes, smooth_photo
 
 from gs_lightning.compare import SuiteRow, suite_table
 from gs_lightning.models.clip_module import ClipModule
-from gs_lightning.zeroshot.tasks import Task, read_task, write_task
+from gs_lightning.errors import UserError
+from gs_lightning.zeroshot.tasks import Task, read_suite, read_task, write_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "bird", "fish"]
@@ -235,6 +237,30 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
     assert third.returncode == 0, third.stderr[-3000:]
     assert len(list((suite / "fitted" / "pets").iterdir())) == 2
     (suite / "fit" / "fit.yaml").write_text(yaml.safe_dump(FIT))
+
+
+@pytest.mark.parametrize("problem, want", [
+    ("one class", "classnames.txt names 1 class; a zero-shot task chooses between two or more"),
+    ("a blank class line", "classnames.txt line 2 is blank"),  # clip_benchmark would label dog 2, not 1
+    ("no tasks key", "a suite file holds `tasks:`"),
+    ("a task without a name", "task 2 has no name"),
+    ("a mistyped metric", "task pets: metric 'acc_1' is none of clip_benchmark's"),
+])
+def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, want):
+    root = tmp_path / "tasks"
+    write_task(root / "pets", task_samples(4), CLASSES, TEMPLATES)
+    names = root / "pets" / "classnames.txt"
+    names.write_text({"one class": "cat\n", "a blank class line": "cat\n\ndog\nbird\n"}.get(problem, names.read_text()))
+    tasks = [{"name": "pets", "metric": "acc_1" if problem == "a mistyped metric" else "acc1"},
+             {"name": "coco", "metric": "mean_recall@1"}]  # listed, reported as not evaluated
+    if problem == "a task without a name":
+        tasks[1] = {"folder": "pets"}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"task" if problem == "no tasks key" else "tasks": tasks}))
+    with pytest.raises(UserError, match=re.escape(want)):
+        read_suite(tmp_path / "suite.yaml", root)
+    write_task(root / "pets", task_samples(4), CLASSES, TEMPLATES)  # the same suite, mended, reads
+    if problem in ("one class", "a blank class line"):
+        assert [t.name for t in read_suite(tmp_path / "suite.yaml", root)] == ["pets", "coco"]
 
 
 @pytest.mark.parametrize("problem", ["no task folder", "no classnames", "label beyond the classes"])

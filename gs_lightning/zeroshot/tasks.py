@@ -33,6 +33,9 @@ TEMPLATES = "zeroshot_classification_templates.txt"
 # are listed, and reported as not evaluated.
 METRICS = {"acc1": "top1", "acc5": "top5", "mean_per_class_recall": "mean_per_class_recall",
            "F1-macro_all": "f1_macro"}
+# clip_benchmark's (and DataComp's) metrics that need more than labelled images: a suite may list them, and
+# their tasks are reported as not evaluated.
+OTHER_METRICS = ("mean_recall@1", "jaccard_score_10-12", "acc_worst_region", "acc_wg", "acc_top5_wg")
 
 
 def _imagenet() -> tuple[list[str], list[Callable[[str], str]]]:
@@ -86,6 +89,13 @@ def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1",
         raise UserError(f"task {name}", f"{folder} is not a folder; give suite.root, the folder that holds the "
                                         "suite's task folders")
     classnames, templates = lines(CLASSNAMES), lines(TEMPLATES)
+    given = (folder / CLASSNAMES).read_text().rstrip("\n").split("\n")
+    if blank := [i + 1 for i, line in enumerate(given) if not line.strip()]:
+        raise UserError(f"task {name}", f"{folder / CLASSNAMES} line {blank[0]} is blank: each line names a class, "
+                                        "and its line number is the class's label")
+    if len(classnames) < 2:
+        raise UserError(f"task {name}", f"{folder / CLASSNAMES} names {len(classnames)} class; a zero-shot task "
+                                        "chooses between two or more")
     (nshards,) = lines("test/nshards.txt")
     missing = [i for i in range(int(nshards)) if not (folder / "test" / f"{i}.tar").is_file()]
     if missing:
@@ -99,9 +109,16 @@ def read_suite(path: str | Path, root: str | Path) -> list[Task]:
     """The tasks a suite file lists ({tasks: [{name, folder, metric, title}]}), read from their folders under
     root. Tasks whose metric this project does not compute are kept (not read), to be reported as such."""
     spec = yaml.safe_load(Path(path).read_text())
+    if not (isinstance(spec, dict) and isinstance(spec.get("tasks"), list)):
+        raise UserError(str(path), "a suite file holds `tasks:`, a list of {name, folder, metric, title}")
     tasks = []
-    for t in spec["tasks"]:
+    for i, t in enumerate(spec["tasks"]):
+        if not (isinstance(t, dict) and t.get("name")):
+            raise UserError(str(path), f"task {i + 1} has no name: each task is {{name, folder, metric, title}}")
         metric, title = t.get("metric", "acc1"), t.get("title", t["name"])
+        if metric not in METRICS and metric not in OTHER_METRICS:
+            raise UserError(str(path), f"task {t['name']}: metric {metric!r} is none of clip_benchmark's; this "
+                                       f"project computes {', '.join(METRICS)}")
         folder = Path(root) / t.get("folder", t["name"])
         tasks.append(read_task(folder, t["name"], metric, title) if metric in METRICS else
                      Task(t["name"], folder, metric, title))
