@@ -26,6 +26,7 @@ def evaluate(run_dir: str | Path, path: str, task=None) -> dict[str, float]:
 
     from gs_lightning import build
     from gs_lightning.checkpoint import load_matching, read_state_dict
+    from gs_lightning.errors import UserError
     from gs_lightning.models.clip_module import input_kind
 
     cfg = run_config(run_dir)
@@ -41,8 +42,10 @@ def evaluate(run_dir: str | Path, path: str, task=None) -> dict[str, float]:
         trainer = build.trainer(accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=1, logger=False,
                                 enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
         data = build.eval_data(cfg, path, num_workers=0)
-        out = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)[0]
-    return {k.split("/", 1)[1]: float(v) for k, v in out.items() if k.startswith("val/")}
+        out = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    if module.val_samples == 0:  # torchmetrics would give 0.0, and a suite's mean would count it
+        raise UserError(path, "none of its samples could be read (the warnings above name them): nothing to score")
+    return {k.split("/", 1)[1]: float(v) for k, v in out[0].items() if k.startswith("val/")}
 
 
 def load_rate(run_dir: str | Path, path: str) -> float:

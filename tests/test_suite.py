@@ -119,6 +119,17 @@ def test_each_metric_name_reads_its_own_metric():
     assert got["F1-macro_all"] == pytest.approx(2 / 3)  # each class present: 2 tp, or 1 tp, of F1 2/3
 
 
+def test_mean_per_class_recall_leaves_out_a_class_with_no_images_as_clip_benchmark_does():
+    """clip_benchmark scores mean_per_class_recall with sklearn's balanced_accuracy_score: recall over the classes
+    present in the labels. Class 3 has no image but is predicted once: (1/2 + 1) / 2, not (1/2 + 1 + 0) / 3."""
+    from gs_lightning.zeroshot.classifier import zero_shot_metrics
+
+    metrics = zero_shot_metrics(len(CLASSES), prefix="")
+    metrics.update(torch.nn.functional.one_hot(torch.tensor([0, 3, 1, 1]), len(CLASSES)).float(),
+                   torch.tensor([0, 0, 1, 1]))
+    assert float(metrics.compute()["mean_per_class_recall"]) == pytest.approx(0.75)
+
+
 def test_a_template_line_takes_the_class_name_where_c_is():
     from gs_lightning.zeroshot.tasks import template
 
@@ -263,11 +274,14 @@ def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, wan
         assert [t.name for t in read_suite(tmp_path / "suite.yaml", root)] == ["pets", "coco"]
 
 
-@pytest.mark.parametrize("problem", ["no task folder", "no classnames", "label beyond the classes"])
+@pytest.mark.parametrize("problem", ["no task folder", "no classnames", "label beyond the classes", "no readable image"])
 def test_a_broken_task_is_one_error_naming_the_task_and_file(suite, tmp_path, problem):
     root = tmp_path / "tasks"
     labels = [0, 1, 2, 4, 0] if problem == "label beyond the classes" else None  # 4: one past the last class
-    write_task(root / "pets", task_samples(5, labels=labels), CLASSES, TEMPLATES)
+    samples = task_samples(5, labels=labels)
+    if problem == "no readable image":  # torchmetrics would score it 0.0, and the suite's mean count that
+        samples = [{**s, "png": b"not an image"} for s in samples]
+    write_task(root / "pets", samples, CLASSES, TEMPLATES)
     if problem == "no classnames":
         (root / "pets" / "classnames.txt").unlink()
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"tasks": [
@@ -279,5 +293,7 @@ def test_a_broken_task_is_one_error_naming_the_task_and_file(suite, tmp_path, pr
     last = out.stderr.strip().splitlines()[-1]
     want = {"no task folder": f"error: task pets2: {root / 'pets2'} is not a folder",
             "no classnames": f"error: task pets: {root / 'pets' / 'classnames.txt'} is missing",
-            "label beyond the classes": "error: task pets: 0.tar/k0003: .cls 4 is beyond the 4 class names"}[problem]
+            "label beyond the classes": "error: task pets: 0.tar/k0003: .cls 4 is beyond the 4 class names",
+            "no readable image": f"error: task pets: {root / 'pets' / 'test'}/{{0..0}}.tar: none of its samples could "
+                                 "be read"}[problem]
     assert last.startswith(want), last

@@ -151,6 +151,7 @@ class ClipModule(L.LightningModule):
         self.tokenizer = open_clip.get_tokenizer(name)
         self.apply_trainable()
         self.classnames, self.templates, self.metrics = None, None, None
+        self.val_samples = 0
         if eval_set:
             self.use_classes(*eval_set_metadata(eval_set))
         self.classifier = None
@@ -328,6 +329,7 @@ class ClipModule(L.LightningModule):
         if self.metrics is None:
             raise ValueError("ClipModule needs an eval_set to validate (zero-shot)")
         self.metrics = self.metrics.to(self.device)
+        self.val_samples = 0  # this rank's, for evaluate: a task none of whose images could be read has no score
         self.classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates,
                                                self.device)
 
@@ -339,6 +341,7 @@ class ClipModule(L.LightningModule):
                                               "names of the eval set (classnames.txt)")
         features = self.model.encode_image(self.visual_input(batch), normalize=True)
         self.metrics.update(features @ self.classifier, labels)
+        self.val_samples += len(labels)
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.metrics.compute(), prog_bar=True)

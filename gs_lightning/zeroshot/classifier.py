@@ -5,7 +5,7 @@ import open_clip
 import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 
 @torch.no_grad()
@@ -22,6 +22,18 @@ def zero_shot_classifier(model: open_clip.CLIP, tokenizer, classnames: list[str]
         model.train(was_training)
 
 
+class MeanPerClassRecall(MulticlassConfusionMatrix):
+    """clip_benchmark's mean_per_class_recall (sklearn's balanced_accuracy_score): recall averaged over the classes
+    that have test images. torchmetrics' macro recall also averages in a class with none that was predicted, as a
+    recall of 0."""
+
+    def compute(self) -> Tensor:
+        confusion = super().compute()  # [true, predicted] counts, summed over DDP ranks
+        support = confusion.sum(1)
+        has = support > 0
+        return (confusion.diagonal()[has] / support[has]).mean()
+
+
 def zero_shot_metrics(num_classes: int, prefix: str = "val/") -> MetricCollection:
     """Top-1 and top-5 accuracy (micro: the share of images right), the mean of per-class recall (clip_benchmark's
     mean_per_class_recall: each class weighs alike) and the macro F1, synced across DDP ranks by torchmetrics."""
@@ -29,7 +41,7 @@ def zero_shot_metrics(num_classes: int, prefix: str = "val/") -> MetricCollectio
         {
             "top1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
             "top5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
-            "mean_per_class_recall": MulticlassRecall(num_classes=num_classes, average="macro"),
+            "mean_per_class_recall": MeanPerClassRecall(num_classes=num_classes),
             "f1_macro": MulticlassF1Score(num_classes=num_classes, average="macro"),
         },
         prefix=prefix,
