@@ -8,6 +8,7 @@ import tarfile
 import textwrap
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import open_clip
@@ -249,6 +250,24 @@ def test_each_epoch_is_shuffled_anew_with_dataloader_workers(tmp_path):
                                     num_workers=workers, num_samples=16, shuffle_buffer=16).train_dataloader()
         epochs = [[key for batch in loader for key in batch["keys"]] for _ in range(2)]
         assert epochs[0] != epochs[1] and sorted(epochs[0]) == sorted(epochs[1]), (workers, epochs)
+
+
+def test_a_resumed_run_shuffles_anew_and_never_replays_the_killed_attempts_epochs(tmp_path):
+    """A resumed run's loader is made in a fresh process: were its passes seeded as a fresh run's, its epochs would
+    be the killed attempt's first ones again, in their order. Seeded by the step it goes on from, they are new
+    orders of the same samples, the same ones on every resume from that step."""
+    path = fitted_shards(tmp_path / "gs", [8, 8])
+
+    def epochs(step: int) -> list[list[str]]:
+        dm = DataCompDataModule(kind="splats", train=path, tokenizer=TOKENIZER, batch_size=4, num_workers=0,
+                                num_samples=16, shuffle_buffer=16)
+        dm.trainer = SimpleNamespace(world_size=1, global_step=step)
+        loader = dm.train_dataloader()
+        return [[key for batch in loader for key in batch["keys"]] for _ in range(2)]
+
+    fresh, resumed = epochs(0), epochs(13)
+    assert resumed == epochs(13) and all(sorted(e) == sorted(fresh[0]) for e in resumed)
+    assert not {tuple(e) for e in resumed} & {tuple(e) for e in fresh}
 
 
 def test_an_epoch_is_whole_batches(tmp_path):

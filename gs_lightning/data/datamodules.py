@@ -57,15 +57,20 @@ class SampleStream(wds.DataPipeline):
         seed: int = 0,
         join: Callable[[Source], Callable[[str], dict]] | None = None,
         sizes: dict[str, int] | None = None,
+        resumed_at: int = 0,
     ):
         """join: for a source, the lookup of what joins its samples by key (the teacher's embeddings), applied
         before the shuffle, so a sample and what joins it travel together. sizes: {shard: samples} as written
-        (sizes.json), so that the samples of a truncated or corrupt shard that were never read count as skipped."""
+        (sizes.json), so that the samples of a truncated or corrupt shard that were never read count as skipped.
+        resumed_at: the step a resumed run goes on from. Its passes are shuffled anew, not as the killed attempt's
+        first ones were (which it would train on again in their order); as open_clip does, the batches of the
+        interrupted epoch that were trained on are not skipped."""
         self.sources, self.decode, self.collate, self.join = sources, decode, collate, join
         self.sizes = sizes or {}
         self.train, self.seed = train, seed
         self.batches_per_slot = batches_per_slot
         self.passes = 0  # per worker process; persistent workers make every epoch's shuffle differ
+        self.resumed_at = resumed_at
         self.pending_skips = 0  # bad samples met since this process's previous batch
         # Reseeded at the start of every pass (in _samples) from (seed, slot, pass), so runs repeat.
         self.shuffle_rng = random.Random()
@@ -80,8 +85,9 @@ class SampleStream(wds.DataPipeline):
     def _samples(self, _=None):
         slot, slots = worker_slot()
         self.passes += 1
-        rng = random.Random(hash((self.seed, slot, self.passes)))
-        self.shuffle_rng.seed(hash((self.seed, slot, self.passes, 1)))  # ints only: str hashes vary by process
+        this = (self.seed, slot, self.passes, *((self.resumed_at,) if self.resumed_at else ()))
+        rng = random.Random(hash(this))
+        self.shuffle_rng.seed(hash((*this, 1)))  # ints only: str hashes vary by process
         if len(self.sources) >= slots:
             mine, keep, reports = self.sources[slot::slots], lambda i: True, True
             if self.train:
@@ -252,6 +258,7 @@ class DataCompDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
             join=self.teacher_of if self.embeddings is not None else None,
             sizes=shard_sizes([s.url for s in self.sources if s.url]),
+            resumed_at=self.trainer.global_step if self.trainer is not None else 0,  # restored before this call
         )
         stream.with_length(workers * stream.batches_per_slot, silent=True)  # batches per rank, for the schedule
         return loader(stream, self.num_workers)

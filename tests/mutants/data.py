@@ -128,4 +128,9 @@ MUTANTS = [
      "tests": [
          "tests/test_shards.py::test_a_tar_through_a_pipe_is_read_to_the_end_of_its_stream_and_its_commands_failure_is_named"],
      "why": "a whole tar read through pipe: with padding past its end block is refused as torn (SIGPIPE)"},
+    {"name": "resume-replays-the-first-epochs", "path": "gs_lightning/data/datamodules.py",
+     "old": "resumed_at=self.trainer.global_step if self.trainer is not None else 0,",
+     "new": "resumed_at=0,",
+     "tests": ["tests/test_data.py::test_a_resumed_run_shuffles_anew_and_never_replays_the_killed_attempts_epochs"],
+     "why": "a resumed run trains its epochs in the killed attempt's first orders again"},
 ]
