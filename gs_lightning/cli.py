@@ -382,11 +382,12 @@ def compare(args: list[str]) -> None:
     print(compare_runs(ns.runs, ns.out, with_equal_bytes=not ns.no_equal_bytes))
 
 
-# What a resume may change: where and how the steps run, what is logged, how often last.ckpt is written. Anything
-# else (the model, its rates, the data) would go on from a checkpoint trained otherwise under a config.yaml that
-# says the new values.
+# What a resume may change: where and how the steps run, what is logged, how often last.ckpt is written, where
+# the data lies (a moved copy, a broken shard left out) and how much of it may be lost. Anything else (the model,
+# its rates, the batch) would go on from a checkpoint trained otherwise under a config.yaml that says the new values.
 RESUME_MAY_CHANGE = ("resume", "resume_from", "output_dir", "group", "logger", "trainer",
-                     "checkpoint.every_n_train_steps", "data.num_workers", "data.val_batch_size")
+                     "checkpoint.every_n_train_steps", "data.num_workers", "data.val_batch_size", "data.rgb",
+                     "data.splats", "data.embeddings", "data.max_lost_share")
 
 
 def check_run_folder(cfg, run_dir: Path) -> None:

@@ -213,5 +213,5 @@ def test_a_run_logged_without_top5_or_queries_is_a_row_of_what_it_has():
     gs = Run("gs", "transfer", 49, 16.0, 9.2, 0.5, epochs={"val/top1": [0.3], "val/top5": [0.7]})
     assert rgb.best()[0] == 0.5 and np.isnan(rgb.best()[1])
     rows = table([rgb, gs]).splitlines()
-    assert rows[2] == "| rgb | rgb | images | - | - | 1.0x | - | 50.0% | nan% |"
+    assert rows[2] == "| rgb | rgb | images | - | - | 1.0x | - | 50.0% | n/a |"
     assert rows[3] == "| gs | transfer (49 queries) | splats | 16 | - | 9.2x | 50.0% | 30.0% | 70.0% |"

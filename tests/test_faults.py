@@ -201,13 +201,18 @@ def test_unreadable_shards_are_skipped_counted_and_stop_the_run_past_the_share(t
     torn.write_bytes(torn.read_bytes()[:3000])  # a shard cut short: the first samples read, the rest lost
     last = one_line_error(run(train_args(tmp_path, pattern, "data.max_lost_share=0.05")))
     assert last.startswith("error: data.max_lost_share: ") and "could not be read" in last, last
-    out = run(train_args(tmp_path, pattern, "data.max_lost_share=0.5", "checkpoint.every_n_train_steps=100"))
+    stopped = tmp_path / "runs" / "gs196_scratch"
+    refused = one_line_error(run(train_args(tmp_path, pattern, "data.max_lost_share=0.5")))
+    assert refused.startswith(f"error: output_dir: {stopped} already holds a run; go on from its last.ckpt with "
+                              "resume=true"), refused
+    out = run(train_args(tmp_path, pattern, "data.max_lost_share=0.5", "checkpoint.every_n_train_steps=100",
+                         f"output_dir={tmp_path}/again"))  # a whole epoch from the start, in a folder of its own
     assert out.returncode == 0, out.stderr[-3000:]
     unread = {int(n) for n in re.findall(r"skipping 00002\.tar/\((\d+) of its 20 samples unread\)", out.stderr)}
     assert len(unread) == 1 and 0 < min(unread) < 20, out.stderr[-3000:]
     whole = complete_samples(torn, members=complete_samples(tmp_path / "gs" / "00000.tar", members=None))
     assert min(unread) == 20 - whole[0] - whole[1]  # neither read nor cut: what the tar never reached
-    rows = [r for r in csv.DictReader(open(tmp_path / "runs" / "gs196_scratch" / "csv" / "metrics.csv"))
+    rows = [r for r in csv.DictReader(open(tmp_path / "again" / "gs196_scratch" / "csv" / "metrics.csv"))
             if r.get("train/lost")]
     # The epoch is sizes.json's 80 samples long, so the stream may meet the torn shard more than once: each pass
     # over it loses the same samples again.

@@ -91,4 +91,9 @@ MUTANTS = [
      "old": "if Path(runs[-1]).exists() and own in Path(runs[-1]).resolve().parents:",
      "new": "if Path(runs[-1]).exists():",
      "tests": ["tests/test_cli.py::test_a_rerun_of_the_demo_trains_its_own_runs_again_and_leaves_other_runs_alone"], "why": "demo output_dir=<real runs> deletes the user's runs"},
+    {"name": "resume-refuses-a-new-loss-tolerance", "path": "gs_lightning/cli.py",
+     "old": "\"data.splats\", \"data.embeddings\", \"data.max_lost_share\")",
+     "new": "\"data.splats\", \"data.embeddings\")",
+     "tests": ["tests/test_experiments.py::test_killed_training_resumes_from_its_last_checkpoint"],
+     "why": "a run stopped by data.max_lost_share cannot go on with a raised one"},
 ]
