@@ -262,6 +262,9 @@ def _validate_model(m: DictConfig) -> None:
                                                                f"{heads}")
     if m.mode == "transfer" and m.unfrozen_blocks > vision["layers"]:
         raise UserError("model.unfrozen_blocks", f"{m.name} has {vision['layers']} blocks, got {m.unfrozen_blocks}")
+    if m.mode == "rgb" and (m.distill.embedding_weight > 0 or m.distill.logit_weight > 0):
+        key = "model.distill." + ("embedding_weight" if m.distill.embedding_weight > 0 else "logit_weight")
+        raise UserError(key, "must be 0 for model.mode=rgb: the RGB run is the teacher and distills from no one")
     if len(m.betas) != 2 or not all(0 <= b < 1 for b in m.betas):
         raise UserError("model.betas", f"must be two numbers in [0, 1), got {list(m.betas)}")
 

@@ -84,6 +84,7 @@ CASES = {
     "decay_above_one": ("fit fit.lr.decay_to=1.5", "fit.lr.decay_to"),
     "adaptive_floor_above_one": ("fit fit.adaptive_floor=1.2", "fit.adaptive_floor"),
     "oriented_aspect_below_one": ("fit fit.oriented_max_aspect=0.5", "fit.oriented_max_aspect"),
+    "rgb_distills": ("train rgb demo model.distill.embedding_weight=0.5 --cfg", "model.distill.embedding_weight"),
     "model_beta_one": ("train gs196 demo model.betas=[0.9,1.0]", "model.betas"),
     "heads_do_not_divide_width": ("train gs196_scratch demo model.splat_encoder.resampler_heads=7",
                                   "model.splat_encoder.resampler_heads"),
