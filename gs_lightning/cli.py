@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
@@ -428,10 +427,11 @@ def check_run_folder(cfg, run_dir: Path) -> None:
 def keep_earlier_metrics(run_dir: Path) -> None:
     """Lightning's CSVLogger deletes the metrics.csv it finds: a resume keeps the earlier attempt's as
     csv/metrics-K.csv (K = 1, 2, ...), which compare.load_run reads before metrics.csv."""
+    from gs_lightning.compare import earlier_metrics
+
     metrics = run_dir / "csv" / "metrics.csv"
     if metrics.exists():
-        k = 1 + max((int(m.group(1)) for f in metrics.parent.glob("metrics-*.csv")
-                     if (m := re.fullmatch(r"metrics-(\d+)\.csv", f.name))), default=0)
+        k = 1 + max((k for k, _ in earlier_metrics(metrics.parent)), default=0)
         metrics.rename(metrics.with_name(f"metrics-{k}.csv"))
 
 

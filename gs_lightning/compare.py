@@ -47,7 +47,7 @@ class Run:
     mode: str
     queries: int | None
     splats: float | None  # mean splats per eval image (None for RGB)
-    compression: float  # uint8 pixels / splat bytes as stored; 1.0 for RGB input
+    compression: float | None  # uint8 pixels / splat bytes as stored; 1.0 for RGB input, None: no fit summary
     trainable: float | None  # share of parameters trained
     epochs: dict[str, list[float]] = field(default_factory=dict)  # metric -> value per epoch
     run_dir: Path | None = None
@@ -105,6 +105,12 @@ def splat_set(pattern: str | None) -> dict | None:
     return s
 
 
+def earlier_metrics(csv_dir: Path) -> list[tuple[int, Path]]:
+    """(K, csv/metrics-K.csv) of a resumed run's earlier attempts, oldest first (cli.keep_earlier_metrics)."""
+    return sorted((int(m.group(1)), f) for f in csv_dir.glob("metrics-*.csv")
+                  if (m := re.fullmatch(r"metrics-(\d+)\.csv", f.name)))
+
+
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     cfg_file, metrics_file = run_dir / "config.yaml", run_dir / "csv" / "metrics.csv"
@@ -113,7 +119,9 @@ def load_run(run_dir: str | Path) -> Run:
             raise UserError(str(run_dir), f"is not a finished train run: {f} is missing")
     cfg = yaml.safe_load(cfg_file.read_text())
     mode = cfg["model"]["mode"]
-    run = Run(cfg["name"], mode, None, None, 1.0, None, run_dir=run_dir, config=cfg)
+    run = Run(cfg["name"], mode, None, None, None, None, run_dir=run_dir, config=cfg)
+    if run.kind == "rgb":
+        run.compression = 1.0
     if run.kind == "splats":
         paths = cfg["data"]["splats"]
         summary = splat_set(paths.get("val")) or splat_set(paths.get("train"))
@@ -126,8 +134,7 @@ def load_run(run_dir: str | Path) -> Run:
     run.queries, run.trainable = hparams.get("queries"), hparams.get("trainable_share")
     # A resumed run's earlier attempts left csv/metrics-K.csv (cli.keep_earlier_metrics): read in order, an
     # epoch that a later attempt logged again takes the later value.
-    earlier = sorted((int(m.group(1)), f) for f in metrics_file.parent.glob("metrics-*.csv")
-                     if (m := re.fullmatch(r"metrics-(\d+)\.csv", f.name)))
+    earlier = earlier_metrics(metrics_file.parent)
     per_epoch: dict[str, dict[int, float]] = {}
     for path in [*(f for _, f in earlier), metrics_file]:
         with open(path) as f:
@@ -150,6 +157,10 @@ def _bytes(b: float | None) -> str:
     return "-" if b is None else f"{b:,.0f}"
 
 
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}x"
+
+
 def _percent(v: float) -> str:
     return f"{100 * v:.1f}%" if math.isfinite(v) else "n/a"
 
@@ -163,7 +174,7 @@ def table(runs: list[Run], points: list[Point] = ()) -> str:
         given = "images" if r.kind == "rgb" else f"{r.record} splats" if r.record else "splats"
         lines.append(
             f"| {r.name} | {r.mode}{f' ({r.queries} queries)' if r.queries else ''} | {given} | "
-            f"{'-' if r.splats is None else f'{r.splats:.0f}'} | {_bytes(r.bytes)} | {r.compression:.1f}x | "
+            f"{'-' if r.splats is None else f'{r.splats:.0f}'} | {_bytes(r.bytes)} | {_ratio(r.compression)} | "
             f"{'-' if r.trainable is None else f'{100 * r.trainable:.1f}%'} | {_percent(top1)} | {_percent(top5)} |"
         )
     for p in points:

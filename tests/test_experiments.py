@@ -264,6 +264,13 @@ def test_the_best_epoch_skips_an_epoch_whose_validation_gave_nan(tmp_path):
     assert "| n/a | n/a |" in table([load_run(tmp_path / "b")])
 
 
+def test_a_splat_run_without_its_fit_summary_shows_no_compression(tmp_path):
+    fake_run(tmp_path / "gs", "gs196", "transfer", top1=[0.5], top5=[0.7])  # its splats have no summary.json
+    fake_run(tmp_path / "rgb", "rgb", "rgb", top1=[0.5], top5=[0.7])
+    rows = table([load_run(tmp_path / "gs"), load_run(tmp_path / "rgb")]).splitlines()[2:]
+    assert [row.split(" | ")[5] for row in rows] == ["-", "1.0x"]
+
+
 def test_compare_reads_the_best_epoch(tmp_path):
     (tmp_path / "fit").mkdir()
     (tmp_path / "fit" / "summary.json").write_text('{"splats_mean": 400, "compression_ratio": 23.52, "image_size": 224}')
