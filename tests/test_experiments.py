@@ -155,6 +155,10 @@ def test_a_run_is_deterministic_for_its_seed(tmp_path):
     assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
 
 
+# A resume, changing what cli.RESUME_MAY_CHANGE allows: how often steps are logged, how much data may be lost.
+RESUME = ["resume=true", "trainer.log_every_n_steps=5", "data.max_lost_share=0.02"]
+
+
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     pattern = fitted_shards(tmp_path / "gs", [60, 60])
     run = tmp_path / "runs" / "gs196_scratch"
@@ -178,9 +182,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
         refused = subprocess.run(args + extra, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert refused.returncode == 2 and re.search(why, refused.stderr, re.M), refused.stderr[-3000:]
     assert (run / "config.yaml").read_text() == config  # nothing written over
-    # where the steps run and how much data may be lost may change on a resume
-    out = subprocess.run(args + ["resume=true", "trainer.log_every_n_steps=5", "data.max_lost_share=0.02"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(args + RESUME, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"training from global step {saved} " in out.stdout + out.stderr
     final = torch.load(last, map_location="cpu", weights_only=True)
@@ -214,9 +216,7 @@ def test_sigterm_saves_last_checkpoint_and_resume_goes_on_from_it(tmp_path):
     assert "Traceback" not in output and "stopped by SIGTERM" in output
     saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < saved < 300
-    # where the steps run and how much data may be lost may change on a resume
-    out = subprocess.run(args + ["resume=true", "trainer.log_every_n_steps=5", "data.max_lost_share=0.02"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(args + RESUME, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"training from global step {saved} " in out.stdout + out.stderr
 

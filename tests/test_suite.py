@@ -253,6 +253,8 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
 @pytest.mark.parametrize("problem, want", [
     ("one class", "classnames.txt names 1 class; a zero-shot task chooses between two or more"),
     ("a blank class line", "classnames.txt line 2 is blank"),  # clip_benchmark would label dog 2, not 1
+    ("a shard count that is no number", "nshards.txt must hold one number, the count of test/N.tar shards; it "
+                                        "holds 'two'"),
     ("no tasks key", "a suite file holds `tasks:`"),
     ("a task without a name", "task 2 has no name"),
     ("a mistyped metric", "task pets: metric 'acc_1' is none of clip_benchmark's"),
@@ -262,6 +264,8 @@ def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, wan
     write_task(root / "pets", task_samples(4), CLASSES, TEMPLATES)
     names = root / "pets" / "classnames.txt"
     names.write_text({"one class": "cat\n", "a blank class line": "cat\n\ndog\nbird\n"}.get(problem, names.read_text()))
+    if problem == "a shard count that is no number":
+        (root / "pets" / "test" / "nshards.txt").write_text("two\n")
     tasks = [{"name": "pets", "metric": "acc_1" if problem == "a mistyped metric" else "acc1"},
              {"name": "coco", "metric": "mean_recall@1"}]  # listed, reported as not evaluated
     if problem == "a task without a name":
@@ -270,7 +274,7 @@ def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, wan
     with pytest.raises(UserError, match=re.escape(want)):
         read_suite(tmp_path / "suite.yaml", root)
     write_task(root / "pets", task_samples(4), CLASSES, TEMPLATES)  # the same suite, mended, reads
-    if problem in ("one class", "a blank class line"):
+    if problem in ("one class", "a blank class line", "a shard count that is no number"):
         assert [t.name for t in read_suite(tmp_path / "suite.yaml", root)] == ["pets", "coco"]
 
 

@@ -78,25 +78,32 @@ def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1",
     folder = Path(folder)
     name = name or folder.name
 
-    def lines(file: str) -> list[str]:
+    def text(file: str) -> str:
         path = folder / file
         if not path.is_file():
             raise UserError(f"task {name}", f"{path} is missing: a task folder holds {CLASSNAMES}, {TEMPLATES} and "
                                             "test/nshards.txt with its shards (clip_benchmark's layout)")
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return path.read_text()
+
+    def lines(file: str) -> list[str]:
+        return [line.strip() for line in text(file).splitlines() if line.strip()]
 
     if not folder.is_dir():
         raise UserError(f"task {name}", f"{folder} is not a folder; give suite.root, the folder that holds the "
                                         "suite's task folders")
-    classnames, templates = lines(CLASSNAMES), lines(TEMPLATES)
-    given = (folder / CLASSNAMES).read_text().rstrip("\n").split("\n")
+    given = text(CLASSNAMES).rstrip("\n").split("\n")  # blank lines kept: a line's number is its label
     if blank := [i + 1 for i, line in enumerate(given) if not line.strip()]:
         raise UserError(f"task {name}", f"{folder / CLASSNAMES} line {blank[0]} is blank: each line names a class, "
                                         "and its line number is the class's label")
+    classnames, templates = [line.strip() for line in given], lines(TEMPLATES)
     if len(classnames) < 2:
         raise UserError(f"task {name}", f"{folder / CLASSNAMES} names {len(classnames)} class; a zero-shot task "
                                         "chooses between two or more")
-    (nshards,) = lines("test/nshards.txt")
+    nshards = lines("test/nshards.txt")
+    if len(nshards) != 1 or not nshards[0].isdigit():
+        raise UserError(f"task {name}", f"{folder / 'test' / 'nshards.txt'} must hold one number, the count of "
+                                        f"test/N.tar shards; it holds {' '.join(nshards)[:60]!r}")
+    nshards = nshards[0]
     missing = [i for i in range(int(nshards)) if not (folder / "test" / f"{i}.tar").is_file()]
     if missing:
         raise UserError(f"task {name}", f"{folder / 'test' / f'{missing[0]}.tar'} is missing (nshards.txt says "
