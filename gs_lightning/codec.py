@@ -189,11 +189,19 @@ def _bitunpack(data: bytes, n: int, bits: np.ndarray) -> np.ndarray:
     return out
 
 
+def _rows(rows) -> np.ndarray:  # [n, 8] unit-square rows, any array-like -> float32 [n, 8]
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != RECORD_DIM:
+        raise ValueError(f"a splat record holds [n, {RECORD_DIM}] rows (x, y, l11, l21, l22, r, g, b), got shape "
+                         f"{rows.shape}")
+    return rows
+
+
 class Fp16Record:
     name, member = "fp16", "splats.npy"
 
     def encode(self, rows: np.ndarray) -> bytes:  # [n, 8] unit-square rows
-        rows = np.clip(np.asarray(rows, dtype=np.float32), -F16_MAX, F16_MAX)
+        rows = np.clip(_rows(rows), -F16_MAX, F16_MAX)
         rows[:, [2, 4]] = np.maximum(rows[:, [2, 4]], F16_TINY)  # l11, l22: a real splat's are > 0
         buf = io.BytesIO()
         np.save(buf, rows.astype(np.float16), allow_pickle=False)
@@ -217,7 +225,7 @@ class QuantizedRecord:
     name, member = "quantized", "splats.gsq"
 
     def encode(self, rows: np.ndarray) -> bytes:  # [n, 8] unit-square rows
-        r = torch.as_tensor(np.asarray(rows, dtype=np.float32))[None]
+        r = torch.as_tensor(_rows(rows))[None]
         mask = torch.ones(r.shape[:2], dtype=torch.bool)
         bits = column_bits()
         q = to_domain(r)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -89,10 +90,12 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _check_size(height, width) -> None:
+def _check_size(height, width) -> tuple[int, int]:
+    """height, width as Python ints; numpy's integers (an image's .shape) are integers too."""
     for name, v in (("height", height), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
             raise ValueError(f"rasterize: {name} must be a positive int, got {v!r}")
+    return int(height), int(width)
 
 
 class _Rasterize(torch.autograd.Function):
@@ -131,6 +134,7 @@ def rasterize(
     backend: "auto" (the device's compiled backend) | "cpu" | "cuda" | "torch" (the dense reference,
     which then applies the same cut-off).
     """
+    height, width = _check_size(height, width)
     return _render(splats, height, width, _check_call(splats, height, width, backend, cutoff), cutoff)
 
 
@@ -225,7 +229,7 @@ def render_reference(splats: Splats, height: int, width: int, *, cutoff: float |
     extensions/splat2d/splat2d.h, so that with `cutoff` set both decide
     s2 <= cutoff alike. cutoff=None evaluates every pair (exact Eq. 1).
     """
-    _check_size(height, width)
+    height, width = _check_size(height, width)
     splats.expect_units("pixels", "render_reference")
     xy, chol, rgb, mask = splats.xy, splats.chol, splats.rgb, splats.mask
     B = xy.shape[0]

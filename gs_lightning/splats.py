@@ -115,7 +115,10 @@ class Splats:
     def from_unit_rows(cls, rows: Tensor, mask: Tensor, height: int | None = None,
                        width: int | None = None) -> "Splats":  # rows [B, N, 8], mask [B, N]
         """Splats in pixels of a height x width image, or in the unit square when no size is given."""
-        units = "unit" if height is None and width is None else "pixels"
+        if (height is None) != (width is None):
+            raise ValueError(f"give both height and width (pixels) or neither (the unit square), got height={height}, "
+                             f"width={width}")
+        units = "unit" if height is None else "pixels"
         if units == "pixels":
             rows = rows * _unit_scale(height, width, rows.device)
         # Padding rows get a harmless unit covariance so nothing downstream divides by zero.

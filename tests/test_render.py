@@ -430,6 +430,13 @@ def test_bad_arguments_are_named(kwargs, match):
         rasterize(s, args.pop("height"), args.pop("width"), **args)
 
 
+def test_a_numpy_integer_size_renders_as_the_int():
+    """An image's .shape gives numpy integers: they are sizes like any int."""
+    s = random_splats(1, 5, 8, 6, requires_grad=False)
+    for render in (rasterize, render_reference):
+        assert torch.equal(render(s, np.int64(8), np.int32(6)), render(s, 8, 6))
+
+
 def test_extension_rejects_bad_direct_calls():
     """The C++ entry points check shapes themselves, so a direct call cannot read out of bounds."""
     from gs_lightning import _C

@@ -1,5 +1,6 @@
 """Image decoding and shard plumbing against values computed by hand."""
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -244,6 +245,21 @@ def test_records_round_trip_in_the_unit_square():
     torch.testing.assert_close(back.xy[0, 0], s.xy[0, 0], rtol=1e-3, atol=1e-3)
     assert back.mask.tolist() == [[True], [False]]
     assert compression_ratio(224, 224, 400) == pytest.approx(23.52, abs=0.01)
+
+
+@pytest.mark.parametrize("record", sorted(RECORDS))
+def test_rows_of_another_width_are_refused_by_both_records(record):
+    for shape in ((3, 7), (8,)):  # a [n, 7] row set would otherwise store as fp16, reading back as [n, 7]
+        with pytest.raises(ValueError, match=rf"holds \[n, 8\] rows .*got shape {re.escape(str(shape))}"):
+            RECORDS[record].encode(np.zeros(shape, np.float32))
+
+
+def test_rows_are_placed_in_pixels_given_both_sides_or_neither():
+    rows = [np.tile(np.float32([0.5, 0.5, 0.1, 0.0, 0.1, 1, 1, 1]), (2, 1))]
+    assert Splats.from_rows(rows).units == "unit"
+    assert Splats.from_rows(rows, 20, 40).xy[0, 0].tolist() == [20.0, 10.0]
+    with pytest.raises(ValueError, match="give both height and width"):
+        Splats.from_rows(rows, 20)
 
 
 def test_the_same_samples_make_the_same_shard_bytes(tmp_path):

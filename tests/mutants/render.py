@@ -41,4 +41,12 @@ MUTANTS = [
      "new": "return Splats(xy, chol, rgb, self.mask.to(*args, **kwargs), self.units)",
      "tests": ["tests/test_render.py::test_splats_to_a_dtype_casts_the_fields_and_keeps_the_mask_bool"],
      "why": "Splats.to(torch.float16) turns the mask to floats, and the renderer refuses the splats"},
+    {"name": "numpy-size-refused", "path": "gs_lightning/render.py",
+     "old": "not isinstance(v, numbers.Integral) or v <= 0:", "new": "not isinstance(v, int) or v <= 0:",
+     "tests": ["tests/test_render.py::test_a_numpy_integer_size_renders_as_the_int"],
+     "why": "rasterize(splats, *image.shape[:2]) is refused: numpy's integers are not ints"},
+    {"name": "from-rows-one-side", "path": "gs_lightning/splats.py",
+     "old": "        if (height is None) != (width is None):", "new": "        if False:",
+     "tests": ["tests/test_shards.py::test_rows_are_placed_in_pixels_given_both_sides_or_neither"],
+     "why": "Splats.from_rows(rows, 224) multiplies by None: a TypeError naming nothing the caller gave"},
 ]
