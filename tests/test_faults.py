@@ -205,6 +205,11 @@ def test_unreadable_shards_are_skipped_counted_and_stop_the_run_past_the_share(t
     refused = one_line_error(run(train_args(tmp_path, pattern, "data.max_lost_share=0.5")))
     assert refused.startswith(f"error: output_dir: {stopped} already holds a run; go on from its last.ckpt with "
                               "resume=true"), refused
+    # Resumed from its last.ckpt, near the epoch's end: the share is judged over the whole epoch, not the rest.
+    resumed = run(train_args(tmp_path, pattern, "data.max_lost_share=0.5", "resume=true"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    row = [r for r in csv.DictReader(open(stopped / "csv" / "metrics.csv")) if r.get("train/lost")][-1]
+    assert float(row["train/samples"]) >= 80 - float(row["train/lost"]) > 0, row
     out = run(train_args(tmp_path, pattern, "data.max_lost_share=0.5", "checkpoint.every_n_train_steps=100",
                          f"output_dir={tmp_path}/again"))  # a whole epoch from the start, in a folder of its own
     assert out.returncode == 0, out.stderr[-3000:]

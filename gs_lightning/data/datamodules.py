@@ -277,14 +277,24 @@ def loader(stream: SampleStream, num_workers: int) -> DataLoader:
 class LostSamples(Callback):
     """Stops a training run that loses more than `max_share` of an epoch's samples (corrupt or truncated shards,
     bad records): the warnings name them, batch["skipped"] counts them, and the run logs train/samples and
-    train/lost per epoch. Checked every 50 batches and at each epoch's end, over all ranks."""
+    train/lost per epoch. Checked every 50 batches and at each epoch's end, over all ranks. A checkpoint keeps
+    the epoch's counts so far, so that a run resumed mid-epoch judges the whole epoch."""
 
     def __init__(self, max_share: float, every: int = 50):
         self.max_share, self.every = max_share, every
         self.seen = self.skipped = 0
 
-    def on_train_epoch_start(self, trainer, pl_module):
+    def on_train_epoch_start(self, trainer, pl_module):  # not called for an epoch resumed mid-way
         self.seen = self.skipped = 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):  # on every rank: a save is collective
+        seen, skipped = self._totals(trainer, pl_module)
+        checkpoint["lost_samples"] = {"seen": seen, "skipped": skipped}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        # The checkpoint holds all ranks' counts summed: rank 0 takes them on, the others start at 0.
+        if trainer.is_global_zero and "lost_samples" in checkpoint:
+            self.seen, self.skipped = checkpoint["lost_samples"]["seen"], checkpoint["lost_samples"]["skipped"]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.seen += len(batch["keys"])
@@ -295,10 +305,13 @@ class LostSamples(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         self._check(trainer, pl_module, final=True)
 
-    def _check(self, trainer, pl_module, final: bool) -> None:
+    def _totals(self, trainer, pl_module) -> tuple[int, int]:  # (seen, skipped), summed over ranks
         counts = trainer.strategy.reduce(torch.tensor([self.seen, self.skipped], dtype=torch.float64,
                                                       device=pl_module.device), reduce_op="sum")
-        seen, skipped = (int(c) for c in counts.tolist())
+        return tuple(int(c) for c in counts.tolist())
+
+    def _check(self, trainer, pl_module, final: bool) -> None:
+        seen, skipped = self._totals(trainer, pl_module)
         if final:
             pl_module.log_dict({"train/samples": float(seen), "train/lost": float(skipped)}, rank_zero_only=True)
         if skipped > self.max_share * (seen + skipped):
