@@ -416,6 +416,7 @@ class SuiteRow:
     compression: float  # uint8 pixels over the bytes as stored
     load_rate: float | None  # samples/s its eval DataModule reads (decoded, ready for the model)
     scores: dict[str, float | None] = field(default_factory=dict)
+    skipped: dict[str, tuple[int, int]] = field(default_factory=dict)  # task -> (unreadable, of samples), if any
 
     def mean(self) -> float | None:
         got = [v for v in self.scores.values() if v is not None]
@@ -440,11 +441,15 @@ def suite_table(rows: list[SuiteRow], tasks: list, reference: SuiteRow | None) -
         cells += [pct(r.scores.get(t.name)) for t in tasks]
         cells += [pct(r.mean()), f"{sum(ratios) / len(ratios):.2f}" if ratios else "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    skipped = [t for t in tasks if not t.evaluable]
-    if skipped:
-        lines.append(f"\n{len(skipped)} of {len(tasks)} tasks not evaluated (their metric needs more than labelled "
-                     f"images: {', '.join(sorted({t.metric for t in skipped}))}); the mean is over the other "
-                     f"{len(tasks) - len(skipped)}.")
+    unscored = [t for t in tasks if not t.evaluable]
+    if unscored:
+        lines.append(f"\n{len(unscored)} of {len(tasks)} tasks not evaluated (their metric needs more than labelled "
+                     f"images: {', '.join(sorted({t.metric for t in unscored}))}); the mean is over the other "
+                     f"{len(tasks) - len(unscored)}.")
+    for r in rows:
+        if r.skipped:
+            lines.append(f"\n{r.name} is scored on the samples it could read: " + ", ".join(
+                f"{task} {k:,} of {n:,} unreadable" for task, (k, n) in r.skipped.items()) + ".")
     return "\n".join(lines)
 
 

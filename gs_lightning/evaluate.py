@@ -21,7 +21,8 @@ def run_config(run_dir: str | Path):
 
 def evaluate(run_dir: str | Path, path: str, task=None) -> dict[str, float]:
     """{"top1", "top5", "mean_per_class_recall", "f1_macro"} of the run's best checkpoint on the labelled shards
-    `path` (images or splats), with the run's own eval set, or the classes of `task` (zeroshot.tasks.Task)."""
+    `path` (images or splats), with the run's own eval set, or the classes of `task` (zeroshot.tasks.Task); and
+    "samples", "skipped": how many it scored, and how many could not be read."""
     import torch
 
     from gs_lightning import build
@@ -45,7 +46,8 @@ def evaluate(run_dir: str | Path, path: str, task=None) -> dict[str, float]:
         out = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
     if module.val_samples == 0:  # torchmetrics would give 0.0, and a suite's mean would count it
         raise UserError(path, "none of its samples could be read (the warnings above name them): nothing to score")
-    return {k.split("/", 1)[1]: float(v) for k, v in out[0].items() if k.startswith("val/")}
+    return {**{k.split("/", 1)[1]: float(v) for k, v in out[0].items() if k.startswith("val/")},
+            "samples": module.val_samples, "skipped": module.val_skipped}
 
 
 def load_rate(run_dir: str | Path, path: str) -> float:

@@ -81,6 +81,18 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     assert b["keys"] == ["00000.tar/ok"] and b["skipped"] == 2
 
 
+def test_samples_skipped_after_an_eval_streams_last_full_batch_are_counted(tmp_path):
+    w = FittedShard(tmp_path / "00000.tar", "fp16")
+    for key in ("a", "b", "nan"):  # a full batch of two, then one that cannot be read: no batch follows it
+        w.write(key, np.full((4, 8), np.nan if key == "nan" else 0.5, np.float16), {}, "x", 1)
+    w.commit()
+    zs = ZeroShotDataModule(kind="splats", path=str(tmp_path / "00000.tar"), batch_size=2, num_workers=0)
+    with pytest.warns(UserWarning, match="00000.tar/nan"):
+        batches = list(zs.val_dataloader())
+    # webdataset's batched holds a full batch until the next sample or the end: the skip rides on it
+    assert [(b["keys"], b["skipped"]) for b in batches] == [(["00000.tar/a", "00000.tar/b"], 1)]
+
+
 def test_a_shard_shared_by_more_workers_than_shards_counts_a_dropped_sample_once(tmp_path):
     """With one shard and three workers, every worker meets the duplicate key; one of them counts it."""
     w = FittedShard(tmp_path / "gs" / "00000.tar", "fp16")

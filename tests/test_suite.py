@@ -155,7 +155,8 @@ def test_the_suite_table_is_the_published_shape_cell_by_cell():
     tasks = [Task("a", Path("a"), "acc1", "A"), Task("b", Path("b"), "mean_per_class_recall", "B"),
              Task("c", Path("c"), "mean_recall@1", "C"), Task("d", Path("d"), "image_retrieval_recall@5", "D")]
     rgb = SuiteRow("rgb", "rgb", 150528, 1.0, 100.0, {"a": 0.8, "b": 0.5, "c": None, "d": None})
-    gs = SuiteRow("gs", "splats", 1024, 12.0, 350.0, {"a": 0.4, "b": 0.4})  # ratios 0.5 and 0.8
+    gs = SuiteRow("gs", "splats", 1024, 12.0, 350.0, {"a": 0.4, "b": 0.4},  # ratios 0.5 and 0.8
+                  skipped={"a": (2, 1500), "b": (1, 40)})  # unreadable samples, of all its samples
     slow = SuiteRow("slow", "splats", 64, 48.0, None, {"a": None, "b": 0.45})  # no load rate; a not scored
     blank = SuiteRow("blank", "splats", 8, 2.0, 50.0, {})  # no score at all: no mean, no ratio
     assert suite_table([rgb, gs, slow, blank], tasks, rgb) == (
@@ -168,7 +169,9 @@ def test_the_suite_table_is_the_published_shape_cell_by_cell():
         "| blank | splats | 8 | 2.0x | 0.5x | n/a | n/a | n/a | n/a | n/a | - |\n"
         "\n"
         "2 of 4 tasks not evaluated (their metric needs more than labelled images: image_retrieval_recall@5, "
-        "mean_recall@1); the mean is over the other 2.")
+        "mean_recall@1); the mean is over the other 2.\n"
+        "\n"
+        "gs is scored on the samples it could read: a 2 of 1,500 unreadable, b 1 of 40 unreadable.")
 
 
 def test_the_suite_table_without_a_reference_has_no_speed_up_and_no_ratio():
@@ -227,7 +230,10 @@ def run_eval(root: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
     out = run_eval(suite)
     assert out.returncode == 0, out.stderr[-3000:]
+    for run in ("rgb", "gs"):  # every sample read: no count of unreadable ones, in the log or under the table
+        assert f"{run} on pets: 6 samples scored\n" in out.stdout, out.stdout[-3000:]
     table = (suite / "out" / "suite.md").read_text()
+    assert "could read" not in table
     assert "| model | input | values/image | compression | load speed-up | Pets (acc1) | pets_flipped " \
            "(mean_per_class_recall) | coco (mean_recall@1) | mean | ratio to rgb |" in table
     rows = list(__import__("csv").DictReader(open(suite / "out" / "suite.csv")))
@@ -248,6 +254,19 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
     assert third.returncode == 0, third.stderr[-3000:]
     assert len(list((suite / "fitted" / "pets").iterdir())) == 2
     (suite / "fit" / "fit.yaml").write_text(yaml.safe_dump(FIT))
+
+
+def test_a_task_with_unreadable_images_is_scored_on_the_rest_and_counts_them(suite, tmp_path):
+    from gs_lightning.evaluate import evaluate
+
+    samples = task_samples(7)
+    for i in (2, 6):  # one of them the last
+        samples[i]["png"] = b"not an image"
+    write_task(tmp_path / "pets", samples, CLASSES, TEMPLATES)
+    task = read_task(tmp_path / "pets")
+    with pytest.warns(UserWarning, match="k0002"):
+        result = evaluate(suite / "runs" / "rgb", task.shards, task)
+    assert (result["samples"], result["skipped"]) == (5, 2)
 
 
 @pytest.mark.parametrize("problem, want", [

@@ -151,7 +151,7 @@ class ClipModule(L.LightningModule):
         self.tokenizer = open_clip.get_tokenizer(name)
         self.apply_trainable()
         self.classnames, self.templates, self.metrics = None, None, None
-        self.val_samples = 0
+        self.val_samples = self.val_skipped = 0
         if eval_set:
             self.use_classes(*eval_set_metadata(eval_set))
         self.classifier = None
@@ -329,11 +329,14 @@ class ClipModule(L.LightningModule):
         if self.metrics is None:
             raise ValueError("ClipModule needs an eval_set to validate (zero-shot)")
         self.metrics = self.metrics.to(self.device)
-        self.val_samples = 0  # this rank's, for evaluate: a task none of whose images could be read has no score
+        # This rank's samples scored and skipped (unreadable), for evaluate: a task none of whose images could be
+        # read has no score, and one that lost some says how many.
+        self.val_samples = self.val_skipped = 0
         self.classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates,
                                                self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_skipped += int(batch.get("skipped", 0))
         labels = batch["label"]
         if (beyond := labels >= len(self.classnames)).any():
             i = int(beyond.nonzero()[0, 0])

@@ -59,4 +59,12 @@ MUTANTS = [
      "new": "        return (confusion.diagonal() / support.clamp(min=1))[has | (confusion.sum(0) > 0)].mean()",
      "tests": ["tests/test_suite.py::test_mean_per_class_recall_leaves_out_a_class_with_no_images_as_clip_benchmark_does"],
      "why": "torchmetrics' macro recall: a predicted class with no images counts as a recall of 0"},
+    {"name": "eval-skips-uncounted", "path": "gs_lightning/models/clip_module.py",
+     "old": '        self.val_skipped += int(batch.get("skipped", 0))', "new": "        self.val_skipped += 0",
+     "tests": ["tests/test_suite.py::test_a_task_with_unreadable_images_is_scored_on_the_rest_and_counts_them"],
+     "why": "a task scored on 5 of its 7 images reads as scored on all of them"},
+    {"name": "suite-table-hides-unreadable", "path": "gs_lightning/compare.py",
+     "old": "        if r.skipped:", "new": "        if False:",
+     "tests": ["tests/test_suite.py::test_the_suite_table_is_the_published_shape_cell_by_cell"],
+     "why": "suite.md compares scores over fewer images without a word"},
 ]
