@@ -315,6 +315,29 @@ def test_a_tar_cut_between_members_is_torn_not_a_shorter_whole(tmp_path, cut, co
         list(source.samples([], whole=True))
 
 
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tgz"])
+def test_a_gzip_of_many_members_reads_whole(tmp_path, suffix):
+    """pigz -i, bgzip and concatenated .gz files write a gzip stream of many members, cut anywhere in the tar:
+    every sample is read, and a member whose bytes changed is named."""
+    import gzip
+
+    samples = [{"key": f"{k:09d}", "txt": f"caption {k}", "cls": k} for k in range(5)]
+    write_image_shard(tmp_path / "00000.tar", samples)
+    whole = (tmp_path / "00000.tar").read_bytes()
+    path = tmp_path / f"00000{suffix}"
+    path.write_bytes(b"".join(gzip.compress(whole[i : i + 700]) for i in range(0, len(whole), 700)))
+    (source,) = list_sources(str(path))
+    errors = []
+    assert [(r.key, r.caption) for r in source.samples(errors)] == [(s["key"], s["txt"]) for s in samples]
+    assert errors == []
+    data = path.read_bytes()
+    for broken, why in ((data[:-6] + bytes([data[-6] ^ 0xFF]) + data[-5:], "BadGzipFile"),  # the last CRC
+                        (data[:-3], "EOFError: the gzip stream ends before")):  # cut in the last trailer
+        path.write_bytes(broken)
+        with pytest.raises(UnreadableShard, match=rf"cannot read \S*00000{re.escape(suffix)} to its end \({why}"):
+            list(source.samples([], whole=True))
+
+
 def test_a_tar_through_a_pipe_is_read_to_the_end_of_its_stream_and_its_commands_failure_is_named(tmp_path):
     """A pipe: URL's command is read to its end, padding after the end block included (a large blocking factor,
     appended zeros): closed on while writing, it dies of SIGPIPE and its exit status calls a whole tar torn. A

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import gzip
 import hashlib
 import io
 import json
@@ -37,6 +38,7 @@ import re
 import tarfile
 import time
 import warnings
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,15 +344,54 @@ def tar_members(url: str) -> Iterator[dict]:
     """{"fname", "data"} of each file in the tar at `url` (a path, or a URL webdataset's gopen opens: pipe:,
     http(s) through curl), compressed or not; raises when it cannot be read to its end."""
     with contextlib.closing(wds.gopen(url)) as stream:  # a pipe's close checks its command's exit status
-        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=WholeTarInfo) as tar:
+        gz = url.split("?", 1)[0].lower().endswith((".gz", ".tgz"))
+        source = GzipMembers(stream) if gz else stream
+        with tarfile.open(fileobj=source, mode="r|" if gz else "r|*", tarinfo=WholeTarInfo) as tar:
             for info in tar:
                 if info.isreg() and not META.match(info.name):
                     yield {"fname": info.name, "data": tar.extractfile(info).read()}
                 tar.members = []  # a stream's TarFile keeps every member's header otherwise
         # The rest (the end block's padding, up to a record or a large blocking factor's) is read too: a pipe's
         # command closed on while it still writes dies of SIGPIPE, and its status would call a whole tar torn.
-        while stream.read(1 << 20):
+        while source.read(1 << 20):
             pass
+        if gz and source.cut:
+            raise EOFError("the gzip stream ends before its end-of-stream marker (cut short?)")
+
+
+class GzipMembers(io.RawIOBase):
+    """A gzip stream of one member or many, decompressed as it is read. tarfile's stream reader stops after the
+    first member, and pigz -i, bgzip and `cat a.gz b.gz` write many; GzipFile reads them, but drops what it had
+    decompressed of a read when the stream turns out cut. Here a cut stream reads up to the cut and ends, and
+    `cut` says so (the tar's reader names a tear in the tar; tar_members one after it). Each member's CRC and
+    length are checked (zlib, wbits=31)."""
+
+    def __init__(self, raw):
+        self.raw, self.inflate = raw, zlib.decompressobj(wbits=31)
+        self.out = self.rest = b""
+        self.cut = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self.out:
+            data, self.rest = self.rest or self.raw.read(1 << 16), b""
+            if not data:
+                self.cut = not self.inflate.eof
+                return 0
+            if self.inflate.eof:  # a member ended: another follows, or zeros (padding, which gzip ignores too)
+                if not data.strip(b"\0"):
+                    continue
+                self.inflate = zlib.decompressobj(wbits=31)
+            try:
+                self.out = self.inflate.decompress(data)
+            except zlib.error as e:
+                raise gzip.BadGzipFile(str(e)) from None
+            self.rest = self.inflate.unused_data
+        n = min(len(b), len(self.out))
+        b[:n], self.out = self.out[:n], self.out[n:]
+        return n
 
 
 class WholeTarInfo(tarfile.TarInfo):

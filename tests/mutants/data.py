@@ -124,7 +124,7 @@ MUTANTS = [
      "tests": ["tests/test_shards.py::test_a_tar_cut_between_members_is_torn_not_a_shorter_whole"],
      "why": "the sample read just before a tear is lost with it, and the tear is a traceback"},
     {"name": "pipe-closed-before-its-end", "path": "gs_lightning/data/shards.py",
-     "old": "        while stream.read(1 << 20):\n            pass\n", "new": "",
+     "old": "        while source.read(1 << 20):\n            pass\n", "new": "",
      "tests": [
          "tests/test_shards.py::test_a_tar_through_a_pipe_is_read_to_the_end_of_its_stream_and_its_commands_failure_is_named"],
      "why": "a whole tar read through pipe: with padding past its end block is refused as torn (SIGPIPE)"},
@@ -133,4 +133,13 @@ MUTANTS = [
      "new": "resumed_at=0,",
      "tests": ["tests/test_data.py::test_a_resumed_run_shuffles_anew_and_never_replays_the_killed_attempts_epochs"],
      "why": "a resumed run trains its epochs in the killed attempt's first orders again"},
+    {"name": "gzip-first-member-only", "path": "gs_lightning/data/shards.py",
+     "old": '        gz = url.split("?", 1)[0].lower().endswith((".gz", ".tgz"))',
+     "new": "        gz = False",
+     "tests": ["tests/test_shards.py::test_a_gzip_of_many_members_reads_whole"],
+     "why": "a bgzip or pigz -i .tar.gz reads as torn after its first 64 KiB member"},
+    {"name": "gzip-trailer-cut-unnoticed", "path": "gs_lightning/data/shards.py",
+     "old": "        if gz and source.cut:", "new": "        if False:",
+     "tests": ["tests/test_shards.py::test_a_gzip_of_many_members_reads_whole"],
+     "why": "a .tar.gz cut in its last CRC passes for whole, unchecked"},
 ]
