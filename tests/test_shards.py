@@ -315,6 +315,25 @@ def test_a_tar_cut_between_members_is_torn_not_a_shorter_whole(tmp_path, cut, co
         list(source.samples([], whole=True))
 
 
+def test_the_sample_a_tear_cuts_is_named_cut_not_read(tmp_path):
+    """Cut between a sample's members, a tar's last group lacks members the first sample has: it is reported as
+    cut, not read as a sample without a caption. Cut at a sample's first header, the samples before are whole."""
+    write_image_shard(tmp_path / "whole.tar", [{"key": f"{k:09d}", "jpg": b"j" * 600, "txt": f"caption {k}"}
+                                               for k in range(3)])
+    whole = (tmp_path / "whole.tar").read_bytes()
+    with tarfile.open(tmp_path / "whole.tar") as t:
+        offsets = {m.name: m.offset for m in t.getmembers()}
+    for cut, read, cut_keys in ((offsets["000000001.txt"], ["000000000"], ["000000001"]),
+                                (offsets["000000001.jpg"], ["000000000"], [])):
+        torn = tmp_path / "00000.tar"
+        torn.write_bytes(whole[:cut])
+        (source,) = list_sources(str(torn))
+        errors = []
+        assert [r.key for r in source.samples(errors)] == read
+        assert [k for k, why in errors if why == "cut short with its shard: it has .jpg of .jpg, .txt"] == cut_keys
+        assert errors[-1][0] == "00000.tar", errors  # and the tear itself
+
+
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tgz"])
 def test_a_gzip_of_many_members_reads_whole(tmp_path, suffix):
     """pigz -i, bgzip and concatenated .gz files write a gzip stream of many members, cut anywhere in the tar:

@@ -319,9 +319,20 @@ def group_members(members: Iterable[dict], errors: list[tuple[str, str]]) -> Ite
 
 def tar_groups(url: str, errors: list[tuple[str, str]], whole: bool = False) -> Iterator[tuple[str, dict]]:
     """(key, {ext: bytes}) of a tar's samples (group_members), the first of each key; a tar that cannot be read to
-    its end goes to `errors` after what was read, or with `whole` raises UnreadableShard."""
+    its end goes to `errors` after what was read, or with `whole` raises UnreadableShard. The sample the tear cut
+    (fewer members than the shard's first sample) goes to `errors` too, as cut, not yielded as if whole."""
     broke: list[Exception] = []
-    yield from first_of_each_key(group_members(until_broken(tar_members(url), broke), errors), errors)
+    first = last = None
+    for group in first_of_each_key(group_members(until_broken(tar_members(url), broke), errors), errors):
+        if last is not None:
+            yield last
+        first, last = first or set(group[1]), group
+    if last is not None:
+        if broke and last[1].keys() < first:
+            errors.append((last[0], f"cut short with its shard: it has .{', .'.join(sorted(last[1]))} of "
+                                    f".{', .'.join(sorted(first))}"))
+        else:
+            yield last
     if broke:  # after the sample it was reading, as far as it got
         why = f"{type(broke[0]).__name__}: {broke[0]}"
         if whole:

@@ -142,4 +142,8 @@ MUTANTS = [
      "old": "        if gz and source.cut:", "new": "        if False:",
      "tests": ["tests/test_shards.py::test_a_gzip_of_many_members_reads_whole"],
      "why": "a .tar.gz cut in its last CRC passes for whole, unchecked"},
+    {"name": "tear-cut-sample-read", "path": "gs_lightning/data/shards.py",
+     "old": "        if broke and last[1].keys() < first:", "new": "        if False:",
+     "tests": ["tests/test_shards.py::test_the_sample_a_tear_cuts_is_named_cut_not_read"],
+     "why": "the sample a tear cut is skipped as 'no caption (.txt)', which sends the user looking for a caption"},
 ]
