@@ -344,11 +344,17 @@ def test_a_gzip_of_many_members_reads_whole(tmp_path, suffix):
     write_image_shard(tmp_path / "00000.tar", samples)
     whole = (tmp_path / "00000.tar").read_bytes()
     path = tmp_path / f"00000{suffix}"
-    path.write_bytes(b"".join(gzip.compress(whole[i : i + 700]) for i in range(0, len(whole), 700)))
+    members = [gzip.compress(whole[i : i + 700]) for i in range(0, len(whole), 700)]
+    path.write_bytes(b"".join(members))
+    padded = tmp_path / "padded.tar"  # and misnamed: a gzip stream is told by its bytes
+    padded.write_bytes(members[0] + b"\0" * 100 + b"".join(members[1:]) + b"\0" * 512)  # zeros, as gzip skips
+    # a pipe's command may decompress, or fetch a stream the URL does not name
+    for url in (str(path), str(padded), f"pipe:cat '{path}'", f"pipe:zcat {path}"):
+        (source,) = list_sources(url)
+        errors = []
+        assert [(r.key, r.caption) for r in source.samples(errors)] == [(s["key"], s["txt"]) for s in samples], url
+        assert errors == [], url
     (source,) = list_sources(str(path))
-    errors = []
-    assert [(r.key, r.caption) for r in source.samples(errors)] == [(s["key"], s["txt"]) for s in samples]
-    assert errors == []
     data = path.read_bytes()
     for broken, why in ((data[:-6] + bytes([data[-6] ^ 0xFF]) + data[-5:], "BadGzipFile"),  # the last CRC
                         (data[:-3], "EOFError: the gzip stream ends before")):  # cut in the last trailer

@@ -6,8 +6,8 @@ folder (ImageNet val as val/<wnid>/*.JPEG; any of FOLDER_EXTS, in any case) read
 files, labelled by sorted folder name; a file's key is its path in the folder without the suffix, with `__`
 for `/` and `_` for `.`, and made distinct (a.b.jpg and a_b.jpg are a_b and a_b_2). Image files named by a pattern
 or glob (photos/*.jpg) read as an unlabelled folder.
-A compressed input tar (x.tar.gz, x.tgz) is read as tarfile's stream reader reads it (webdataset's way), and
-its shard is named x.tar.
+A compressed input tar (x.tar.gz, x.tgz; gzip of one member or many, bz2, xz) is read as a stream (TarStream),
+and its shard is named x.tar.
 
 Fitted shard (mirrors its input shard one to one, same name and keys): the splat set as rows [N, 8] =
 (x/W, y/H, l11/W, l21/H, l22/H, r, g, b) in one of gs_lightning/codec.py's records, whose member name says
@@ -355,9 +355,8 @@ def tar_members(url: str) -> Iterator[dict]:
     """{"fname", "data"} of each file in the tar at `url` (a path, or a URL webdataset's gopen opens: pipe:,
     http(s) through curl), compressed or not; raises when it cannot be read to its end."""
     with contextlib.closing(wds.gopen(url)) as stream:  # a pipe's close checks its command's exit status
-        gz = url.split("?", 1)[0].lower().endswith((".gz", ".tgz"))
-        source = GzipMembers(stream) if gz else stream
-        with tarfile.open(fileobj=source, mode="r|" if gz else "r|*", tarinfo=WholeTarInfo) as tar:
+        source = TarStream(stream)
+        with tarfile.open(fileobj=source, mode="r|*", tarinfo=WholeTarInfo) as tar:
             for info in tar:
                 if info.isreg() and not META.match(info.name):
                     yield {"fname": info.name, "data": tar.extractfile(info).read()}
@@ -366,42 +365,52 @@ def tar_members(url: str) -> Iterator[dict]:
         # command closed on while it still writes dies of SIGPIPE, and its status would call a whole tar torn.
         while source.read(1 << 20):
             pass
-        if gz and source.cut:
+        if source.cut:
             raise EOFError("the gzip stream ends before its end-of-stream marker (cut short?)")
 
 
-class GzipMembers(io.RawIOBase):
-    """A gzip stream of one member or many, decompressed as it is read. tarfile's stream reader stops after the
-    first member, and pigz -i, bgzip and `cat a.gz b.gz` write many; GzipFile reads them, but drops what it had
-    decompressed of a read when the stream turns out cut. Here a cut stream reads up to the cut and ends, and
-    `cut` says so (the tar's reader names a tear in the tar; tar_members one after it). Each member's CRC and
-    length are checked (zlib, wbits=31)."""
+class TarStream(io.RawIOBase):
+    """A tar shard's bytes as tarfile's stream reader ("r|*") should see them: a gzip stream (told by its magic
+    bytes, whatever the URL's name: pipe:curl ..., a gzipped .tar) decompressed member after member, anything
+    else as it comes. tarfile's own gzip reader stops after the first member, and pigz -i, bgzip and
+    `cat a.gz b.gz` write many; GzipFile reads them, but drops what it had decompressed of a read when the stream
+    turns out cut. Here a cut stream reads up to the cut and ends, and `cut` says so (the tar's reader names a
+    tear in the tar, tar_members one after it). zlib checks each member's CRC and length."""
 
     def __init__(self, raw):
-        self.raw, self.inflate = raw, zlib.decompressobj(wbits=31)
-        self.out = self.rest = b""
-        self.cut = False
+        self.raw, self.input = raw, b""
+        while len(self.input) < 2 and (more := raw.read(2 - len(self.input))):
+            self.input += more
+        self.gzip = self.input == b"\x1f\x8b"
+        self.inflate = zlib.decompressobj(wbits=31)
+        self.out, self.at, self.cut = b"", 0, False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        while not self.out:
-            data, self.rest = self.rest or self.raw.read(1 << 16), b""
-            if not data:
-                self.cut = not self.inflate.eof
-                return 0
-            if self.inflate.eof:  # a member ended: another follows, or zeros (padding, which gzip ignores too)
-                if not data.strip(b"\0"):
+        while self.at == len(self.out):
+            if not self.input:
+                self.input = self.raw.read(1 << 16)
+                if not self.input:
+                    self.cut = self.gzip and not self.inflate.eof
+                    return 0
+            if not self.gzip:
+                self.out, self.at, self.input = self.input, 0, b""
+                continue
+            if self.inflate.eof:  # a member ended: another follows, or zeros (padding, which gzip skips too)
+                self.input = self.input.lstrip(b"\0")
+                if not self.input:
                     continue
                 self.inflate = zlib.decompressobj(wbits=31)
-            try:
-                self.out = self.inflate.decompress(data)
+            try:  # at most 1 MiB at a time: a member of zeros inflates 1000-fold
+                self.out, self.at = self.inflate.decompress(self.input, 1 << 20), 0
             except zlib.error as e:
-                raise gzip.BadGzipFile(str(e)) from None
-            self.rest = self.inflate.unused_data
-        n = min(len(b), len(self.out))
-        b[:n], self.out = self.out[:n], self.out[n:]
+                raise gzip.BadGzipFile(f"not a whole gzip stream: {e}") from None
+            self.input = self.inflate.unused_data if self.inflate.eof else self.inflate.unconsumed_tail
+        n = min(len(b), len(self.out) - self.at)
+        b[:n] = memoryview(self.out)[self.at : self.at + n]
+        self.at += n
         return n
 
 
