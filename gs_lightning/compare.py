@@ -448,8 +448,9 @@ def suite_table(rows: list[SuiteRow], tasks: list, reference: SuiteRow | None) -
                      f"{len(tasks) - len(unscored)}.")
     for r in rows:
         if r.skipped:
+            titles = {t.name: t.title for t in tasks}
             lines.append(f"\n{r.name} is scored on the samples it could read: " + ", ".join(
-                f"{task} {k:,} of {n:,} unreadable" for task, (k, n) in r.skipped.items()) + ".")
+                f"{titles.get(task, task)} {k:,} of {n:,} unreadable" for task, (k, n) in r.skipped.items()) + ".")
     return "\n".join(lines)
 
 

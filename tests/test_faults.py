@@ -225,6 +225,51 @@ def test_unreadable_shards_are_skipped_counted_and_stop_the_run_past_the_share(t
     assert lost > 0 and lost % (20 - whole[0]) == 0 and seen >= 80 - lost, (lost, seen)
 
 
+def test_lost_counts_restored_only_into_the_epoch_they_were_counted_in(tmp_path):
+    """A checkpoint saved at an epoch's last batch, then a crash in that epoch's validation: the resumed run
+    starts the next epoch (Lightning calls no on_train_epoch_start for it), whose counts start at 0."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from gs_lightning.data.datamodules import LostSamples
+
+    batches = [{"x": torch.ones(2, 4), "keys": ["a", "b"], "skipped": int(i < 2)} for i in range(8)]
+
+    class Toy(L.LightningModule):
+        def __init__(self, crash: bool):
+            super().__init__()
+            self.layer, self.crash = torch.nn.Linear(4, 1), crash
+
+        def training_step(self, batch, i):
+            return self.layer(batch["x"]).sum()
+
+        def validation_step(self, batch, i):
+            if self.crash:
+                raise RuntimeError("killed in validation")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.1)
+
+    counts = {}
+
+    class Spy(LostSamples):
+        def on_train_epoch_end(self, trainer, pl_module):
+            counts[trainer.current_epoch] = (self.seen, self.skipped)
+
+    def trainer():
+        return L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", num_sanity_val_steps=0, callbacks=[Spy(0.5), ModelCheckpoint(
+                             tmp_path, filename="last", every_n_train_steps=8, enable_version_counter=False)])
+
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    with pytest.raises(RuntimeError, match="killed in validation"):
+        trainer().fit(Toy(crash=True), loader, loader)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["lost_samples"] == {"epoch": 0, "seen": 16,
+                                                                                     "skipped": 2}
+    trainer().fit(Toy(crash=False), loader, loader, ckpt_path=tmp_path / "last.ckpt")
+    assert counts == {1: (16, 2)}  # epoch 1 alone, not epoch 0's counts as well
+
+
 def complete_samples(tar: Path, members: set[str] | None):
     """(samples with every member in `members`, samples cut short) of a tar read until it breaks; with
     members=None, the member set of its first sample."""

@@ -171,7 +171,7 @@ def test_the_suite_table_is_the_published_shape_cell_by_cell():
         "2 of 4 tasks not evaluated (their metric needs more than labelled images: image_retrieval_recall@5, "
         "mean_recall@1); the mean is over the other 2.\n"
         "\n"
-        "gs is scored on the samples it could read: a 2 of 1,500 unreadable, b 1 of 40 unreadable.")
+        "gs is scored on the samples it could read: A 2 of 1,500 unreadable, B 1 of 40 unreadable.")
 
 
 def test_the_suite_table_without_a_reference_has_no_speed_up_and_no_ratio():
@@ -272,8 +272,9 @@ def test_a_task_with_unreadable_images_is_scored_on_the_rest_and_counts_them(sui
 @pytest.mark.parametrize("problem, want", [
     ("one class", "classnames.txt names 1 class; a zero-shot task chooses between two or more"),
     ("a blank class line", "classnames.txt line 2 is blank"),  # clip_benchmark would label dog 2, not 1
-    ("a shard count that is no number", "nshards.txt must hold one number, the count of test/N.tar shards; it "
-                                        "holds 'two'"),
+    ("a shard count that is no number", "nshards.txt must hold one number, the count of test/N.tar shards (1 or "
+                                        "more); it holds 'two'"),
+    ("no shards", "nshards.txt must hold one number, the count of test/N.tar shards (1 or more); it holds '0'"),
     ("no tasks key", "a suite file holds `tasks:`"),
     ("a task without a name", "task 2 has no name"),
     ("a mistyped metric", "task pets: metric 'acc_1' is none of clip_benchmark's"),
@@ -283,8 +284,8 @@ def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, wan
     write_task(root / "pets", task_samples(4), CLASSES, TEMPLATES)
     names = root / "pets" / "classnames.txt"
     names.write_text({"one class": "cat\n", "a blank class line": "cat\n\ndog\nbird\n"}.get(problem, names.read_text()))
-    if problem == "a shard count that is no number":
-        (root / "pets" / "test" / "nshards.txt").write_text("two\n")
+    if problem in ("a shard count that is no number", "no shards"):
+        (root / "pets" / "test" / "nshards.txt").write_text("two\n" if problem != "no shards" else "0\n")
     tasks = [{"name": "pets", "metric": "acc_1" if problem == "a mistyped metric" else "acc1"},
              {"name": "coco", "metric": "mean_recall@1"}]  # listed, reported as not evaluated
     if problem == "a task without a name":
@@ -293,7 +294,7 @@ def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, wan
     with pytest.raises(UserError, match=re.escape(want)):
         read_suite(tmp_path / "suite.yaml", root)
     write_task(root / "pets", task_samples(4), CLASSES, TEMPLATES)  # the same suite, mended, reads
-    if problem in ("one class", "a blank class line", "a shard count that is no number"):
+    if problem in ("one class", "a blank class line", "a shard count that is no number", "no shards"):
         assert [t.name for t in read_suite(tmp_path / "suite.yaml", root)] == ["pets", "coco"]
 
 

@@ -283,18 +283,24 @@ class LostSamples(Callback):
     def __init__(self, max_share: float, every: int = 50):
         self.max_share, self.every = max_share, every
         self.seen = self.skipped = 0
+        self.restored: dict | None = None
 
     def on_train_epoch_start(self, trainer, pl_module):  # not called for an epoch resumed mid-way
         self.seen = self.skipped = 0
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):  # on every rank: a save is collective
         seen, skipped = self._totals(trainer, pl_module)
-        checkpoint["lost_samples"] = {"seen": seen, "skipped": skipped}
+        checkpoint["lost_samples"] = {"epoch": trainer.current_epoch, "seen": seen, "skipped": skipped}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
-        # The checkpoint holds all ranks' counts summed: rank 0 takes them on, the others start at 0.
-        if trainer.is_global_zero and "lost_samples" in checkpoint:
-            self.seen, self.skipped = checkpoint["lost_samples"]["seen"], checkpoint["lost_samples"]["skipped"]
+        self.restored = checkpoint.get("lost_samples")
+
+    def on_train_start(self, trainer, pl_module):
+        # After the restore: an epoch the checkpoint ended (saved at its last batch) is over, and the next one
+        # starts from 0. The counts are all ranks' summed: rank 0 takes them on, the others start at 0.
+        r, self.restored = self.restored, None
+        if r and "epoch" in r and r["epoch"] == trainer.current_epoch and trainer.is_global_zero:
+            self.seen, self.skipped = r["seen"], r["skipped"]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.seen += len(batch["keys"])

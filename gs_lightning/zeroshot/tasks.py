@@ -100,9 +100,9 @@ def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1",
         raise UserError(f"task {name}", f"{folder / CLASSNAMES} names {len(classnames)} class; a zero-shot task "
                                         "chooses between two or more")
     nshards = lines("test/nshards.txt")
-    if len(nshards) != 1 or not nshards[0].isdigit():
+    if len(nshards) != 1 or not (nshards[0].isascii() and nshards[0].isdigit() and int(nshards[0]) > 0):
         raise UserError(f"task {name}", f"{folder / 'test' / 'nshards.txt'} must hold one number, the count of "
-                                        f"test/N.tar shards; it holds {' '.join(nshards)[:60]!r}")
+                                        f"test/N.tar shards (1 or more); it holds {' '.join(nshards)[:60]!r}")
     nshards = nshards[0]
     missing = [i for i in range(int(nshards)) if not (folder / "test" / f"{i}.tar").is_file()]
     if missing:

@@ -34,7 +34,7 @@ MUTANTS = [
      "old": "    if len(classnames) < 2:", "new": "    if len(classnames) < 1:",
      "tests": ["tests/test_suite.py::test_a_suite_or_task_file_of_the_wrong_shape_is_named"], "why": "a one-class task crashes in torchmetrics with a traceback naming nothing"},
     {"name": "shard-count-unchecked", "path": "gs_lightning/zeroshot/tasks.py",
-     "old": "    if len(nshards) != 1 or not nshards[0].isdigit():", "new": "    if False:",
+     "old": "    if len(nshards) != 1 or not (nshards[0].isascii() and nshards[0].isdigit() and int(nshards[0]) > 0):", "new": "    if False:",
      "tests": ["tests/test_suite.py::test_a_suite_or_task_file_of_the_wrong_shape_is_named"],
      "why": "a task whose test/nshards.txt is not one number stops eval on a ValueError naming no file"},
     {"name": "blank-class-line-dropped", "path": "gs_lightning/zeroshot/tasks.py",
