@@ -282,14 +282,18 @@ class LostSamples(Callback):
 
     def __init__(self, max_share: float, every: int = 50):
         self.max_share, self.every = max_share, every
-        self.seen = self.skipped = 0
+        self.seen = self.skipped = 0  # this rank's
+        self.totals = (0, 0)  # all ranks' (seen, skipped) at the last check
         self.restored: dict | None = None
 
     def on_train_epoch_start(self, trainer, pl_module):  # not called for an epoch resumed mid-way
         self.seen = self.skipped = 0
+        self.totals = (0, 0)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint):  # on every rank: a save is collective
-        seen, skipped = self._totals(trainer, pl_module)
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        # Training saves on every rank at once; a SIGTERM in validation stops one rank alone, which must not
+        # start a collective the others would pair with their own: it keeps the last check's totals.
+        seen, skipped = self._totals(trainer, pl_module) if trainer.training else self.totals
         checkpoint["lost_samples"] = {"epoch": trainer.current_epoch, "seen": seen, "skipped": skipped}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
@@ -299,8 +303,10 @@ class LostSamples(Callback):
         # After the restore: an epoch the checkpoint ended (saved at its last batch) is over, and the next one
         # starts from 0. The counts are all ranks' summed: rank 0 takes them on, the others start at 0.
         r, self.restored = self.restored, None
-        if r and "epoch" in r and r["epoch"] == trainer.current_epoch and trainer.is_global_zero:
-            self.seen, self.skipped = r["seen"], r["skipped"]
+        if r and "epoch" in r and r["epoch"] == trainer.current_epoch:
+            self.totals = r["seen"], r["skipped"]
+            if trainer.is_global_zero:
+                self.seen, self.skipped = self.totals
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.seen += len(batch["keys"])
@@ -317,7 +323,7 @@ class LostSamples(Callback):
         return tuple(int(c) for c in counts.tolist())
 
     def _check(self, trainer, pl_module, final: bool) -> None:
-        seen, skipped = self._totals(trainer, pl_module)
+        seen, skipped = self.totals = self._totals(trainer, pl_module)
         if final:
             pl_module.log_dict({"train/samples": float(seen), "train/lost": float(skipped)}, rank_zero_only=True)
         if skipped > self.max_share * (seen + skipped):
