@@ -334,6 +334,21 @@ def test_the_sample_a_tear_cuts_is_named_cut_not_read(tmp_path):
         assert errors[-1][0] == "00000.tar", errors  # and the tear itself
 
 
+@pytest.mark.parametrize("suffix", [".tar.bz2", ".tar.xz"])
+def test_bz2_and_xz_shards_read_whole_from_a_file_and_a_pipe(tmp_path, suffix):
+    import bz2
+    import lzma
+
+    samples = [{"key": f"{k:09d}", "txt": f"caption {k}", "cls": k} for k in range(3)]
+    write_image_shard(tmp_path / "00000.tar", samples)
+    path = tmp_path / f"00000{suffix}"
+    path.write_bytes((bz2 if suffix == ".tar.bz2" else lzma).compress((tmp_path / "00000.tar").read_bytes()))
+    for url in (str(path), f"pipe:cat {path}"):
+        (source,) = list_sources(url)
+        errors = []
+        assert [r.caption for r in source.samples(errors)] == [s["txt"] for s in samples] and errors == [], url
+
+
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tgz"])
 def test_a_gzip_of_many_members_reads_whole(tmp_path, suffix):
     """pigz -i, bgzip and concatenated .gz files write a gzip stream of many members, cut anywhere in the tar:

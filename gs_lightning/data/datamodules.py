@@ -291,8 +291,9 @@ class LostSamples(Callback):
         self.totals = (0, 0)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        # Training saves on every rank at once; a SIGTERM in validation stops one rank alone, which must not
-        # start a collective the others would pair with their own: it keeps the last check's totals.
+        # Training saves on every rank at once. A save in validation (best.ckpt; a SIGTERM there stops one rank
+        # alone) starts no collective of its own, which the others could pair with theirs: it keeps the last
+        # check's totals.
         seen, skipped = self._totals(trainer, pl_module) if trainer.training else self.totals
         checkpoint["lost_samples"] = {"epoch": trainer.current_epoch, "seen": seen, "skipped": skipped}
 

@@ -356,7 +356,8 @@ def tar_members(url: str) -> Iterator[dict]:
     http(s) through curl), compressed or not; raises when it cannot be read to its end."""
     with contextlib.closing(wds.gopen(url)) as stream:  # a pipe's close checks its command's exit status
         source = TarStream(stream)
-        with tarfile.open(fileobj=source, mode="r|*", tarinfo=WholeTarInfo) as tar:
+        # Buffered: "r|*" tells bz2 and xz from one read, which a raw stream may answer with a few bytes.
+        with tarfile.open(fileobj=io.BufferedReader(source, 1 << 16), mode="r|*", tarinfo=WholeTarInfo) as tar:
             for info in tar:
                 if info.isreg() and not META.match(info.name):
                     yield {"fname": info.name, "data": tar.extractfile(info).read()}

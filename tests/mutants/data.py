@@ -146,4 +146,8 @@ MUTANTS = [
      "old": "        if broke and last[1].keys() < first:", "new": "        if False:",
      "tests": ["tests/test_shards.py::test_the_sample_a_tear_cuts_is_named_cut_not_read"],
      "why": "the sample a tear cut is skipped as 'no caption (.txt)', which sends the user looking for a caption"},
+    {"name": "tar-compression-guessed-from-two-bytes", "path": "gs_lightning/data/shards.py",
+     "old": "fileobj=io.BufferedReader(source, 1 << 16), mode=", "new": "fileobj=source, mode=",
+     "tests": ["tests/test_shards.py::test_bz2_and_xz_shards_read_whole_from_a_file_and_a_pipe"],
+     "why": "tarfile sees TarStream's first two bytes alone and takes every .tar.bz2 and .tar.xz for a torn tar"},
 ]
