@@ -446,9 +446,9 @@ def suite_table(rows: list[SuiteRow], tasks: list, reference: SuiteRow | None) -
         lines.append(f"\n{len(unscored)} of {len(tasks)} tasks not evaluated (their metric needs more than labelled "
                      f"images: {', '.join(sorted({t.metric for t in unscored}))}); the mean is over the other "
                      f"{len(tasks) - len(unscored)}.")
+    titles = {t.name: t.title for t in tasks}
     for r in rows:
         if r.skipped:
-            titles = {t.name: t.title for t in tasks}
             lines.append(f"\n{r.name} is scored on the samples it could read: " + ", ".join(
                 f"{titles.get(task, task)} {k:,} of {n:,} unreadable" for task, (k, n) in r.skipped.items()) + ".")
     return "\n".join(lines)

@@ -304,7 +304,7 @@ class LostSamples(Callback):
         # After the restore: an epoch the checkpoint ended (saved at its last batch) is over, and the next one
         # starts from 0. The counts are all ranks' summed: rank 0 takes them on, the others start at 0.
         r, self.restored = self.restored, None
-        if r and "epoch" in r and r["epoch"] == trainer.current_epoch:
+        if r and r["epoch"] == trainer.current_epoch:
             self.totals = r["seen"], r["skipped"]
             if trainer.is_global_zero:
                 self.seen, self.skipped = self.totals

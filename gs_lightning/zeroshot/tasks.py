@@ -103,13 +103,13 @@ def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1",
     if len(nshards) != 1 or not (nshards[0].isascii() and nshards[0].isdigit() and int(nshards[0]) > 0):
         raise UserError(f"task {name}", f"{folder / 'test' / 'nshards.txt'} must hold one number, the count of "
                                         f"test/N.tar shards (1 or more); it holds {' '.join(nshards)[:60]!r}")
-    nshards = nshards[0]
-    missing = [i for i in range(int(nshards)) if not (folder / "test" / f"{i}.tar").is_file()]
+    nshards = int(nshards[0])
+    missing = [i for i in range(nshards) if not (folder / "test" / f"{i}.tar").is_file()]
     if missing:
         raise UserError(f"task {name}", f"{folder / 'test' / f'{missing[0]}.tar'} is missing (nshards.txt says "
                                         f"{nshards})")
     return Task(name, folder, metric, title or name, classnames, templates,
-                str(folder / "test" / f"{{0..{int(nshards) - 1}}}.tar"))
+                str(folder / "test" / f"{{0..{nshards - 1}}}.tar"))
 
 
 def read_suite(path: str | Path, root: str | Path) -> list[Task]:

@@ -89,7 +89,7 @@ MUTANTS = [
      "tests": ["tests/test_experiments.py::test_a_splat_run_without_its_fit_summary_shows_no_compression"],
      "why": "a splat run whose fit summary is gone shows 1.0x compression, as if it read images"},
     {"name": "lost-share-forgets-before-resume", "path": "gs_lightning/data/datamodules.py",
-     "old": 'if r and "epoch" in r and r["epoch"] == trainer.current_epoch:',
+     "old": 'if r and r["epoch"] == trainer.current_epoch:',
      "new": "if False:",
      "tests": ["tests/test_faults.py::test_unreadable_shards_are_skipped_counted_and_stop_the_run_past_the_share"],
      "why": "a run resumed near an epoch's end judges its lost share on the last few batches: 20 of 22 lost"},
