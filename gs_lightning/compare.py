@@ -457,11 +457,13 @@ def suite_table(rows: list[SuiteRow], tasks: list, reference: SuiteRow | None) -
 def suite_csv(rows: list[SuiteRow], tasks: list, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["model", "task", "metric", "value", "values_per_image", "compression", "load_rate"])
+        w.writerow(["model", "task", "metric", "value", "unreadable", "values_per_image", "compression",
+                    "load_rate"])
         for r in rows:
             for t in tasks:
                 v = r.scores.get(t.name)
-                w.writerow([r.name, t.name, t.metric, "" if v is None else f"{v:.6f}", f"{r.values:.0f}",
+                lost = "" if v is None else r.skipped.get(t.name, (0, 0))[0]  # samples the value does not count
+                w.writerow([r.name, t.name, t.metric, "" if v is None else f"{v:.6f}", lost, f"{r.values:.0f}",
                             f"{r.compression:.4f}", "" if r.load_rate is None else f"{r.load_rate:.1f}"])
 
 

@@ -15,7 +15,7 @@ import yaml
 from conftest import shipped_model_kwargs
 from helpers import image_bytes, smooth_photo
 
-from gs_lightning.compare import SuiteRow, suite_table
+from gs_lightning.compare import SuiteRow, suite_csv, suite_table
 from gs_lightning.models.clip_module import ClipModule
 from gs_lightning.errors import UserError
 from gs_lightning.zeroshot.tasks import Task, read_suite, read_task, write_task
@@ -147,11 +147,12 @@ def test_the_suite_table_gives_the_mean_and_the_ratios_to_the_reference():
     assert "1 of 3 tasks not evaluated" in text and "mean_recall@1" in text
 
 
-def test_the_suite_table_is_the_published_shape_cell_by_cell():
+def test_the_suite_table_is_the_published_shape_cell_by_cell(tmp_path):
     """The whole table against one written by hand: the header, the rule, each row (images or splats, the values
     with thousands commas, compression, the load speed-up, a task's score, n/a for none, the mean, the mean ratio),
     "-" where a row has no load rate or no task in common with the reference, and the note on the tasks not
-    evaluated (their metrics in order, and how many the mean is over)."""
+    evaluated (their metrics in order, and how many the mean is over). The CSV holds the same values, each with
+    the samples it could not read ("" where not scored)."""
     tasks = [Task("a", Path("a"), "acc1", "A"), Task("b", Path("b"), "mean_per_class_recall", "B"),
              Task("c", Path("c"), "mean_recall@1", "C"), Task("d", Path("d"), "image_retrieval_recall@5", "D")]
     rgb = SuiteRow("rgb", "rgb", 150528, 1.0, 100.0, {"a": 0.8, "b": 0.5, "c": None, "d": None})
@@ -172,6 +173,12 @@ def test_the_suite_table_is_the_published_shape_cell_by_cell():
         "mean_recall@1); the mean is over the other 2.\n"
         "\n"
         "gs is scored on the samples it could read: A 2 of 1,500 unreadable, B 1 of 40 unreadable.")
+    suite_csv([rgb, gs, slow], tasks[:2], tmp_path / "suite.csv")
+    assert (tmp_path / "suite.csv").read_text().splitlines() == [
+        "model,task,metric,value,unreadable,values_per_image,compression,load_rate",
+        "rgb,a,acc1,0.800000,0,150528,1.0000,100.0", "rgb,b,mean_per_class_recall,0.500000,0,150528,1.0000,100.0",
+        "gs,a,acc1,0.400000,2,1024,12.0000,350.0", "gs,b,mean_per_class_recall,0.400000,1,1024,12.0000,350.0",
+        "slow,a,acc1,,,64,48.0000,", "slow,b,mean_per_class_recall,0.450000,0,64,48.0000,"]
 
 
 def test_the_suite_table_without_a_reference_has_no_speed_up_and_no_ratio():
@@ -239,6 +246,7 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
     rows = list(__import__("csv").DictReader(open(suite / "out" / "suite.csv")))
     assert {(r["model"], r["task"]) for r in rows} == {(m, t) for m in ("rgb", "gs") for t in ("pets", "pets_flipped",
                                                                                                 "coco")}
+    assert {(r["task"], r["unreadable"]) for r in rows} == {("pets", "0"), ("pets_flipped", "0"), ("coco", "")}
     # the splat run read the tasks' images fitted with its own fit settings, with 6 splats each
     fitted = sorted((suite / "fitted" / "pets").iterdir())
     assert len(fitted) == 1 and yaml.safe_load((fitted[0] / "fit.yaml").read_text())["num_splats"] == 6

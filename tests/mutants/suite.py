@@ -67,4 +67,8 @@ MUTANTS = [
      "old": "        if r.skipped:", "new": "        if False:",
      "tests": ["tests/test_suite.py::test_the_suite_table_is_the_published_shape_cell_by_cell"],
      "why": "suite.md compares scores over fewer images without a word"},
+    {"name": "suite-csv-reads-every-sample", "path": "gs_lightning/compare.py",
+     "old": "r.skipped.get(t.name, (0, 0))[0]", "new": "0",
+     "tests": ["tests/test_suite.py::test_the_suite_table_is_the_published_shape_cell_by_cell"],
+     "why": "suite.csv says every sample was read where some could not be"},
 ]
