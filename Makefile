@@ -14,7 +14,7 @@ TORCH_CUDA_ARCH_LIST ?= 8.0;8.9;9.0+PTX
 # would make that /usr/local (no lib64, so -lcudart fails). Prefer the toolkit.
 export CUDA_HOME ?= $(firstword $(patsubst %/bin/nvcc,%,$(wildcard /usr/local/cuda/bin/nvcc)))
 
-.PHONY: help setup build test test-all test-gpu img2dataset e2e mutants mutmut bench bench-render bench-data bench-models bench-fit bench-codec fit \
+.PHONY: help setup build test test-all test-gpu img2dataset e2e mutants mutmut bench bench-render bench-data bench-models bench-fit bench-codec photos fit \
 	embed train eval demo compare sweep \
 	cuda-build gpu-wheels gpu-check clean
 
@@ -83,6 +83,14 @@ bench-models: build ## Splat encoder vs RGB ViT: fwd+bwd ms/sample and peak memo
 
 bench-fit: build ## Fitting: PSNR vs iterations, random / paper / default (+ plot), time to quality (+ plot), fit-to-quality, pruning, images/s
 	$(PY) -m gs_lightning.benchmarks.fit
+
+PHOTOS_DEBS := mate-backgrounds ukui-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04
+
+photos: build ## bench-fit's held-out photo sets, from Debian's wallpaper packages: outputs/photos/{test,third}
+	@if ! dpkg -s $(PHOTOS_DEBS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(PHOTOS_DEBS); \
+	  else echo "The wallpapers are missing: run 'sudo apt-get install $(PHOTOS_DEBS)'" >&2; exit 1; fi; fi
+	$(PY) -m gs_lightning.benchmarks.photos outputs/photos
 
 bench-codec: build ## Rate-distortion: splat records (fp16, quantized) vs JPEG/WebP/AVIF on the photos (CSV, table, plot)
 	$(PY) -m gs_lightning.benchmarks.codec $(ARGS)

@@ -1,6 +1,7 @@
 """Fitting: init against hand-computed layouts, fit_batch properties, and the fit command end to end."""
 import json
 import math
+import re
 import os
 import signal
 import subprocess
@@ -676,8 +677,14 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
     from gs_lightning.benchmarks import fit as bench
 
     images = smooth_photos((0, 1), 16)
-    bench.time_to_quality(images, tmp_path, counts=(4,), batch=2)
-    rows = [line.split(None, 2) for line in capsys.readouterr().out.splitlines()]
+    bench.time_to_quality(images, tmp_path, counts=(4,), batch=2, rounds=2)
+    out = capsys.readouterr().out
+    rounds = {}  # (route, setting) -> [(ms, PSNR) of round 1, of round 2]: "  1/2     4 default   60 it.  ..."
+    for r, route, setting, ms, psnr in re.findall(r"^  ([12])/2 +4 (\S+) +(.+?) +([\d.]+) ms/image +([\d.]+) dB$",
+                                                  out, re.M):
+        assert len(rounds.setdefault((route, setting), [])) == int(r) - 1  # round 2 after round 1
+        rounds[route, setting].append((float(ms), psnr))
+    rows = [line.split(None, 2) for line in out.splitlines()]
     cells = {}  # route -> {setting: [ms, PSNR, reaches, factor]}; the table's row follows the route's progress line
     for r in rows:
         if len(r) == 3 and r[0] == "4":
@@ -700,6 +707,11 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
         psnr = fit_images(images, replace(cfg, coarse_restart=r))[1].psnr.mean().item()
         shown = float(table[bench.coarse_label(levels, fine, restart)][1])
         assert (shown == pytest.approx(psnr, abs=0.006)) == (r == restart)
+    for route, settings in (("default", table), ("coarse-to-fine", table), (init, reference)):
+        for setting in (s for s in settings if (route, s) in rounds):  # the fastest round's time, their one PSNR
+            (first, psnr), (second, again) = rounds[route, setting]
+            assert settings[setting][:2] == [f"{min(first, second):.1f}", psnr] and again == psnr
+    assert len(rounds) == len(bench.TIME_BUDGETS) + len(routes) + len(budgets)
     for _, psnr, reached, factor in [*table.values(), *reference.values()]:  # a factor exactly where it is reached
         assert (factor != "-") == (reached == "yes")
         if float(psnr) != target:  # equal to two decimals: either side of the target
@@ -745,3 +757,39 @@ def test_fit_benchmark_names_a_shard_sample_with_no_image(tmp_path, capsys):
     assert names == ["b"]
     torch.testing.assert_close(got[0], torch.from_numpy(photo).permute(2, 0, 1).float() / 255, rtol=0, atol=1e-6)
     assert "left out 1: a (no image member (jpg, jpeg, png, webp))" in capsys.readouterr().out
+
+
+def test_photo_sets_link_each_named_photo_once_and_name_what_is_missing(tmp_path):
+    """The held-out sets are found by name under the packages' folder: "<name>.<ext>" or "<name>_by_<author>",
+    never a larger rendition (Elephants_3840x2160), and the benchmark reads what they link."""
+    from gs_lightning.benchmarks.fit import named_photos
+    from gs_lightning.benchmarks.photos import SETS, write_sets
+
+    root, names = tmp_path / "backgrounds", SETS["test"] + SETS["third"]
+    for i, name in enumerate(names):
+        file = root / ("nature" if i % 2 else "") / (f"{name}_by_Someone.jpg" if name in SETS["third"] else
+                                                       f"{name}.{'png' if i % 3 else 'jpg'}")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(image_bytes(smooth_photo(64, 80, seed=i), "PNG"))
+    (root / "Elephants_3840x2160.jpg").write_bytes(b"another rendition")
+    (root / "Aqua.txt").write_text("not a photo")
+    hopper = root / "grace_hopper.jpg"
+    hopper.rename(tmp_path / "grace_hopper.jpg")
+    written = write_sets(tmp_path / "out", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})
+    assert {k: len(v) for k, v in written.items()} == {"test": 13, "third": 13}
+    assert sorted(p.name for p in (tmp_path / "out" / "third").iterdir()) == sorted(f"{n}_by_Someone.jpg"
+                                                                                  for n in SETS["third"])
+    assert (tmp_path / "out" / "test" / "Elephants.jpg").resolve() == root / "nature" / "Elephants.jpg"
+    assert (tmp_path / "out" / "test" / "grace_hopper.jpg").resolve() == tmp_path / "grace_hopper.jpg"
+    keys, images = named_photos(None, str(tmp_path / "out" / "test"))
+    assert len(keys) == 13 and images.shape[0] == 13
+    write_sets(tmp_path / "out", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})  # a rerun replaces the links
+
+    (root / "Garden.jpg").write_bytes(b"a second Garden")
+    next(root.rglob("Wine_by_*")).unlink()
+    with pytest.raises(SystemExit, match=r"more than one photo named Garden \(.*Garden.jpg, .*Garden.png\)"):
+        write_sets(tmp_path / "again", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})
+    (root / "Garden.jpg").unlink()
+    with pytest.raises(SystemExit, match="no photo named Wine. Install the packages: sudo apt-get install "
+                                         "mate-backgrounds"):
+        write_sets(tmp_path / "again", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})
