@@ -70,7 +70,7 @@ mutmut: build ## Search for bugs nobody listed: mutmut over the core modules (se
 		$(if $(SAMPLE),$$($(PY) tests/mutants/sample.py draw $(SAMPLE) --seed $(SEED)),$(ONLY))
 	$(if $(SAMPLE),$(PY) tests/mutants/sample.py report $(SAMPLE) --seed $(SEED),$(VENV)/bin/mutmut results)
 
-bench: bench-render bench-data bench-models bench-fit bench-codec ## Print every benchmark (~1 h 10 min on 2 cores; the fit one is half of it)
+bench: bench-render bench-data bench-models bench-fit bench-codec ## Print every benchmark (~1 h 20 min on 2 cores; the fit one is half of it)
 
 bench-render: build ## Rasterizer: ms/image, pairs/s, vs dense reference, 1 vs N threads; on a GPU: batch 1-4096, Fig. 2
 	$(PY) -m gs_lightning.benchmarks.render
@@ -86,7 +86,7 @@ bench-fit: build ## Fitting: PSNR vs iterations, random / paper / default (+ plo
 
 PHOTOS_DEBS := mate-backgrounds ukui-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04
 
-photos: build ## bench-fit's held-out photo sets, from Debian's wallpaper packages: outputs/photos/{test,third}
+photos: setup ## bench-fit's held-out photo sets, from Debian's wallpaper packages: outputs/photos/{test,third}
 	@if ! dpkg -s $(PHOTOS_DEBS) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(PHOTOS_DEBS); \
 	  else echo "The wallpapers are missing: run 'sudo apt-get install $(PHOTOS_DEBS)'" >&2; exit 1; fi; fi

@@ -517,8 +517,7 @@ def evaluate_suite(args: list[str]) -> None:
             except UserError as e:
                 raise UserError(f"task {task.name}: {e.where}", e.what) from None
             row.scores[task.name] = result[METRICS[task.metric]]
-            if result["skipped"]:
-                row.skipped[task.name] = result["skipped"], result["samples"] + result["skipped"]
+            row.read[task.name] = result["samples"], result["skipped"]
             lost = f", {result['skipped']:,} unreadable (the warnings above name them)" if result["skipped"] else ""
             print(f"{row.name} on {task.name}: {result['samples']:,} samples scored{lost}", flush=True)
             if row.load_rate is None:  # the first task's: what reading this input costs, beside the others'

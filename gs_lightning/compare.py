@@ -416,7 +416,7 @@ class SuiteRow:
     compression: float  # uint8 pixels over the bytes as stored
     load_rate: float | None  # samples/s its eval DataModule reads (decoded, ready for the model)
     scores: dict[str, float | None] = field(default_factory=dict)
-    skipped: dict[str, tuple[int, int]] = field(default_factory=dict)  # task -> (unreadable, of samples), if any
+    read: dict[str, tuple[int, int]] = field(default_factory=dict)  # task -> (samples scored, samples unreadable)
 
     def mean(self) -> float | None:
         got = [v for v in self.scores.values() if v is not None]
@@ -448,22 +448,23 @@ def suite_table(rows: list[SuiteRow], tasks: list, reference: SuiteRow | None) -
                      f"{len(tasks) - len(unscored)}.")
     titles = {t.name: t.title for t in tasks}
     for r in rows:
-        if r.skipped:
+        lost = {task: (k, n + k) for task, (n, k) in r.read.items() if k}
+        if lost:
             lines.append(f"\n{r.name} is scored on the samples it could read: " + ", ".join(
-                f"{titles.get(task, task)} {k:,} of {n:,} unreadable" for task, (k, n) in r.skipped.items()) + ".")
+                f"{titles.get(task, task)} {k:,} of {n:,} unreadable" for task, (k, n) in lost.items()) + ".")
     return "\n".join(lines)
 
 
 def suite_csv(rows: list[SuiteRow], tasks: list, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["model", "task", "metric", "value", "unreadable", "values_per_image", "compression",
+        w.writerow(["model", "task", "metric", "value", "samples", "unreadable", "values_per_image", "compression",
                     "load_rate"])
         for r in rows:
             for t in tasks:
                 v = r.scores.get(t.name)
-                lost = "" if v is None else r.skipped.get(t.name, (0, 0))[0]  # samples the value does not count
-                w.writerow([r.name, t.name, t.metric, "" if v is None else f"{v:.6f}", lost, f"{r.values:.0f}",
+                read = ("", "") if v is None else r.read.get(t.name, ("", ""))  # the value's samples, those lost
+                w.writerow([r.name, t.name, t.metric, "" if v is None else f"{v:.6f}", *read, f"{r.values:.0f}",
                             f"{r.compression:.4f}", "" if r.load_rate is None else f"{r.load_rate:.1f}"])
 
 

@@ -685,7 +685,7 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
         assert len(rounds.setdefault((route, setting), [])) == int(r) - 1  # round 2 after round 1
         rounds[route, setting].append((float(ms), psnr))
     rows = [line.split(None, 2) for line in out.splitlines()]
-    cells = {}  # route -> {setting: [ms, PSNR, reaches, factor]}; the table's row follows the route's progress line
+    cells = {}  # route -> {setting: [ms, PSNR, reaches, factor]}: the table's rows ("4 route ...")
     for r in rows:
         if len(r) == 3 and r[0] == "4":
             setting, *rest = r[2].rsplit(None, 4)
@@ -717,6 +717,55 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
         if float(psnr) != target:  # equal to two decimals: either side of the target
             assert (reached == "yes") == (float(psnr) > target)
     assert (tmp_path / "fit_time.png").stat().st_size > 10_000
+
+
+def test_fit_benchmark_time_to_quality_keeps_each_routes_fastest_round(tmp_path, capsys, monkeypatch):
+    """On a clock the fits themselves advance (the k-th fit takes 1 + 7k mod 5 s), with PSNRs that tell the
+    route and the round apart, each route shows its fastest round's time with that round's PSNR, and a route
+    whose rounds differ says so. --rounds reaches the section; less than one round is refused."""
+    from types import SimpleNamespace
+
+    from gs_lightning.benchmarks import fit as bench
+
+    clock, calls = [0.0], []
+
+    def fake_fit(stack, cfg):  # [B, 3, H, W] -> (None, stats with psnr [B])
+        calls.append(cfg)
+        clock[0] += 1 + 7 * len(calls) % 5
+        differs = cfg.iterations == 200 and not cfg.coarse_iterations  # the default's 200 it.: each round its own
+        psnr = 20 + cfg.iterations / 100 + (len(calls) if differs else 0)
+        return None, SimpleNamespace(psnr=torch.full((len(stack),), float(psnr)))
+
+    monkeypatch.setattr(bench, "fit_batch", fake_fit)
+    monkeypatch.setattr(bench, "fit_images", fake_fit)
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    bench.time_to_quality(smooth_photos((0, 1), 16), tmp_path, counts=(4,), batch=2, rounds=2)
+    out = capsys.readouterr().out
+    rounds = {}  # (route, setting) -> [(ms, PSNR) of each round]
+    for route, setting, ms, psnr in re.findall(r"^  [12]/2 +4 (\S+) +(.+?) +([\d.]+) ms/image +([\d.]+) dB$", out, re.M):
+        rounds.setdefault((route, setting), []).append((float(ms), psnr))
+    table = {(r[1], r[2].rsplit(None, 4)[0]): r[2].rsplit(None, 4)[1:3] for r in map(lambda l: l.split(None, 2),
+                                                                                    out.splitlines())
+             if len(r) == 3 and r[0] == "4" and r[1] != "Gaussians:"}  # the table's rows, not its summary
+    assert len(rounds) == len(table) == len(bench.TIME_BUDGETS) + len(bench.COARSE) + len(bench.REFERENCE[2])
+    assert any(b[0] < a[0] for a, b in rounds.values()) and any(a[0] < b[0] for a, b in rounds.values())
+    for key, both in rounds.items():
+        ms, psnr = min(both)
+        assert table[key] == [f"{ms:.1f}", psnr]
+    first, second = rounds["default", "200 it."]
+    assert second[0] < first[0] and second[1] != first[1]  # its time and PSNR both from its second round
+    assert "note: at 4 Gaussians, default 200 it.: the rounds' PSNRs differ" in out
+    assert out.count("PSNRs differ") == 1
+    with pytest.raises(ValueError, match="rounds=0"):
+        bench.time_to_quality(smooth_photos((0,), 16), tmp_path, counts=(4,), batch=2, rounds=0)
+
+    seen = {}
+    monkeypatch.setattr(bench, "time_to_quality", lambda *a, **kw: seen.update(kw))
+    bench.main(["--section", "time", "--photos", "1", "--counts", "4", "--rounds", "3", "--out", str(tmp_path)])
+    assert seen == {"rounds": 3}
+    with pytest.raises(SystemExit):
+        bench.main(["--section", "time", "--photos", "1", "--rounds", "0"])
+    assert "--rounds: '0' is no count of 1 or more" in capsys.readouterr().err
 
 
 def test_fit_benchmark_throughput_times_both_recipes_on_each_path(capsys):
@@ -783,7 +832,14 @@ def test_photo_sets_link_each_named_photo_once_and_name_what_is_missing(tmp_path
     assert (tmp_path / "out" / "test" / "grace_hopper.jpg").resolve() == tmp_path / "grace_hopper.jpg"
     keys, images = named_photos(None, str(tmp_path / "out" / "test"))
     assert len(keys) == 13 and images.shape[0] == 13
-    write_sets(tmp_path / "out", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})  # a rerun replaces the links
+    before = {p: p.resolve() for p in (tmp_path / "out").rglob("*")}
+    (tmp_path / "out" / "test" / "Garden.jpg").symlink_to(root / "nature" / "Elephants.jpg")  # another set's link
+    write_sets(tmp_path / "out", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})  # a rerun: the set's alone
+    assert {p: p.resolve() for p in (tmp_path / "out").rglob("*")} == before
+    (tmp_path / "out" / "third" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"third holds notes.txt, which no link of this set replaces"):
+        write_sets(tmp_path / "out", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})
+    assert (tmp_path / "out" / "third" / "notes.txt").read_text() == "mine"
 
     (root / "Garden.jpg").write_bytes(b"a second Garden")
     next(root.rglob("Wine_by_*")).unlink()
@@ -793,3 +849,4 @@ def test_photo_sets_link_each_named_photo_once_and_name_what_is_missing(tmp_path
     with pytest.raises(SystemExit, match="no photo named Wine. Install the packages: sudo apt-get install "
                                          "mate-backgrounds"):
         write_sets(tmp_path / "again", root, {"grace_hopper": tmp_path / "grace_hopper.jpg"})
+    assert not (tmp_path / "again").exists()  # every set found before any is written

@@ -152,12 +152,12 @@ def test_the_suite_table_is_the_published_shape_cell_by_cell(tmp_path):
     with thousands commas, compression, the load speed-up, a task's score, n/a for none, the mean, the mean ratio),
     "-" where a row has no load rate or no task in common with the reference, and the note on the tasks not
     evaluated (their metrics in order, and how many the mean is over). The CSV holds the same values, each with
-    the samples it could not read ("" where not scored)."""
+    the samples it scored and those it could not read (blank where not scored)."""
     tasks = [Task("a", Path("a"), "acc1", "A"), Task("b", Path("b"), "mean_per_class_recall", "B"),
              Task("c", Path("c"), "mean_recall@1", "C"), Task("d", Path("d"), "image_retrieval_recall@5", "D")]
     rgb = SuiteRow("rgb", "rgb", 150528, 1.0, 100.0, {"a": 0.8, "b": 0.5, "c": None, "d": None})
     gs = SuiteRow("gs", "splats", 1024, 12.0, 350.0, {"a": 0.4, "b": 0.4},  # ratios 0.5 and 0.8
-                  skipped={"a": (2, 1500), "b": (1, 40)})  # unreadable samples, of all its samples
+                  read={"a": (1498, 2), "b": (39, 1)})  # samples scored, samples unreadable
     slow = SuiteRow("slow", "splats", 64, 48.0, None, {"a": None, "b": 0.45})  # no load rate; a not scored
     blank = SuiteRow("blank", "splats", 8, 2.0, 50.0, {})  # no score at all: no mean, no ratio
     assert suite_table([rgb, gs, slow, blank], tasks, rgb) == (
@@ -173,12 +173,15 @@ def test_the_suite_table_is_the_published_shape_cell_by_cell(tmp_path):
         "mean_recall@1); the mean is over the other 2.\n"
         "\n"
         "gs is scored on the samples it could read: A 2 of 1,500 unreadable, B 1 of 40 unreadable.")
+    rgb.read = {"a": (1500, 0), "b": (40, 0)}
+    slow.read = {"a": (1500, 0), "b": (40, 0)}  # a not scored: no count beside no value
     suite_csv([rgb, gs, slow], tasks[:2], tmp_path / "suite.csv")
     assert (tmp_path / "suite.csv").read_text().splitlines() == [
-        "model,task,metric,value,unreadable,values_per_image,compression,load_rate",
-        "rgb,a,acc1,0.800000,0,150528,1.0000,100.0", "rgb,b,mean_per_class_recall,0.500000,0,150528,1.0000,100.0",
-        "gs,a,acc1,0.400000,2,1024,12.0000,350.0", "gs,b,mean_per_class_recall,0.400000,1,1024,12.0000,350.0",
-        "slow,a,acc1,,,64,48.0000,", "slow,b,mean_per_class_recall,0.450000,0,64,48.0000,"]
+        "model,task,metric,value,samples,unreadable,values_per_image,compression,load_rate",
+        "rgb,a,acc1,0.800000,1500,0,150528,1.0000,100.0",
+        "rgb,b,mean_per_class_recall,0.500000,40,0,150528,1.0000,100.0",
+        "gs,a,acc1,0.400000,1498,2,1024,12.0000,350.0", "gs,b,mean_per_class_recall,0.400000,39,1,1024,12.0000,350.0",
+        "slow,a,acc1,,,,64,48.0000,", "slow,b,mean_per_class_recall,0.450000,40,0,64,48.0000,"]
 
 
 def test_the_suite_table_without_a_reference_has_no_speed_up_and_no_ratio():
@@ -246,7 +249,8 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
     rows = list(__import__("csv").DictReader(open(suite / "out" / "suite.csv")))
     assert {(r["model"], r["task"]) for r in rows} == {(m, t) for m in ("rgb", "gs") for t in ("pets", "pets_flipped",
                                                                                                 "coco")}
-    assert {(r["task"], r["unreadable"]) for r in rows} == {("pets", "0"), ("pets_flipped", "0"), ("coco", "")}
+    assert {(r["task"], r["samples"], r["unreadable"]) for r in rows} == {("pets", "6", "0"), ("pets_flipped", "5", "0"),
+                                                                         ("coco", "", "")}
     # the splat run read the tasks' images fitted with its own fit settings, with 6 splats each
     fitted = sorted((suite / "fitted" / "pets").iterdir())
     assert len(fitted) == 1 and yaml.safe_load((fitted[0] / "fit.yaml").read_text())["num_splats"] == 6
@@ -265,6 +269,8 @@ def test_eval_reports_each_task_and_fits_a_tasks_images_once_per_setting(suite):
 
 
 def test_a_task_with_unreadable_images_is_scored_on_the_rest_and_counts_them(suite, tmp_path):
+    """evaluate counts what it scored and what it could not read; eval prints both, suite.md's footnote and
+    suite.csv give them."""
     from gs_lightning.evaluate import evaluate
 
     samples = task_samples(7)
@@ -275,6 +281,15 @@ def test_a_task_with_unreadable_images_is_scored_on_the_rest_and_counts_them(sui
     with pytest.warns(UserWarning, match="k0002"):
         result = evaluate(suite / "runs" / "rgb", task.shards, task)
     assert (result["samples"], result["skipped"]) == (5, 2)
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "pets", "title": "Pets"}]}))
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", "eval", str(suite / "runs" / "rgb"),
+                          f"suite={tmp_path / 'suite.yaml'}", f"suite.root={tmp_path}", f"out={tmp_path / 'out'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rgb on pets: 5 samples scored, 2 unreadable (the warnings above name them)" in out.stdout
+    assert "rgb is scored on the samples it could read: Pets 2 of 7 unreadable." in (tmp_path / "out" / "suite.md").read_text()
+    row, = __import__("csv").DictReader(open(tmp_path / "out" / "suite.csv"))
+    assert (row["samples"], row["unreadable"]) == ("5", "2")
 
 
 @pytest.mark.parametrize("problem, want", [

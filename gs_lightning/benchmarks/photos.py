@@ -54,15 +54,22 @@ def find(names: tuple[str, ...], root: Path, extra: dict[str, Path]) -> dict[str
 
 
 def write_sets(out: Path, root: Path, extra: dict[str, Path]) -> dict[str, list[Path]]:
-    """OUT/<set>/<file name> -> the photo, for each set; a link already there is replaced."""
+    """OUT/<set>/<file name> -> the photo, for each set, once every photo of every set is found. A set's folder
+    holds its links and nothing else: links left from other photos go; a file that is no link stops it."""
+    found = {name: find(names, root, extra) for name, names in SETS.items()}
     written = {}
-    for name, names in SETS.items():
+    for name, photos in found.items():
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
+        others = [p for p in folder.iterdir() if not p.is_symlink()]
+        if others:
+            raise SystemExit(f"{folder} holds {', '.join(p.name for p in others)}, which no link of this set "
+                             f"replaces: move it, or give another OUT.")
+        for link in folder.iterdir():
+            link.unlink()
         written[name] = []
-        for photo in find(names, root, extra).values():
+        for photo in photos.values():
             link = folder / photo.name
-            link.unlink(missing_ok=True)
             link.symlink_to(photo.resolve())
             written[name].append(link)
     return written
