@@ -1,8 +1,8 @@
 """Fitting: init against hand-computed layouts, fit_batch properties, and the fit command end to end."""
 import json
 import math
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -673,26 +673,32 @@ def test_fit_benchmark_tables_and_plots(tmp_path, capsys):
     assert (tmp_path / "fit_paper.png").stat().st_size > 10_000
 
 
+def time_section(out: str) -> tuple[dict, dict]:
+    """bench-fit's time section at 4 Gaussians in 2 rounds, as printed: (route, setting) -> [(ms, PSNR) of
+    round 1, of round 2] from the progress lines ("  1/2     4 default   60 it.  ..."), and (route, setting) ->
+    [ms, PSNR, reaches, factor] from the table's rows ("4 default 60 it. ...", not the summary "4 Gaussians:")."""
+    rounds = {}
+    for r, route, setting, ms, psnr in re.findall(r"^  ([12])/2 +4 (\S+) +(.+?) +([\d.]+) ms/image +([\d.]+) dB$",
+                                                  out, re.M):
+        assert len(rounds.setdefault((route, setting), [])) == int(r) - 1  # round 2 after round 1
+        rounds[route, setting].append((float(ms), psnr))
+    table = {}
+    for r in (line.split(None, 2) for line in out.splitlines()):
+        if len(r) == 3 and r[0] == "4" and r[1] != "Gaussians:":
+            setting, *rest = r[2].rsplit(None, 4)
+            table[r[1], setting] = rest
+    return rounds, table
+
+
 def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_path, capsys):
     from gs_lightning.benchmarks import fit as bench
 
     images = smooth_photos((0, 1), 16)
     bench.time_to_quality(images, tmp_path, counts=(4,), batch=2, rounds=2)
-    out = capsys.readouterr().out
-    rounds = {}  # (route, setting) -> [(ms, PSNR) of round 1, of round 2]: "  1/2     4 default   60 it.  ..."
-    for r, route, setting, ms, psnr in re.findall(r"^  ([12])/2 +4 (\S+) +(.+?) +([\d.]+) ms/image +([\d.]+) dB$",
-                                                  out, re.M):
-        assert len(rounds.setdefault((route, setting), [])) == int(r) - 1  # round 2 after round 1
-        rounds[route, setting].append((float(ms), psnr))
-    rows = [line.split(None, 2) for line in out.splitlines()]
-    cells = {}  # route -> {setting: [ms, PSNR, reaches, factor]}: the table's rows ("4 route ...")
-    for r in rows:
-        if len(r) == 3 and r[0] == "4":
-            setting, *rest = r[2].rsplit(None, 4)
-            cells.setdefault(r[1], {})[setting] = rest
-    table = {**cells["default"], **cells["coarse-to-fine"]}
+    rounds, rows = time_section(capsys.readouterr().out)
     recipe, init, budgets = bench.REFERENCE
-    reference = cells[init]
+    table = {s: v for (route, s), v in rows.items() if route in ("default", "coarse-to-fine")}
+    reference = {s: v for (route, s), v in rows.items() if route == init}
     assert set(reference) == {f"{T} it." for T in budgets}
     routes = {bench.coarse_label(*route) for route in bench.COARSE}
     assert set(table) == {f"{T} it." for T in bench.TIME_BUDGETS} | routes
@@ -707,11 +713,9 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
         psnr = fit_images(images, replace(cfg, coarse_restart=r))[1].psnr.mean().item()
         shown = float(table[bench.coarse_label(levels, fine, restart)][1])
         assert (shown == pytest.approx(psnr, abs=0.006)) == (r == restart)
-    for route, settings in (("default", table), ("coarse-to-fine", table), (init, reference)):
-        for setting in (s for s in settings if (route, s) in rounds):  # the fastest round's time, their one PSNR
-            (first, psnr), (second, again) = rounds[route, setting]
-            assert settings[setting][:2] == [f"{min(first, second):.1f}", psnr] and again == psnr
-    assert len(rounds) == len(bench.TIME_BUDGETS) + len(routes) + len(budgets)
+    for key, ((first, psnr), (second, again)) in rounds.items():  # the fastest round's time, their one PSNR
+        assert rows[key][:2] == [f"{min(first, second):.1f}", psnr] and again == psnr
+    assert len(rounds) == len(rows) == len(bench.TIME_BUDGETS) + len(routes) + len(budgets)
     for _, psnr, reached, factor in [*table.values(), *reference.values()]:  # a factor exactly where it is reached
         assert (factor != "-") == (reached == "yes")
         if float(psnr) != target:  # equal to two decimals: either side of the target
@@ -741,17 +745,12 @@ def test_fit_benchmark_time_to_quality_keeps_each_routes_fastest_round(tmp_path,
     monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     bench.time_to_quality(smooth_photos((0, 1), 16), tmp_path, counts=(4,), batch=2, rounds=2)
     out = capsys.readouterr().out
-    rounds = {}  # (route, setting) -> [(ms, PSNR) of each round]
-    for route, setting, ms, psnr in re.findall(r"^  [12]/2 +4 (\S+) +(.+?) +([\d.]+) ms/image +([\d.]+) dB$", out, re.M):
-        rounds.setdefault((route, setting), []).append((float(ms), psnr))
-    table = {(r[1], r[2].rsplit(None, 4)[0]): r[2].rsplit(None, 4)[1:3] for r in map(lambda l: l.split(None, 2),
-                                                                                    out.splitlines())
-             if len(r) == 3 and r[0] == "4" and r[1] != "Gaussians:"}  # the table's rows, not its summary
+    rounds, table = time_section(out)
     assert len(rounds) == len(table) == len(bench.TIME_BUDGETS) + len(bench.COARSE) + len(bench.REFERENCE[2])
     assert any(b[0] < a[0] for a, b in rounds.values()) and any(a[0] < b[0] for a, b in rounds.values())
     for key, both in rounds.items():
         ms, psnr = min(both)
-        assert table[key] == [f"{ms:.1f}", psnr]
+        assert table[key][:2] == [f"{ms:.1f}", psnr]
     first, second = rounds["default", "200 it."]
     assert second[0] < first[0] and second[1] != first[1]  # its time and PSNR both from its second round
     assert "note: at 4 Gaussians, default 200 it.: the rounds' PSNRs differ" in out

@@ -25,6 +25,7 @@ SETS = {
               "picosdeeuropa", "seeding", "sunset", "umang"),
 }
 EXTS = (".jpg", ".jpeg", ".png")
+NAME = re.compile(r"(?P<name>.+?)(_by_[^/]*)?$")  # of a file's stem
 
 
 def grace_hopper() -> Path:
@@ -35,11 +36,10 @@ def grace_hopper() -> Path:
 
 def find(names: tuple[str, ...], root: Path, extra: dict[str, Path]) -> dict[str, Path]:
     """name -> its file under `root` (or in `extra`); exits naming every photo not found, and any found twice."""
-    pattern = re.compile(r"(?P<name>.+?)(_by_[^/]*)?$")
     found: dict[str, list[Path]] = {n: [extra[n]] if n in extra else [] for n in names}
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in EXTS and path.is_file():
-            name = pattern.match(path.stem)["name"]
+            name = NAME.match(path.stem)["name"]
             if name in found and name not in extra:
                 found[name].append(path)
     missing = [n for n, paths in found.items() if not paths]
