@@ -180,7 +180,9 @@ def trainer(**kwargs):
         raise UserError("trainer", str(e).splitlines()[0]) from None
 
 
-def clip_module(cfg):  # cfg: TrainRun -> ClipModule
+def clip_module(cfg, *, with_eval_set: bool = True):  # cfg: TrainRun -> ClipModule
+    """The run's module; with_eval_set=False leaves its classes to the caller (use_classes: a suite's task), and
+    data.eval_set unread."""
     from omegaconf import OmegaConf
 
     from gs_lightning.models.clip_module import ClipModule
@@ -190,8 +192,8 @@ def clip_module(cfg):  # cfg: TrainRun -> ClipModule
         from gs_lightning.data.embeddings import embedding_settings
 
         teacher_logit_scale = embedding_settings(cfg.data.embeddings)["logit_scale"]
-    return ClipModule(**OmegaConf.to_container(cfg.model, resolve=True), eval_set=cfg.data.eval_set,
-                      teacher_logit_scale=teacher_logit_scale)
+    return ClipModule(**OmegaConf.to_container(cfg.model, resolve=True),
+                      eval_set=cfg.data.eval_set if with_eval_set else None, teacher_logit_scale=teacher_logit_scale)
 
 
 def image_size(cfg) -> int:
@@ -217,7 +219,7 @@ def eval_data(cfg, path: str | None = None, *, num_workers: int | None = None):
         kind=kind, path=path or d[kind].val, batch_size=d.val_batch_size,
         num_workers=d.num_workers if num_workers is None else num_workers,
         preprocess=open_clip.image_transform(image_size(cfg), is_train=False) if kind == "rgb" else None,
-        max_splats=d.max_splats, key=path or f"data.{kind}.val",
+        max_splats=d.max_splats, splat_sampling=d.splat_sampling, key=path or f"data.{kind}.val",
     )
 
 

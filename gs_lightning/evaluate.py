@@ -36,7 +36,7 @@ def evaluate(run_dir: str | Path, path: str, task=None) -> dict[str, float]:
         cfg.model.distill.embedding_weight = cfg.model.distill.logit_weight = 0.0
     checkpoint = str(Path(run_dir) / "checkpoints" / "best.ckpt")
     with build.quiet_lightning():
-        module = build.clip_module(cfg)
+        module = build.clip_module(cfg, with_eval_set=task is None)  # a task's classes, not the run's
         if task is not None:
             module.use_classes(*task.classifier_text())
         load_matching(module.model, read_state_dict(checkpoint, checkpoint), checkpoint, checkpoint)

@@ -81,6 +81,34 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     assert b["keys"] == ["00000.tar/ok"] and b["skipped"] == 2
 
 
+def test_eval_subsamples_splat_sets_as_training_does_the_same_subset_each_time(tmp_path):
+    """With data.max_splats, eval takes each set's random subset (rows keep the init's order: the first ones are
+    one band of the image), drawn by the sample's key: the same on every read, whatever the workers; truncate
+    takes the first rows."""
+    w = FittedShard(tmp_path / "00000.tar", "fp16")
+    for i in range(6):
+        rows = np.full((64, 8), 0.5, np.float16)
+        rows[:, 0] = (np.arange(64) + 0.5) / 64  # each row's x tells which row it is
+        w.write(f"k{i}", rows, {}, "x", 1)
+    w.commit()
+
+    def rows_read(sampling, workers):  # {key: row numbers}
+        zs = ZeroShotDataModule(kind="splats", path=str(tmp_path / "00000.tar"), batch_size=4, max_splats=16,
+                                splat_sampling=sampling, num_workers=workers)
+        got = {}
+        for b in zs.val_dataloader():
+            for key, x in zip(b["keys"], b["splats"].xy[..., 0]):
+                got[key] = [round(float(v) * 64 - 0.5) for v in x]
+        return got
+
+    truncated, drawn, again = rows_read("truncate", 0), rows_read("random", 0), rows_read("random", 2)
+    assert truncated == {f"00000.tar/k{i}": list(range(16)) for i in range(6)}
+    assert drawn == again and len(drawn) == 6
+    for rows in drawn.values():
+        assert len(rows) == 16 and rows == sorted(set(rows)) and rows[-1] >= 16  # a subset in order, not a band
+    assert len({tuple(r) for r in drawn.values()}) > 1  # each set its own draw
+
+
 def test_samples_skipped_after_an_eval_streams_last_full_batch_are_counted(tmp_path):
     w = FittedShard(tmp_path / "00000.tar", "fp16")
     for key in ("a", "b", "nan"):  # a full batch of two, then one that cannot be read: no batch follows it

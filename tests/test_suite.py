@@ -292,6 +292,43 @@ def test_a_task_with_unreadable_images_is_scored_on_the_rest_and_counts_them(sui
     assert (row["samples"], row["unreadable"]) == ("5", "2")
 
 
+def test_a_suite_task_does_not_read_the_runs_own_eval_set(suite, tmp_path):
+    """A run trained with a task folder as data.eval_set, since moved: the suite scores it on its tasks, and only
+    its own eval set (which a task replaces) names the missing folder, as data.eval_set."""
+    import shutil
+
+    from gs_lightning.evaluate import evaluate
+
+    run = tmp_path / "rgb"
+    shutil.copytree(suite / "runs" / "rgb", run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["eval_set"] = str(tmp_path / "moved" / "cars")
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_task(tmp_path / "pets", task_samples(4), CLASSES, TEMPLATES)
+    task = read_task(tmp_path / "pets")
+    assert evaluate(run, task.shards, task)["samples"] == 4
+    with pytest.raises(UserError, match=r"^data\.eval_set: '.*/moved/cars' is neither a built-in eval set"):
+        evaluate(run, task.shards)
+
+
+def test_a_torn_task_shard_counts_every_sample_it_could_not_read(suite, tmp_path):
+    """A task shard cut short (a broken copy) is scored on what was read before the tear; its sizes.json says
+    how many samples it held, so every unread one counts as unreadable, not the rest as one."""
+    import tarfile
+
+    from gs_lightning.evaluate import evaluate
+
+    write_task(tmp_path / "pets", task_samples(7), CLASSES, TEMPLATES)
+    shard = tmp_path / "pets" / "test" / "0.tar"
+    with tarfile.open(shard) as t:
+        cut = next(m.offset for m in t.getmembers() if m.name.startswith("k0003"))
+    shard.write_bytes(shard.read_bytes()[:cut])
+    task = read_task(tmp_path / "pets")
+    with pytest.warns(UserWarning, match="4 of its 7 samples unread"):
+        result = evaluate(suite / "runs" / "rgb", task.shards, task)
+    assert (result["samples"], result["skipped"]) == (3, 4)
+
+
 @pytest.mark.parametrize("problem, want", [
     ("one class", "classnames.txt names 1 class; a zero-shot task chooses between two or more"),
     ("a blank class line", "classnames.txt line 2 is blank"),  # clip_benchmark would label dog 2, not 1
@@ -321,16 +358,20 @@ def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, wan
         assert [t.name for t in read_suite(tmp_path / "suite.yaml", root)] == ["pets", "coco"]
 
 
-@pytest.mark.parametrize("problem", ["no task folder", "no classnames", "label beyond the classes", "no readable image"])
+@pytest.mark.parametrize("problem", ["no task folder", "no classnames", "no templates", "label beyond the classes",
+                                     "label below the classes", "no readable image"])
 def test_a_broken_task_is_one_error_naming_the_task_and_file(suite, tmp_path, problem):
     root = tmp_path / "tasks"
-    labels = [0, 1, 2, 4, 0] if problem == "label beyond the classes" else None  # 4: one past the last class
+    labels = {"label beyond the classes": [0, 1, 2, 4, 0],  # 4: one past the last class
+              "label below the classes": [0, 1, 2, -1, 0]}.get(problem)
     samples = task_samples(5, labels=labels)
     if problem == "no readable image":  # torchmetrics would score it 0.0, and the suite's mean count that
         samples = [{**s, "png": b"not an image"} for s in samples]
     write_task(root / "pets", samples, CLASSES, TEMPLATES)
     if problem == "no classnames":
         (root / "pets" / "classnames.txt").unlink()
+    if problem == "no templates":
+        (root / "pets" / "zeroshot_classification_templates.txt").write_text("\n  \n")
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"tasks": [
         {"name": "pets" if problem != "no task folder" else "pets2"}]}))
     out = subprocess.run([sys.executable, "-m", "gs_lightning", "eval", str(suite / "runs" / "rgb"),
@@ -340,7 +381,12 @@ def test_a_broken_task_is_one_error_naming_the_task_and_file(suite, tmp_path, pr
     last = out.stderr.strip().splitlines()[-1]
     want = {"no task folder": f"error: task pets2: {root / 'pets2'} is not a folder",
             "no classnames": f"error: task pets: {root / 'pets' / 'classnames.txt'} is missing",
-            "label beyond the classes": "error: task pets: 0.tar/k0003: .cls 4 is beyond the 4 class names",
+            "no templates": f"error: task pets: {root / 'pets' / 'zeroshot_classification_templates.txt'} holds no "
+                            "template",
+            "label beyond the classes": "error: task pets: 0.tar/k0003: .cls 4 is not one of the 4 class labels of "
+                                        "the eval set (0 to 3",
+            "label below the classes": "error: task pets: 0.tar/k0003: .cls -1 is not one of the 4 class labels of "
+                                       "the eval set (0 to 3",
             "no readable image": f"error: task pets: {root / 'pets' / 'test'}/{{0..0}}.tar: none of its samples could "
                                  "be read"}[problem]
     assert last.startswith(want), last

@@ -338,10 +338,10 @@ class ClipModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.val_skipped += int(batch.get("skipped", 0))
         labels = batch["label"]
-        if (beyond := labels >= len(self.classnames)).any():
+        if (beyond := (labels < 0) | (labels >= len(self.classnames))).any():
             i = int(beyond.nonzero()[0, 0])
-            raise UserError(batch["keys"][i], f".cls {int(labels[i])} is beyond the {len(self.classnames)} class "
-                                              "names of the eval set (classnames.txt)")
+            raise UserError(batch["keys"][i], f".cls {int(labels[i])} is not one of the {len(self.classnames)} class "
+                                              f"labels of the eval set (0 to {len(self.classnames) - 1}, classnames.txt)")
         features = self.model.encode_image(self.visual_input(batch), normalize=True)
         self.metrics.update(features @ self.classifier, labels)
         self.val_samples += len(labels)

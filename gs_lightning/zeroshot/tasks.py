@@ -99,6 +99,9 @@ def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1",
     if len(classnames) < 2:
         raise UserError(f"task {name}", f"{folder / CLASSNAMES} names {len(classnames)} class; a zero-shot task "
                                         "chooses between two or more")
+    if not templates:  # open_clip's classifier would fail on templates[0], naming no task
+        raise UserError(f"task {name}", f"{folder / TEMPLATES} holds no template; give one a line, {{c}} where the "
+                                        "class name goes")
     nshards = lines("test/nshards.txt")
     if len(nshards) != 1 or not (nshards[0].isascii() and nshards[0].isdigit() and int(nshards[0]) > 0):
         raise UserError(f"task {name}", f"{folder / 'test' / 'nshards.txt'} must hold one number, the count of "
@@ -151,4 +154,7 @@ def eval_set(name: str) -> tuple[list[str], list[Callable[[str], str]]]:
     """(class names, prompt templates) of a built-in eval set, or of a task folder."""
     if name in EVAL_SETS:
         return EVAL_SETS[name]()
+    if not Path(name).is_dir():
+        raise UserError("data.eval_set", f"{name!r} is neither a built-in eval set ({', '.join(EVAL_SETS)}) nor a "
+                                         "task folder")
     return read_task(name).classifier_text()
