@@ -242,9 +242,10 @@ class QuantizedRecord:
     def decode(self, data: bytes) -> np.ndarray:  # -> float32 [n, 8]
         if data[:3] != MAGIC:
             raise RecordError("not a quantized splat record (no GSQ magic)")
-        if len(data) < 5 or data[3] != VERSION:
-            raise RecordError(f"quantized splat record of version {data[3] if len(data) > 3 else '?'}; "
-                              f"this code reads version {VERSION}")
+        if len(data) > 3 and data[3] != VERSION:
+            raise RecordError(f"quantized splat record of version {data[3]}; this code reads version {VERSION}")
+        if len(data) < 5:
+            raise RecordError("truncated header")
         coding = data[4]
         buf = io.BytesIO(data[5:])
         n = _read_varint(buf)

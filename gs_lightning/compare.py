@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from gs_lightning.atomic import write_text_atomic
 from gs_lightning.errors import UserError
 from gs_lightning.splats import BYTES_PER_SPLAT
 
@@ -201,13 +202,15 @@ def _signature(*paths: str | Path) -> str:
 
 def _cached(folder: Path, signature: str, compute) -> dict:
     f = folder / "result.json"
-    if f.exists():
+    try:
         cached = json.loads(f.read_text())
         if cached.get("signature") == signature:
             return cached["result"]
+    except (OSError, ValueError, AttributeError, KeyError):  # none yet, or not one this function wrote: again
+        pass
     result = compute()
     folder.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps({"signature": signature, "result": result}, indent=1))
+    write_text_atomic(f, json.dumps({"signature": signature, "result": result}, indent=1))
     return result
 
 

@@ -126,16 +126,20 @@ def test_record_layout_header_count_and_both_codings():
 
 
 @pytest.mark.parametrize("mangle, why", [
-    (lambda d: b"XYZ" + d[3:], "magic"),
-    (lambda d: d[:3] + b"\x09" + d[4:], "version"),
+    (lambda d: b"XYZ" + d[3:], "no GSQ magic"),
+    (lambda d: d[:3] + b"\x09" + d[4:], "of version 9; this code reads version"),
     (lambda d: d[:4] + b"\x07" + d[5:], "coding"),
-    (lambda d: d[:20], "truncated"),
+    (lambda d: d[:20], "truncated header"),
+    (lambda d: d[:4], "truncated header"),  # cut after its version: the version is right, the rest missing
+    (lambda d: d[:3], "truncated header"),
     (lambda d: d[:-5], "payload"),
-    (lambda d: d[:5] + b"\xff\xff\xff\xff\x0f" + d[7:], "count"),
+    (lambda d: d[:5] + b"\xff\xff\xff\xff\x0f" + d[7:], "payload length"),  # a count its payload does not hold
+    (lambda d: d[:5] + b"\xff" * 6, "truncated or oversized splat count"),
 ])
 def test_corrupt_records_raise_record_error(mangle, why):
+    """Each corruption is named for what it is: a skipped sample's warning says why."""
     data = Q.encode(rows_of(300))
-    with pytest.raises(RecordError):
+    with pytest.raises(RecordError, match=why):
         Q.decode(mangle(data))
 
 

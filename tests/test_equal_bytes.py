@@ -215,3 +215,32 @@ def test_a_run_logged_without_top5_or_queries_is_a_row_of_what_it_has():
     rows = table([rgb, gs]).splitlines()
     assert rows[2] == "| rgb | rgb | images | - | - | 1.0x | - | 50.0% | n/a |"
     assert rows[3] == "| gs | transfer (49 queries) | splats | 16 | - | 9.2x | 50.0% | 30.0% | 70.0% |"
+
+
+def test_a_torn_cached_result_is_computed_again(tmp_path):
+    """A result.json cut short by a kill (or not compare's) is a miss, computed again and written whole."""
+    from gs_lightning.compare import _cached
+
+    (tmp_path / "result.json").write_text('{"signature": "s", "res')
+    assert _cached(tmp_path, "s", lambda: {"top1": 0.5}) == {"top1": 0.5}
+    assert _cached(tmp_path, "s", lambda: pytest.fail("a whole cached result is computed again")) == {"top1": 0.5}
+    assert _cached(tmp_path, "t", lambda: {"top1": 0.25}) == {"top1": 0.25}  # another signature: computed
+
+
+def test_an_image_folder_takes_each_images_budget_by_its_key_whatever_its_shards(tmp_path):
+    """An image folder's shards are cut by the fit's fit.shard_size, which compare does not know: an image whose
+    shard and key find no budget takes its key's. Images matching none are a UserError naming the images."""
+    from gs_lightning.data.pixel_codecs import reencode_eval_set
+    from gs_lightning.errors import UserError
+
+    for i, label in enumerate(["cat", "dog", "cat"]):
+        (tmp_path / "val" / label).mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / "val" / label / f"{i}.png")
+    keys = [raw.key for source in list_sources(str(tmp_path / "val"), shard_size=1) for raw in source.samples([])]
+    budgets = {f"{k:05d}.tar/{key}": 300 + 100 * k for k, key in enumerate(keys)}  # fitted one image a shard
+    account = reencode_eval_set(str(tmp_path / "val"), budgets, SIZE, "webp", tmp_path / "out")
+    assert sorted((r["key"].split("/")[1], r["budget"]) for r in account["per_image"]) == sorted(
+        (key, 300 + 100 * k) for k, key in enumerate(keys))
+    with pytest.raises(UserError, match=r"val: none of its labelled images has a splat set to match"):
+        reencode_eval_set(str(tmp_path / "val"), {"00000.tar/other": 300}, SIZE, "webp", tmp_path / "out2")

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from PIL import Image, features
 
+from gs_lightning.atomic import write_text_atomic
 from gs_lightning.data.shards import (
     BadSample, decode_image, list_sources, resize_center_crop, to_uint8, update_sizes, write_image_shard,
 )
+from gs_lightning.errors import UserError
 
 # name -> (Pillow format, Pillow feature, tar member extension)
 CODECS = {"jpeg": ("JPEG", "jpg", "jpg"), "webp": ("WEBP", "webp", "webp"), "avif": ("AVIF", "avif", "avif")}
@@ -87,13 +89,22 @@ def match_budget(pixels: np.ndarray, codec: str, budget: int) -> Match:
 def reencode_eval_set(pattern: str, budgets: dict[str, int], size: int, codec: str, out: str | Path) -> dict:
     """Re-encode the labelled images of `pattern` at per-image budgets ({shard/key: bytes}) into labelled
     shards under `out` (same shard names and keys); returns the account (per image and totals), also
-    written as out/reencoded.json. Images without a budget (no splat record) are left out."""
+    written as out/reencoded.json. Images without a budget (no splat record) are left out; none with one is a
+    UserError.
+
+    An image takes its own shard's and key's budget, else its key's where one shard alone holds that key: an
+    image folder is cut into shards by the fit's fit.shard_size, which `pattern` does not say."""
     out = Path(out)
+    by_key: dict[str, list[int]] = {}
+    for name, budget in budgets.items():
+        by_key.setdefault(name.split("/", 1)[-1], []).append(budget)
     rows, sizes = [], {}
     for source in list_sources(pattern):
         samples, errors = [], []
         for raw in source.samples(errors):
             budget = budgets.get(f"{source.name}/{raw.key}")
+            if budget is None and len(by_key.get(raw.key, ())) == 1:
+                budget = by_key[raw.key][0]
             if budget is None or raw.image is None or raw.cls is None:
                 continue
             try:
@@ -110,14 +121,18 @@ def reencode_eval_set(pattern: str, budgets: dict[str, int], size: int, codec: s
         if samples:
             write_image_shard(out / source.name, samples)
             sizes[source.name] = len(samples)
+    if not rows:
+        shown = ", ".join(list(budgets)[:2])
+        raise UserError(pattern, f"none of its labelled images has a splat set to match the bytes of (the splat "
+                                 f"sets are keyed {shown}, ...): give the images the splat set was fitted from")
     update_sizes(out, sizes)
-    n = max(len(rows), 1)
+    n = len(rows)
     account = {
         "codec": codec, "images": len(rows), "image_size": size,
         "budget_mean": sum(r["budget"] for r in rows) / n, "bytes_mean": sum(r["bytes"] for r in rows) / n,
         "status": {s: sum(r["status"] == s for r in rows) for s in ("on", "near", "over", "under")},
         "encode_ms_mean": 1000 * sum(r["encode_seconds"] for r in rows) / n, "per_image": rows,
     }
-    (out / "reencoded.json").write_text(json.dumps(account))
+    write_text_atomic(out / "reencoded.json", json.dumps(account))
     return account
 
