@@ -277,6 +277,7 @@ def embed(args: list[str]) -> None:
     from torch.utils.data import DataLoader
 
     from gs_lightning import build
+    from gs_lightning.atomic import folder_lock
     from gs_lightning.data.embeddings import (
         EmbeddingWriter, checkpoint_sha256, keep_embed_settings, summarise_embeddings,
     )
@@ -285,7 +286,7 @@ def embed(args: list[str]) -> None:
     from gs_lightning.models.teacher import TeacherEmbedder
 
     sources = existing_sources(cfg.data.rgb.train, "data.rgb.train", DEMO_HINT)
-    with build.quiet_lightning():
+    with folder_lock(cfg.data.embeddings, "data.embeddings"), build.quiet_lightning():
         teacher = TeacherEmbedder(name=cfg.model.name, checkpoint=cfg.model.rgb_checkpoint)
         keep_embed_settings(cfg.data.embeddings, {
             "teacher": str(cfg.model.rgb_checkpoint), "teacher_sha256": checkpoint_sha256(cfg.model.rgb_checkpoint),
@@ -303,7 +304,7 @@ def embed(args: list[str]) -> None:
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=cfg.data.num_workers)
         with stop_on_signals():
             run.predict(teacher, dataloaders=loader, return_predictions=False)
-    wait_for_other_ranks(run, cfg.data.embeddings)
+        wait_for_other_ranks(run, cfg.data.embeddings)
     if run.global_rank == 0:
         s = summarise_embeddings(cfg.data.embeddings)
         ms = "n/a" if s["ms_per_image"] is None else f"{s['ms_per_image']:.2f}"
@@ -319,6 +320,7 @@ def train(args: list[str]) -> None:
     """Train CLIP on images (the RGB teacher) or on splats (transfer, scratch)."""
     from gs_lightning.build import check_trainer
     from gs_lightning.config import TrainRun, compose_train, group_names, split_args, validate
+    from gs_lightning.errors import UserError
 
     if _help_or_cfg(args, "python -m gs_lightning train EXPERIMENT [OVERLAY ...] [key=value ...]",
                     "Train CLIP, with zero-shot evaluation every epoch; the run lands in output_dir/name.",
@@ -329,6 +331,8 @@ def train(args: list[str]) -> None:
     names, overrides = split_args(args)
     cfg = compose_train(names, overrides)
     validate(cfg, TrainRun)
+    if cfg.resume_from and not cfg.resume:  # else the run would start from scratch without a word
+        raise UserError("resume_from", "is read by a resume alone; add resume=true to go on from it")
     check_train_paths(cfg)
     check_trainer(cfg.trainer)
     run_dir = Path(cfg.output_dir) / cfg.name
@@ -382,11 +386,14 @@ def compare(args: list[str]) -> None:
 
 
 # What a resume may change: where and how the steps run, what is logged, how often last.ckpt is written, where
-# the data lies (a moved copy, a broken shard left out) and how much of it may be lost. Anything else (the model,
-# its rates, the batch) would go on from a checkpoint trained otherwise under a config.yaml that says the new values.
+# the data lies (a moved copy, a broken shard left out) and how much of it may be lost, and where the checkpoints
+# the run started from lie (their weights are in the one it goes on from; a distilled teacher's identity is
+# checked against its embeddings' sha256). Anything else (the model, its rates, the batch) would go on from a
+# checkpoint trained otherwise under a config.yaml that says the new values.
 RESUME_MAY_CHANGE = ("resume", "resume_from", "output_dir", "group", "logger", "trainer",
                      "checkpoint.every_n_train_steps", "data.num_workers", "data.val_batch_size", "data.rgb",
-                     "data.splats", "data.embeddings", "data.max_lost_share")
+                     "data.splats", "data.embeddings", "data.max_lost_share", "model.rgb_checkpoint",
+                     "model.init_checkpoint")
 
 
 def check_run_folder(cfg, run_dir: Path) -> None:
@@ -618,7 +625,7 @@ def demo(args: list[str]) -> None:
     plan = compose(DemoPlan, [EXPERIMENTS / "demo.yaml"])
     if {"-h", "--help"} & set(args):
         print("usage: python -m gs_lightning demo [--with NAME ...] [key=value ...]\n\n" + demo.__doc__ +
-              "\nkey=value overrides reach every training run; --with adds a group of optional steps ("
+              "\nkey=value overrides reach every train and embed step; --with adds a group of optional steps ("
               f"{', '.join(plan.optional)}).\n\n" + (EXPERIMENTS / "demo.yaml").read_text())
         return
     if args and args[-1] == "--with":
@@ -634,7 +641,7 @@ def demo(args: list[str]) -> None:
         if command not in commands:
             raise UserError(str(EXPERIMENTS / "demo.yaml"), f"a step runs {command!r}; steps run "
                                                             f"{', '.join(commands)}")
-        if command == "train":
+        if command in ("train", "embed"):
             validate(compose_train(*split_args([*items, *args])), TrainRun)
     t0 = time.perf_counter()
     write_fashion_mnist(plan.data_root, train_limit=plan.train_images, test_limit=plan.test_images)
@@ -642,15 +649,18 @@ def demo(args: list[str]) -> None:
     own = Path(plan.data_root).resolve().parent  # outputs/demo: the demo's data, runs and results
     for command, *items in steps:
         t = time.perf_counter()
-        if command == "train":
+        if command in ("train", "embed"):
+            # A rerun of the demo trains its runs again, so its teacher's embeddings are made again too; what lies
+            # outside the demo's folder is not its own to remove (train refuses to write over a run, embed over
+            # another teacher's embeddings).
             cfg = compose_train(*split_args([*items, *args]))
-            runs.append(str(Path(cfg.output_dir) / cfg.name))
-            # A rerun of the demo trains its runs again; a run outside the demo's folder is not its own to remove
-            # (train refuses to write over it).
-            if Path(runs[-1]).exists() and own in Path(runs[-1]).resolve().parents:
-                print(f"demo: training {runs[-1]} again (the earlier demo's run is removed)")
-                shutil.rmtree(runs[-1])
-        commands[command]([*items, *args] if command == "train" else list(items))
+            made = Path(cfg.output_dir) / cfg.name if command == "train" else Path(cfg.data.embeddings)
+            if command == "train":
+                runs.append(str(made))
+            if made.exists() and own in made.resolve().parents:
+                print(f"demo: {command} {made} again (the earlier demo's is removed)")
+                shutil.rmtree(made)
+        commands[command]([*items, *args] if command in ("train", "embed") else list(items))
         took.append((f"{command} {' '.join(items)}", time.perf_counter() - t))
     print(f"\n== demo results ({plan.results})")
     t = time.perf_counter()

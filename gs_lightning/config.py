@@ -107,8 +107,9 @@ def find(name: str, group: str) -> Path:
     return path
 
 
-def _load(path: Path, seen: tuple[str, ...] = ()) -> list[tuple[str, DictConfig]]:
-    """The file's `defaults` (recursively, from its own folder), then the file itself, in merge order."""
+def _load(path: Path, groups: tuple[str, ...], seen: tuple[str, ...] = ()) -> list[tuple[str, DictConfig]]:
+    """The file's `defaults` (recursively: each from the file's own folder, else from the first of `groups` that
+    holds it), then the file itself, in merge order."""
     if str(path) in seen:
         raise UserError(str(path), f"`defaults` form a cycle: {' -> '.join(seen + (str(path),))}")
     try:
@@ -118,8 +119,11 @@ def _load(path: Path, seen: tuple[str, ...] = ()) -> list[tuple[str, DictConfig]
     defaults = cfg.pop("defaults", [])
     out = []
     for d in defaults:
-        out += _load(path.parent / f"{d}.yaml" if (path.parent / f"{d}.yaml").is_file() else
-                     find(d, path.parent.name), seen + (str(path),))
+        places = [path.parent, *(EXPERIMENTS / g for g in groups)]
+        found = next((p / f"{d}.yaml" for p in places if (p / f"{d}.yaml").is_file()), None)
+        if found is None:
+            raise UserError(str(path), f"its default {d!r} is in none of {', '.join(map(str, dict.fromkeys(places)))}")
+        out += _load(found, groups, seen + (str(path),))
     return out + [(str(path), cfg)]
 
 
@@ -161,7 +165,8 @@ def _merge(cfg: DictConfig, other: DictConfig, source: str) -> DictConfig:
 def compose(schema: type, files: list[Path], overrides: list[str] = ()) -> DictConfig:
     """The schema's defaults, merged with each file (its `defaults` first) and then each key=value override."""
     cfg = OmegaConf.structured(schema)
-    for source, node in (item for f in files for item in _load(Path(f))):
+    groups = {FitRun: ("fit",), TrainRun: ("train", "overlays")}.get(schema, ())  # where a user file's defaults are
+    for source, node in (item for f in files for item in _load(Path(f), groups)):
         cfg = _merge(cfg, node, source)
     for item in overrides:
         if "=" not in item:
@@ -265,6 +270,9 @@ def _validate_model(m: DictConfig) -> None:
     if m.mode == "rgb" and (m.distill.embedding_weight > 0 or m.distill.logit_weight > 0):
         key = "model.distill." + ("embedding_weight" if m.distill.embedding_weight > 0 else "logit_weight")
         raise UserError(key, "must be 0 for model.mode=rgb: the RGB run is the teacher and distills from no one")
+    if m.init_checkpoint and m.mode not in ("distill", "transfer"):  # else a warm start would be dropped unsaid
+        raise UserError("model.init_checkpoint", f"is read by model.mode=distill or transfer alone; mode={m.mode} "
+                                                 "starts from its own weights (set model.init_checkpoint=null)")
     if len(m.betas) != 2 or not all(0 <= b < 1 for b in m.betas):
         raise UserError("model.betas", f"must be two numbers in [0, 1), got {list(m.betas)}")
 

@@ -86,6 +86,9 @@ CASES = {
     "oriented_aspect_below_one": ("fit fit.oriented_max_aspect=0.5", "fit.oriented_max_aspect"),
     "rgb_distills": ("train rgb demo model.distill.embedding_weight=0.5 --cfg", "model.distill.embedding_weight"),
     "model_beta_one": ("train gs196 demo model.betas=[0.9,1.0]", "model.betas"),
+    "scratch_from_a_checkpoint": ("train gs196_scratch demo model.init_checkpoint={random} --cfg",
+                                  "model.init_checkpoint"),
+    "resume_from_without_resume": ("train gs196_scratch demo {gs} resume_from={random}", "resume_from"),
     "heads_do_not_divide_width": ("train gs196_scratch demo model.splat_encoder.resampler_heads=7",
                                   "model.splat_encoder.resampler_heads"),
     "input_missing": ("fit fit.input={dir}/nowhere/{{00000..00003}}.tar", "fit.input"),
@@ -304,7 +307,11 @@ def test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything(tmp_path,
 @pytest.mark.parametrize("where", ["the demo's folder", "elsewhere"])
 def test_a_rerun_of_the_demo_trains_its_own_runs_again_and_leaves_other_runs_alone(tmp_path, monkeypatch, where):
     """train refuses a folder that holds a run; the demo removes its own earlier runs (under outputs/demo) before
-    training them again, and never a run outside its folder that an output_dir= override points it to."""
+    training them again, and never a run outside its folder that an output_dir= override points it to. Its
+    teacher is trained again, so its embeddings are made again. The overrides reach every train and embed step,
+    and stage 2 starts from stage 1 wherever output_dir puts it."""
+    from gs_lightning.config import compose_train, split_args
+
     import gs_lightning.cli as cli
     import gs_lightning.compare
     import gs_lightning.data.demo
@@ -315,15 +322,23 @@ def test_a_rerun_of_the_demo_trains_its_own_runs_again_and_leaves_other_runs_alo
     earlier = (tmp_path / ("outputs/demo/runs" if not args else "elsewhere") / "rgb")
     (earlier / "checkpoints").mkdir(parents=True)
     (earlier / "checkpoints" / "best.ckpt").write_text("an earlier run")
-    seen = {}
-    monkeypatch.setattr(cli, "train", lambda a: seen.setdefault(a[0], earlier.exists()))
-    for name in ("fit", "embed", "evaluate_suite"):
+    embeddings = tmp_path / "outputs/demo/embeddings/rgb"  # the demo overlay's data.embeddings
+    embeddings.mkdir(parents=True)
+    (embeddings / "embed.yaml").write_text("an earlier teacher's")
+    seen, calls = {}, []
+    monkeypatch.setattr(cli, "train", lambda a: (calls.append(a), seen.setdefault(a[0], earlier.exists())))
+    monkeypatch.setattr(cli, "embed", lambda a: (calls.append(a), seen.setdefault("embed", embeddings.exists())))
+    for name in ("fit", "evaluate_suite"):
         monkeypatch.setattr(cli, name, lambda a: None)
     monkeypatch.setattr(gs_lightning.data.demo, "write_fashion_mnist", lambda *a, **k: None)
     monkeypatch.setattr(gs_lightning.compare, "compare", lambda *a, **k: "")
     monkeypatch.setattr(gs_lightning.zeroshot.demo, "write_demo_suite", lambda *a, **k: None)
     cli.demo(args)
-    assert seen["rgb"] is (where == "elsewhere") and "gs196" in seen
+    assert seen["rgb"] is (where == "elsewhere") and "gs196" in seen and seen["embed"] is False
+    assert len(calls) == 9 and all(a[len(a) - len(args):] == args for a in calls)
+    (stage2,) = [compose_train(*split_args(a)) for a in calls if "name=gs196_distill_transfer_n32" in a]
+    runs = f"{tmp_path}/elsewhere" if args else "outputs/demo/runs"
+    assert stage2.model.init_checkpoint == f"{runs}/gs196_distill_n32/checkpoints/best.ckpt"
 
 
 def test_the_monitor_choices_are_the_names_validation_logs():

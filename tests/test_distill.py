@@ -4,6 +4,7 @@ computation, and the teacher on the splats rendered back to pixels."""
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 import tarfile
@@ -289,18 +290,21 @@ def test_embeddings_are_checked_for_the_teacher_and_width_when_no_shard_is_named
 
 def test_a_rerun_with_the_same_teacher_is_let_through_and_another_is_refused(tmp_path):
     """embed.yaml keeps the first teacher's identity, in the order given; the same identity again is no error,
-    another is one naming each setting that differs, its old and new value, and embed.yaml stays as it was."""
+    even from another path, another is one naming each setting that differs, its old and new value, and
+    embed.yaml stays as it was."""
     from gs_lightning.data.embeddings import embedding_settings
 
     settings = {"teacher": "t.ckpt", "teacher_sha256": "a" * 64, "model": "ViT-Tiny-16", "dim": DIM, "logit_scale": 1}
     keep_embed_settings(tmp_path, settings)
     keep_embed_settings(tmp_path, dict(settings))
+    keep_embed_settings(tmp_path, {**settings, "teacher": "/moved/t.ckpt"})  # the same checkpoint, moved
     kept = embedding_settings(tmp_path)
     assert kept == settings and list(kept) == ["teacher", "teacher_sha256", "model", "dim", "logit_scale"]
     with pytest.raises(UserError) as e:
-        keep_embed_settings(tmp_path, {**settings, "teacher": "u.ckpt", "dim": 64})
+        keep_embed_settings(tmp_path, {**settings, "teacher": "u.ckpt", "teacher_sha256": "b" * 64, "dim": 64})
     assert e.value.where == "data.embeddings"
-    assert "another teacher's embeddings (teacher was 't.ckpt', now 'u.ckpt'; dim was 32, now 64)" in e.value.what
+    assert (f"another teacher's embeddings (teacher_sha256 was '{'a' * 64}', now '{'b' * 64}'; dim was 32, now 64)"
+            in e.value.what)
     assert embedding_settings(tmp_path) == settings
 
 
@@ -345,6 +349,13 @@ def test_embed_writes_the_teachers_embeddings_and_a_rerun_keeps_them(tmp_path, t
         "error: data.rgb.train: its shard 00000.tar is 00000.tar, "), refused.stderr[-2000:]
     assert "give a new data.embeddings" in refused.stderr
     assert {p.name: p.read_bytes() for p in emb.glob("*.tar")} == before
+    from gs_lightning.atomic import folder_lock
+
+    with folder_lock(emb, "data.embeddings"):  # an embed of this process is writing there
+        busy = subprocess.run([sys.executable, "-m", "gs_lightning", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+    assert busy.returncode == 2 and busy.stderr.strip().splitlines()[-1].startswith(
+        f"error: data.embeddings: another run is writing into {emb} (pid {os.getpid()} "), busy.stderr[-2000:]
 
 
 # ---- the teacher on rendered splats -------------------------------------------------------------------------

@@ -97,6 +97,19 @@ def test_a_bad_key_in_a_file_names_the_file_it_came_from(tmp_path):
         compose(FitRun, [tmp_path / "mine.yaml"])
 
 
+def test_a_users_own_file_takes_its_defaults_from_the_shipped_experiments_and_overlays(tmp_path):
+    """An experiment file kept outside experiments/ may build on shipped ones: its `defaults` are looked up beside
+    it, then in the groups of what it configures."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "mine.yaml").write_text("defaults: [gs196, demo]\nmodel:\n  lr: 0.5\n")
+    mine = compose_train([str(tmp_path / "mine.yaml")])
+    assert OmegaConf.to_container(mine) == OmegaConf.to_container(compose_train(["gs196", "demo"], ["model.lr=0.5"]))
+    (tmp_path / "typo.yaml").write_text("defaults: [gs197]\n")
+    with pytest.raises(UserError, match=r"typo\.yaml: its default 'gs197' is in none of .*experiments/train, "):
+        compose_train([str(tmp_path / "typo.yaml")])
+
+
 def agent_command(spec: dict, params: dict) -> list[str]:
     """The command line a W&B agent builds from a sweep spec and one set of parameters (its macros expanded)."""
     args = [f"{k}={v}" for k, v in params.items()]
@@ -177,6 +190,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     assert 0 < saved < 60, "killed mid-epoch"
     config = (run / "config.yaml").read_text()
     for extra, why in (([], rf"^error: output_dir: {run} already holds a run; go on from its last.ckpt with resume=true"),
+                       ([f"resume_from={last}"], r"^error: resume_from: is read by a resume alone; add resume=true"),
                        (["resume=true", "model.lr=0.01", "data.batch_size=4"],
                         rf"^error: resume: {run} was trained with data.batch_size=2, not 4, model.lr=0.001, not 0.01; ")):
         refused = subprocess.run(args + extra, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -190,6 +204,23 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     adam_steps = {int(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
     assert adam_steps == {60}  # the optimizer went on counting: its state was restored, not rebuilt
     assert final["lr_schedulers"][0]["last_epoch"] == 60  # and so did the schedule
+
+
+def test_a_resume_may_move_its_run_and_the_checkpoints_it_started_from(tmp_path):
+    """A run folder moved with its teacher (output_dir=new place): the teacher's path in config.yaml, resolved
+    under the old output_dir, may change on resume; the model's settings may not."""
+    from omegaconf import OmegaConf
+
+    from gs_lightning.cli import check_run_folder
+
+    run = tmp_path / "new" / "gs196_distill_transfer"
+    run.mkdir(parents=True)
+    OmegaConf.save(compose_train(["gs196_distill_transfer", "demo"], [f"output_dir={tmp_path}/old"]),
+                   run / "config.yaml", resolve=True)
+    moved = ["resume=true", f"output_dir={tmp_path}/new"]
+    check_run_folder(compose_train(["gs196_distill_transfer", "demo"], moved), run)
+    with pytest.raises(UserError, match=r"^resume: .* was trained with model\.lr=[0-9.e-]+, not 0\.5; "):
+        check_run_folder(compose_train(["gs196_distill_transfer", "demo"], [*moved, "model.lr=0.5"]), run)
 
 
 def test_sigterm_saves_last_checkpoint_and_resume_goes_on_from_it(tmp_path):

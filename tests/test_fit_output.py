@@ -146,8 +146,11 @@ def test_a_rerun_takes_a_key_an_older_fit_yaml_lacks_at_its_default(tmp_path):
     from gs_lightning.fit.summary import keep_fit_settings
 
     cfg = FitConfig(output=str(tmp_path), num_splats=50)
+    keep_fit_settings(replace(cfg, num_splats=400))  # a fit stopped before its first shard: no shard binds it
     keep_fit_settings(cfg)
     path = tmp_path / "fit.yaml"
+    assert "num_splats: 50" in path.read_text().splitlines()
+    (tmp_path / "00000.tar").write_bytes(b"")  # a fitted shard: the settings are now the folder's
     older = [line for line in path.read_text().splitlines() if not line.startswith("refine_lr:")]
     assert len(older) == len(path.read_text().splitlines()) - 1
     path.write_text("\n".join(older) + "\n")

@@ -38,11 +38,14 @@ def checkpoint_sha256(path: str | os.PathLike) -> str:
 
 
 def keep_embed_settings(folder: str | Path, settings: dict) -> None:
-    """Write the teacher's identity to folder/embed.yaml, or refuse a rerun there with another teacher."""
+    """Write the teacher's identity to folder/embed.yaml, or refuse a rerun there with another teacher. The
+    teacher's path is kept for the record, not compared: the same checkpoint (its sha256) moved or named another
+    way is the same teacher."""
     path = Path(folder) / SETTINGS
     if path.exists():
         before = yaml.safe_load(path.read_text())
-        differ = [f"{k} was {before.get(k)!r}, now {v!r}" for k, v in settings.items() if before.get(k) != v]
+        differ = [f"{k} was {before.get(k)!r}, now {v!r}" for k, v in settings.items()
+                  if k != "teacher" and before.get(k) != v]
         if differ:
             raise UserError("data.embeddings", f"{folder} holds another teacher's embeddings ({'; '.join(differ)}); "
                                                "give a new folder, or the teacher that made them")

@@ -37,10 +37,12 @@ def _leaves(node: dict, prefix: str = "") -> dict:  # {"prune.threshold": 0.02, 
 
 def keep_fit_settings(cfg: FitConfig) -> None:
     """Write the settings that make a splat set what it is to cfg.output/fit.yaml, or refuse a rerun there
-    with other ones. A key that an older fit.yaml lacks is taken at its default, which is what that fit used."""
+    with other ones while the folder holds a shard fitted under them (a fit stopped before its first shard
+    finished leaves none, and its settings bind nothing). A key that an older fit.yaml lacks is taken at its
+    default, which is what that fit used."""
     now = {k: v for k, v in _leaves(asdict(cfg)).items() if k.split(".")[0] not in FREE_KEYS}
     path = Path(cfg.output) / "fit.yaml"
-    if path.exists():
+    if path.exists() and any(Path(cfg.output).glob("*.tar")):
         defaults = _leaves(asdict(FitConfig()))
         before = _leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
         differ = [f"fit.{k} was {before.get(k, defaults[k])!r}, now {v!r}" for k, v in sorted(now.items())
