@@ -184,6 +184,11 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
+def check_sampling(splat_sampling: str) -> None:
+    if splat_sampling not in ("random", "truncate"):
+        raise ValueError(f"splat_sampling must be 'random' or 'truncate', got {splat_sampling!r}")
+
+
 class DataCompDataModule(L.LightningDataModule):
     """Training pairs: (image or splat set, tokenized caption) from DataComp-style or fitted shards."""
 
@@ -210,8 +215,7 @@ class DataCompDataModule(L.LightningDataModule):
         self.val = val
         if kind == "rgb" and preprocess is None:
             raise ValueError("DataCompDataModule(kind='rgb') needs open_clip's preprocess transform")
-        if splat_sampling not in ("random", "truncate"):
-            raise ValueError(f"splat_sampling must be 'random' or 'truncate', got {splat_sampling!r}")
+        check_sampling(splat_sampling)
         self.kind, self.tokenizer, self.batch_size, self.preprocess = kind, tokenizer, batch_size, preprocess
         self.max_splats, self.splat_sampling = max_splats, splat_sampling
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed

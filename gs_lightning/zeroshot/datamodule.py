@@ -8,7 +8,9 @@ from typing import Callable
 import lightning as L
 from torch.utils.data import DataLoader
 
-from gs_lightning.data.datamodules import SampleStream, check_kind, collate, image_of, label_of, loader, splats_of
+from gs_lightning.data.datamodules import (
+    SampleStream, check_kind, check_sampling, collate, image_of, label_of, loader, splats_of,
+)
 from gs_lightning.data.shards import RawSample, existing_sources, shard_sizes
 
 
@@ -29,8 +31,7 @@ class ZeroShotDataModule(L.LightningDataModule):
         check_kind(kind)
         if kind == "rgb" and preprocess is None:
             raise ValueError("ZeroShotDataModule(kind='rgb') needs open_clip's preprocess transform")
-        if splat_sampling not in ("random", "truncate"):
-            raise ValueError(f"splat_sampling must be 'random' or 'truncate', got {splat_sampling!r}")
+        check_sampling(splat_sampling)
         self.kind, self.batch_size, self.preprocess, self.max_splats = kind, batch_size, preprocess, max_splats
         self.splat_sampling = splat_sampling
         self.num_workers = num_workers
