@@ -93,6 +93,27 @@ def test_dataloader_workers_fit_each_shard_once(tmp_path):
     assert summary["seconds"] > 0 and summary["images_per_second"] == pytest.approx(9 / summary["seconds"])
 
 
+def test_a_slot_that_starts_after_another_wrote_a_shard_still_gets_its_own_share(tmp_path, monkeypatch):
+    """Slots (rank, worker) deal the shards to do from the list taken when the dataset is made: a slot that
+    starts late, after another slot's first shard is written, reads its own share, so every shard is read by
+    exactly one slot."""
+    import gs_lightning.data.image_batches as ib
+    from gs_lightning.data.shards import list_sources
+
+    pattern = shards(tmp_path / "in", [1, 1, 1, 1, 1])
+    out = tmp_path / "out"
+    out.mkdir()
+    dataset = ib.ImageBatches(list_sources(pattern), out, image_size=8, batch_size=2)
+    read = {}
+    for slot in (0, 1):  # slot 1 starts after slot 0 has written all of its shards
+        monkeypatch.setattr(ib, "worker_slot", lambda: (slot, 2))
+        read[slot] = [b.shard for b in dataset]
+        for name in read[slot]:
+            (out / name).write_bytes(b"")
+    assert read == {0: ["00000.tar", "00002.tar", "00004.tar"], 1: ["00001.tar", "00003.tar"]}
+    assert ib.ImageBatches(list_sources(pattern), out, image_size=8, batch_size=2).todo == []
+
+
 def test_two_ddp_ranks_share_the_shards_and_the_summary_counts_both(tmp_path):
     """trainer.devices=2 on CPU (gloo): the shards are split across the ranks, every image is fitted once, and
     summary.json and sizes.json count every shard, whichever rank fitted it."""

@@ -54,6 +54,10 @@ class ImageBatches(IterableDataset):
         default the fit's resize and centre crop, in [0, 1]."""
         self.sources, self.output = sources, Path(output)
         self.image_size, self.batch_size, self.preprocess = image_size, batch_size, preprocess
+        # Dealt to the slots from this list, taken before any rank can write: a slot that starts after another
+        # has finished a shard would deal a shorter list, fitting one shard twice and another not at all. Every
+        # rank builds its dataset before the process group's rendezvous, and every worker gets a copy.
+        self.todo = self.shards_to_do()
 
     def check_done(self, key: str, output_key: str) -> None:
         """Refuse a run whose input shard of a name already made in the output holds other images: it would be
@@ -71,11 +75,12 @@ class ImageBatches(IterableDataset):
                                      f"these images would be skipped as done: give a new {output_key}.")
 
     def shards_to_do(self) -> list[Source]:
+        """The input shards whose output is not written yet, now."""
         return [s for s in self.sources if not (self.output / s.name).exists()]
 
     def __iter__(self):
         slot, slots = worker_slot()
-        for source in self.shards_to_do()[slot::slots]:
+        for source in self.todo[slot::slots]:
             yield from self._batches(source)
 
     def _batches(self, source: Source):
