@@ -254,7 +254,7 @@ def _plot_time(points: dict, counts, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 5.2), squeeze=False)
     recipe, init, budgets = REFERENCE
     for ax, n in zip(axes[0], counts):
         ms, psnr, _ = zip(*points[n, init])
@@ -262,17 +262,18 @@ def _plot_time(points: dict, counts, path: Path) -> None:
         ax.plot(ms, psnr, "D", color="gray", label=f"{init} init, {recipe}, at {', '.join(map(str, budgets))} it. (target: {budgets[-1]})")
         ms, psnr, _ = zip(*points[n, "default"])
         ax.plot(ms, psnr, "o-", label=f"default at {TIME_BUDGETS[0]}-{TIME_BUDGETS[-1]} it.")
-        ms, psnr, settings = zip(*points[n, "coarse-to-fine"])  # settings, not a curve: each point named
-        ax.plot(ms, psnr, "s", color="tab:orange", label="coarse-to-fine, [levels] + it.")
-        for x, y, setting in zip(ms, psnr, settings):
-            ax.annotate(setting, (x, y), fontsize=7, xytext=(4, -9), textcoords="offset points")
+        # Settings, not a curve: each route its own marker in the legend, as labels beside points close in time
+        # and PSNR would overlap.
+        for (x, y, setting), marker in zip(points[n, "coarse-to-fine"], "s^vP<>X*h"):
+            ax.plot([x], [y], marker, ms=7, color="tab:orange", mec="black", mew=0.5, ls="none",
+                    label=f"coarse-to-fine {setting}")
         ax.axhline(target_psnr, color="gray", lw=0.8, ls=":")
         ax.axvline(target_ms / GOAL, color="tab:red", lw=0.8, ls=":", label=f"{GOAL:.0f}x less time")
         ax.set_xlabel("wall ms per image (batch of 64)")
         ax.set_ylabel("mean PSNR (dB)")
         ax.set_title(f"{n} Gaussians, {SIZE}x{SIZE}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"  plot: {path}")
