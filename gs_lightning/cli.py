@@ -193,7 +193,7 @@ def _help_or_cfg(args: list[str], usage: str, about: str, groups: dict[str, list
     return True
 
 
-def fit(args: list[str]) -> None:
+def fit(args: list[str], *, all_written: bool = True) -> list[str]:
     """Fit images to splat shards (paper section 4)."""
     from gs_lightning.build import check_trainer
     from gs_lightning.config import FitRun, compose_fit, group_names, split_args, validate
@@ -246,7 +246,9 @@ def fit(args: list[str]) -> None:
             print(f"\nfit summary of {f.output} (summary.json); {kept} of this run's {len(sources)} shards were "
                   "done before it and kept")
             print(format_summary(summary))
-        check_all_written(dataset, "fit.input")
+        if all_written:
+            check_all_written(dataset, "fit.input")
+    return [source.url for source in dataset.shards_to_do()]
 
 
 def embed(args: list[str]) -> None:
@@ -498,7 +500,8 @@ def evaluate_suite(args: list[str]) -> None:
     check_output_folder(cfg.fitted, "fitted")
 
     from gs_lightning.compare import SuiteRow, suite_csv, suite_plot, suite_table
-    from gs_lightning.evaluate import evaluate, load_rate, run_config
+    from gs_lightning.atomic import write_text_atomic
+    from gs_lightning.evaluate import load_rate, run_config
     from gs_lightning.models.clip_module import input_kind
     from gs_lightning.zeroshot.tasks import METRICS, read_suite
 
@@ -518,11 +521,12 @@ def evaluate_suite(args: list[str]) -> None:
             if not task.evaluable:
                 row.scores[task.name] = None
                 continue
-            shards = task.shards if kind == "rgb" else _fitted(task, settings, Path(cfg.fitted))
             try:
-                result = evaluate(run, shards, task)
+                shards, unfitted = (task.shards, 0) if kind == "rgb" else _fitted(task, settings, Path(cfg.fitted))
+                result = _score(run, shards, task, Path(cfg.out))
             except UserError as e:
                 raise UserError(f"task {task.name}: {e.where}", e.what) from None
+            result = {**result, "skipped": result["skipped"] + unfitted}
             row.scores[task.name] = result[METRICS[task.metric]]
             row.read[task.name] = result["samples"], result["skipped"]
             lost = f", {result['skipped']:,} unreadable (the warnings above name them)" if result["skipped"] else ""
@@ -537,7 +541,7 @@ def evaluate_suite(args: list[str]) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     text = suite_table(rows, tasks, reference)
-    (out / "suite.md").write_text(text + "\n")
+    write_text_atomic(out / "suite.md", text + "\n")
     suite_csv(rows, tasks, out / "suite.csv")
     print(f"\n== zero-shot suite {name} ({len(tasks)} tasks; {out}/suite.md, suite.csv)\n{text}\n"
           f"plot: {suite_plot(rows, tasks, out / 'suite.png')}")
@@ -556,21 +560,52 @@ def _fit_settings(run_cfg) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def _fitted(task, settings: dict, root: Path) -> str:
+def _fitted(task, settings: dict, root: Path) -> tuple[str, int]:
     """The task's images fitted with `settings`, once: under root/<task>/<hash of the settings>, so another
-    run with the same settings reuses them, and other settings fit again (fit resumes what is there)."""
+    run with the same settings reuses them, and other settings fit again (fit resumes what is there). Returns
+    the fitted shards and how many of the task's samples are in none: a torn task shard is not fitted (fit
+    writes no shard it cannot read to its end), and its samples count as unread, from the task's sizes.json,
+    else as one, as a torn shard read as images counts the rest."""
     import hashlib
 
     import yaml
 
+    from gs_lightning.atomic import write_text_atomic
+    from gs_lightning.data.shards import shard_name, shard_sizes
+    from gs_lightning.errors import UserError
+
     key = hashlib.sha256(yaml.safe_dump(settings, sort_keys=True).encode()).hexdigest()[:12]
     recipe = root / f"{key}.yaml"
-    if not recipe.exists():
+    if not recipe.exists():  # atomic: a torn recipe would fit every later run's task with other settings
         root.mkdir(parents=True, exist_ok=True)
-        recipe.write_text(yaml.safe_dump({"fit": settings}, sort_keys=False))
+        write_text_atomic(recipe, yaml.safe_dump({"fit": settings}, sort_keys=False))
     out = root / task.name.replace("/", "-") / key
-    fit([str(recipe), f"fit.input={task.shards}", f"fit.output={out}"])
-    return str(out / Path(task.shards).name)
+    unfitted = fit([str(recipe), f"fit.input={task.shards}", f"fit.output={out}"], all_written=False)
+    if not unfitted:
+        return str(out / Path(task.shards).name), 0
+    if not any(out.glob("*.tar")):
+        raise UserError(task.shards, "none of its shards could be read to its end (the warnings above say why): "
+                                     "no image was fitted, nothing to score")
+    sizes = shard_sizes(unfitted)
+    return str(out / "*.tar"), sum(sizes.get(shard_name(u), 1) for u in unfitted)
+
+
+def _score(run: Path, shards: str, task, out: Path) -> dict:
+    """evaluate() of one run on one task, kept under out/scores once done: a suite is hours of tasks, and a
+    rerun after a kill or a failed task scores only what is not kept. The key is what the score depends on:
+    the checkpoint's and the shards' files (names, sizes, times), the task's classes, templates and metric."""
+    import hashlib
+    import json
+
+    from gs_lightning.compare import _cached, _signature
+    from gs_lightning.evaluate import evaluate
+
+    best = run / "checkpoints" / "best.ckpt"
+    depends = json.dumps([_signature(best, shards), task.classnames, task.templates, task.metric])
+    where = hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:8]  # two runs of one name in two folders
+    name = f"{run.name}-{where}-{task.name.replace('/', '-')}"
+    return _cached(out / "scores" / name, hashlib.sha256(depends.encode()).hexdigest()[:16],
+                   lambda: evaluate(run, shards, task))
 
 
 def _input_size(run_cfg, shards: str) -> tuple[float, float]:

@@ -235,8 +235,18 @@ def _evaluated(out: Path, run: Run, pattern: str) -> dict:
 
 
 def _slug(pattern: str) -> str:
+    """A splat set's folder name: its folders, to read, and its pattern's hash, as two sets can share a folder
+    (all of its shards, and the first ten of them)."""
     parent = Path(pattern).parent
-    return f"{parent.parent.name}-{parent.name}"
+    return f"{parent.parent.name}-{parent.name}-{hashlib.sha256(pattern.encode()).hexdigest()[:8]}"
+
+
+def _fresh(folder: Path) -> Path:
+    """`folder`, emptied: what an earlier computation left there (another set's shards) would be read too."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
@@ -274,7 +284,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
         folder = out / "equal_bytes" / f"{teacher.name}-rendered-{_slug(pattern)}"
 
         def rendered(folder=folder, pattern=pattern, size=size):
-            account = render_eval_set(pattern, size, folder / "shards")
+            account = render_eval_set(pattern, size, _fresh(folder / "shards"))
             return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")), **account}
 
         res = _cached(folder, _signature(best, pattern), rendered)
@@ -284,7 +294,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
             folder = out / "equal_bytes" / f"{teacher.name}-{codec}-at-{_slug(pattern)}"
 
             def compute(folder=folder, codec=codec, pattern=pattern, size=size):
-                account = reencode_eval_set(images, splat_bytes(pattern), size, codec, folder / "shards")
+                account = reencode_eval_set(images, splat_bytes(pattern), size, codec, _fresh(folder / "shards"))
                 return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")),
                         **{k: v for k, v in account.items() if k != "per_image"}}
 
@@ -400,8 +410,8 @@ def compare(run_dirs: list[str], out: str | Path, with_equal_bytes: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     points = equal_bytes(runs, out) if with_equal_bytes else []
     text = table(runs, points) + "\n\n" + edge_cloud(runs, points)
-    (out / "results.md").write_text(table(runs, points) + "\n")
-    (out / "edge_cloud.md").write_text(edge_cloud(runs, points) + "\n")
+    write_text_atomic(out / "results.md", table(runs, points) + "\n")
+    write_text_atomic(out / "edge_cloud.md", edge_cloud(runs, points) + "\n")
     paths = plot(runs, out, points)
     return text + "\n\n" + "\n".join(f"plot: {p}" for p in paths)
 
@@ -459,7 +469,9 @@ def suite_table(rows: list[SuiteRow], tasks: list, reference: SuiteRow | None) -
 
 
 def suite_csv(rows: list[SuiteRow], tasks: list, path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    import io
+
+    with io.StringIO(newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "task", "metric", "value", "samples", "unreadable", "values_per_image", "compression",
                     "load_rate"])
@@ -469,6 +481,7 @@ def suite_csv(rows: list[SuiteRow], tasks: list, path: Path) -> None:
                 read = ("", "") if v is None else r.read.get(t.name, ("", ""))  # the value's samples, those lost
                 w.writerow([r.name, t.name, t.metric, "" if v is None else f"{v:.6f}", *read, f"{r.values:.0f}",
                             f"{r.compression:.4f}", "" if r.load_rate is None else f"{r.load_rate:.1f}"])
+        write_text_atomic(path, f.getvalue())
 
 
 def suite_plot(rows: list[SuiteRow], tasks: list, path: Path) -> Path:

@@ -46,6 +46,16 @@ def fake_finished_run(run_dir: Path, mode: str, data: dict, seed: int) -> ClipMo
     return module
 
 
+def equal_bytes_folder(root: Path, what: str, pattern: str, results: str = "results") -> Path:
+    """compare's folder of `what` (rgb-webp-at, rgb-rendered) for the splat set `pattern`: named by its folders
+    and its pattern's hash."""
+    import hashlib
+
+    parent = Path(pattern).parent
+    slug = f"{parent.parent.name}-{parent.name}-{hashlib.sha256(pattern.encode()).hexdigest()[:8]}"
+    return root / results / "equal_bytes" / f"{what}-{slug}"
+
+
 def top1_by_hand(module: ClipModule, pattern: str) -> float:
     classnames, templates = eval_set("fashion-mnist")
     model = module.model.eval()
@@ -85,8 +95,7 @@ def test_reencoded_images_are_pillows_at_each_images_own_budget(runs):
     root = runs["root"]
     for codec in ("jpeg", "webp"):
         for pattern in ("fp16", "quantized"):
-            slug = f"{root.name}-{Path(runs[pattern]).parent.name}"  # the splat set's folder
-            folder = root / "results" / "equal_bytes" / f"rgb-{codec}-at-{slug}" / "shards"
+            folder = equal_bytes_folder(root, f"rgb-{codec}-at", runs[pattern]) / "shards"
             account = json.loads((folder / "reencoded.json").read_text())
             budgets = splat_bytes(runs[pattern])
             assert sorted(r["key"] for r in account["per_image"]) == sorted(budgets)
@@ -106,11 +115,11 @@ def test_reencoded_images_are_pillows_at_each_images_own_budget(runs):
 
 def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
     root = runs["root"]
-    result = json.loads((root / "results" / "equal_bytes" / f"rgb-webp-at-{root.name}-fit" / "result.json")
-                        .read_text())["result"]
-    shards = str(root / "results" / "equal_bytes" / f"rgb-webp-at-{root.name}-fit" / "shards" / "*.tar")
+    webp = equal_bytes_folder(root, "rgb-webp-at", runs["fp16"])
+    result = json.loads((webp / "result.json").read_text())["result"]
+    shards = str(webp / "shards" / "*.tar")
     assert result["top1"] == pytest.approx(top1_by_hand(runs["teacher"], shards), abs=1e-6)
-    rendered = root / "results" / "equal_bytes" / f"rgb-rendered-{root.name}-fit"
+    rendered = equal_bytes_folder(root, "rgb-rendered", runs["fp16"])
     top1 = json.loads((rendered / "result.json").read_text())["result"]["top1"]
     assert top1 == pytest.approx(top1_by_hand(runs["teacher"], str(rendered / "shards" / "*.tar")), abs=1e-6)
     table = (root / "results" / "results.md").read_text()
@@ -118,7 +127,7 @@ def test_teacher_and_student_accuracies_are_their_checkpoints(runs):
     assert "| rgb on jpeg | rgb's best, evaluated | jpeg at the bytes of 45 fp16 splats" in table
     assert "| gs on 45 quantized splats | gs's best, evaluated | quantized splats |" in table
     for codec in ("jpeg", "webp"):  # the note: bytes over the budget, and the images that missed it, by status
-        res = json.loads((root / "results" / "equal_bytes" / f"rgb-{codec}-at-{root.name}-fit" / "result.json")
+        res = json.loads((equal_bytes_folder(root, f"rgb-{codec}-at", runs["fp16"]) / "result.json")
                          .read_text())["result"]
         missed = [f"{n} of {res['images']} {status}" for status, n in res["status"].items() if status != "on" and n]
         note = f"{res['bytes_mean'] / res['budget_mean']:.2f}x the budget" + ("; " + ", ".join(missed) if missed else "")
@@ -173,6 +182,35 @@ def test_the_edge_cloud_reports_energy_computed_by_hand():
     assert rows["400 splats, fp16"] == ["6,400", "0.64-1.28", "0.192", "12.50 (fit) |"]
     assert rows["uint8 pixels 224x224"] == ["150,528", "15.1-30.1", "4.52", "- |"]
     assert rows["jpeg at 400 fp16 splats' bytes"] == ["3,000", "0.3-0.6", "0.09", "1.25 (one encode) |"]
+
+
+def test_each_splat_set_is_reencoded_apart_and_a_smaller_one_leaves_no_shard_of_the_larger(runs, tmp_path):
+    """Two splat sets in one folder (all of its shards, the first one) are two sets, each re-encoded and rendered
+    from its own images only; and a set whose files change is computed again with nothing left of before."""
+    import shutil
+
+    root = runs["root"]
+    shutil.copytree(root / "fit-q", tmp_path / "fit-q")
+    first, every = str(tmp_path / "fit-q" / "00000.tar"), str(tmp_path / "fit-q" / "*.tar")
+
+    def compare_on(pattern: str) -> None:
+        shutil.rmtree(tmp_path / "runs" / "gs", ignore_errors=True)
+        fake_finished_run(tmp_path / "runs" / "gs", "transfer", {"splats": {"val": pattern}}, seed=2)
+        compare([str(root / "runs" / "rgb"), str(tmp_path / "runs" / "gs")], tmp_path / "results")
+
+    def keys(what: str, pattern: str) -> list[str]:
+        shards = equal_bytes_folder(tmp_path, what, pattern) / "shards" / "*.tar"
+        return sorted(f"{s.name}/{r.key}" for s in list_sources(str(shards)) for r in s.samples([]))
+
+    compare_on(every)
+    compare_on(first)
+    for what in ("rgb-jpeg-at", "rgb-webp-at", "rgb-rendered"):
+        assert keys(what, first) == sorted(splat_bytes(first)), what
+        assert keys(what, every) == sorted(splat_bytes(every)) and len(splat_bytes(every)) == 11, what
+    (tmp_path / "fit-q" / "00000.tar").unlink()  # the set of `every` shrinks to its second shard
+    compare_on(every)
+    for what in ("rgb-jpeg-at", "rgb-webp-at", "rgb-rendered"):
+        assert keys(what, every) == sorted(splat_bytes(every)) and len(splat_bytes(every)) == 5, what
 
 
 def test_a_second_compare_reads_its_results_and_a_new_checkpoint_is_evaluated_anew(runs, monkeypatch):

@@ -329,6 +329,48 @@ def test_a_torn_task_shard_counts_every_sample_it_could_not_read(suite, tmp_path
     assert (result["samples"], result["skipped"]) == (3, 4)
 
 
+def test_a_torn_task_shard_under_eval_scores_both_runs_on_the_rest_and_a_rerun_scores_only_what_was_not_kept(
+        suite, tmp_path):
+    """A task of two shards, the second torn: the RGB run is scored on what was read, the splat run on the images
+    of the whole shard (fit writes no shard it cannot read to its end), and the torn shard's samples count as
+    unreadable for both, from sizes.json. Each run's score on each task is kept once done: a rerun after a task
+    failed scores only that task."""
+    import tarfile
+
+    write_task(tmp_path / "tasks" / "pets", task_samples(7), CLASSES, TEMPLATES, shard_size=4)
+    shard = tmp_path / "tasks" / "pets" / "test" / "1.tar"  # k0004..k0006, torn inside k0005
+    with tarfile.open(shard) as t:
+        cut = next(m.offset for m in t.getmembers() if m.name.startswith("k0005"))
+    shard.write_bytes(shard.read_bytes()[:cut])
+    write_task(tmp_path / "tasks" / "birds", task_samples(5), CLASSES, TEMPLATES)
+    (tmp_path / "tasks" / "birds" / "test" / "0.tar").write_bytes(b"")  # nothing readable: the suite stops
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "pets"}, {"name": "birds"}]}))
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gs_lightning", "eval", str(suite / "runs" / "rgb"),
+                               str(suite / "runs" / "gs"), f"suite={tmp_path / 'suite.yaml'}",
+                               f"suite.root={tmp_path / 'tasks'}", f"out={tmp_path / 'out'}",
+                               f"fitted={tmp_path / 'fitted'}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    out = run()
+    assert out.returncode == 2 and "error: task birds: " in out.stderr, out.stderr[-3000:]
+    assert "rgb on pets: 5 samples scored, 2 unreadable" in out.stdout, out.stdout[-3000:]
+    kept = sorted((tmp_path / "out" / "scores").glob("*/result.json"))
+    assert [p.parent.name.split("-")[0] for p in kept] == ["rgb"]  # the splat run's pets comes after birds of rgb
+    stamp = kept[0].stat().st_mtime_ns
+    write_task(tmp_path / "tasks" / "birds", task_samples(5), CLASSES, TEMPLATES)  # mended
+    out = run()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert kept[0].stat().st_mtime_ns == stamp  # rgb on pets: kept, not scored again
+    assert "rgb on pets: 5 samples scored, 2 unreadable" in out.stdout, out.stdout[-3000:]
+    assert "gs on pets: 4 samples scored, 3 unreadable" in out.stdout, out.stdout[-3000:]
+    assert "gs on birds: 5 samples scored\n" in out.stdout
+    rows = {(r["model"], r["task"]): (r["samples"], r["unreadable"])
+            for r in __import__("csv").DictReader(open(tmp_path / "out" / "suite.csv"))}
+    assert rows == {("rgb", "pets"): ("5", "2"), ("gs", "pets"): ("4", "3"), ("rgb", "birds"): ("5", "0"),
+                    ("gs", "birds"): ("5", "0")}
+
+
 @pytest.mark.parametrize("problem, want", [
     ("one class", "classnames.txt names 1 class; a zero-shot task chooses between two or more"),
     ("a blank class line", "classnames.txt line 2 is blank"),  # clip_benchmark would label dog 2, not 1
