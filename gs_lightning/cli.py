@@ -401,7 +401,8 @@ RESUME_MAY_CHANGE = ("resume", "resume_from", "output_dir", "group", "logger", "
 def check_run_folder(cfg, run_dir: Path) -> None:
     """A run folder holds one run: a new run may not write over another's (eval, compare and stage 2 read its
     best.ckpt), and a resume goes on with the settings its run was trained with (its config.yaml). Checked by
-    rank 0 alone: the ranks Lightning starts for DDP start after it wrote config.yaml."""
+    rank 0 alone: the ranks Lightning starts for DDP start after it wrote config.yaml. Ranks started together
+    (srun, torchrun) are ended by their launcher when rank 0 refuses (srun with --kill-on-bad-exit)."""
     from lightning.pytorch.utilities import rank_zero_only
     from omegaconf import OmegaConf
 

@@ -301,13 +301,48 @@ def test_a_resumed_run_shuffles_anew_and_never_replays_the_killed_attempts_epoch
     def epochs(step: int) -> list[list[str]]:
         dm = DataCompDataModule(kind="splats", train=path, tokenizer=TOKENIZER, batch_size=4, num_workers=0,
                                 num_samples=16, shuffle_buffer=16)
-        dm.trainer = SimpleNamespace(world_size=1, global_step=step)
+        dm.trainer = SimpleNamespace(world_size=1)
+        dm.load_state_dict({"global_step": step})
         loader = dm.train_dataloader()
         return [[key for batch in loader for key in batch["keys"]] for _ in range(2)]
 
     fresh, resumed = epochs(0), epochs(13)
     assert resumed == epochs(13) and all(sorted(e) == sorted(fresh[0]) for e in resumed)
     assert not {tuple(e) for e in resumed} & {tuple(e) for e in fresh}
+
+
+def test_a_resume_through_lightning_seeds_its_stream_with_the_step_it_goes_on_from(tmp_path):
+    """Lightning builds the train loader while configure_optimizers asks for estimated_stepping_batches, before
+    it restores the trainer's step: the step the stream is seeded with comes from the checkpoint itself."""
+    import lightning as L
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - len(batch["keys"])).pow(2).sum()
+
+        def configure_optimizers(self):  # as ClipModule's: the schedule's length
+            assert self.trainer.estimated_stepping_batches > 0
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    path = fitted_shards(tmp_path / "gs", [8, 8])
+
+    def run(epochs: int, ckpt=None):  # epochs, not max_steps, as a run's: the schedule's length needs the loader
+        dm = DataCompDataModule(kind="splats", train=path, tokenizer=TOKENIZER, batch_size=4, num_workers=0,
+                                num_samples=16, shuffle_buffer=16)
+        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(Module(), datamodule=dm, ckpt_path=ckpt)
+        return trainer, trainer.train_dataloader.dataset.resumed_at
+
+    trainer, resumed_at = run(1)
+    assert resumed_at == 0 and trainer.global_step == 4
+    trainer.save_checkpoint(tmp_path / "at4.ckpt")
+    trainer, resumed_at = run(2, str(tmp_path / "at4.ckpt"))
+    assert resumed_at == 4 and trainer.global_step == 8
 
 
 def test_an_epoch_is_whole_batches(tmp_path):

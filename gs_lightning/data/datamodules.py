@@ -226,6 +226,15 @@ class DataCompDataModule(L.LightningDataModule):
         )
         if not self.num_samples:
             raise DataPathError(f"{key}={train!r}: no sizes.json beside the shards; set data.num_samples")
+        self.resumed_at = 0  # the step a resumed run goes on from (load_state_dict)
+
+    # Lightning builds the train loader before it restores the trainer's step (configure_optimizers asks for
+    # estimated_stepping_batches), and restores a DataModule's state before both: the step rides here.
+    def state_dict(self) -> dict:
+        return {"global_step": self.trainer.global_step} if self.trainer is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resumed_at = int(state_dict.get("global_step", 0))
 
     def decode(self, raw: RawSample, rng: random.Random) -> dict:
         sample = {"caption": caption_of(raw)}
@@ -262,7 +271,7 @@ class DataCompDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
             join=self.teacher_of if self.embeddings is not None else None,
             sizes=shard_sizes([s.url for s in self.sources if s.url]),
-            resumed_at=self.trainer.global_step if self.trainer is not None else 0,  # restored before this call
+            resumed_at=self.resumed_at,
         )
         stream.with_length(workers * stream.batches_per_slot, silent=True)  # batches per rank, for the schedule
         return loader(stream, self.num_workers)
