@@ -396,6 +396,10 @@ RESUME_MAY_CHANGE = ("resume", "resume_from", "output_dir", "group", "logger", "
                      "checkpoint.every_n_train_steps", "data.num_workers", "data.val_batch_size", "data.rgb",
                      "data.splats", "data.embeddings", "data.max_lost_share", "model.rgb_checkpoint",
                      "model.init_checkpoint")
+# Of the trainer's settings, those that set the learning-rate schedule's length and the batches of a step: the
+# schedule is computed again on a resume, and its restored step would land elsewhere on the curve.
+RESUME_KEEPS = ("trainer.max_epochs", "trainer.max_steps", "trainer.accumulate_grad_batches",
+                "trainer.limit_train_batches")
 
 
 def check_run_folder(cfg, run_dir: Path) -> None:
@@ -424,14 +428,15 @@ def check_run_folder(cfg, run_dir: Path) -> None:
 
     before = leaves(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
     now = leaves(OmegaConf.to_container(cfg, resolve=True))
-    changed = [k for k in before.keys() & now.keys() if before[k] != now[k]
-               and not any(k == p or k.startswith(p + ".") for p in RESUME_MAY_CHANGE)]
+    changed = [k for k in before.keys() & now.keys() if before[k] != now[k] and (k in RESUME_KEEPS or not any(
+               k == p or k.startswith(p + ".") for p in RESUME_MAY_CHANGE))]
     if changed:
         shown = ", ".join(f"{k}={before[k]!r}, not {now[k]!r}" for k in sorted(changed)[:3])
         more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
         raise UserError("resume", f"{run_dir} was trained with {shown}{more}; a resume goes on with its run's "
-                                  f"settings (it may change {', '.join(RESUME_MAY_CHANGE[2:])}): drop those "
-                                  "overrides, or train a new run under another name=")
+                                  f"settings (it may change {', '.join(RESUME_MAY_CHANGE[2:])}, but not "
+                                  f"{', '.join(RESUME_KEEPS)}): drop those overrides, or train a new run under "
+                                  "another name=")
 
 
 def keep_earlier_metrics(run_dir: Path) -> None:

@@ -191,4 +191,8 @@ MUTANTS = [
      "old": '                  if k != "teacher" and before.get(k) != v]', "new": "                  if before.get(k) != v]",
      "tests": ["tests/test_distill.py::test_a_rerun_with_the_same_teacher_is_let_through_and_another_is_refused"],
      "why": "an embed resumed with the same teacher at another path is refused as another teacher"},
+    {"name": "resume-may-change-the-schedule", "path": "gs_lightning/cli.py",
+     "old": "before[k] != now[k] and (k in RESUME_KEEPS or not any(", "new": "before[k] != now[k] and (False or not any(",
+     "tests": ["tests/test_experiments.py::test_a_resume_may_move_its_run_and_the_checkpoints_it_started_from"],
+     "why": "a resume with other max_epochs recomputes the cosine schedule and lands its restored step elsewhere"},
 ]
