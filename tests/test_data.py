@@ -9,6 +9,7 @@ import textwrap
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import patch
 
 import numpy as np
 import open_clip
@@ -16,7 +17,8 @@ import pytest
 import torch
 from helpers import datacomp_shards, fitted_shards, image_bytes, smooth_photo
 
-from gs_lightning.data.datamodules import DataCompDataModule, DataPathError
+from gs_lightning.data.datamodules import DataCompDataModule, DataPathError, SampleStream
+from gs_lightning.errors import UserError
 from gs_lightning.zeroshot.datamodule import ZeroShotDataModule
 from gs_lightning.data.shards import FittedShard, decode_image, list_sources, update_sizes, write_image_shard
 
@@ -343,6 +345,24 @@ def test_a_resume_through_lightning_seeds_its_stream_with_the_step_it_goes_on_fr
     trainer.save_checkpoint(tmp_path / "at4.ckpt")
     trainer, resumed_at = run(2, str(tmp_path / "at4.ckpt"))
     assert resumed_at == 4 and trainer.global_step == 8
+
+
+def test_a_slot_whose_pass_holds_no_whole_batch_is_refused_before_training(tmp_path):
+    """A slot (a rank's dataloader worker) whose samples make no whole batch ends its stream at once (webdataset
+    stops repeating an empty pass): its rank would train fewer steps than the others. Refused, naming the batch."""
+    path = fitted_shards(tmp_path / "gs", [3, 9, 9])
+    dm = DataCompDataModule(kind="splats", train=path, tokenizer=TOKENIZER, batch_size=4, num_workers=0)
+    for world, fewest in ((3, 3), (6, 21 // 6)):  # 3 slots: shard 0 alone; 6: every 6th sample of the 21
+        dm.trainer = SimpleNamespace(world_size=world)
+        with pytest.raises(UserError, match=rf"^data\.batch_size: is 4, but the loader slot with the fewest "
+                                            rf"samples reads {fewest} a pass \(3 shards over {world} slots"):
+            dm.train_dataloader()
+    dm.trainer = SimpleNamespace(world_size=2)  # shards 0 and 2 (12 samples), and shard 1 (9)
+    assert len(list(dm.train_dataloader())) == dm.batches_per_rank(2) == 21 // 8
+    # the oracle: the refused slot's stream, made anyway, gives no batch at all
+    stream = SampleStream(dm.sources, dm.decode, lambda b: b, 4, train=True, batches_per_slot=2)
+    with patch("gs_lightning.data.datamodules.worker_slot", return_value=(0, 3)):
+        assert list(stream) == []
 
 
 def test_an_epoch_is_whole_batches(tmp_path):

@@ -258,6 +258,26 @@ class DataCompDataModule(L.LightningDataModule):
 
         return lookup
 
+    def check_slots(self, slots: int) -> None:
+        """Each slot's pass must hold a whole batch: a pass that gives none ends that slot's stream (webdataset's
+        repeat stops at an empty pass), so its rank would run fewer steps than the others, or none."""
+        from gs_lightning.errors import UserError
+
+        sizes = shard_sizes([s.url for s in self.sources if s.url])
+        if len(self.sources) >= slots:  # dealt round-robin: a slot's shards
+            if not all(s.name in sizes for s in self.sources):
+                return  # sizes unknown: the epoch's length was given, the shards' are not
+            fewest = min(sum(sizes[s.name] for s in self.sources[k::slots]) for k in range(slots))
+        else:  # every slots-th sample of all
+            fewest = self.num_samples // slots
+        if fewest < self.batch_size:
+            raise UserError("data.batch_size", f"is {self.batch_size}, but the loader slot with the fewest samples "
+                                               f"reads {fewest} a pass ({len(self.sources)} shards over {slots} "
+                                               "slots, a slot being a rank's dataloader worker): it would give no "
+                                               "whole batch, and its rank fewer steps than the others. Lower "
+                                               "data.batch_size or data.num_workers, or cut the data into more, "
+                                               "even shards")
+
     def batches_per_rank(self, world_size: int) -> int:
         """Steps per epoch on every rank: the epoch's samples split evenly, whole batches only."""
         return max(1, self.num_samples // (world_size * self.batch_size))
@@ -265,6 +285,7 @@ class DataCompDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer is not None else 1
         workers = max(self.num_workers, 1)
+        self.check_slots(world * workers)
         stream = SampleStream(
             self.sources, self.decode, lambda s: collate(s, self.tokenizer), self.batch_size, train=True,
             batches_per_slot=math.ceil(self.batches_per_rank(world) / workers),

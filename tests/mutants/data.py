@@ -154,4 +154,13 @@ MUTANTS = [
      "old": "fileobj=io.BufferedReader(source, 1 << 16), mode=", "new": "fileobj=source, mode=",
      "tests": ["tests/test_shards.py::test_bz2_and_xz_shards_read_whole_from_a_file_and_a_pipe"],
      "why": "tarfile sees TarStream's first two bytes alone and takes every .tar.bz2 and .tar.xz for a torn tar"},
+    {"name": "short-slots-not-checked", "path": "gs_lightning/data/datamodules.py",
+     "old": "        self.check_slots(world * workers)\n", "new": "",
+     "tests": ["tests/test_data.py::test_a_slot_whose_pass_holds_no_whole_batch_is_refused_before_training"],
+     "why": "a rank whose worker reads fewer samples than a batch trains fewer steps than the others: DDP hangs"},
+    {"name": "short-slots-counted-as-even", "path": "gs_lightning/data/datamodules.py",
+     "old": "            fewest = min(sum(sizes[s.name] for s in self.sources[k::slots]) for k in range(slots))",
+     "new": "            fewest = self.num_samples // slots",
+     "tests": ["tests/test_data.py::test_a_slot_whose_pass_holds_no_whole_batch_is_refused_before_training"],
+     "why": "shards dealt round-robin: a slot of small shards is short though the average is not"},
 ]
