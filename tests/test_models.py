@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -312,6 +313,26 @@ def test_zero_shot_over_two_ddp_ranks_counts_each_sample_once(tmp_path):
     metrics = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("METRICS"))[len("METRICS "):])
     top1, top5 = expected_accuracy()
     assert metrics["val/top1"] == pytest.approx(top1) and metrics["val/top5"] == pytest.approx(top5)
+
+
+def test_a_label_beyond_the_classes_is_decided_at_the_epochs_end_by_every_rank():
+    """Ranks hold different numbers of eval batches, so the step that meets a bad label only notes it; at the
+    epoch's end every rank tells the others (NCCL would leave a rank that stopped alone's peers waiting in the
+    metrics' sync until its timeout), and each stops: the one that met it names the sample."""
+    module = ClipModule(**shipped_model_kwargs(mode="scratch"), eval_set="fashion-mnist")
+    told, others = [], [False]
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(
+        reduce_boolean_decision=lambda decision, all: told.append(decision) or decision or others[0]))
+    module.on_validation_epoch_start()
+    module.validation_step({"label": torch.tensor([3, 10, -1]), "keys": ["0.tar/a", "0.tar/b", "0.tar/c"]}, 0)
+    with pytest.raises(UserError, match=r"^0\.tar/b: \.cls 10 is not one of the 10 class labels of the eval set "
+                                        r"\(0 to 9, classnames\.txt\)$"):
+        module.on_validation_epoch_end()
+    others[0] = True  # a clean epoch here, a bad label on another rank
+    module.on_validation_epoch_start()
+    with pytest.raises(UserError, match=r"^eval set: a sample of another rank has a label beyond its 10 classes"):
+        module.on_validation_epoch_end()
+    assert told == [True, False]
 
 
 # ---- bf16-mixed: the paper configs' precision -----------------------------------------------------------------------

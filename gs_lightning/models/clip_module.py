@@ -332,6 +332,7 @@ class ClipModule(L.LightningModule):
         # This rank's samples scored and skipped (unreadable), for evaluate: a task none of whose images could be
         # read has no score, and one that lost some says how many.
         self.val_samples = self.val_skipped = 0
+        self.bad_label: tuple[str, int] | None = None  # (key, .cls) of this rank's first label beyond the classes
         self.classifier = zero_shot_classifier(self.model, self.tokenizer, self.classnames, self.templates,
                                                self.device)
 
@@ -339,13 +340,24 @@ class ClipModule(L.LightningModule):
         self.val_skipped += int(batch.get("skipped", 0))
         labels = batch["label"]
         if (beyond := (labels < 0) | (labels >= len(self.classnames))).any():
+            # Raised at the epoch's end, on every rank at once: a rank raising alone would leave the others waiting
+            # in the metrics' sync, and ranks hold different numbers of eval batches, so no step can agree on it.
             i = int(beyond.nonzero()[0, 0])
-            raise UserError(batch["keys"][i], f".cls {int(labels[i])} is not one of the {len(self.classnames)} class "
-                                              f"labels of the eval set (0 to {len(self.classnames) - 1}, classnames.txt)")
+            self.bad_label = self.bad_label or (batch["keys"][i], int(labels[i]))
+            return
         features = self.model.encode_image(self.visual_input(batch), normalize=True)
         self.metrics.update(features @ self.classifier, labels)
         self.val_samples += len(labels)
 
     def on_validation_epoch_end(self) -> None:
+        bad = self.bad_label is not None
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            n = len(self.classnames)
+            key, label = self.bad_label or ("eval set", None)
+            raise UserError(key, f".cls {label} is not one of the {n} class labels of the eval set (0 to {n - 1}, "
+                                 "classnames.txt)" if label is not None else f"a sample of another rank has a label "
+                                 f"beyond its {n} classes (0 to {n - 1}, classnames.txt); that rank's error names it")
         self.log_dict(self.metrics.compute(), prog_bar=True)
         self.metrics.reset()

@@ -125,4 +125,13 @@ MUTANTS = [
      "old": "    shutil.rmtree(folder, ignore_errors=True)\n", "new": "",
      "tests": ["tests/test_equal_bytes.py::test_each_splat_set_is_reencoded_apart_and_a_smaller_one_leaves_no_shard_of_the_larger"],
      "why": "a set that shrank is scored with the shards of the images it no longer has"},
+    {"name": "bad-label-raised-on-one-rank", "path": "gs_lightning/models/clip_module.py",
+     "old": "            self.bad_label = self.bad_label or (batch[\"keys\"][i], int(labels[i]))\n            return",
+     "new": "            raise UserError(batch[\"keys\"][i], f\".cls {int(labels[i])} is not one of the {len(self.classnames)} class labels of the eval set (0 to {len(self.classnames) - 1}\")",
+     "tests": ["tests/test_models.py::test_a_label_beyond_the_classes_is_decided_at_the_epochs_end_by_every_rank"],
+     "why": "the rank with the bad label stops alone; under NCCL the others wait in the metrics' sync until its timeout"},
+    {"name": "bad-label-not-told-to-other-ranks", "path": "gs_lightning/models/clip_module.py",
+     "old": "            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)\n", "new": "",
+     "tests": ["tests/test_models.py::test_a_label_beyond_the_classes_is_decided_at_the_epochs_end_by_every_rank"],
+     "why": "only the rank that met the bad label stops: the others wait for it"},
 ]
