@@ -190,12 +190,16 @@ def table(runs: list[Run], points: list[Point] = ()) -> str:
 
 
 def _signature(*paths: str | Path) -> str:
-    """What a cached evaluation depends on: the files (names, sizes, times) behind checkpoints and patterns."""
+    """What a cached evaluation depends on: the files (names, sizes, times) behind checkpoints, patterns and
+    image folders."""
     from gs_lightning.data.shards import expand_urls
 
     parts = []
     for p in map(str, paths):
-        files = [Path(p)] if Path(p).is_file() else [Path(u) for u in expand_urls(p)] + [Path(p).parent / "summary.json"]
+        if Path(p).is_dir():  # an image folder (ImageNet's val): its images, which may change inside it
+            files = sorted(f for f in Path(p).rglob("*") if f.is_file())
+        else:
+            files = [Path(p)] if Path(p).is_file() else [Path(u) for u in expand_urls(p)] + [Path(p).parent / "summary.json"]
         parts += [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

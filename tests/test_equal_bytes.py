@@ -282,3 +282,17 @@ def test_an_image_folder_takes_each_images_budget_by_its_key_whatever_its_shards
         (key, 300 + 100 * k) for k, key in enumerate(keys))
     with pytest.raises(UserError, match=r"val: none of its labelled images has a splat set to match"):
         reencode_eval_set(str(tmp_path / "val"), {"00000.tar/other": 300}, SIZE, "webp", tmp_path / "out2")
+
+
+def test_an_image_folders_signature_follows_the_images_inside_it(tmp_path):
+    """The teacher's eval set may be an image folder (ImageNet's val/<wnid>/...): an image replaced inside it
+    leaves the folder's own size and time as they were, and must still make the cached evaluations stale."""
+    from gs_lightning.compare import _signature
+
+    image = tmp_path / "val" / "n01440764" / "a.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"x" * 10)
+    before = _signature(tmp_path / "val")
+    assert _signature(tmp_path / "val") == before
+    image.write_bytes(b"y" * 11)  # resized again
+    assert _signature(tmp_path / "val") != before

@@ -1,6 +1,7 @@
 """The zero-shot suite: clip_benchmark's task layout read as clip_benchmark reads it, each task's main metric and
 the suite's mean against a known answer, the tasks' images fitted once per fit setting, and clear errors."""
 import io
+import os
 import json
 import re
 import subprocess
@@ -51,6 +52,24 @@ def test_a_task_reads_as_clip_benchmark_reads_it(tmp_path):
     assert len(got) == len(ours) == 7
     for (a, la), (b, lb) in zip(ours, got):
         assert np.array_equal(a, b) and la == lb
+
+
+def test_class_names_are_utf8_whatever_the_locale_and_a_bom_is_no_part_of_the_first(tmp_path):
+    """clip_benchmark's files are UTF-8 (Country211's names, ...): read as such in an ASCII locale too, and a byte
+    order mark (an editor's) is not read into the first class's name."""
+    names = ["Zürich", "São Paulo", "Kraków", "東京"]
+    write_task(tmp_path / "cities", task_samples(4), names, TEMPLATES)
+    f = tmp_path / "cities" / "classnames.txt"
+    assert f.read_bytes() == ("\n".join(names) + "\n").encode("utf-8")
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    ascii_locale = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    out = subprocess.run([sys.executable, "-c", "import locale, sys; from gs_lightning.zeroshot.tasks import read_task; "
+                          "print(locale.getpreferredencoding(False)); "
+                          "print(ascii(read_task(sys.argv[1]).classnames))", str(tmp_path / "cities")],
+                         cwd=ROOT, capture_output=True, text=True, env=ascii_locale, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    encoding, read = out.stdout.splitlines()
+    assert encoding.lower() in ("ansi_x3.4-1968", "ascii") and read == ascii(names)
 
 
 # ---- metrics against a known answer ------------------------------------------------------------------------------

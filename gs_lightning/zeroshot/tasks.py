@@ -83,7 +83,7 @@ def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1",
         if not path.is_file():
             raise UserError(f"task {name}", f"{path} is missing: a task folder holds {CLASSNAMES}, {TEMPLATES} and "
                                             "test/nshards.txt with its shards (clip_benchmark's layout)")
-        return path.read_text()
+        return path.read_text(encoding="utf-8-sig")  # clip_benchmark writes UTF-8; an editor may add a BOM
 
     def lines(file: str) -> list[str]:
         return [line.strip() for line in text(file).splitlines() if line.strip()]
@@ -140,8 +140,8 @@ def write_task(folder: str | Path, samples: list[dict], classnames: list[str], t
     """Write a task in clip_benchmark's layout; samples: {"key", "png" (or "jpg"/"webp") bytes, "cls"}."""
     folder = Path(folder)
     (folder / "test").mkdir(parents=True, exist_ok=True)
-    (folder / CLASSNAMES).write_text("\n".join(classnames) + "\n")
-    (folder / TEMPLATES).write_text("\n".join(templates) + "\n")
+    (folder / CLASSNAMES).write_text("\n".join(classnames) + "\n", encoding="utf-8")
+    (folder / TEMPLATES).write_text("\n".join(templates) + "\n", encoding="utf-8")
     shards = [samples[i : i + shard_size] for i in range(0, len(samples), shard_size)]
     for i, chunk in enumerate(shards):
         write_image_shard(folder / "test" / f"{i}.tar", chunk)

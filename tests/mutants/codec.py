@@ -132,4 +132,12 @@ MUTANTS = [
      "new": "        if len(data) < 5:\n            raise RecordError(f\"quantized splat record of version ?\")",
      "tests": ["tests/test_codec.py::test_corrupt_records_raise_record_error"],
      "why": "a record cut after its magic is reported as a version this code cannot read"},
+    {"name": "folder-signature-of-the-folder-alone", "path": "gs_lightning/compare.py",
+     "old": "        if Path(p).is_dir():  # an image folder", "new": "        if False:  # an image folder",
+     "tests": ["tests/test_equal_bytes.py::test_an_image_folders_signature_follows_the_images_inside_it"],
+     "why": "images re-resized inside the teacher's eval folder: compare reuses the old JPEG/WebP scores"},
+    {"name": "task-text-in-the-locales-encoding", "path": "gs_lightning/zeroshot/tasks.py",
+     "old": '        return path.read_text(encoding="utf-8-sig")', "new": "        return path.read_text()",
+     "tests": ["tests/test_suite.py::test_class_names_are_utf8_whatever_the_locale_and_a_bom_is_no_part_of_the_first"],
+     "why": "Country211's accented names fail or garble in a non-UTF-8 locale"},
 ]
