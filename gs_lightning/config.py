@@ -260,7 +260,16 @@ def _validate_model(m: DictConfig) -> None:
     if m.name not in open_clip.list_models():
         raise UserError("model.name", f"{m.name!r} is not an open_clip model config; the project's are "
                                       f"{', '.join(sorted(p.stem for p in gs_lightning.models.CONFIG_DIR.glob('*.json')))}")
-    vision = open_clip.get_model_config(m.name)["vision_cfg"]
+    config = open_clip.get_model_config(m.name)
+    vision = config["vision_cfg"]
+    if "init_logit_bias" in config:
+        raise UserError("model.name", f"{m.name} is a SigLIP config, trained by a sigmoid loss with a logit bias; the "
+                                      "project trains with CLIP's contrastive loss: give a CLIP config, e.g. ViT-B-16")
+    if input_kind(m.mode) == "splats" and (vision.get("timm_model_name") or not isinstance(vision.get("layers"), int)):
+        tower = "timm" if vision.get("timm_model_name") else "ResNet"
+        raise UserError("model.name", f"{m.name} has a {tower} image tower; a splat encoder is a stem and resampler "
+                                      "before open_clip's own ViT blocks (transfer takes them from the RGB teacher): "
+                                      "give a ViT config, e.g. ViT-B-16")
     heads = m.splat_encoder.resampler_heads
     if input_kind(m.mode) == "splats" and vision["width"] % heads:
         raise UserError("model.splat_encoder.resampler_heads", f"must divide the ViT width {vision['width']}, got "

@@ -195,4 +195,13 @@ MUTANTS = [
      "old": "before[k] != now[k] and (k in RESUME_KEEPS or not any(", "new": "before[k] != now[k] and (False or not any(",
      "tests": ["tests/test_experiments.py::test_a_resume_may_move_its_run_and_the_checkpoints_it_started_from"],
      "why": "a resume with other max_epochs recomputes the cosine schedule and lands its restored step elsewhere"},
+    {"name": "splats-on-any-image-tower", "path": "gs_lightning/config.py",
+     "old": 'if input_kind(m.mode) == "splats" and (vision.get("timm_model_name") or not isinstance(vision.get("layers"), int)):',
+     "new": 'if input_kind(m.mode) == "splats" and vision.get("timm_model_name"):',
+     "tests": ["tests/test_cli.py::test_user_errors_are_one_line_naming_the_key[splats_on_a_resnet]"],
+     "why": "a splat run on RN50 fails with a TypeError traceback after its setup"},
+    {"name": "siglip-config-taken", "path": "gs_lightning/config.py",
+     "old": '    if "init_logit_bias" in config:', "new": "    if False:",
+     "tests": ["tests/test_cli.py::test_user_errors_are_one_line_naming_the_key[siglip_loss]"],
+     "why": "a SigLIP config trains to its first step, then fails unpacking its logit bias"},
 ]
