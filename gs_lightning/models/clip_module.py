@@ -7,8 +7,8 @@ distill   stage 1 of the published two-stage recipe: the best RGB checkpoint's C
           between the student's L2-normalised image embedding and the teacher's (data.embeddings).
 transfer  stage 2 (and the paper's own recipe): the same model, from model.init_checkpoint (stage 1's best)
           when set; the text tower and the ViT blocks are frozen except blocks 0..unfrozen_blocks-1; lr for the
-          stem, resampler and new embeddings, transfer_lr_ratio x lr for the unfrozen blocks, ln_post, proj and
-          the logit scale (paper 5.1).
+          stem, resampler and new embeddings, transfer_lr_ratio x lr for the unfrozen blocks, ln_post and proj
+          (paper 5.1), and for the logit scale, which 5.1 does not name but its Fig. 7d shows moving in training.
 scratch   the same splat model from random init, every parameter trained at lr.
 
 transfer and scratch train on open_clip's ClipLoss, with features gathered across ranks, plus the optional
