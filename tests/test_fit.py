@@ -282,6 +282,18 @@ def test_fit_recovers_an_image_made_of_gaussians(fit_cfg):
     assert stats.psnr.item() > 35
 
 
+def test_an_all_black_image_scores_a_finite_psnr(fit_cfg):
+    """A blank image (DataComp has them) is rendered exactly: its PSNR is capped, not inf, which JSON cannot hold
+    and which would make a folder's mean infinite; the photo beside it in the batch is scored as usual."""
+    from gs_lightning.fit.fitter import PSNR_MAX, psnr_per_image
+
+    images = torch.cat([torch.zeros(1, 3, 32, 32), smooth_photos((0,), 32)])
+    splats, stats = fit_batch(images, fit_cfg(num_splats=16, iterations=20))
+    assert stats.psnr[0].item() == PSNR_MAX and 10 < stats.psnr[1].item() < PSNR_MAX
+    json.dumps(stats.psnr.tolist(), allow_nan=False)  # raises on inf
+    assert psnr_per_image(rasterize(splats, 32, 32)[1:], images[1:]).item() == pytest.approx(stats.psnr[1].item())
+
+
 def test_batched_fit_is_the_same_as_fitting_each_image_alone(fit_cfg):
     imgs = smooth_photos((0, 1), 32)
     cfg = fit_cfg(num_splats=36, iterations=60, prune=PruneConfig(l1_weight=0.01, threshold=0.1, at=[0.5]))

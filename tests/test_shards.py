@@ -1,7 +1,9 @@
 """Image decoding and shard plumbing against values computed by hand."""
 import json
+import os
 import re
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from helpers import image_bytes
 
 from gs_lightning.codec import RECORDS
 from gs_lightning.data.shards import (
-    BadSample, DataPathError, UnreadableShard, decode_image, decode_pil, existing_sources, expand_urls,
+    BadSample, DataPathError, FittedShard, UnreadableShard, decode_image, decode_pil, existing_sources, expand_urls,
     list_sources, read_sizes, resize_center_crop, shard_sizes, write_image_shard,
 )
 from gs_lightning.splats import Splats, compression_ratio
@@ -393,3 +395,32 @@ def test_a_tar_through_a_pipe_is_read_to_the_end_of_its_stream_and_its_commands_
     errors = []
     assert [r.key for r in source.samples(errors)] == keys
     assert len(errors) == 1 and errors[0][1].startswith("OSError") and "exit 3" in errors[0][1], errors
+
+
+def test_a_fitted_shard_is_whole_on_disk_when_its_final_name_appears(tmp_path, monkeypatch):
+    """The rename is the commit: what another process reads of the temporary file at that moment is the whole
+    tar, none of it left in a write buffer (a network filesystem's is megabytes) to follow after the rename."""
+    import builtins
+
+    import gs_lightning.atomic as atomic
+    import gs_lightning.data.shards as shards
+
+    seen, rename = {}, os.replace
+
+    def replace(src, dst):
+        seen[Path(dst).name] = Path(src).read_bytes()
+        rename(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    # Python buffers a file by its filesystem's block size: Lustre and NFS report 1 MiB and more, this disk 4 KiB
+    monkeypatch.setattr(shards, "open", lambda path, mode: builtins.open(path, mode, buffering=1 << 20),
+                        raising=False)
+    for n in range(1, 9):  # tars of several lengths: the last write is the end block's padding, of any size
+        name = f"{n:05d}.tar"
+        shard = FittedShard(tmp_path / name, "fp16")
+        for k in range(n):
+            shard.write(f"k{k}", np.full((5 + 7 * k, 8), 0.25, np.float32), {"psnr": 30.0}, "a caption", None)
+        shard.commit()
+        assert seen[name] == (tmp_path / name).read_bytes(), n
+        assert [r.key for r in list_sources(str(tmp_path / name))[0].samples([], whole=True)] == \
+            [f"k{k}" for k in range(n)]

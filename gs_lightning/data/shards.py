@@ -580,7 +580,9 @@ class FittedShard:
 
     def __init__(self, final_path: str | os.PathLike, record: str):
         self.file = AtomicFile(final_path)  # one rank writes a shard: a fixed temporary name
-        self._tar = wds.TarWriter(open(self.file.tmp, "wb"))
+        # Ours to close: TarWriter closes only a stream it opened itself.
+        self._stream = open(self.file.tmp, "wb")
+        self._tar = wds.TarWriter(self._stream)
         self.record = RECORDS[record]
         self.bytes_splats = 0
         self.count = 0
@@ -604,13 +606,21 @@ class FittedShard:
         return sample["json"]["bytes"]
 
     def commit(self) -> None:
+        """Every byte on disk before the final name appears: a stream's buffer (up to a network filesystem's
+        block, megabytes) flushed after the rename would leave a kill there a shard cut short under its name,
+        and a full disk found by that late flush an error nobody sees."""
         with no_space_named(self.file.path):
-            self._tar.close()  # also closes the stream
+            self._tar.close()
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+            self._stream.close()
         self.file.commit()
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):  # a full disk may refuse the last flush: the temporary goes anyway
             self._tar.close()
+        with contextlib.suppress(OSError):
+            self._stream.close()
         self.file.abort()
 
 

@@ -58,10 +58,15 @@ def luminance(rgb: Tensor) -> Tensor:  # [..., 3] -> [...]
     return rgb.abs() @ rgb.new_tensor(LUMA)
 
 
+# A render equal to its image (an all-black one: every splat pruned, nothing left to differ) would score inf,
+# which JSON cannot hold and which would make a whole folder's mean PSNR infinite.
+PSNR_MAX = 100.0
+
+
 def psnr_per_image(render: Tensor, images: Tensor) -> Tensor:  # [B, 3, H, W] x2 -> [B]
     return peak_signal_noise_ratio(
         render.clamp(0, 1), images, data_range=1.0, reduction="none", dim=(1, 2, 3)
-    )
+    ).clamp(max=PSNR_MAX)
 
 
 def solve_colours(
@@ -259,7 +264,7 @@ def fit_batch(
             last = step == total
             with torch.set_grad_enabled(not last):
                 loss, mse = _render_loss(splats, work, cfg)
-            psnr_now[active] = -10 * mse.clamp(min=1e-20).log10()
+            psnr_now[active] = (-10 * mse.log10()).clamp(max=PSNR_MAX)
             if last:
                 finished = torch.ones_like(mse, dtype=torch.bool)
             else:
