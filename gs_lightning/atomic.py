@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 from pathlib import Path
 
 from gs_lightning.errors import UserError
@@ -37,7 +38,9 @@ class AtomicFile:
 
     def __init__(self, path: str | os.PathLike, *, unique: bool = False):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + (f".{os.getpid()}.tmp" if unique else ".tmp"))
+        # unique by host too: ranks on two nodes (containers) may have one pid, and write one shared folder
+        self.tmp = self.path.with_name(self.path.name + (f".{socket.gethostname()}.{os.getpid()}.tmp" if unique
+                                                         else ".tmp"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def commit(self) -> None:
@@ -73,7 +76,6 @@ def folder_lock(folder: str | os.PathLike, key: str):
     works. Another run there is refused, naming the holder; a lock whose process on this host is gone (killed,
     preempted) is taken over. `key`: the config key that names the folder, for the error."""
     import json
-    import socket
     import time
 
     if not first_process():
@@ -89,7 +91,8 @@ def folder_lock(folder: str | os.PathLike, key: str):
             holder = json.loads(path.read_text())
         except (OSError, ValueError):
             holder = {}
-        if holder.get("host") == me["host"] and holder.get("pid") is not None and _alive(holder["pid"]):
+        # Its own pid is a holder gone: a container restarted after a kill hands the new process the old pid.
+        if holder.get("host") == me["host"] and holder.get("pid") not in (None, me["pid"]) and _alive(holder["pid"]):
             raise UserError(key, f"another run is writing into {folder} (pid {holder['pid']} on this host, since "
                                  f"{holder.get('since')}); wait for it to end, or give another folder") from None
         if holder.get("host") not in (None, me["host"]):

@@ -163,6 +163,31 @@ def test_a_second_fit_into_a_busy_folder_is_refused_and_a_dead_ones_lock_is_take
     assert not (tmp_path / "out" / ".lock").exists()
 
 
+def test_a_lock_left_with_this_processs_own_pid_is_taken_over(tmp_path):
+    """A container restarted after a kill hands the new process the pid its lock names: that holder is gone."""
+    from gs_lightning.atomic import folder_lock
+
+    lock = tmp_path / "out" / ".lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "since": "before the restart"}))
+    with folder_lock(tmp_path / "out", "fit.output"):
+        assert json.loads(lock.read_text())["since"] != "before the restart"
+    assert not lock.exists()
+
+
+def test_the_temporaries_of_two_hosts_ranks_of_one_pid_differ(tmp_path, monkeypatch):
+    """Ranks on two nodes (containers) may share a pid and write one shared folder's fit.yaml at once."""
+    import socket
+
+    from gs_lightning.atomic import AtomicFile
+
+    names = []
+    for host in ("node-a", "node-b"):
+        monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
+        names.append(AtomicFile(tmp_path / "fit.yaml", unique=True).tmp.name)
+    assert names[0] != names[1] and all(str(os.getpid()) in n for n in names)
+
+
 # ---- training: a diverging loss, a torn last.ckpt, unreadable shards -----------------------------------------------
 
 

@@ -114,6 +114,27 @@ def test_a_slot_that_starts_after_another_wrote_a_shard_still_gets_its_own_share
     assert ib.ImageBatches(list_sources(pattern), out, image_size=8, batch_size=2).todo == []
 
 
+def test_an_output_folder_holding_the_input_shards_is_refused_and_a_shard_no_fit_wrote_is_named(tmp_path):
+    """fit.output = the input shards' folder: every input would be taken as its own output, and none fitted.
+    A tar that no fit wrote, found in fit.output, is named by the summary, not a KeyError."""
+    from gs_lightning.data.image_batches import ImageBatches
+    from gs_lightning.data.shards import list_sources
+    from gs_lightning.errors import UserError
+    from gs_lightning.fit.summary import summarise
+
+    pattern = shards(tmp_path / "in", [2, 1])
+    dataset = ImageBatches(list_sources(pattern), tmp_path / "in", image_size=8, batch_size=2)
+    with pytest.raises(UserError, match=r"^fit\.output: is the folder of fit\.input's shard 00000\.tar: "):
+        dataset.check_done("fit.input", "fit.output")
+    ImageBatches(list_sources(pattern), tmp_path / "out", image_size=8, batch_size=2).check_done("fit.input",
+                                                                                              "fit.output")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "00007.tar").write_bytes((tmp_path / "in" / "00001.tar").read_bytes())
+    with pytest.raises(UserError, match=r"^fit\.output: holds 00007\.tar, whose sample 1_0 has no psnr, n_init, "
+                                        r"n_final, iterations, bytes in its json: a shard no fit wrote"):
+        summarise(load_fit_config([], [f"fit.output={tmp_path / 'out'}"]))
+
+
 def test_two_ddp_ranks_share_the_shards_and_the_summary_counts_both(tmp_path):
     """trainer.devices=2 on CPU (gloo): the shards are split across the ranks, every image is fitted once, and
     summary.json and sizes.json count every shard, whichever rank fitted it."""

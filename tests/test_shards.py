@@ -1,4 +1,5 @@
 """Image decoding and shard plumbing against values computed by hand."""
+import io
 import json
 import os
 import re
@@ -16,6 +17,22 @@ from gs_lightning.data.shards import (
     list_sources, read_sizes, resize_center_crop, shard_sizes, write_image_shard,
 )
 from gs_lightning.splats import Splats, compression_ratio
+
+
+def test_a_float_tiff_with_no_data_pixels_is_a_bad_sample_naming_them():
+    """GIS and scientific float TIFFs mark no-data as NaN: skipped and named, not a fit stopped on them."""
+    from PIL import Image
+
+    a = np.full((4, 5), 0.5, np.float32)
+    a[1, 2] = a[3, 0] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="F").save(buf, format="TIFF")
+    with pytest.raises(BadSample, match=r"^2 of its pixels are not numbers \(NaN or inf\)$"):
+        decode_image(buf.getvalue())
+    a[1, 2] = a[3, 0] = 0.25
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="F").save(buf, format="TIFF")
+    assert torch.equal(decode_image(buf.getvalue())[:, 1, 2], torch.full((3,), 0.25))
 
 
 def test_16_bit_grey_png_keeps_its_range():

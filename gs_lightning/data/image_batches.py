@@ -65,6 +65,10 @@ class ImageBatches(IterableDataset):
         so a second photo folder run into the first one's output meets this at once. key, output_key: the config
         keys of the input and the output, which the message names."""
         for source in self.sources:
+            if source.url is not None and Path(source.url).resolve() == (self.output / source.name).resolve():
+                raise UserError(output_key, f"is the folder of {key}'s shard {source.name}: an output shard takes "
+                                            "its input's name, so every input would be taken as fitted and none "
+                                            f"fitted; give {output_key} a folder of its own")
             f = stats_path(self.output, source.name)
             if not ((self.output / source.name).exists() and f.exists()):
                 continue

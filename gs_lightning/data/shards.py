@@ -104,6 +104,8 @@ def decode_array(data: bytes) -> np.ndarray:  # -> [H, W, 3] float32 in [0, 1]
         raise BadSample(f"cannot decode image: {type(e).__name__}: {e}") from None
     if a.ndim != 3 or a.shape[0] == 0 or a.shape[1] == 0:
         raise BadSample(f"image has an empty shape {a.shape}")
+    if not np.isfinite(a).all():  # a float TIFF's no-data pixels: a fit would stop on them, the whole shard with it
+        raise BadSample(f"{int((~np.isfinite(a[..., 0])).sum())} of its pixels are not numbers (NaN or inf)")
     return a
 
 

@@ -121,6 +121,11 @@ def tally_of_shard(path: Path, cap: int) -> Tally:
     t, figures = Tally(), {"psnr": [], "n_init": [], "n_final": [], "iterations": []}
     (source,) = list_sources(str(path))
     for raw in source.samples([]):
+        if missing := [k for k in (*figures, "bytes") if k not in raw.meta]:
+            from gs_lightning.errors import UserError
+
+            raise UserError("fit.output", f"holds {path.name}, whose sample {raw.key} has no {', '.join(missing)} "
+                                          "in its json: a shard no fit wrote. Give fit.output a folder of its own")
         for k in figures:
             figures[k].append(raw.meta[k])
         t.bytes_splats += raw.meta["bytes"]
