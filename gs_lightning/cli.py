@@ -603,14 +603,14 @@ def _score(run: Path, shards: str, task, out: Path) -> dict:
     import hashlib
     import json
 
-    from gs_lightning.compare import _cached, _signature
+    from gs_lightning.compare import cached, files_signature
     from gs_lightning.evaluate import evaluate
 
     best = run / "checkpoints" / "best.ckpt"
-    depends = json.dumps([_signature(best, shards), task.classnames, task.templates, task.metric])
+    depends = json.dumps([files_signature(best, shards), task.classnames, task.templates, task.metric])
     where = hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:8]  # two runs of one name in two folders
     name = f"{run.name}-{where}-{task.name.replace('/', '-')}"
-    return _cached(out / "scores" / name, hashlib.sha256(depends.encode()).hexdigest()[:16],
+    return cached(out / "scores" / name, hashlib.sha256(depends.encode()).hexdigest()[:16],
                    lambda: evaluate(run, shards, task))
 
 

@@ -189,7 +189,7 @@ def table(runs: list[Run], points: list[Point] = ()) -> str:
 # ---- equal bytes ------------------------------------------------------------------------------------------
 
 
-def _signature(*paths: str | Path) -> str:
+def files_signature(*paths: str | Path) -> str:
     """What a cached evaluation depends on: the files (names, sizes, times) behind checkpoints, patterns and
     image folders."""
     from gs_lightning.data.shards import expand_urls
@@ -204,17 +204,18 @@ def _signature(*paths: str | Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _cached(folder: Path, signature: str, compute) -> dict:
+def cached(folder: Path, key: str, compute) -> dict:
+    """compute(), kept in folder/result.json under `key`: returned from there while the key matches."""
     f = folder / "result.json"
     try:
-        cached = json.loads(f.read_text())
-        if cached.get("signature") == signature:
-            return cached["result"]
+        kept = json.loads(f.read_text())
+        if kept.get("signature") == key:
+            return kept["result"]
     except (OSError, ValueError, AttributeError, KeyError):  # none yet, or not one this function wrote: again
         pass
     result = compute()
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(f, json.dumps({"signature": signature, "result": result}, indent=1))
+    write_text_atomic(f, json.dumps({"signature": key, "result": result}, indent=1))
     return result
 
 
@@ -234,7 +235,7 @@ def _evaluated(out: Path, run: Run, pattern: str) -> dict:
     from gs_lightning.evaluate import evaluate
 
     best = run.run_dir / "checkpoints" / "best.ckpt"
-    return _cached(out / "equal_bytes" / "evaluations" / f"{run.name}-{_content(pattern)}", _signature(best),
+    return cached(out / "equal_bytes" / "evaluations" / f"{run.name}-{_content(pattern)}", files_signature(best),
                    lambda: evaluate(run.run_dir, pattern))
 
 
@@ -274,7 +275,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
         if quantized and best.exists() and (s := splat_set(quantized)):
             label = f"{s['splats_mean']:.0f} {s['record']} splats"
             sets.setdefault(quantized, label)
-            acc = _cached(out / "equal_bytes" / f"{r.name}-on-{_slug(quantized)}", _signature(best, quantized),
+            acc = cached(out / "equal_bytes" / f"{r.name}-on-{_slug(quantized)}", files_signature(best, quantized),
                           lambda: evaluate(r.run_dir, quantized))
             points.append(Point(f"{r.name} on {label}", r.name, f"{s['record']} splats", s["bytes_per_image"],
                                 acc["top1"], acc["top5"], s["encode_ms"], label))
@@ -291,7 +292,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
             account = render_eval_set(pattern, size, _fresh(folder / "shards"))
             return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")), **account}
 
-        res = _cached(folder, _signature(best, pattern), rendered)
+        res = cached(folder, files_signature(best, pattern), rendered)
         points.append(Point(f"{teacher.name} on rendered {label}", teacher.name, RENDERED, s["bytes_per_image"],
                             res["top1"], res["top5"], None, label))
         for codec in PIXEL_BASELINES:
@@ -302,7 +303,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
                 return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")),
                         **{k: v for k, v in account.items() if k != "per_image"}}
 
-            res = _cached(folder, _signature(best, images, pattern), compute)
+            res = cached(folder, files_signature(best, images, pattern), compute)
             missed = {k: v for k, v in res["status"].items() if k != "on" and v}
             note = f"{res['bytes_mean'] / res['budget_mean']:.2f}x the budget" + (
                 "; " + ", ".join(f"{v} of {res['images']} {k}" for k, v in missed.items()) if missed else "")

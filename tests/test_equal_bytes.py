@@ -257,12 +257,12 @@ def test_a_run_logged_without_top5_or_queries_is_a_row_of_what_it_has():
 
 def test_a_torn_cached_result_is_computed_again(tmp_path):
     """A result.json cut short by a kill (or not compare's) is a miss, computed again and written whole."""
-    from gs_lightning.compare import _cached
+    from gs_lightning.compare import cached
 
     (tmp_path / "result.json").write_text('{"signature": "s", "res')
-    assert _cached(tmp_path, "s", lambda: {"top1": 0.5}) == {"top1": 0.5}
-    assert _cached(tmp_path, "s", lambda: pytest.fail("a whole cached result is computed again")) == {"top1": 0.5}
-    assert _cached(tmp_path, "t", lambda: {"top1": 0.25}) == {"top1": 0.25}  # another signature: computed
+    assert cached(tmp_path, "s", lambda: {"top1": 0.5}) == {"top1": 0.5}
+    assert cached(tmp_path, "s", lambda: pytest.fail("a whole cached result is computed again")) == {"top1": 0.5}
+    assert cached(tmp_path, "t", lambda: {"top1": 0.25}) == {"top1": 0.25}  # another signature: computed
 
 
 def test_an_image_folder_takes_each_images_budget_by_its_key_whatever_its_shards(tmp_path):
@@ -287,12 +287,12 @@ def test_an_image_folder_takes_each_images_budget_by_its_key_whatever_its_shards
 def test_an_image_folders_signature_follows_the_images_inside_it(tmp_path):
     """The teacher's eval set may be an image folder (ImageNet's val/<wnid>/...): an image replaced inside it
     leaves the folder's own size and time as they were, and must still make the cached evaluations stale."""
-    from gs_lightning.compare import _signature
+    from gs_lightning.compare import files_signature
 
     image = tmp_path / "val" / "n01440764" / "a.png"
     image.parent.mkdir(parents=True)
     image.write_bytes(b"x" * 10)
-    before = _signature(tmp_path / "val")
-    assert _signature(tmp_path / "val") == before
+    before = files_signature(tmp_path / "val")
+    assert files_signature(tmp_path / "val") == before
     image.write_bytes(b"y" * 11)  # resized again
-    assert _signature(tmp_path / "val") != before
+    assert files_signature(tmp_path / "val") != before

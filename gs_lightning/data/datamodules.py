@@ -258,12 +258,12 @@ class DataCompDataModule(L.LightningDataModule):
 
         return lookup
 
-    def check_slots(self, slots: int) -> None:
+    def check_slots(self, slots: int, sizes: dict[str, int]) -> None:
         """Each slot's pass must hold a whole batch: a pass that gives none ends that slot's stream (webdataset's
-        repeat stops at an empty pass), so its rank would run fewer steps than the others, or none."""
+        repeat stops at an empty pass), so its rank would run fewer steps than the others, or none. sizes:
+        {shard: samples} from sizes.json."""
         from gs_lightning.errors import UserError
 
-        sizes = shard_sizes([s.url for s in self.sources if s.url])
         if len(self.sources) >= slots:  # dealt round-robin: a slot's shards
             if not all(s.name in sizes for s in self.sources):
                 return  # sizes unknown: the epoch's length was given, the shards' are not
@@ -285,13 +285,14 @@ class DataCompDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer is not None else 1
         workers = max(self.num_workers, 1)
-        self.check_slots(world * workers)
+        sizes = shard_sizes([s.url for s in self.sources if s.url])
+        self.check_slots(world * workers, sizes)
         stream = SampleStream(
             self.sources, self.decode, lambda s: collate(s, self.tokenizer), self.batch_size, train=True,
             batches_per_slot=math.ceil(self.batches_per_rank(world) / workers),
             shuffle_buffer=self.shuffle_buffer, seed=self.seed,
             join=self.teacher_of if self.embeddings is not None else None,
-            sizes=shard_sizes([s.url for s in self.sources if s.url]),
+            sizes=sizes,
             resumed_at=self.resumed_at,
         )
         stream.with_length(workers * stream.batches_per_slot, silent=True)  # batches per rank, for the schedule

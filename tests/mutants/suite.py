@@ -105,7 +105,7 @@ MUTANTS = [
      "tests": [f"{T}::test_a_suite_task_does_not_read_the_runs_own_eval_set"],
      "why": "a missing data.eval_set folder is reported as a suite task, telling the user to give suite.root"},
     {"name": "eval-scores-not-kept", "path": "gs_lightning/cli.py",
-     "old": "    return _cached(out / \"scores\" / name,", "new": "    return (lambda folder, key, score: score())(out / \"scores\" / name,",
+     "old": "    return cached(out / \"scores\" / name,", "new": "    return (lambda folder, key, score: score())(out / \"scores\" / name,",
      "tests": ["tests/test_suite.py::test_a_torn_task_shard_under_eval_scores_both_runs_on_the_rest_and_a_rerun_scores_only_what_was_not_kept"],
      "why": "a suite killed or stopped at its 30th task scores all 30 again on the rerun"},
     {"name": "eval-unfitted-samples-uncounted", "path": "gs_lightning/cli.py",
