@@ -41,6 +41,17 @@ def test_16_bit_grey_png_keeps_its_range():
     torch.testing.assert_close(out[:, 0], torch.tensor([0.0, 32768 / 65535, 1.0]).expand(3, 3))
 
 
+@pytest.mark.parametrize("maxval", [65535, 4095])
+def test_a_dark_16_bit_pgm_keeps_the_range_its_header_states(maxval):
+    """A deep scan that is mostly shadow: its values all sit below 256 of its maxval, and stay that dark."""
+    values = np.array([0, 200, maxval], dtype=">u2")
+    out = decode_image(f"P5\n3 1\n{maxval}\n".encode() + values.tobytes())
+    torch.testing.assert_close(out[:, 0], torch.tensor([0.0, 200 / maxval, 1.0]).expand(3, 3), atol=2e-5, rtol=0)
+    dark = np.array([0, 100, 200], dtype=">u2")  # no pixel as bright as 256
+    out = decode_image(b"P5\n3 1\n65535\n" + dark.tobytes())
+    torch.testing.assert_close(out[:, 0], torch.tensor([0.0, 100 / 65535, 200 / 65535]).expand(3, 3))
+
+
 def test_rgba_is_composited_over_white():
     a = np.array([[[255, 0, 0, 0], [255, 0, 0, 255]]], dtype=np.uint8)  # transparent red, opaque red
     out = decode_image(image_bytes(a, "PNG"))

@@ -84,11 +84,14 @@ def decode_array(data: bytes) -> np.ndarray:  # -> [H, W, 3] float32 in [0, 1]
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # truncated or corrupt files fail here, not later
+            # 16 bits by its format: Pillow scales a PGM/PPM of any maxval to 0..65535 in mode I, which a dark
+            # image leaves below 256; a 32-bit TIFF's I has no stated range, so its values tell
+            wide = im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PPM")
             if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
                 im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float32)
-                a = a / (65535.0 if a.max() > 255 or im.mode.startswith("I;16") else 255.0)
+                a = a / (65535.0 if wide or a.max() > 255 else 255.0)
                 a = np.repeat(a[..., None], 3, axis=-1)
             elif im.mode == "F":
                 a = np.repeat(np.clip(np.asarray(im, dtype=np.float32), 0, 1)[..., None], 3, axis=-1)
