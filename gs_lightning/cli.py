@@ -577,7 +577,7 @@ def _fitted(task, settings: dict, root: Path) -> tuple[str, int]:
     import yaml
 
     from gs_lightning.atomic import write_text_atomic
-    from gs_lightning.data.shards import shard_name, shard_sizes
+    from gs_lightning.data.shards import literal, shard_name, shard_sizes
     from gs_lightning.errors import UserError
 
     key = hashlib.sha256(yaml.safe_dump(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -588,12 +588,12 @@ def _fitted(task, settings: dict, root: Path) -> tuple[str, int]:
     out = root / task.name.replace("/", "-") / key
     unfitted = fit([str(recipe), f"fit.input={task.shards}", f"fit.output={out}"], all_written=False)
     if not unfitted:
-        return str(out / Path(task.shards).name), 0
+        return f"{literal(out)}/{Path(task.shards).name}", 0
     if not any(out.glob("*.tar")):
         raise UserError(task.shards, "none of its shards could be read to its end (the warnings above say why): "
                                      "no image was fitted, nothing to score")
     sizes = shard_sizes(unfitted)
-    return str(out / "*.tar"), sum(sizes.get(shard_name(u), 1) for u in unfitted)
+    return f"{literal(out)}/*.tar", sum(sizes.get(shard_name(u), 1) for u in unfitted)
 
 
 def _score(run: Path, shards: str, task, out: Path) -> dict:

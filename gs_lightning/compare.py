@@ -92,9 +92,11 @@ class Point:
 
 def splat_set(pattern: str | None) -> dict | None:
     """The fit summary beside a shard pattern (braces live in the shard file name), with bytes per image."""
+    from gs_lightning.data.shards import pattern_folder
+
     if not pattern:
         return None
-    f = Path(pattern).parent / "summary.json"
+    f = pattern_folder(pattern) / "summary.json"
     if not f.exists():
         return None
     s = json.loads(f.read_text())
@@ -192,14 +194,14 @@ def table(runs: list[Run], points: list[Point] = ()) -> str:
 def files_signature(*paths: str | Path) -> str:
     """What a cached evaluation depends on: the files (names, sizes, times) behind checkpoints, patterns and
     image folders."""
-    from gs_lightning.data.shards import expand_urls
+    from gs_lightning.data.shards import expand_urls, pattern_folder
 
     parts = []
     for p in map(str, paths):
         if Path(p).is_dir():  # an image folder (ImageNet's val): its images, which may change inside it
             files = sorted(f for f in Path(p).rglob("*") if f.is_file())
         else:
-            files = [Path(p)] if Path(p).is_file() else [Path(u) for u in expand_urls(p)] + [Path(p).parent / "summary.json"]
+            files = [Path(p)] if Path(p).is_file() else [Path(u) for u in expand_urls(p)] + [pattern_folder(p) / "summary.json"]
         parts += [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -259,7 +261,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
     pixels; splat runs on their quantized sets."""
     from gs_lightning.data.pixel_codecs import reencode_eval_set
     from gs_lightning.data.rendered import render_eval_set
-    from gs_lightning.data.shards import splat_bytes
+    from gs_lightning.data.shards import literal, splat_bytes
     from gs_lightning.evaluate import evaluate
 
     teacher = next((r for r in runs if r.kind == "rgb" and (r.run_dir / "checkpoints" / "best.ckpt").exists()), None)
@@ -290,7 +292,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
 
         def rendered(folder=folder, pattern=pattern, size=size):
             account = render_eval_set(pattern, size, _fresh(folder / "shards"))
-            return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")), **account}
+            return {**_evaluated(out, teacher, f"{literal(folder / 'shards')}/*.tar"), **account}
 
         res = cached(folder, files_signature(best, pattern), rendered)
         points.append(Point(f"{teacher.name} on rendered {label}", teacher.name, RENDERED, s["bytes_per_image"],
@@ -300,7 +302,7 @@ def equal_bytes(runs: list[Run], out: Path) -> list[Point]:
 
             def compute(folder=folder, codec=codec, pattern=pattern, size=size):
                 account = reencode_eval_set(images, splat_bytes(pattern), size, codec, _fresh(folder / "shards"))
-                return {**_evaluated(out, teacher, str(folder / "shards" / "*.tar")),
+                return {**_evaluated(out, teacher, f"{literal(folder / 'shards')}/*.tar"),
                         **{k: v for k, v in account.items() if k != "per_image"}}
 
             res = cached(folder, files_signature(best, images, pattern), compute)

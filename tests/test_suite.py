@@ -54,6 +54,25 @@ def test_a_task_reads_as_clip_benchmark_reads_it(tmp_path):
         assert np.array_equal(a, b) and la == lb
 
 
+def test_a_suite_root_whose_name_reads_as_a_glob_or_a_list_is_read_as_itself(tmp_path):
+    """A folder named `tasks [v2], {a}` holds the tasks, and the fitted sets of them: its brackets, comma and
+    braces are characters of the path, not a glob, a list or an alternation, from the task's shards to the fit
+    summary beside the fitted ones."""
+    from gs_lightning.cli import _fitted
+    from gs_lightning.compare import splat_set
+    from gs_lightning.data.shards import expand_urls, list_sources
+
+    root = tmp_path / "tasks [v2], {a}"
+    write_task(root / "pets", task_samples(7), CLASSES, TEMPLATES, shard_size=4)
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "pets"}]}))
+    (task,) = read_suite(tmp_path / "suite.yaml", root)
+    assert expand_urls(task.shards) == [str(root / "pets" / "test" / f"{i}.tar") for i in range(2)]
+    assert sum(1 for source in list_sources(task.shards) for _ in source.samples([])) == 7
+    shards, unfitted = _fitted(task, FIT, root / "fitted")
+    assert unfitted == 0 and [Path(u).name for u in expand_urls(shards)] == ["0.tar", "1.tar"]
+    assert splat_set(shards)["images_fitted"] == 7
+
+
 def test_class_names_are_utf8_whatever_the_locale_and_a_bom_is_no_part_of_the_first(tmp_path):
     """clip_benchmark's files are UTF-8 (Country211's names, ...): read as such in an ASCII locale too, and a byte
     order mark (an editor's) is not read into the first class's name."""

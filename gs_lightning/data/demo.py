@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gs_lightning.data.shards import update_sizes, write_image_shard
+from gs_lightning.data.shards import literal, update_sizes, write_image_shard
 from gs_lightning.errors import UserError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -93,7 +93,7 @@ def write_fashion_mnist(root: str | Path, *, train_limit: int | None = None, tes
         images = read_idx(source / f"{prefix}-images-idx3-ubyte.gz")[:limit]
         labels = read_idx(source / f"{prefix}-labels-idx1-ubyte.gz")[:limit]
         n_shards = (len(images) + shard_size - 1) // shard_size
-        patterns[split] = str(out / split / f"{{00000..{n_shards - 1:05d}}}.tar")
+        patterns[split] = f"{literal(out / split)}/{{00000..{n_shards - 1:05d}}}.tar"
         if (out / split / "sizes.json").exists():
             continue  # written before; sizes.json is written last
         rng = random.Random(0)

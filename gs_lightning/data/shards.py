@@ -209,9 +209,12 @@ def update_sizes(directory: str | os.PathLike, counts: dict[str, int]) -> None:
 
 def expand_urls(pattern: str) -> list[str]:
     """`dir/{00000..00003}.tar`, globs, or comma-separated lists of either; a comma inside braces is the
-    braces' own (`photos/*.{jpg,png}`)."""
-    parts, depth, start = [], 0, 0
+    braces' own (`photos/*.{jpg,png}`), and a backslashed brace or comma is a character of the path (literal)."""
+    parts, depth, start, escaped = [], 0, 0, False
     for i, c in enumerate(pattern):
+        if escaped or c == "\\":
+            escaped = not escaped
+            continue
         depth += (c == "{") - (c == "}")
         if c == "," and depth == 0:
             parts.append(pattern[start:i])
@@ -221,6 +224,18 @@ def expand_urls(pattern: str) -> list[str]:
         for p in braceexpand.braceexpand(part.strip()):
             urls.extend(sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p])
     return urls
+
+
+def literal(folder: str | os.PathLike) -> str:
+    """`folder` as the head of a pattern that expand_urls reads as this folder, whatever its name holds: a folder
+    named `photos [2019]` or `a,b` is no glob and no list. Join with "/" and a pattern of file names."""
+    return re.sub(r"([{},])", r"\\\1", glob.escape(str(folder)))
+
+
+def pattern_folder(pattern: str) -> Path:
+    """The folder a shard pattern's shards lie in (where fit writes summary.json and sizes.json beside them)."""
+    urls = expand_urls(pattern)
+    return Path(urls[0]).parent if urls else Path(pattern).parent
 
 
 @dataclass
@@ -551,7 +566,7 @@ def existing_sources(pattern: str, key: str, hint: str = "", shard_size: int = 1
     if not sources or missing:
         # a folder of shards (fit's output) is named by its shards' pattern: its summary.json sits beside them
         shards = sorted(p.name for p in Path(pattern).glob("*") if tar_suffix(p.name)) if pattern else []
-        glob_ = str(Path(pattern) / f"*{shards[0][-len(tar_suffix(shards[0])):]}") if shards else ""
+        glob_ = f"{literal(pattern)}/*{shards[0][-len(tar_suffix(shards[0])):]}" if shards else ""
         raise DataPathError(
             key,
             f"no shards or images found at {pattern!r}"

@@ -52,7 +52,8 @@ class PruneConfig:
 @dataclass
 class FitConfig:
     input: str = setting("embedded", "shard pattern (dir/{00000..00099}.tar, .tar.gz too), glob, comma list, "
-                                     "image folder or image files (photos/*.{jpg,png}); 'embedded': the photos "
+                                     "image folder or image files (photos/*.{jpg,png}); a brace or comma of a name "
+                                     "is written \\{ \\, ; 'embedded': the photos "
                                      "that ship with scikit-image")
     output: str = setting("outputs/fit/photos-400", "folder of the fitted shards (a rerun there resumes)")
     num_splats: int = setting(400, "Gaussians per image", ge=1)

@@ -23,7 +23,7 @@ from typing import Callable
 import yaml
 
 from gs_lightning.data.demo import FASHION_CLASSNAMES, FASHION_TEMPLATES
-from gs_lightning.data.shards import update_sizes, write_image_shard
+from gs_lightning.data.shards import literal, update_sizes, write_image_shard
 from gs_lightning.errors import UserError
 
 CLASSNAMES = "classnames.txt"
@@ -112,7 +112,7 @@ def read_task(folder: str | Path, name: str | None = None, metric: str = "acc1",
         raise UserError(f"task {name}", f"{folder / 'test' / f'{missing[0]}.tar'} is missing (nshards.txt says "
                                         f"{nshards})")
     return Task(name, folder, metric, title or name, classnames, templates,
-                str(folder / "test" / f"{{0..{nshards - 1}}}.tar"))
+                f"{literal(folder / 'test')}/{{0..{nshards - 1}}}.tar")
 
 
 def read_suite(path: str | Path, root: str | Path) -> list[Task]:
