@@ -648,9 +648,17 @@ def sweep(args: list[str]) -> None:
     import wandb
 
     spec = yaml.safe_load(path.read_text())
-    sweep_id = wandb.sweep(spec, project=spec.get("project", "gs-lightning"))
-    subprocess.run(["wandb", "agent", f"{wandb.api.viewer()['entity']}/{spec.get('project', 'gs-lightning')}/"
-                    f"{sweep_id}"], check=True)
+    project = spec.get("project", "gs-lightning")
+    try:
+        sweep_id = wandb.sweep(spec, project=project)
+        entity = wandb.api.viewer()["entity"]
+    except wandb.errors.Error as e:  # no API key, or the server refused: nothing was created
+        raise UserError("sweep", f"W&B would not create it: {e} A sweep lives on the W&B server; log in first "
+                                 "(.venv/bin/wandb login)") from None
+    # The agent runs each trial as `python -m gs_lightning ...` by name: this environment's python, whether or not
+    # it is activated.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    subprocess.run([sys.executable, "-m", "wandb", "agent", f"{entity}/{project}/{sweep_id}"], env=env, check=True)
 
 
 def demo(args: list[str]) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -117,6 +118,8 @@ def _load(path: Path, groups: tuple[str, ...], seen: tuple[str, ...] = ()) -> li
     except Exception as e:  # yaml's own errors say where
         raise UserError(str(path), f"not valid YAML: {e}") from None
     defaults = cfg.pop("defaults", [])
+    if not (isinstance(defaults, (list, ListConfig)) and all(isinstance(d, str) for d in defaults)):
+        raise UserError(str(path), f"`defaults` is a list of file names, e.g. `defaults: [gs196]`, not {defaults!r}")
     out = []
     for d in defaults:
         places = [path.parent, *(EXPERIMENTS / g for g in groups)]
@@ -175,6 +178,10 @@ def compose(schema: type, files: list[Path], overrides: list[str] = ()) -> DictC
             node = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as e:
             raise UserError(item, f"cannot parse this override: {e}") from None
+        except yaml.YAMLError:  # not YAML (`fit.input=*.jpg`: a leading * is an alias): its text, checked as such
+            key, value = item.split("=", 1)
+            node = OmegaConf.create()
+            OmegaConf.update(node, key, value)
         cfg = _merge(cfg, node, f"override {item!r}")
     OmegaConf.set_struct(cfg, True)
     return cfg

@@ -103,6 +103,8 @@ CASES = {
     "model_group_given_a_value": ("train gs196 demo model=3 --cfg", "model"),
     "splats_group_given_a_value": ("train gs196 demo data.splats=x --cfg", "data.splats"),
     "list_given_keys": ("fit fit.prune.at.x=1 --cfg", "fit.prune.at"),
+    "list_cut_short": ("fit fit.prune.at=[0.5, --cfg", "fit.prune.at"),  # `[0.5, 0.75]` split by the shell
+    "number_not_yaml": ("fit fit.num_splats=[3 --cfg", "fit.num_splats"),
     "model_lr_zero": ("train gs196 demo model.lr=0", "model.lr"),
     "train_batch_size_zero": ("train gs196 demo data.batch_size=0", "data.batch_size"),
     "weight_decay_negative": ("train rgb demo model.weight_decay=-1", "model.weight_decay"),
@@ -260,6 +262,14 @@ def test_cfg_of_a_gpu_run_on_a_machine_without_one_prints_it_with_a_note_and_the
         check_trainer(trainer)
     with pytest.raises(UserError, match=r"^trainer\.precision"):  # a machine that has the accelerator checks it
         train(["rgb", "demo", "trainer.accelerator=cpu", "trainer.precision=foo", "--cfg"])
+
+
+def test_a_value_that_is_not_yaml_is_its_text():
+    """`fit.input=*.jpg` (a leading * is a YAML alias) is the glob the user typed, not a parser's traceback."""
+    from gs_lightning.config import FitRun, compose
+
+    assert compose(FitRun, [], ["fit.input=*.jpg", "fit.output=[x"]).fit.input == "*.jpg"
+    assert compose(FitRun, [], ["fit.output=[x"]).fit.output == "[x"
 
 
 def test_a_key_given_in_a_row_is_a_shell_expansion_and_given_again_later_an_override():

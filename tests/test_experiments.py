@@ -108,6 +108,9 @@ def test_a_users_own_file_takes_its_defaults_from_the_shipped_experiments_and_ov
     (tmp_path / "typo.yaml").write_text("defaults: [gs197]\n")
     with pytest.raises(UserError, match=r"typo\.yaml: its default 'gs197' is in none of .*experiments/train, "):
         compose_train([str(tmp_path / "typo.yaml")])
+    (tmp_path / "bare.yaml").write_text("defaults: gs196\n")  # a name, not a list of names
+    with pytest.raises(UserError, match=r"bare\.yaml: `defaults` is a list of file names, .* not 'gs196'$"):
+        compose_train([str(tmp_path / "bare.yaml")])
 
 
 def agent_command(spec: dict, params: dict) -> list[str]:
@@ -118,12 +121,46 @@ def agent_command(spec: dict, params: dict) -> list[str]:
         if item == "${env}":
             out.append("/usr/bin/env")
         elif item == "${interpreter}":
-            out.append(sys.executable)
+            out.append("python")  # by name, as wandb_agent.py gives it: the PATH that `sweep` sets finds it
         elif item == "${args_no_hyphens}":
             out.extend(args)
         else:
             out.append(item)
     return out
+
+
+def agent_env(tmp_path) -> dict:
+    """The command line and environment `sweep` starts its W&B agent with (W&B's server stood in for)."""
+    import types
+
+    import wandb
+
+    from gs_lightning import cli
+
+    started = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wandb, "sweep", lambda spec, project: "sweep7")
+        mp.setattr(wandb, "api", types.SimpleNamespace(viewer=lambda: {"entity": "me"}), raising=False)
+        mp.setattr(subprocess, "run", lambda cmd, env, check: started.update(cmd=cmd, env=env))
+        mp.setenv("PATH", str(tmp_path))  # an environment not activated: no python, no wandb on the PATH
+        cli.sweep(["demo_gs196"])
+    assert started["cmd"] == [sys.executable, "-m", "wandb", "agent", "me/gs-lightning-demo/sweep7"]
+    return started["env"]
+
+
+def test_a_sweeps_agent_and_its_trials_run_this_environments_python_activated_or_not(tmp_path):
+    import shutil
+
+    found = shutil.which("python", path=agent_env(tmp_path)["PATH"])
+    assert found and Path(found).parent == Path(sys.executable).parent
+
+
+def test_a_sweep_without_a_wandb_login_is_one_error_naming_the_way_out(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "gs_lightning", "sweep", "demo_gs196"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.startswith("error: sweep: W&B would not create it: ") and "wandb login" in out.stderr
 
 
 def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
@@ -137,7 +174,8 @@ def test_a_sweep_agents_command_reaches_every_ddp_rank(tmp_path):
                    "data.val_batch_size": 2})
     params.update(dict(a.split("=", 1) for a in TINY_TRAIN))
     # The agent sets WANDB_RUN_ID for each trial (wandb_agent.py), which names the trial's run folder.
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_RUN_ID": "trial7"}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_RUN_ID": "trial7",
+           "PATH": agent_env(tmp_path)["PATH"]}
     out = subprocess.run(agent_command(spec, params), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "runs" / "demo_gs196-trial7" / "checkpoints" / "best.ckpt").exists()
