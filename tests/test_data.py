@@ -345,6 +345,14 @@ def test_a_resume_through_lightning_seeds_its_stream_with_the_step_it_goes_on_fr
     trainer.save_checkpoint(tmp_path / "at4.ckpt")
     trainer, resumed_at = run(2, str(tmp_path / "at4.ckpt"))
     assert resumed_at == 4 and trainer.global_step == 8
+    # a run on two processes resumed on one: each epoch twice as many steps as its schedule was made for
+    ckpt = torch.load(tmp_path / "at4.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["DataCompDataModule"]["world_size"] == 1
+    ckpt["DataCompDataModule"]["world_size"] = 2
+    torch.save(ckpt, tmp_path / "on2.ckpt")
+    with pytest.raises(UserError, match=r"^trainer\.devices: the run was trained on 2 processes .* this resume "
+                                        r"starts 1: "):
+        run(2, str(tmp_path / "on2.ckpt"))
 
 
 def test_a_slot_whose_pass_holds_no_whole_batch_is_refused_before_training(tmp_path):

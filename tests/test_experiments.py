@@ -259,7 +259,8 @@ def test_a_resume_may_move_its_run_and_the_checkpoints_it_started_from(tmp_path)
     check_run_folder(compose_train(["gs196_distill_transfer", "demo"], moved), run)
     with pytest.raises(UserError, match=r"^resume: .* was trained with model\.lr=[0-9.e-]+, not 0\.5; "):
         check_run_folder(compose_train(["gs196_distill_transfer", "demo"], [*moved, "model.lr=0.5"]), run)
-    # the trainer's placement may change, not the schedule's length: its restored step would land elsewhere
+    # the trainer's placement may change, not the schedule's length: its restored step would land elsewhere (the
+    # count of processes is checked against the checkpoint's, test_data.py)
     check_run_folder(compose_train(["gs196_distill_transfer", "demo"], [*moved, "trainer.devices=2"]), run)
     for key, value in (("max_epochs", 99), ("accumulate_grad_batches", 2), ("limit_train_batches", 3)):
         with pytest.raises(UserError, match=rf"^resume: .* was trained with trainer\.{key}=\S+, not {value}; .*"

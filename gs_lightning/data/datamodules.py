@@ -231,9 +231,21 @@ class DataCompDataModule(L.LightningDataModule):
     # Lightning builds the train loader before it restores the trainer's step (configure_optimizers asks for
     # estimated_stepping_batches), and restores a DataModule's state before both: the step rides here.
     def state_dict(self) -> dict:
-        return {"global_step": self.trainer.global_step} if self.trainer is not None else {}
+        if self.trainer is None:
+            return {}
+        return {"global_step": self.trainer.global_step, "world_size": self.trainer.world_size}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        from gs_lightning.errors import UserError
+
+        saved, now = state_dict.get("world_size"), self.trainer.world_size if self.trainer is not None else None
+        if saved is not None and now is not None and saved != now:
+            # The epoch's steps are split over the processes, and the schedule's length counts them
+            raise UserError("trainer.devices", f"the run was trained on {saved} processes (devices x nodes), and "
+                                               f"this resume starts {now}: its steps per epoch and its learning-rate "
+                                               "schedule follow that count, and its restored step would land "
+                                               "elsewhere on the schedule. Resume on devices and nodes that make "
+                                               f"{saved}, or train a new run")
         self.resumed_at = int(state_dict.get("global_step", 0))
 
     def decode(self, raw: RawSample, rng: random.Random) -> dict:
