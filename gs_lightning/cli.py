@@ -413,7 +413,9 @@ def check_run_folder(cfg, run_dir: Path) -> None:
     from gs_lightning.errors import UserError
 
     saved = run_dir / "config.yaml"
-    if rank_zero_only.rank != 0 or not (saved.exists() or any((run_dir / "checkpoints").glob("*.ckpt"))):
+    # A run that stopped before its first checkpoint (out of memory at step 1) left nothing to read or go on from:
+    # it is started again, with any settings
+    if rank_zero_only.rank != 0 or not any((run_dir / "checkpoints").glob("*.ckpt")):
         return
     if not cfg.resume:
         raise UserError("output_dir", f"{run_dir} already holds a run; go on from its last.ckpt with resume=true, "

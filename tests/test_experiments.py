@@ -252,7 +252,8 @@ def test_a_resume_may_move_its_run_and_the_checkpoints_it_started_from(tmp_path)
     from gs_lightning.cli import check_run_folder
 
     run = tmp_path / "new" / "gs196_distill_transfer"
-    run.mkdir(parents=True)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"saved")
     OmegaConf.save(compose_train(["gs196_distill_transfer", "demo"], [f"output_dir={tmp_path}/old"]),
                    run / "config.yaml", resolve=True)
     moved = ["resume=true", f"output_dir={tmp_path}/new"]
@@ -267,6 +268,26 @@ def test_a_resume_may_move_its_run_and_the_checkpoints_it_started_from(tmp_path)
                                             r"but not trainer\.max_epochs"):
             check_run_folder(compose_train(["gs196_distill_transfer", "demo"], [*moved, f"trainer.{key}={value}"]),
                              run)
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_is_started_again_with_any_settings(tmp_path):
+    """Out of memory at step 1: the folder holds config.yaml and no checkpoint. Nothing in it can be read or gone
+    on from, so the same command with a smaller batch (resume or not) starts it again; once a checkpoint is
+    there, the folder's run is kept."""
+    from omegaconf import OmegaConf
+
+    from gs_lightning.cli import check_run_folder
+
+    run = tmp_path / "gs196_scratch"
+    (run / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(compose_train(["gs196_scratch", "demo"], ["data.batch_size=256"]), run / "config.yaml")
+    for extra in ([], ["resume=true"]):
+        check_run_folder(compose_train(["gs196_scratch", "demo"], ["data.batch_size=128", *extra]), run)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"saved")
+    with pytest.raises(UserError, match=r"^output_dir: .* already holds a run"):
+        check_run_folder(compose_train(["gs196_scratch", "demo"], ["data.batch_size=128"]), run)
+    with pytest.raises(UserError, match=r"^resume: .* was trained with data\.batch_size=256, not 128"):
+        check_run_folder(compose_train(["gs196_scratch", "demo"], ["data.batch_size=128", "resume=true"]), run)
 
 
 def test_sigterm_saves_last_checkpoint_and_resume_goes_on_from_it(tmp_path):

@@ -114,4 +114,9 @@ MUTANTS = [
      "new": "        if False:",
      "tests": ["tests/test_data.py::test_a_resume_through_lightning_seeds_its_stream_with_the_step_it_goes_on_from"],
      "why": "a run on 8 GPUs resumed on 4 ends three quarters along its cosine: the learning rate never decays"},
+    {"name": "run-stopped-before-a-checkpoint-locked", "path": "gs_lightning/cli.py",
+     "old": '    if rank_zero_only.rank != 0 or not any((run_dir / "checkpoints").glob("*.ckpt")):',
+     "new": '    if rank_zero_only.rank != 0 or not (saved.exists() or any((run_dir / "checkpoints").glob("*.ckpt"))):',
+     "tests": ["tests/test_experiments.py::test_a_run_that_stopped_before_its_first_checkpoint_is_started_again_with_any_settings"],
+     "why": "out of memory at step 1: the same command with a smaller batch is refused, and so is resume=true"},
 ]
