@@ -300,7 +300,7 @@ def embed(args: list[str]) -> None:
         kept = len(sources) - len(dataset.shards_to_do())
         t = cfg.trainer
         run = build.trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-                            logger=False, enable_checkpointing=False, use_distributed_sampler=False,
+                            precision=t.precision, logger=False, enable_checkpointing=False, use_distributed_sampler=False,
                             enable_progress_bar=t.enable_progress_bar,
                             callbacks=[EmbeddingWriter(cfg.data.embeddings, sources)])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=cfg.data.num_workers)

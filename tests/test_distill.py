@@ -336,6 +336,14 @@ def test_embed_writes_the_teachers_embeddings_and_a_rerun_keeps_them(tmp_path, t
                 tx = model.encode_text(tokenizer([raw.caption]), normalize=True)[0]
             torch.testing.assert_close(torch.from_numpy(table[raw.key].astype(np.float32)), torch.stack([im, tx]),
                                        atol=2e-3, rtol=0)
+    # trainer.precision reaches the teacher's pass, as it does training: bf16's rounding, not fp32's
+    bf16 = subprocess.run([sys.executable, "-m", "gs_lightning", *args, f"data.embeddings={tmp_path}/bf16",
+                           "trainer.precision=bf16-mixed"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bf16.returncode == 0, bf16.stderr[-3000:]
+    for source in list_sources(images):
+        table, rounded = read_embeddings(emb / source.name), read_embeddings(tmp_path / "bf16" / source.name)
+        gap = max(float(np.abs(table[k].astype(np.float32) - rounded[k].astype(np.float32)).max()) for k in table)
+        assert 2e-3 < gap < 0.1, gap
     before = {p.name: p.read_bytes() for p in emb.glob("*.tar")}
     again = subprocess.run([sys.executable, "-m", "gs_lightning", *args], cwd=ROOT, capture_output=True, text=True,
                            timeout=600)
