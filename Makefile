@@ -133,7 +133,7 @@ GPU_WHEELS := .gpu-wheels
 OUT ?= outputs/gpu-check
 GPU_PY ?= $(if $(DRY),$(PY),python3)
 
-gpu-wheels: ## Download what the lent GPU machine lacks (requirements-gpu.txt) into .gpu-wheels; size what travels
+gpu-wheels: setup ## Download what the lent GPU machine lacks (requirements-gpu.txt) into .gpu-wheels; size what travels
 	rm -rf $(GPU_WHEELS)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -144,7 +144,7 @@ gpu-wheels: ## Download what the lent GPU machine lacks (requirements-gpu.txt) i
 	test $$((tree + wheels)) -lt $$((64 << 20))
 
 # On the device: python3 is the image's (torch, lightning); DRY=1 runs the CPU side with $(VENV)'s python.
-gpu-check: ## On a lent GPU: wheels, sm_90 build, GPU tests, bench-render, fit, bf16 steps -> OUT/report.md [DRY=1 ONLY= DEADLINE=]
+gpu-check: $(if $(DRY),build) ## On a lent GPU: wheels, sm_90 build, GPU tests, bench-render, fit, bf16 steps -> OUT/report.md [DRY=1 ONLY= DEADLINE=]
 	PYTHONUNBUFFERED=1 $(GPU_PY) -m gs_lightning.benchmarks.gpu_check --out $(OUT) $(if $(DRY),--dry) \
 		$(if $(DEADLINE),--deadline $(DEADLINE)) $(if $(ONLY),--only $(ONLY))
 
