@@ -467,12 +467,23 @@ def resume_checkpoint(cfg, run_dir: Path) -> str | None:
         print(f"resume=true but {path} does not exist: starting from scratch")
         return None
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001  a torn zip, pickled objects, not a checkpoint at all
         older = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
         raise UserError(key, f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); go on "
                              f"from another with resume_from=<checkpoint>{f' (there: {older})' if older else ''}, or "
                              "start over with resume=false") from None
+    # A teacher's or stage 1's weights given as resume_from (model.init_checkpoint's job) would fail inside
+    # Lightning, on a missing key or the optimizer's parameter groups
+    if not (isinstance(ckpt, dict) and {"state_dict", "optimizer_states", "loops"} <= ckpt.keys()):
+        raise UserError(key, f"{path} is no training checkpoint of a run (no optimizer or loop state): a resume "
+                             "goes on from a run's last.ckpt; to start a new run from weights, give them as "
+                             "model.init_checkpoint")
+    saved = {k: ckpt.get("hyper_parameters", {}).get(k) for k in ("name", "mode")}
+    if saved != {"name": cfg.model.name, "mode": cfg.model.mode}:
+        raise UserError(key, f"{path} is a checkpoint of a {saved['name']} run in mode {saved['mode']}, and this run "
+                             f"trains {cfg.model.name} in mode {cfg.model.mode}: a resume goes on from its own run's "
+                             "checkpoint; to start from another run's weights, give them as model.init_checkpoint")
     return str(path)
 
 

@@ -220,6 +220,30 @@ def test_a_torn_last_checkpoint_is_named_and_an_older_one_is_used_only_when_aske
     assert out.returncode == 0, out.stderr[-3000:]
 
 
+def test_resume_from_weights_or_another_runs_checkpoint_is_named_before_lightning_reads_it(tmp_path):
+    """resume_from=<the teacher's or stage 1's best.ckpt> (model.init_checkpoint's job) is refused naming it; the
+    run's own kind of checkpoint is taken."""
+    from gs_lightning.cli import resume_checkpoint
+    from gs_lightning.config import compose_train
+    from gs_lightning.errors import UserError
+
+    def cfg(path):
+        return compose_train(["gs196_scratch", "demo"], ["resume=true", f"resume_from={path}"])
+
+    own = cfg(tmp_path).model
+    training = {"state_dict": {}, "optimizer_states": [], "loops": {}}
+    torch.save({"state_dict": {"visual.proj": torch.zeros(2, 2)}}, tmp_path / "weights.ckpt")
+    with pytest.raises(UserError, match=r"^resume_from: .*weights\.ckpt is no training checkpoint of a run .*"
+                                        r"model\.init_checkpoint$"):
+        resume_checkpoint(cfg(tmp_path / "weights.ckpt"), tmp_path)
+    torch.save({**training, "hyper_parameters": {"name": own.name, "mode": "distill"}}, tmp_path / "stage1.ckpt")
+    with pytest.raises(UserError, match=rf"^resume_from: .*stage1\.ckpt is a checkpoint of a {own.name} run in mode "
+                                        rf"distill, and this run trains {own.name} in mode scratch: "):
+        resume_checkpoint(cfg(tmp_path / "stage1.ckpt"), tmp_path)
+    torch.save({**training, "hyper_parameters": {"name": own.name, "mode": "scratch"}}, tmp_path / "own.ckpt")
+    assert resume_checkpoint(cfg(tmp_path / "own.ckpt"), tmp_path) == str(tmp_path / "own.ckpt")
+
+
 def test_unreadable_shards_are_skipped_counted_and_stop_the_run_past_the_share(tmp_path):
     pattern = fitted_shards(tmp_path / "gs", [20, 20, 20, 20])
     torn = tmp_path / "gs" / "00002.tar"

@@ -119,4 +119,13 @@ MUTANTS = [
      "new": '    if rank_zero_only.rank != 0 or not (saved.exists() or any((run_dir / "checkpoints").glob("*.ckpt"))):',
      "tests": ["tests/test_experiments.py::test_a_run_that_stopped_before_its_first_checkpoint_is_started_again_with_any_settings"],
      "why": "out of memory at step 1: the same command with a smaller batch is refused, and so is resume=true"},
+    {"name": "resume-from-weights-taken", "path": "gs_lightning/cli.py",
+     "old": '    if not (isinstance(ckpt, dict) and {"state_dict", "optimizer_states", "loops"} <= ckpt.keys()):',
+     "new": "    if False:",
+     "tests": ["tests/test_faults.py::test_resume_from_weights_or_another_runs_checkpoint_is_named_before_lightning_reads_it"],
+     "why": "resume_from=<the teacher's weights> fails inside Lightning with KeyError 'optimizer_states'"},
+    {"name": "resume-from-another-mode-taken", "path": "gs_lightning/cli.py",
+     "old": '    if saved != {"name": cfg.model.name, "mode": cfg.model.mode}:', "new": "    if False:",
+     "tests": ["tests/test_faults.py::test_resume_from_weights_or_another_runs_checkpoint_is_named_before_lightning_reads_it"],
+     "why": "stage 1's best.ckpt as stage 2's resume_from fails on the optimizer's parameter groups"},
 ]
