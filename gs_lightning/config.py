@@ -283,9 +283,11 @@ def _validate_model(m: DictConfig) -> None:
                                                                f"{heads}")
     if m.mode == "transfer" and m.unfrozen_blocks > vision["layers"]:
         raise UserError("model.unfrozen_blocks", f"{m.name} has {vision['layers']} blocks, got {m.unfrozen_blocks}")
-    if m.mode == "rgb" and (m.distill.embedding_weight > 0 or m.distill.logit_weight > 0):
+    if m.mode in ("rgb", "distill") and (m.distill.embedding_weight > 0 or m.distill.logit_weight > 0):
         key = "model.distill." + ("embedding_weight" if m.distill.embedding_weight > 0 else "logit_weight")
-        raise UserError(key, "must be 0 for model.mode=rgb: the RGB run is the teacher and distills from no one")
+        raise UserError(key, "must be 0 for model.mode=rgb: the RGB run is the teacher and distills from no one"
+                        if m.mode == "rgb" else "must be 0 for model.mode=distill: stage 1 trains on the embedding "
+                        "distance alone, weighed by none; the weighted terms are stage 2's (mode=transfer or scratch)")
     if m.init_checkpoint and m.mode not in ("distill", "transfer"):  # else a warm start would be dropped unsaid
         raise UserError("model.init_checkpoint", f"is read by model.mode=distill or transfer alone; mode={m.mode} "
                                                  "starts from its own weights (set model.init_checkpoint=null)")

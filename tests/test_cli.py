@@ -85,6 +85,7 @@ CASES = {
     "adaptive_floor_above_one": ("fit fit.adaptive_floor=1.2", "fit.adaptive_floor"),
     "oriented_aspect_below_one": ("fit fit.oriented_max_aspect=0.5", "fit.oriented_max_aspect"),
     "rgb_distills": ("train rgb demo model.distill.embedding_weight=0.5 --cfg", "model.distill.embedding_weight"),
+    "stage_1_weighed": ("train gs196_distill demo model.distill.logit_weight=1 --cfg", "model.distill.logit_weight"),
     "model_beta_one": ("train gs196 demo model.betas=[0.9,1.0]", "model.betas"),
     "scratch_from_a_checkpoint": ("train gs196_scratch demo model.init_checkpoint={random} --cfg",
                                   "model.init_checkpoint"),

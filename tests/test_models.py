@@ -166,6 +166,29 @@ def test_wrong_architecture_checkpoint_names_the_weights(tmp_path, rgb_checkpoin
         transfer(str(path))
 
 
+def test_the_logit_scale_is_clamped_before_any_checkpoint_sees_the_step(rgb_checkpoint):
+    """A checkpoint saved at a step's end (a callback's on_train_batch_end: every_n_train_steps) holds the clamped
+    scale. A scale far above log(logit_scale_max), which one small step cannot bring down, is at the cap there."""
+    import math
+
+    class Seen(L.Callback):
+        def __init__(self):
+            self.scales = []
+
+        def on_train_batch_end(self, trainer, module, *args):
+            self.scales.append(float(module.model.logit_scale))
+
+    m = transfer(rgb_checkpoint, lr=1e-4, logit_scale_max=10.0)
+    with torch.no_grad():
+        m.model.logit_scale.fill_(math.log(10.0) + 3)
+    seen = Seen()
+    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0, callbacks=[seen]).fit(
+        m, train_dataloaders=torch.utils.data.DataLoader([splat_batch(m)] * 2, batch_size=None))
+    assert len(seen.scales) == 2 and seen.scales[0] == pytest.approx(math.log(10.0), abs=1e-6)
+    assert max(seen.scales) <= math.log(10.0) + 1e-6
+
+
 def test_schedule_keeps_the_groups_lr_ratio(rgb_checkpoint):
     m = transfer(rgb_checkpoint, lr=1e-3)
     m.hparams.warmup_steps = 2

@@ -86,7 +86,8 @@ class ModelConfig:
     weight_decay: float = setting(0.2, "AdamW's, on matrices only", ge=0)
     betas: list[float] = setting(lambda: [0.9, 0.98], "AdamW's (beta1, beta2)")
     eps: float = setting(1e-6, "AdamW's epsilon", gt=0)
-    warmup_steps: int = setting(2000, "linear warmup, then cosine decay to 0", ge=0)
+    warmup_steps: int = setting(2000, "linear warmup, then cosine decay to 0; at most half the run's steps (a short "
+                                      "run is no warmup alone)", ge=0)
     transfer_lr_ratio: float = setting(0.1, "transfer: lr of the unfrozen blocks, ln_post and proj over lr", gt=0)
     unfrozen_blocks: int = setting(2, "transfer: ViT blocks 0..n-1 train, the rest stay frozen", ge=0)
     logit_scale_max: float = setting(100.0, "the logit scale is clamped to this after every step", gt=1)
@@ -316,7 +317,10 @@ class ClipModule(L.LightningModule):
         return (f"The last good checkpoint is {saved[0]}: lower model.lr or set trainer.gradient_clip_val, and go on "
                 f"from it with resume=true resume_from={saved[0]}.")
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Right after the step, as open_clip clamps: a checkpoint saved at the batch's end (callbacks run their
+        # on_train_batch_end before the module's) holds the clamped scale
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, math.log(self.hparams.logit_scale_max))
 

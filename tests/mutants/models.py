@@ -43,4 +43,13 @@ MUTANTS = [
      "old": "math.log(self.hparams.logit_scale_max)", "new": "math.log(100)",
      "tests": ["tests/test_models.py::test_logit_scale_is_clamped_after_the_step"],
      "why": "model.logit_scale_max does not reach the clamp"},
+    {"name": "logit-scale-clamped-after-the-checkpoint", "path": "gs_lightning/models/clip_module.py",
+     "old": "    def optimizer_step(self, *args, **kwargs) -> None:\n        super().optimizer_step(*args, **kwargs)\n",
+     "new": "    def on_train_batch_end(self, *args, **kwargs) -> None:\n",
+     "tests": ["tests/test_models.py::test_the_logit_scale_is_clamped_before_any_checkpoint_sees_the_step"],
+     "why": "last.ckpt saved every N steps holds a scale one step past the cap, which a resume trains from"},
+    {"name": "logit-scale-unclamped", "path": "gs_lightning/models/clip_module.py",
+     "old": "            self.model.logit_scale.clamp_(0, math.log(self.hparams.logit_scale_max))", "new": "            pass",
+     "tests": ["tests/test_models.py::test_the_logit_scale_is_clamped_before_any_checkpoint_sees_the_step"],
+     "why": "the scale grows past 100 and the contrastive loss saturates (open_clip clamps it)"},
 ]
