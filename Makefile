@@ -70,7 +70,7 @@ mutmut: build ## Search for bugs nobody listed: mutmut over the core modules (se
 		$(if $(SAMPLE),$$($(PY) tests/mutants/sample.py draw $(SAMPLE) --seed $(SEED)),$(ONLY))
 	$(if $(SAMPLE),$(PY) tests/mutants/sample.py report $(SAMPLE) --seed $(SEED),$(VENV)/bin/mutmut results)
 
-bench: bench-render bench-data bench-models bench-fit bench-codec ## Print every benchmark (~1 h 20 min on 2 cores; the fit one is half of it)
+bench: bench-render bench-data bench-models bench-fit bench-codec ## Print each benchmark's default sections (~1 h 20 min on 2 cores; the fit one is half of it)
 
 bench-render: build ## Rasterizer: ms/image, pairs/s, vs dense reference, 1 vs N threads; on a GPU: batch 1-4096, Fig. 2
 	$(PY) -m gs_lightning.benchmarks.render
