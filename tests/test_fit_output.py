@@ -205,19 +205,19 @@ def test_a_rerun_takes_a_key_an_older_fit_yaml_lacks_at_its_default(tmp_path):
 
 def test_a_summary_reads_a_shard_without_its_account_from_the_shard(tmp_path):
     """A run stopped between a shard's rename and its account's: the summary counts the shard from the figures
-    its samples carry."""
+    its samples carry, in a folder whose name is no pattern."""
     from gs_lightning.fit.summary import summarise
 
-    pattern = shards(tmp_path / "in", [3, 2])
-    fit(f"fit.input={pattern}", f"fit.output={tmp_path}/out")
-    whole = json.loads((tmp_path / "out" / "summary.json").read_text())
-    (tmp_path / "out" / "_stats" / "00001.tar.json").unlink()
-    (tmp_path / "out" / "sizes.json").unlink()
-    again = summarise(load_fit_config([], [*TINY_FIT, f"fit.output={tmp_path}/out"]))
+    pattern, out = shards(tmp_path / "in", [3, 2]), tmp_path / "out [v2], {a}"
+    fit(f"fit.input={pattern}", f"fit.output={out}")
+    whole = json.loads((out / "summary.json").read_text())
+    (out / "_stats" / "00001.tar.json").unlink()
+    (out / "sizes.json").unlink()
+    again = summarise(load_fit_config([], [*TINY_FIT, f"fit.output={out}"]))
     for k in ("images_fitted", "shards_written", "bytes_splats", "splats_mean", "iterations_mean", "images_at_cap"):
         assert again[k] == whole[k], k
     assert again["psnr_mean"] == pytest.approx(whole["psnr_mean"], abs=1e-3)  # the json's PSNR has 3 decimals
-    assert json.loads((tmp_path / "out" / "sizes.json").read_text()) == {"00000.tar": 3, "00001.tar": 2}
+    assert json.loads((out / "sizes.json").read_text()) == {"00000.tar": 3, "00001.tar": 2}
 
 
 def test_a_tally_counts_images_added_in_batches_as_if_added_at_once():

@@ -433,22 +433,29 @@ def test_a_fitted_shard_is_whole_on_disk_when_its_final_name_appears(tmp_path, m
     import gs_lightning.atomic as atomic
     import gs_lightning.data.shards as shards
 
+    from gs_lightning.data.embeddings import EmbeddingShard, read_embeddings
+
     seen, rename = {}, os.replace
 
     def replace(src, dst):
-        seen[Path(dst).name] = Path(src).read_bytes()
+        seen[str(Path(dst).relative_to(tmp_path))] = Path(src).read_bytes()
         rename(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
     # Python buffers a file by its filesystem's block size: Lustre and NFS report 1 MiB and more, this disk 4 KiB
     monkeypatch.setattr(shards, "open", lambda path, mode: builtins.open(path, mode, buffering=1 << 20),
                         raising=False)
+    (tmp_path / "emb").mkdir()
     for n in range(1, 9):  # tars of several lengths: the last write is the end block's padding, of any size
         name = f"{n:05d}.tar"
-        shard = FittedShard(tmp_path / name, "fp16")
+        shard, teacher = FittedShard(tmp_path / name, "fp16"), EmbeddingShard(tmp_path / "emb" / name)
         for k in range(n):
             shard.write(f"k{k}", np.full((5 + 7 * k, 8), 0.25, np.float32), {"psnr": 30.0}, "a caption", None)
+            teacher.write(f"k{k}", np.full((2, 3 + 5 * k), 0.5, np.float32))
         shard.commit()
+        teacher.commit()
         assert seen[name] == (tmp_path / name).read_bytes(), n
+        assert seen[f"emb/{name}"] == (tmp_path / "emb" / name).read_bytes(), n
+        assert len(read_embeddings(tmp_path / "emb" / name)) == n
         assert [r.key for r in list_sources(str(tmp_path / name))[0].samples([], whole=True)] == \
             [f"k{k}" for k in range(n)]

@@ -9,7 +9,6 @@ one, naming the folder and its first shard.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -17,12 +16,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 import yaml
 
-from gs_lightning.atomic import AtomicFile, no_space_named, write_text_atomic
+from gs_lightning.atomic import write_text_atomic
 from gs_lightning.data.image_batches import stats_path
-from gs_lightning.data.shards import ShardWriter, Source, tar_groups, update_sizes, warn_skipped
+from gs_lightning.data.shards import ShardWriter, Source, TarShard, tar_groups, update_sizes, warn_skipped
 from gs_lightning.errors import UserError
 
 MEMBER = "teacher.npy"
@@ -97,30 +95,13 @@ def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-class EmbeddingShard:
-    """An embedding shard being written: to `<final>.tmp`, renamed to its final name by `commit()`."""
-
-    def __init__(self, final_path: str | os.PathLike):
-        self.file = AtomicFile(final_path)
-        self._tar = wds.TarWriter(open(self.file.tmp, "wb"))
-        self.count = 0
+class EmbeddingShard(TarShard):
+    """An embedding shard being written (TarShard: whole under its final name, or not there)."""
 
     def write(self, key: str, rows: np.ndarray) -> None:  # rows: [2, D] image and text embeddings
         buf = io.BytesIO()
         np.save(buf, np.asarray(rows, dtype=np.float16), allow_pickle=False)
-        with no_space_named(self.file.path):
-            self._tar.write({"__key__": key, MEMBER: buf.getvalue()})
-        self.count += 1
-
-    def commit(self) -> None:
-        with no_space_named(self.file.path):
-            self._tar.close()
-        self.file.commit()
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):  # a full disk may refuse the last flush: the temporary goes anyway
-            self._tar.close()
-        self.file.abort()
+        self._write({"__key__": key, MEMBER: buf.getvalue()})
 
 
 class EmbeddingWriter(ShardWriter):

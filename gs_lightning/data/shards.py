@@ -594,36 +594,21 @@ def splat_bytes(pattern: str) -> dict[str, int]:
     return out
 
 
-class FittedShard:
-    """A fitted shard being written: to `<final>.tmp`, renamed to its final name by `commit()`; splat sets are
-    stored in the codec record `record` (codec.RECORDS)."""
+class TarShard:
+    """A shard being written: to a temporary beside its final path, renamed to it by `commit()` once all of it is on
+    disk; `abort()` leaves nothing."""
 
-    def __init__(self, final_path: str | os.PathLike, record: str):
-        self.file = AtomicFile(final_path)  # one rank writes a shard: a fixed temporary name
+    def __init__(self, final_path: str | os.PathLike):
+        self.file = AtomicFile(final_path)
         # Ours to close: TarWriter closes only a stream it opened itself.
         self._stream = open(self.file.tmp, "wb")
         self._tar = wds.TarWriter(self._stream)
-        self.record = RECORDS[record]
-        self.bytes_splats = 0
         self.count = 0
 
-    def write(self, key: str, rows: np.ndarray, fit: dict, caption: str | None, cls: int | None) -> int:
-        """Store one splat set (unit-square rows [N, 8]) and what the fit reports of it (`fit`, its json);
-        returns its bytes as counted (codec's nbytes)."""
-        if rows.ndim != 2 or rows.shape[1] != RECORD_DIM or not np.issubdtype(rows.dtype, np.floating):
-            raise ValueError(f"{key}: splat rows must be float [N, {RECORD_DIM}], got {rows.dtype} {rows.shape}")
-        data = self.record.encode(rows)
-        sample = {"__key__": key, self.record.member: data,
-                  "json": {**fit, "record": self.record.name, "bytes": self.record.nbytes(data)}}
-        if caption is not None:
-            sample["txt"] = caption
-        if cls is not None:
-            sample["cls"] = cls
+    def _write(self, sample: dict) -> None:
         with no_space_named(self.file.path):
             self._tar.write(sample)
-        self.bytes_splats += sample["json"]["bytes"]
         self.count += 1
-        return sample["json"]["bytes"]
 
     def commit(self) -> None:
         """Every byte on disk before the final name appears: a stream's buffer (up to a network filesystem's
@@ -642,6 +627,31 @@ class FittedShard:
         with contextlib.suppress(OSError):
             self._stream.close()
         self.file.abort()
+
+
+class FittedShard(TarShard):
+    """A fitted shard being written; splat sets are stored in the codec record `record` (codec.RECORDS)."""
+
+    def __init__(self, final_path: str | os.PathLike, record: str):
+        super().__init__(final_path)
+        self.record = RECORDS[record]
+        self.bytes_splats = 0
+
+    def write(self, key: str, rows: np.ndarray, fit: dict, caption: str | None, cls: int | None) -> int:
+        """Store one splat set (unit-square rows [N, 8]) and what the fit reports of it (`fit`, its json);
+        returns its bytes as counted (codec's nbytes)."""
+        if rows.ndim != 2 or rows.shape[1] != RECORD_DIM or not np.issubdtype(rows.dtype, np.floating):
+            raise ValueError(f"{key}: splat rows must be float [N, {RECORD_DIM}], got {rows.dtype} {rows.shape}")
+        data = self.record.encode(rows)
+        sample = {"__key__": key, self.record.member: data,
+                  "json": {**fit, "record": self.record.name, "bytes": self.record.nbytes(data)}}
+        if caption is not None:
+            sample["txt"] = caption
+        if cls is not None:
+            sample["cls"] = cls
+        self._write(sample)
+        self.bytes_splats += sample["json"]["bytes"]
+        return sample["json"]["bytes"]
 
 
 class ShardWriter(BasePredictionWriter):

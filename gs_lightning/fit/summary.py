@@ -116,10 +116,10 @@ class Tally:
 def tally_of_shard(path: Path, cap: int) -> Tally:
     """A fitted shard's account read back from the figures its samples' json carry (a shard whose own
     _stats file was not written: its run stopped between the two renames). Its fitting time is unknown."""
-    from gs_lightning.data.shards import list_sources
+    from gs_lightning.data.shards import Source, shard_name
 
     t, figures = Tally(), {"psnr": [], "n_init": [], "n_final": [], "iterations": []}
-    (source,) = list_sources(str(path))
+    source = Source(name=shard_name(str(path)), url=str(path))  # a file, not a pattern: `out [v2]` is no glob
     for raw in source.samples([]):
         if missing := [k for k in (*figures, "bytes") if k not in raw.meta]:
             from gs_lightning.errors import UserError
