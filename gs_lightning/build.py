@@ -169,15 +169,27 @@ def missing_accelerator(node) -> Optional[str]:
     return None
 
 
-def trainer(**kwargs):
-    """L.Trainer, with Lightning's refusal of a trainer setting reported as the user error it is."""
+# fit and embed deal shards to ranks, which end up to a shard's fitting apart (an hour and more of the paper's
+# recipe) and then meet at a barrier: far past the 30 minutes DDP gives a collective by default
+RANKS_MAY_WAIT_S = 3 * 24 * 3600
+
+
+def trainer(*, ranks_may_wait: bool = False, **kwargs):
+    """L.Trainer, with Lightning's refusal of a trainer setting reported as the user error it is. ranks_may_wait:
+    its DDP collectives wait RANKS_MAY_WAIT_S for a rank."""
+    from datetime import timedelta
+
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.strategies import DDPStrategy
 
     try:
-        return L.Trainer(**kwargs)
+        run = L.Trainer(**kwargs)
     except (MisconfigurationException, ValueError) as e:
         raise UserError("trainer", str(e).splitlines()[0]) from None
+    if ranks_may_wait and isinstance(run.strategy, DDPStrategy):  # whichever DDP `auto` or `ddp` chose, unstarted
+        run.strategy._timeout = timedelta(seconds=RANKS_MAY_WAIT_S)
+    return run
 
 
 def clip_module(cfg, *, with_eval_set: bool = True):  # cfg: TrainRun -> ClipModule

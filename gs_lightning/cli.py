@@ -232,8 +232,9 @@ def fit(args: list[str], *, all_written: bool = True) -> list[str]:
         dataset = ImageBatches(sources, f.output, f.image_size, f.batch_size)
         dataset.check_done("fit.input", "fit.output")
         kept = len(sources) - len(dataset.shards_to_do())
-        run = trainer(**cfg.trainer, inference_mode=False, logger=False, enable_checkpointing=False,
-                      use_distributed_sampler=False, callbacks=[FitWriter(f, sources), FitProgressBar()])
+        run = trainer(**cfg.trainer, ranks_may_wait=True, inference_mode=False, logger=False,
+                      enable_checkpointing=False, use_distributed_sampler=False,
+                      callbacks=[FitWriter(f, sources), FitProgressBar()])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=f.num_workers)
         with stop_on_signals():
             run.predict(SplatFitModule(f), dataloaders=loader, return_predictions=False)
@@ -300,7 +301,7 @@ def embed(args: list[str]) -> None:
         kept = len(sources) - len(dataset.shards_to_do())
         t = cfg.trainer
         run = build.trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-                            precision=t.precision, logger=False, enable_checkpointing=False, use_distributed_sampler=False,
+                            precision=t.precision, ranks_may_wait=True, logger=False, enable_checkpointing=False, use_distributed_sampler=False,
                             enable_progress_bar=t.enable_progress_bar,
                             callbacks=[EmbeddingWriter(cfg.data.embeddings, sources)])
         loader = DataLoader(dataset, batch_size=None, collate_fn=as_is, num_workers=cfg.data.num_workers)

@@ -150,6 +150,20 @@ def test_two_ddp_ranks_share_the_shards_and_the_summary_counts_both(tmp_path):
     assert sizes == {f"{i:05d}.tar": n for i, n in enumerate(counts)}
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "auto"])
+def test_fit_and_embed_ranks_wait_for_each_other_past_ddps_half_hour(strategy):
+    """Ranks dealt shards of an hour's fitting each end that far apart, and meet at the closing barrier: the
+    process group fit and embed start (whichever DDP Lightning chose) waits days for a rank, not 30 minutes."""
+    from datetime import timedelta
+
+    from gs_lightning.build import RANKS_MAY_WAIT_S, trainer
+
+    waits = trainer(ranks_may_wait=True, accelerator="cpu", devices=2, strategy=strategy, logger=False)
+    assert waits.strategy._timeout == timedelta(seconds=RANKS_MAY_WAIT_S) >= timedelta(days=1)
+    training = trainer(accelerator="cpu", devices=2, strategy=strategy, logger=False)  # training's steps: DDP's own
+    assert training.strategy._timeout == timedelta(minutes=30)
+
+
 @pytest.mark.parametrize("init, keys", [("structured", []), ("random", ["fit.seed=7"]),
                                         ("adaptive", ["fit.adaptive_floor=0.7", "fit.adaptive_scale=0.6"]),
                                         ("oriented", ["fit.adaptive_floor=0.7", "fit.adaptive_scale=0.6",
