@@ -175,6 +175,20 @@ def test_image_files_and_compressed_tars_in_a_pattern_read_as_shards(tmp_path):
     assert [s.name for s in list_sources(f"{tmp_path}/OLD.TGZ,{tmp_path}/X.TAR")] == ["OLD.tar", "X.tar"]
 
 
+
+def test_a_gap_in_a_shard_range_is_named_with_the_glob_that_reads_the_rest(tmp_path):
+    """img2dataset leaves no shard where a download failed: {00000..00003}.tar with 00001 and 00002 gone is no
+    'nothing found', and the glob it gives reads the two that are there."""
+    for k in (0, 3):
+        write_image_shard(tmp_path / f"{k:05d}.tar", [{"key": "k", "jpg": image_bytes(np.zeros((4, 4, 3), np.uint8),
+                                                                                         "JPEG"), "txt": "a"}])
+    with pytest.raises(DataPathError, match=r"^fit\.input: 2 of the 4 shards '.*' names are missing \(00001\.tar, "
+                                            r"00002\.tar in .*\); img2dataset .* give '(.*)' to read") as e:
+        existing_sources(f"{tmp_path}/{{00000..00003}}.tar", "fit.input")
+    given = re.search(r"give '(.*)' to read", str(e.value)).group(1)
+    assert [s.name for s in existing_sources(given, "fit.input")] == ["00000.tar", "00003.tar"]
+
+
 def test_image_files_of_several_folders_are_keyed_below_the_folder_they_share(tmp_path):
     """A camera's day folders repeat file names: day1/IMG_1.jpg and day2/IMG_1.jpg are two samples."""
     for day in ("day1", "day2"):

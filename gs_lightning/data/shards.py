@@ -563,6 +563,14 @@ def existing_sources(pattern: str, key: str, hint: str = "", shard_size: int = 1
         raise DataPathError(key, f"{stray[0]} is neither a shard ({', '.join(TAR_SUFFIXES)}) nor an image "
                                  f"({', '.join(FOLDER_EXTS)}); name only those, e.g. 'photos/*.jpg'")
     missing = [s.url for s in sources if s.url is not None and not Path(s.url).exists()]
+    named = [s.url for s in sources if s.url is not None]
+    if missing and len(missing) < len(named):  # img2dataset leaves a gap where a shard's download failed
+        folder, suffix = Path(missing[0]).parent, tar_suffix(missing[0]) or ".tar"
+        raise DataPathError(key, f"{len(missing)} of the {len(named)} shards {pattern!r} names are missing ("
+                                 f"{', '.join(Path(m).name for m in missing[:3])}{', ...' if len(missing) > 3 else ''}"
+                                 f" in {folder}); img2dataset leaves a gap where a shard failed: give "
+                                 f"'{literal(folder)}/*{suffix}' to read those that are there"
+                                 + (f". {hint}" if hint else ""))
     if not sources or missing:
         # a folder of shards (fit's output) is named by its shards' pattern: its summary.json sits beside them
         shards = sorted(p.name for p in Path(pattern).glob("*") if tar_suffix(p.name)) if pattern else []
