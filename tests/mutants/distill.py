@@ -40,7 +40,8 @@ MUTANTS = [
      "tests": [f"{T}::test_rendered_eval_images_are_the_reference_render_of_each_record"],
      "why": "rendered values above 1 wrap around in 8 bits: bright splats turn dark"},
     {"name": "embed-in-fp32-whatever-the-precision", "path": "gs_lightning/cli.py",
-     "old": "                            precision=t.precision, logger=False,", "new": "                            logger=False,",
+     "old": "                            precision=t.precision, ranks_may_wait=True, logger=False,",
+     "new": "                            ranks_may_wait=True, logger=False,",
      "tests": ["tests/test_distill.py::test_embed_writes_the_teachers_embeddings_and_a_rerun_keeps_them"],
      "why": "the teacher's pass over every pair runs in fp32 though the run says bf16-mixed: twice the time"},
 ]
