@@ -146,13 +146,14 @@ def check_teacher_embeddings(cfg) -> dict:
 
     import gs_lightning.models  # noqa: F401  registers the project's model configs with open_clip
     from gs_lightning.data.embeddings import check_embeddings, checkpoint_sha256
+    from gs_lightning.data.image_batches import input_origin
     from gs_lightning.data.shards import list_sources
     from gs_lightning.errors import UserError
 
     if not cfg.data.embeddings:
         raise UserError("data.embeddings", "is not set; give the folder of the teacher's embeddings (python -m "
                                            "gs_lightning embed writes it)")
-    shards = [s.name for s in list_sources(cfg.data.splats.train)]
+    shards = {s.name: input_origin(Path(s.url).parent, s.name) if s.url else None for s in list_sources(cfg.data.splats.train)}
     return check_embeddings(cfg.data.embeddings, shards, checkpoint_sha256(cfg.model.rgb_checkpoint),
                             open_clip.get_model_config(cfg.model.name)["embed_dim"])
 
@@ -571,9 +572,10 @@ def _fit_settings(run_cfg) -> dict:
     """The fit settings a splat run's eval images were fitted with (fit.yaml beside data.splats.val)."""
     import yaml
 
+    from gs_lightning.data.image_batches import SETTINGS_FILES
     from gs_lightning.errors import UserError
 
-    path = Path(run_cfg.data.splats.val).parent / "fit.yaml"
+    path = Path(run_cfg.data.splats.val).parent / SETTINGS_FILES["fit"]
     if not path.is_file():
         raise UserError("data.splats.val", f"{path} is missing: a suite's images are fitted with the settings the "
                                            "run's eval images were fitted with, which `fit` keeps there")

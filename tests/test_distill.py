@@ -264,7 +264,7 @@ def test_embeddings_that_do_not_fit_the_run_are_one_error_naming_the_shard(tmp_p
             EmbeddingShard(tmp_path / name).commit()
     sha, dim = ("b" * 64 if problem == "another teacher" else "a" * 64), (DIM * 2 if problem == "another width" else DIM)
     with pytest.raises(UserError) as e:
-        check_embeddings(tmp_path, shards, sha, dim)
+        check_embeddings(tmp_path, dict.fromkeys(shards), sha, dim)
     named = "00001.tar" if problem == "a missing shard" else "00000.tar"
     assert e.value.where == "data.embeddings" and f"{tmp_path}/{named}" in e.value.what, e.value.what
 
@@ -272,7 +272,7 @@ def test_embeddings_that_do_not_fit_the_run_are_one_error_naming_the_shard(tmp_p
 def test_embeddings_that_do_not_fit_say_how_to_compute_them(tmp_path):
     """The error ends with the command that writes the folder: embed, with the run's experiment and overrides."""
     with pytest.raises(UserError) as e:
-        check_embeddings(tmp_path / "none", ["00000.tar"], "a" * 64, DIM)
+        check_embeddings(tmp_path / "none", {"00000.tar": None}, "a" * 64, DIM)
     assert e.value.what.endswith("; compute them with `python -m gs_lightning embed EXP ...` (the same experiment "
                                  "and overrides)"), e.value.what
 
@@ -282,10 +282,70 @@ def test_embeddings_are_checked_for_the_teacher_and_width_when_no_shard_is_named
     settings back, another teacher is an error naming the folder."""
     settings = {"teacher": "t.ckpt", "teacher_sha256": "a" * 64, "model": "ViT-Tiny-16", "dim": DIM, "logit_scale": 1}
     keep_embed_settings(tmp_path, settings)
-    assert check_embeddings(tmp_path, [], "a" * 64, DIM) == settings
+    assert check_embeddings(tmp_path, {}, "a" * 64, DIM) == settings
     with pytest.raises(UserError, match="another teacher") as e:
-        check_embeddings(tmp_path, [], "b" * 64, DIM)
+        check_embeddings(tmp_path, {}, "b" * 64, DIM)
     assert str(tmp_path) in e.value.what
+
+
+def test_embeddings_made_from_other_images_than_the_splats_are_refused_naming_both(tmp_path, teacher):
+    """img2dataset names keys by shard and row, so the embeddings of another download find every key of the
+    splats: the input each fitted shard and each embedding shard was made from (their _stats accounts) must be
+    the same, where both kept one."""
+    from gs_lightning.cli import check_teacher_embeddings
+    from gs_lightning.config import compose_train
+    from gs_lightning.data.embeddings import checkpoint_sha256
+    from gs_lightning.data.image_batches import stats_path
+
+    pattern, emb = fitted_shards(tmp_path / "fit", [2, 2]), tmp_path / "emb"
+    keep_embed_settings(emb, {"teacher": teacher, "teacher_sha256": checkpoint_sha256(teacher), "model": "ViT-Tiny-16",
+                              "dim": DIM, "logit_scale": 1})
+
+    def account(folder, shard, origin):
+        stats_path(folder, shard).parent.mkdir(exist_ok=True)
+        stats_path(folder, shard).write_text(json.dumps({"inputs": {shard: origin}}))
+
+    for shard in ("00000.tar", "00001.tar"):
+        EmbeddingShard(emb / shard).commit()
+        account(tmp_path / "fit", shard, f"{shard}, 10 bytes (A)")
+        account(emb, shard, f"{shard}, 10 bytes ({'A' if shard == '00000.tar' else 'B'})")
+    cfg = compose_train(["gs196_distill", "demo"], [f"data.splats.train={pattern}", f"data.embeddings={emb}",
+                                                    f"model.rgb_checkpoint={teacher}", *TINY_TRAIN])
+    with pytest.raises(UserError) as e:
+        check_teacher_embeddings(cfg)
+    assert e.value.where == "data.embeddings" and e.value.what.startswith(
+        f"{emb}/00001.tar was computed from 00001.tar, 10 bytes (B), but its splats were fitted from 00001.tar, "
+        "10 bytes (A)"), e.value.what
+    account(emb, "00001.tar", "00001.tar, 10 bytes (A)")
+    assert check_teacher_embeddings(cfg)["dim"] == DIM
+    stats_path(emb, "00000.tar").unlink()  # an account not kept on one side: nothing to compare
+    account(tmp_path / "fit", "00001.tar", "00001.tar, 10 bytes (C)")
+    with pytest.raises(UserError, match="00001.tar was computed from"):
+        check_teacher_embeddings(cfg)
+    stats_path(tmp_path / "fit", "00001.tar").unlink()
+    assert check_teacher_embeddings(cfg)["dim"] == DIM
+
+
+@pytest.mark.parametrize("first", ["fit", "embed"])
+def test_fit_and_embed_refuse_each_others_output_folder(tmp_path, first):
+    """Both name an output shard as its input shard: run into the other's folder, every input would be taken as
+    done, nothing written, and the run end well. Each refuses the other's folder, by the settings file it keeps,
+    and writes nothing there."""
+    from gs_lightning.fit.config import FitConfig
+    from gs_lightning.fit.summary import keep_fit_settings
+
+    settings = {"teacher": "t.ckpt", "teacher_sha256": "a" * 64, "model": "ViT-Tiny-16", "dim": DIM, "logit_scale": 1}
+    fit, embed = (lambda: keep_fit_settings(FitConfig(output=str(tmp_path)))), (
+        lambda: keep_embed_settings(tmp_path, settings))
+    (fit if first == "fit" else embed)()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    (fit if first == "fit" else embed)()  # its own folder again: a rerun
+    with pytest.raises(UserError) as e:
+        (embed if first == "fit" else fit)()
+    kept, key = ("fit.yaml", "data.embeddings") if first == "fit" else ("embed.yaml", "fit.output")
+    assert e.value.where == key and e.value.what.startswith(
+        f"{tmp_path} holds {kept}: it is the output of `{first}`"), e.value.what
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_a_rerun_with_the_same_teacher_is_let_through_and_another_is_refused(tmp_path):

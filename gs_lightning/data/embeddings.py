@@ -19,12 +19,12 @@ import numpy as np
 import yaml
 
 from gs_lightning.atomic import write_text_atomic
-from gs_lightning.data.image_batches import stats_path
+from gs_lightning.data.image_batches import SETTINGS_FILES, check_output_kind, input_origin, stats_path
 from gs_lightning.data.shards import ShardWriter, Source, TarShard, tar_groups, update_sizes, warn_skipped
 from gs_lightning.errors import UserError
 
 MEMBER = "teacher.npy"
-SETTINGS = "embed.yaml"
+SETTINGS = SETTINGS_FILES["embed"]
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
@@ -39,6 +39,7 @@ def keep_embed_settings(folder: str | Path, settings: dict) -> None:
     """Write the teacher's identity to folder/embed.yaml, or refuse a rerun there with another teacher. The
     teacher's path is kept for the record, not compared: the same checkpoint (its sha256) moved or named another
     way is the same teacher."""
+    check_output_kind(folder, "embed", "data.embeddings")
     path = Path(folder) / SETTINGS
     if path.exists():
         before = yaml.safe_load(path.read_text())
@@ -57,12 +58,14 @@ def embedding_settings(folder: str | Path) -> dict:
     return yaml.safe_load((Path(folder) / SETTINGS).read_text())
 
 
-def check_embeddings(folder: str | Path, shards: list[str], teacher_sha256: str, dim: int) -> dict:
+def check_embeddings(folder: str | Path, shards: dict[str, str | None], teacher_sha256: str, dim: int) -> dict:
     """The settings of the embeddings folder that a run reads (embed.yaml), once it is known to hold this teacher's
-    embeddings, of this width, for every one of `shards`; else a UserError naming the folder and a shard."""
+    embeddings, of this width, for every one of `shards`, made from the input each was fitted from; else a
+    UserError naming the folder and a shard. shards: training shard name -> the origin of the input its splats
+    were fitted from (Source.origin), None where its fit kept no account."""
     folder = Path(folder)
     path = folder / SETTINGS
-    first = folder / shards[0] if shards else folder
+    first = folder / next(iter(shards), "")
     how = "compute them with `python -m gs_lightning embed EXP ...` (the same experiment and overrides)"
     if not path.exists():
         raise UserError("data.embeddings", f"{first} and the rest of {folder} do not exist; {how}")
@@ -78,6 +81,13 @@ def check_embeddings(folder: str | Path, shards: list[str], teacher_sha256: str,
     if missing:
         raise UserError("data.embeddings", f"{folder / missing[0]} does not exist"
                                            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; {how}")
+    for shard, fitted_from in shards.items():
+        # img2dataset names keys by shard and row, so another download's embeddings find every key, of other images
+        embedded_from = input_origin(folder, shard)
+        if fitted_from is not None and embedded_from is not None and embedded_from != fitted_from:
+            raise UserError("data.embeddings", f"{folder / shard} was computed from {embedded_from}, but its splats "
+                                               f"were fitted from {fitted_from}: give data.rgb.train the shards "
+                                               f"the splats were fitted from; {how}")
     return settings
 
 

@@ -29,6 +29,27 @@ def stats_path(output: str | Path, shard: str) -> Path:
     return Path(output) / "_stats" / f"{shard}.json"
 
 
+def input_origin(output: str | Path, shard: str) -> str | None:
+    """What the input of an output shard was (Source.origin), as the shard's account names it; None where the
+    folder keeps no such account."""
+    f = stats_path(output, shard)
+    return json.loads(f.read_text()).get("inputs", {}).get(shard) if f.exists() else None
+
+
+# The settings file that each command keeps in its output folder, which tells one command's folder from the other's.
+SETTINGS_FILES = {"fit": "fit.yaml", "embed": "embed.yaml"}
+
+
+def check_output_kind(output: str | Path, command: str, output_key: str) -> None:
+    """Refuse to write `command`'s shards into a folder of the other command's: its shards take their inputs'
+    names too, so every input would be taken as done and nothing written."""
+    for other, name in SETTINGS_FILES.items():
+        if other != command and (Path(output) / name).exists():
+            raise UserError(output_key, f"{output} holds {name}: it is the output of `{other}`, whose shards would "
+                                        f"be taken as this {command}'s and none written; give {output_key} a folder "
+                                        "of its own")
+
+
 @dataclass
 class ImageBatch:
     shard: str  # the input shard's name, which its output shard takes
@@ -69,10 +90,9 @@ class ImageBatches(IterableDataset):
                 raise UserError(output_key, f"is the folder of {key}'s shard {source.name}: an output shard takes "
                                             "its input's name, so every input would be taken as fitted and none "
                                             f"fitted; give {output_key} a folder of its own")
-            f = stats_path(self.output, source.name)
-            if not ((self.output / source.name).exists() and f.exists()):
+            if not (self.output / source.name).exists():
                 continue
-            before = json.loads(f.read_text()).get("inputs", {}).get(source.name)
+            before = input_origin(self.output, source.name)
             if before is not None and before != (now := source.origin()):
                 raise UserError(key, f"its shard {source.name} is {now}, but {self.output / source.name} was made "
                                      f"from {before}. A rerun into the same {output_key} resumes by shard name, so "

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from gs_lightning.atomic import write_text_atomic
-from gs_lightning.data.image_batches import stats_path
+from gs_lightning.data.image_batches import SETTINGS_FILES, check_output_kind, stats_path
 from gs_lightning.data.shards import update_sizes
 from gs_lightning.errors import UserError
 from gs_lightning.fit.config import FitConfig
@@ -40,8 +40,9 @@ def keep_fit_settings(cfg: FitConfig) -> None:
     with other ones while the folder holds a shard fitted under them (a fit stopped before its first shard
     finished leaves none, and its settings bind nothing). A key that an older fit.yaml lacks is taken at its
     default, which is what that fit used."""
+    check_output_kind(cfg.output, "fit", "fit.output")
     now = {k: v for k, v in _leaves(asdict(cfg)).items() if k.split(".")[0] not in FREE_KEYS}
-    path = Path(cfg.output) / "fit.yaml"
+    path = Path(cfg.output) / SETTINGS_FILES["fit"]
     if path.exists() and any(Path(cfg.output).glob("*.tar")):
         defaults = _leaves(asdict(FitConfig()))
         before = _leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
