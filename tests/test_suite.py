@@ -168,6 +168,39 @@ def test_mean_per_class_recall_leaves_out_a_class_with_no_images_as_clip_benchma
     assert float(metrics.compute()["mean_per_class_recall"]) == pytest.approx(0.75)
 
 
+def test_macro_f1_leaves_out_a_class_with_no_images_as_datacomp_does():
+    """DataComp scores iWildCam's F1-macro_all with WILDS' F1, sklearn's f1_score over the labels present. Class 3
+    has no image but is predicted once: class 0 has F1 2 tp / (2 tp + fp + fn) = 2 / 3, class 1 has 1, so
+    (2/3 + 1) / 2, not (2/3 + 1 + 0) / 3."""
+    from gs_lightning.zeroshot.classifier import zero_shot_metrics
+
+    metrics = zero_shot_metrics(len(CLASSES), prefix="")
+    metrics.update(torch.nn.functional.one_hot(torch.tensor([0, 3, 1, 1]), len(CLASSES)).float(),
+                   torch.tensor([0, 0, 1, 1]))
+    assert float(metrics.compute()["f1_macro"]) == pytest.approx(5 / 6)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 1000])
+def test_each_epochs_metrics_are_their_own_after_a_first_batch_right_at_top1(num_classes):
+    """The sanity check's batch, all right at top-1, then an epoch of other logits: every metric reads that epoch
+    alone, top-5 included (the share of labels among the 5 highest logits, counted here by hand)."""
+    from gs_lightning.zeroshot.classifier import zero_shot_metrics
+
+    metrics = zero_shot_metrics(num_classes, prefix="")
+    first = torch.arange(8) % num_classes
+    metrics.update(torch.nn.functional.one_hot(first, num_classes).float(), first)
+    assert {k: float(v) for k, v in metrics.compute().items()} == {
+        "top1": 1.0, "top5": 1.0, "mean_per_class_recall": 1.0, "f1_macro": 1.0}
+    metrics.reset()
+    generator = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(64, num_classes, generator=generator), torch.randint(0, num_classes, (64,), generator=generator)
+    metrics.update(logits, labels)
+    got = metrics.compute()
+    top = logits.topk(min(5, num_classes), dim=1).indices
+    assert float(got["top1"]) == pytest.approx(float((top[:, 0] == labels).float().mean()))
+    assert float(got["top5"]) == pytest.approx(float((top == labels[:, None]).any(1).float().mean()))
+
+
 def test_a_template_line_takes_the_class_name_where_c_is():
     from gs_lightning.zeroshot.tasks import template
 

@@ -5,7 +5,7 @@ import open_clip
 import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 
 @torch.no_grad()
@@ -34,6 +34,19 @@ class MeanPerClassRecall(MulticlassConfusionMatrix):
         return (confusion.diagonal()[has] / support[has]).mean()
 
 
+class MacroF1(MulticlassConfusionMatrix):
+    """DataComp's F1-macro_all (WILDS' F1: sklearn's f1_score with average="macro" over the labels present in the
+    test set): F1 averaged over the classes that have test images. torchmetrics' macro F1 also averages in a
+    class with none that was predicted, as an F1 of 0."""
+
+    def compute(self) -> Tensor:
+        confusion = super().compute()  # [true, predicted] counts, summed over DDP ranks
+        support = confusion.sum(1)
+        has = support > 0
+        f1 = 2 * confusion.diagonal() / (support + confusion.sum(0)).clamp(min=1)  # 2 tp / (2 tp + fp + fn)
+        return f1[has].mean()
+
+
 def zero_shot_metrics(num_classes: int, prefix: str = "val/") -> MetricCollection:
     """Top-1 and top-5 accuracy (micro: the share of images right), the mean of per-class recall (clip_benchmark's
     mean_per_class_recall: each class weighs alike) and the macro F1, synced across DDP ranks by torchmetrics."""
@@ -42,7 +55,11 @@ def zero_shot_metrics(num_classes: int, prefix: str = "val/") -> MetricCollectio
             "top1": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
             "top5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
             "mean_per_class_recall": MeanPerClassRecall(num_classes=num_classes),
-            "f1_macro": MulticlassF1Score(num_classes=num_classes, average="macro"),
+            "f1_macro": MacroF1(num_classes=num_classes),
         },
         prefix=prefix,
+        # torchmetrics merges metrics whose states are equal after their first update, for their life: metrics of
+        # other meanings can count alike on one batch (torchmetrics' top-5 accuracy and macro F1 did on a batch
+        # right at top-1, the sanity check's), and the top-5 then reported top-1 in every later epoch.
+        compute_groups=False,
     )
