@@ -38,7 +38,7 @@ from gs_lightning.config import load_fit_config
 from gs_lightning.data.demo import PHOTOS, photo_array
 from gs_lightning.data.shards import IMAGE_EXTS, BadSample, decode_image, existing_sources, resize_center_crop
 from gs_lightning.fit.config import FitConfig, PruneConfig
-from gs_lightning.fit.fitter import fit_batch, fit_images
+from gs_lightning.fit.fitter import fit_batch
 from gs_lightning.render import simd_paths
 from gs_lightning.splats import compression_ratio
 
@@ -213,7 +213,7 @@ def time_to_quality(images: torch.Tensor, out_dir: Path, counts, batch: int = 64
         runs += [("default", f"{T} it.", lambda T=T: fit_batch(stack, replace(cfg, iterations=T))[1].psnr)
                  for T in TIME_BUDGETS]
         runs += [("coarse-to-fine", coarse_label(levels, fine, restart),
-                  lambda levels=levels, fine=fine, restart=restart: fit_images(stack, replace(
+                  lambda levels=levels, fine=fine, restart=restart: fit_batch(stack, replace(
                       cfg, coarse_iterations=levels, iterations=fine, coarse_restart=restart))[1].psnr)
                  for levels, fine, restart in COARSE]
         rounds_of: dict[tuple[str, str], list[tuple[float, float]]] = {}  # -> [(ms per image, PSNR)] per round

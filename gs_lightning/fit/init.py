@@ -115,7 +115,10 @@ def detail_density(images: Tensor, n: int, floor: float) -> Tensor:  # [B, 3, H,
     # A blur by matrix products, not conv2d: conv2d's result for an image depends on the batch around it
     # (its kernels block by batch size), and an image must be fitted the same in any batch.
     grad = blur(H) @ grad @ blur(W).T
-    grad = grad / grad.mean(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+    mean = grad.mean(dim=(1, 2), keepdim=True)
+    # A flat image (a blank placeholder) has its detail nowhere, so evenly everywhere: under fit.adaptive_floor=0
+    # an all-zero density would leave its cells' edges 0 / 0.
+    grad = torch.where(mean > 1e-12, grad / mean.clamp(min=1e-12), torch.ones_like(grad))
     return (1 - floor) * grad + floor
 
 
