@@ -688,6 +688,7 @@ def demo(args: list[str]) -> None:
     from gs_lightning.errors import UserError
 
     plan = compose(DemoPlan, [EXPERIMENTS / "demo.yaml"])
+    validate(plan, DemoPlan)
     if {"-h", "--help"} & set(args):
         print("usage: python -m gs_lightning demo [--with NAME ...] [key=value ...]\n\n" + demo.__doc__ +
               "\nkey=value overrides reach every train and embed step; --with adds a group of optional steps ("

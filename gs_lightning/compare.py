@@ -50,7 +50,7 @@ class Run:
     splats: float | None  # mean splats per eval image (None for RGB)
     compression: float | None  # uint8 pixels / splat bytes as stored; 1.0 for RGB input, None: no fit summary
     trainable: float | None  # share of parameters trained
-    epochs: dict[str, list[float]] = field(default_factory=dict)  # metric -> value per epoch
+    epochs: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {epoch (from 0): value}
     run_dir: Path | None = None
     record: str | None = None  # the splat record of its eval set
     bytes: float | None = None  # bytes per eval image as stored
@@ -67,12 +67,18 @@ class Run:
 
     def best(self) -> tuple[float, float]:
         """(top-1, top-5) at the epoch of the best top-1."""
-        top1 = self.epochs.get("val/top1", [])
-        scored = [i for i, v in enumerate(top1) if math.isfinite(v)]  # an epoch whose validation gave NaN is no best
+        top1 = self.epochs.get("val/top1", {})
+        scored = [e for e, v in top1.items() if math.isfinite(v)]  # an epoch whose validation gave NaN is no best
         if not scored:
             return float("nan"), float("nan")
-        i = max(scored, key=top1.__getitem__)
-        return top1[i], self.epochs.get("val/top5", [float("nan")] * len(top1))[i]
+        e = max(scored, key=top1.__getitem__)
+        return top1[e], self.epochs.get("val/top5", {}).get(e, float("nan"))
+
+    def curve(self, key: str) -> tuple[list[int], list[float]]:
+        """(epochs counted from 1, values) of a metric, at the epochs it was logged: validation may skip some
+        (trainer.check_val_every_n_epoch)."""
+        values = self.epochs.get(key, {})
+        return [e + 1 for e in sorted(values)], [values[e] for e in sorted(values)]
 
 
 @dataclass
@@ -147,7 +153,7 @@ def load_run(run_dir: str | Path) -> Run:
                 for key, value in row.items():
                     if value and key not in ("epoch", "step"):
                         per_epoch.setdefault(key, {})[int(row["epoch"])] = float(value)
-    run.epochs = {k: [v[e] for e in sorted(v)] for k, v in per_epoch.items()}
+    run.epochs = per_epoch
     return run
 
 
@@ -395,9 +401,9 @@ def plot(runs: list[Run], out: Path, points: list[Point] = ()) -> list[Path]:
               ("train/loss_epoch", "contrastive loss"), ("train/logit_scale_epoch", "logit scale"))
     for ax, (key, title) in zip(axes.flat, panels):
         for r in runs:  # one colour per run, as in the figure above
-            ys = r.epochs.get(key)
+            xs, ys = r.curve(key)
             if ys:
-                ax.plot(range(1, len(ys) + 1), ys, "o-" if r.mode != "scratch" else "s--", color=colour[r.name],
+                ax.plot(xs, ys, "o-" if r.mode != "scratch" else "s--", color=colour[r.name],
                         label=r.name)
         ax.set_title(title)
         ax.set_xlabel("epoch")

@@ -83,7 +83,9 @@ class DemoPlan:
 
     data_root: str = setting("outputs/demo/data", "where the demo's Fashion-MNIST shards are written")
     train_images: int = setting(10000, "Fashion-MNIST training pairs written (of 60,000)", ge=1)
-    test_images: int = setting(5000, "Fashion-MNIST labelled test images written (of 10,000)", ge=1)
+    test_images: int = setting(5000, "Fashion-MNIST labelled test images written (the first of 10,000; at most "
+                                     "5,000: the suite's tasks are images 5,000-5,999, which validation never sees)",
+                               ge=1, le=5000)
     steps: list[list[str]] = setting(list, "the commands, in order, each as [fit | embed | train, arguments...]")
     optional: dict[str, list[list[str]]] = setting(dict, "more steps by name, run after the others with "
                                                          "`demo --with NAME`")

@@ -318,6 +318,21 @@ def test_demo_answers_a_bad_argument_before_it_writes_or_fits_anything(tmp_path,
     assert not (tmp_path / "outputs").exists()
 
 
+def test_demo_refuses_test_images_that_would_reach_into_its_suite(tmp_path, monkeypatch):
+    """The suite's tasks are Fashion-MNIST's test images 5,000-5,999, never validated on: experiments/demo.yaml
+    may write at most the first 5,000 as the validation set, and is refused, naming the key, before any data."""
+    import gs_lightning.config
+    from gs_lightning.cli import demo
+
+    plan = (gs_lightning.config.EXPERIMENTS / "demo.yaml").read_text()
+    (tmp_path / "demo.yaml").write_text(plan.replace("data_root: outputs/demo/data",
+                                                     f"data_root: {tmp_path}/data\ntest_images: 5001"))
+    monkeypatch.setattr(gs_lightning.config, "EXPERIMENTS", tmp_path)
+    with pytest.raises(UserError, match=r"^test_images: .*<= 5000"):
+        demo([])
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("where", ["the demo's folder", "elsewhere"])
 def test_a_rerun_of_the_demo_trains_its_own_runs_again_and_leaves_other_runs_alone(tmp_path, monkeypatch, where):
     """train refuses a folder that holds a run; the demo removes its own earlier runs (under outputs/demo) before

@@ -247,8 +247,8 @@ def test_a_second_compare_reads_its_results_and_a_new_checkpoint_is_evaluated_an
 def test_a_run_logged_without_top5_or_queries_is_a_row_of_what_it_has():
     from gs_lightning.compare import Run, table
 
-    rgb = Run("rgb", "rgb", None, None, 1.0, None, epochs={"val/top1": [0.2, 0.5, 0.4]})
-    gs = Run("gs", "transfer", 49, 16.0, 9.2, 0.5, epochs={"val/top1": [0.3], "val/top5": [0.7]})
+    rgb = Run("rgb", "rgb", None, None, 1.0, None, epochs={"val/top1": {0: 0.2, 1: 0.5, 2: 0.4}})
+    gs = Run("gs", "transfer", 49, 16.0, 9.2, 0.5, epochs={"val/top1": {0: 0.3}, "val/top5": {0: 0.7}})
     assert rgb.best()[0] == 0.5 and np.isnan(rgb.best()[1])
     rows = table([rgb, gs]).splitlines()
     assert rows[2] == "| rgb | rgb | images | - | - | 1.0x | - | 50.0% | n/a |"

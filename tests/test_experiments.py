@@ -350,7 +350,7 @@ def test_a_resumed_runs_earlier_metrics_are_kept_and_read_before_its_own(tmp_pat
         l for l in (run / "csv" / "metrics.csv").read_text().splitlines() if l[0] not in "012") + "\n")
     assert sorted(f.name for f in (run / "csv").glob("metrics*.csv")) == ["metrics-1.csv", "metrics-2.csv", "metrics.csv"]
     r = load_run(run)
-    assert r.epochs["val/top1"] == [0.10, 0.20, 0.25, 0.27]
+    assert r.curve("val/top1") == ([1, 2, 3, 4], [0.10, 0.20, 0.25, 0.27])
     assert r.best() == (0.27, 0.80)
     keep_earlier_metrics(tmp_path / "none")  # a run with no metrics yet: nothing to keep
 
@@ -360,6 +360,21 @@ def test_the_best_epoch_skips_an_epoch_whose_validation_gave_nan(tmp_path):
     assert load_run(tmp_path / "a").best() == (0.40, 0.6)
     fake_run(tmp_path / "b", "gs196", "transfer", top1=[float("nan")], top5=[0.5])
     assert "| n/a | n/a |" in table([load_run(tmp_path / "b")])
+
+
+def test_a_run_validated_every_other_epoch_is_read_at_its_epochs(tmp_path):
+    """trainer.check_val_every_n_epoch=2: top-1 and top-5 are logged at epochs 1 and 3 (from 0), the loss at
+    every one. The curves keep the epochs (Fig. 7 draws them there, not at 1 and 2), and the best top-1's top-5
+    is its own epoch's."""
+    fake_run(tmp_path / "r", "gs196", "transfer", top1=[0.0] * 4, top5=[0.0] * 4)
+    rows = ["epoch,step,val/top1,val/top5,train/loss_epoch,train/logit_scale_epoch"]
+    rows += [f"{e},{10 * e + 9},,,{4.0 - e},{14.0 + e}" for e in range(4)]
+    rows += ["1,19,0.30,0.60,,", "3,39,0.20,0.90,,"]
+    (tmp_path / "r" / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    r = load_run(tmp_path / "r")
+    assert r.curve("val/top1") == ([2, 4], [0.30, 0.20]) and r.curve("val/top5") == ([2, 4], [0.60, 0.90])
+    assert r.curve("train/loss_epoch") == ([1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0])
+    assert r.best() == (0.30, 0.60)
 
 
 def test_a_splat_run_without_its_fit_summary_shows_no_compression(tmp_path):
@@ -375,7 +390,7 @@ def test_compare_reads_the_best_epoch(tmp_path):
     fake_run(tmp_path / "r", "gs196", "transfer", top1=[0.10, 0.25, 0.20], top5=[0.30, 0.50, 0.70],
              fit_dir=tmp_path / "fit")
     r = load_run(tmp_path / "r")
-    assert r.best() == (0.25, 0.50) and r.epochs["train/loss_epoch"] == [4.0, 3.0, 2.0]
+    assert r.best() == (0.25, 0.50) and r.curve("train/loss_epoch") == ([1, 2, 3], [4.0, 3.0, 2.0])
     assert r.compression == pytest.approx(23.52, abs=0.01)
     # a summary from before the quantized record: float16, 400 x 16 bytes an image
     assert "| gs196 | transfer (196 queries) | fp16 splats | 400 | 6,400 | 23.5x | 8.2% | 25.0% | 50.0% |" in table([r])

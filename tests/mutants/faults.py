@@ -80,7 +80,7 @@ MUTANTS = [
      "old": "for path in [*(f for _, f in earlier), metrics_file]:", "new": "for path in [metrics_file]:",
      "tests": ["tests/test_experiments.py::test_a_resumed_runs_earlier_metrics_are_kept_and_read_before_its_own"], "why": "compare reads only the last attempt of a resumed run"},
     {"name": "best-epoch-nan", "path": "gs_lightning/compare.py",
-     "old": "for i, v in enumerate(top1) if math.isfinite(v)]", "new": "for i, v in enumerate(top1)]",
+     "old": "for e, v in top1.items() if math.isfinite(v)]", "new": "for e, v in top1.items()]",
      "tests": ["tests/test_experiments.py::test_the_best_epoch_skips_an_epoch_whose_validation_gave_nan"], "why": "a NaN first epoch is taken as the best: top-1 nan%"},
     {"name": "compression-without-summary", "path": "gs_lightning/compare.py",
      "old": '    if run.kind == "rgb":\n        run.compression = 1.0\n', "new": "    run.compression = 1.0\n",
