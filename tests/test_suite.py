@@ -451,6 +451,7 @@ def test_a_torn_task_shard_under_eval_scores_both_runs_on_the_rest_and_a_rerun_s
     ("no tasks key", "a suite file holds `tasks:`"),
     ("a task without a name", "task 2 has no name"),
     ("a mistyped metric", "task pets: metric 'acc_1' is none of clip_benchmark's"),
+    ("two tasks of one name", "tasks 1 and 2 are both named 'pets'"),
 ])
 def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, want):
     root = tmp_path / "tasks"
@@ -463,6 +464,8 @@ def test_a_suite_or_task_file_of_the_wrong_shape_is_named(tmp_path, problem, wan
              {"name": "coco", "metric": "mean_recall@1"}]  # listed, reported as not evaluated
     if problem == "a task without a name":
         tasks[1] = {"folder": "pets"}
+    if problem == "two tasks of one name":  # one score and one fitted folder would serve both
+        tasks[1] = {"name": "pets", "folder": "pets", "metric": "mean_per_class_recall"}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"task" if problem == "no tasks key" else "tasks": tasks}))
     with pytest.raises(UserError, match=re.escape(want)):
         read_suite(tmp_path / "suite.yaml", root)

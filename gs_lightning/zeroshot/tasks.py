@@ -125,6 +125,9 @@ def read_suite(path: str | Path, root: str | Path) -> list[Task]:
     for i, t in enumerate(spec["tasks"]):
         if not (isinstance(t, dict) and t.get("name")):
             raise UserError(str(path), f"task {i + 1} has no name: each task is {{name, folder, metric, title}}")
+        if t["name"] in (seen := [task.name for task in tasks]):
+            raise UserError(str(path), f"tasks {seen.index(t['name']) + 1} and {i + 1} are both named {t['name']!r}: a "
+                                       "task's name keys its score and its fitted images")
         metric, title = t.get("metric", "acc1"), t.get("title", t["name"])
         if metric not in METRICS and metric not in OTHER_METRICS:
             raise UserError(str(path), f"task {t['name']}: metric {metric!r} is none of clip_benchmark's; this "
