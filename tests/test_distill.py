@@ -479,3 +479,19 @@ def test_embed_writes_no_shard_of_a_torn_input_and_says_which(tmp_path, teacher)
         "error: data.rgb.train: 1 of its shards could not be read to their end and were not written (00001.tar)"), \
         out.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "emb").glob("*.tar")) == ["00000.tar"]
+
+
+def test_a_kill_as_an_embedding_shard_gets_its_final_name_finds_its_account_written(tmp_path, teacher):
+    """SIGKILL right after the rename onto 00000.tar (tests/stop_at.py): the shard's account, which names the
+    input a distilled run checks it against, is already written."""
+    from gs_lightning.data.shards import Source
+
+    images = datacomp_shards(tmp_path / "rgb", [2, 3], size=16)
+    args = ["embed", "gs196_distill", "demo", f"data.rgb.train={images}", f"model.rgb_checkpoint={teacher}",
+            f"data.embeddings={tmp_path}/emb", f"output_dir={tmp_path}/runs", *TINY_TRAIN]
+    out = subprocess.run([sys.executable, "tests/stop_at.py", "after-rename", "00000.tar", "--", *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == -9, f"the fault hook did not fire: {out.returncode} {out.stderr[-2000:]}"
+    account = json.loads((tmp_path / "emb" / "_stats" / "00000.tar.json").read_text())
+    assert account["images"] == 2
+    assert account["inputs"] == {"00000.tar": Source("00000.tar", url=str(tmp_path / "rgb" / "00000.tar")).origin()}

@@ -15,7 +15,7 @@ from conftest import TINY_FIT
 from helpers import image_bytes, smooth_photo
 
 from gs_lightning.config import compose_fit, load_fit_config
-from gs_lightning.data.shards import decode_image, resize_center_crop, write_image_shard
+from gs_lightning.data.shards import Source, decode_image, resize_center_crop, write_image_shard
 from gs_lightning.fit.fitter import psnr_per_image
 from gs_lightning.render import rasterize
 from gs_lightning.splats import Splats
@@ -263,7 +263,8 @@ def test_a_summary_of_a_folder_with_nothing_fitted_says_n_a(tmp_path):
 
 
 def test_a_kill_as_a_shard_gets_its_final_name_never_leaves_it_torn(tmp_path):
-    """SIGKILL right after the rename onto 00000.tar (tests/stop_at.py): what is under the name is whole."""
+    """SIGKILL right after the rename onto 00000.tar (tests/stop_at.py): what is under the name is whole, and its
+    account is already written, naming its input (what a rerun checks it against) and its images."""
     pattern = shards(tmp_path / "in", [4, 4])
     args = [sys.executable, "tests/stop_at.py", "after-rename", "00000.tar", "--", "fit", f"fit.input={pattern}",
             f"fit.output={tmp_path}/out", *TINY_FIT]
@@ -274,6 +275,9 @@ def test_a_kill_as_a_shard_gets_its_final_name_never_leaves_it_torn(tmp_path):
     for key, m in fitted.items():  # every sample whole: its record, its fit json and its caption
         assert sorted(m) == ["json", "splats.npy", "txt"], (key, sorted(m))
         assert np.load(io.BytesIO(m["splats.npy"])).shape == (16, 8) and json.loads(m["json"])["n_final"] == 16
+    account = json.loads((tmp_path / "out" / "_stats" / "00000.tar.json").read_text())
+    assert account["shards"] == {"00000.tar": 4} and account["images"] == 4
+    assert account["inputs"] == {"00000.tar": Source("00000.tar", url=str(tmp_path / "in" / "00000.tar")).origin()}
 
 
 def test_fit_on_the_embedded_photos(tmp_path):

@@ -138,10 +138,10 @@ class EmbeddingWriter(ShardWriter):
         account["seconds"] += self.batch_seconds()
         if b.last and b.unreadable:
             self.drop_unreadable(b.shard, b.unreadable)
-        elif b.last:
-            shard.commit()
+        elif b.last:  # the account first, as fit's (FitWriter)
             account["inputs"] = {b.shard: self.sources[b.shard].origin()}
             write_text_atomic(stats_path(self.folder, b.shard), json.dumps(account))
+            shard.commit()
             del self.open[b.shard]
 
 

@@ -77,12 +77,13 @@ class FitWriter(ShardWriter):
         tally.seconds += self.batch_seconds()
         if b.last and b.unreadable:
             self.drop_unreadable(b.shard, b.unreadable)
-        elif b.last:
-            shard.commit()
+        elif b.last:  # the account first: a kill between the two leaves an account of no shard, which the rerun
+            # writes again, rather than a shard of no account (its input, skipped images and time unknown)
             tally.shards[b.shard], tally.ranks[b.shard] = shard.count, trainer.global_rank
             tally.inputs[b.shard] = self.sources[b.shard].origin()
             tally.bytes_splats += shard.bytes_splats
             tally.save(self.output, b.shard)
+            shard.commit()
             del self.open[b.shard]
 
 
