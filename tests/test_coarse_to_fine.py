@@ -107,8 +107,8 @@ def test_coarse_levels_lift_a_short_fit():
     image (each coarse step moves the Gaussians over a quarter of the pixels)."""
     images = photos(6, 7, 8, size=64)
     cfg = shipped_fit_config(num_splats=24, iterations=20)
-    _, plain = fit_images(images, cfg)
-    splats, coarse = fit_images(images, replace(cfg, coarse_iterations=[200]))
+    _, plain = fit_batch(images, cfg)
+    splats, coarse = fit_batch(images, replace(cfg, coarse_iterations=[200]))
     assert (coarse.psnr > plain.psnr + 3.0).all(), (plain.psnr, coarse.psnr)
     torch.testing.assert_close(coarse.psnr, psnr_per_image(rasterize(splats, 64, 64), images))
     assert coarse.iterations.tolist() == [20, 20, 20]  # the full-resolution fit's own steps

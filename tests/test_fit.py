@@ -767,7 +767,6 @@ def test_fit_benchmark_time_to_quality_keeps_each_routes_fastest_round(tmp_path,
         return None, SimpleNamespace(psnr=torch.full((len(stack),), float(psnr)))
 
     monkeypatch.setattr(bench, "fit_batch", fake_fit)
-    monkeypatch.setattr(bench, "fit_images", fake_fit)
     monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     bench.time_to_quality(smooth_photos((0, 1), 16), tmp_path, counts=(4,), batch=2, rounds=2)
     out = capsys.readouterr().out
