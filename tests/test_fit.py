@@ -736,7 +736,7 @@ def test_fit_benchmark_time_to_quality_runs_every_route_against_the_target(tmp_p
     levels, fine, restart = next(route for route in bench.COARSE if route[2])  # the route runs its own settings
     cfg = replace(bench.recipe_config("default", num_splats=4), coarse_iterations=levels, iterations=fine)
     for r in (restart, not restart):
-        psnr = fit_images(images, replace(cfg, coarse_restart=r))[1].psnr.mean().item()
+        psnr = fit_batch(images, replace(cfg, coarse_restart=r))[1].psnr.mean().item()
         shown = float(table[bench.coarse_label(levels, fine, restart)][1])
         assert (shown == pytest.approx(psnr, abs=0.006)) == (r == restart)
     for key, ((first, psnr), (second, again)) in rounds.items():  # the fastest round's time, their one PSNR

@@ -116,7 +116,8 @@ class Tally:
 
 def tally_of_shard(path: Path, cap: int) -> Tally:
     """A fitted shard's account read back from the figures its samples' json carry (a shard whose own
-    _stats file was not written: its run stopped between the two renames). Its fitting time is unknown."""
+    _stats file is missing: a folder whose fit wrote the shard before its account and stopped between the two,
+    or an account deleted). Its fitting time is unknown."""
     from gs_lightning.data.shards import Source, shard_name
 
     t, figures = Tally(), {"psnr": [], "n_init": [], "n_final": [], "iterations": []}
