@@ -58,8 +58,9 @@ def zero_shot_metrics(num_classes: int, prefix: str = "val/") -> MetricCollectio
             "f1_macro": MacroF1(num_classes=num_classes),
         },
         prefix=prefix,
-        # torchmetrics merges metrics whose states are equal after their first update, for their life: metrics of
-        # other meanings can count alike on one batch (torchmetrics' top-5 accuracy and macro F1 did on a batch
+        # The two scores of one confusion matrix share it (one update, one DDP sync). Groups are named, not found:
+        # torchmetrics merges metrics whose states are equal after their first update, for their life, and metrics
+        # of other meanings can count alike on one batch (torchmetrics' top-5 accuracy and macro F1 did on a batch
         # right at top-1, the sanity check's), and the top-5 then reported top-1 in every later epoch.
-        compute_groups=False,
+        compute_groups=[["mean_per_class_recall", "f1_macro"]],
     )
